@@ -1,0 +1,3 @@
+from edgerec.cli import app
+
+app(prog_name="edgerec")

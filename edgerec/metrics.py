@@ -1,0 +1,111 @@
+"""Full-ranking metrics (design.md's accuracy protocol), intervals and paired tests.
+
+Every item in the catalogue is ranked (no sampled negatives). Ranks are 0-based; ties are broken
+deterministically by item index (a tied item with a smaller index ranks ahead of the target), so
+a model that scores everything equal does not get a lucky rank. Items already in the history are
+masked by default (the target itself is never masked).
+RecBole's metric code breaks on NumPy >= 1.24 (RUCAIBox/RecBole #1604); these are written here and
+tested against hand-computed cases.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+HR_KS = (1, 5, 10, 20)
+NDCG_KS = (5, 10, 20)
+
+
+def _item_scores(scores: np.ndarray, num_items: int, histories, targets, mask_history: bool):
+    """Scores restricted to items 1..num_items, with history items (not the target) at -inf."""
+    s = np.array(scores[:, : num_items + 1], dtype=np.float64, copy=True)
+    s[:, 0] = -np.inf  # padding is never an item
+    if mask_history and histories is not None:
+        rows = np.repeat(np.arange(len(histories)), [len(h) for h in histories])
+        cols = np.concatenate([np.asarray(h, dtype=np.int64) for h in histories]) if len(rows) else rows
+        s[rows, cols] = -np.inf
+        if targets is not None:
+            t = np.asarray(targets, dtype=np.int64)
+            s[np.arange(len(t)), t] = np.asarray(scores, dtype=np.float64)[np.arange(len(t)), t]
+    return s
+
+
+def target_ranks(scores, targets, num_items: int, histories=None, mask_history: bool = True):
+    """0-based rank of each target among all items (higher score = better)."""
+    targets = np.asarray(targets, dtype=np.int64)
+    s = _item_scores(np.asarray(scores), num_items, histories, targets, mask_history)
+    target_score = s[np.arange(len(targets)), targets][:, None]
+    better = (s > target_score).sum(axis=1)
+    columns = np.arange(s.shape[1])[None, :]
+    tied_ahead = ((s == target_score) & (columns < targets[:, None])).sum(axis=1)
+    return (better + tied_ahead).astype(np.int64)
+
+
+def top_k(scores, k: int, num_items: int, histories=None, mask_history: bool = True) -> np.ndarray:
+    """Indices of the k best items per row, best first; ties go to the smaller index."""
+    s = _item_scores(np.asarray(scores), num_items, histories, None, mask_history)
+    k = min(k, num_items)
+    # lexsort on (index, -score): the stable, deterministic order the ranks above use.
+    part = np.argpartition(-s, k - 1, axis=1)[:, :k] if k < s.shape[1] else np.tile(np.arange(s.shape[1]), (len(s), 1))
+    # argpartition may split a tie at the boundary arbitrarily: widen to every tied candidate.
+    kth = np.take_along_axis(s, part, axis=1).min(axis=1, keepdims=True)
+    out = np.empty((len(s), k), dtype=np.int64)
+    for row in range(len(s)):
+        cand = np.flatnonzero(s[row] >= kth[row])
+        order = np.lexsort((cand, -s[row, cand]))
+        out[row] = cand[order[:k]]
+    return out
+
+
+def per_user_metrics(ranks: np.ndarray) -> dict[str, np.ndarray]:
+    ranks = np.asarray(ranks)
+    out: dict[str, np.ndarray] = {}
+    for k in HR_KS:
+        out[f"HR@{k}"] = (ranks < k).astype(np.float64)
+    gain = 1.0 / np.log2(ranks + 2.0)
+    for k in NDCG_KS:
+        out[f"NDCG@{k}"] = np.where(ranks < k, gain, 0.0)
+    out["MRR"] = 1.0 / (ranks + 1.0)
+    return out
+
+
+def topk_agreement(top_a: np.ndarray, top_b: np.ndarray) -> np.ndarray:
+    """Per-user share of model A's top-K that is also in model B's top-K."""
+    k = top_a.shape[1]
+    return np.array([len(set(a.tolist()) & set(b.tolist())) / k for a, b in zip(top_a, top_b)])
+
+
+def bootstrap_interval(values: np.ndarray, n_boot: int = 1000, seed: int = 0, level: float = 0.95):
+    """Per-user bootstrap of the mean: (mean, low, high)."""
+    values = np.asarray(values, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(values), size=(n_boot, len(values)))
+    means = values[idx].mean(axis=1)
+    alpha = (1 - level) / 2
+    return float(values.mean()), float(np.quantile(means, alpha)), float(np.quantile(means, 1 - alpha))
+
+
+def summarize(per_user: dict[str, np.ndarray], n_boot: int = 1000, seed: int = 0) -> dict[str, dict]:
+    summary = {}
+    for name, values in per_user.items():
+        mean, low, high = bootstrap_interval(values, n_boot, seed)
+        summary[name] = {"mean": mean, "ci95": [low, high]}
+    return summary
+
+
+def paired_bootstrap(a: Sequence[float], b: Sequence[float], n_boot: int = 2000, seed: int = 0) -> dict:
+    """Paired bootstrap of the per-user difference mean(a - b), on the same users.
+
+    `p_value` is the two-sided bootstrap p-value for "no difference". Call A better than B only
+    when the interval excludes 0.
+    """
+    diff = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
+    if diff.size == 0:
+        raise ValueError("paired_bootstrap needs at least one user")
+    rng = np.random.default_rng(seed)
+    means = diff[rng.integers(0, len(diff), size=(n_boot, len(diff)))].mean(axis=1)
+    p = 2 * min((means <= 0).mean(), (means >= 0).mean())
+    return {"diff": float(diff.mean()), "ci95": [float(np.quantile(means, 0.025)),
+            float(np.quantile(means, 0.975))], "p_value": float(min(1.0, p))}

@@ -1,0 +1,206 @@
+"""The recommender models (Hugging Face BERT) and the one way every stage scores them.
+
+Three kinds of model, all transformers BERT classes:
+- "causal": `BertLMHeadModel` with `is_decoder=True` over item-id tokens; the output at the last
+  position scores the next item (SASRec-style).
+- "masked": `BertForMaskedLM` over item-id tokens (BERT4Rec); the history gets a [MASK] appended and
+  the output at that position scores the next item.
+- "text": `BertForSequenceClassification` over the history rendered as item titles, one label per item.
+
+Inputs are left-padded to `max_len` with absolute positions, so the position the model reads the
+answer from is always the last one (`max_len - 1`), for every history length.
+A model directory (`model/` inside a teacher or student artifact) holds the HF checkpoint plus
+`edgerec.json`; the scores a `RecModel` returns are over the *data's* item indices (column 0 =
+padding), whatever token order an imported checkpoint uses.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgerec.errors import EdgerecError
+
+KINDS = ("causal", "masked", "text")
+_ARCHITECTURES = {"causal": "BertLMHeadModel", "masked": "BertForMaskedLM",
+                  "text": "BertForSequenceClassification"}
+META = "edgerec.json"
+
+
+@dataclass(frozen=True)
+class Shape:
+    """Size of an id-based BERT recommender."""
+
+    hidden: int = 64
+    layers: int = 2
+    heads: int = 2
+    intermediate: int = 256
+    max_len: int = 200
+    dropout: float = 0.2
+    attention_dropout: float = 0.2
+
+    def validate(self) -> None:
+        if min(self.hidden, self.layers, self.heads, self.intermediate) < 1:
+            raise EdgerecError(f"model shape: sizes must be >= 1, got {self}")
+        if self.hidden % self.heads:
+            raise EdgerecError(f"model shape: hidden {self.hidden} is not divisible by heads {self.heads}")
+        if self.max_len < 2:
+            raise EdgerecError(f"model shape: max_len must be >= 2, got {self.max_len}")
+        if not (0 <= self.dropout < 1 and 0 <= self.attention_dropout < 1):
+            raise EdgerecError("model shape: dropout must be in [0, 1)")
+
+
+def build_id_model(kind: str, vocab_size: int, shape: Shape):
+    """A fresh id-based BERT (causal or masked) with the item table tied to the output layer."""
+    import transformers
+
+    shape.validate()
+    if kind not in ("causal", "masked"):
+        raise EdgerecError(f"unknown id-model kind '{kind}' (causal or masked)")
+    config = transformers.BertConfig(
+        vocab_size=vocab_size, hidden_size=shape.hidden, num_hidden_layers=shape.layers,
+        num_attention_heads=shape.heads, intermediate_size=shape.intermediate,
+        max_position_embeddings=shape.max_len, type_vocab_size=1, pad_token_id=0,
+        hidden_dropout_prob=shape.dropout, attention_probs_dropout_prob=shape.attention_dropout,
+        is_decoder=(kind == "causal"), tie_word_embeddings=True, use_cache=False,
+        # Eager attention converts to TFLite (litert-torch has no lowering for SDPA, #827) and to
+        # ONNX with the same graph; at these sizes it is as fast on CPU.
+        attn_implementation="eager",
+    )
+    cls = getattr(transformers, _ARCHITECTURES[kind])
+    return cls(config)
+
+
+def left_pad(histories, max_len: int, mask_token: int | None = None) -> np.ndarray:
+    """[B, max_len] int64 input ids: the most recent items, padded on the left with 0.
+
+    With `mask_token`, the last slot is the [MASK] the masked (BERT4Rec) model predicts at.
+    """
+    room = max_len - (1 if mask_token is not None else 0)
+    out = np.zeros((len(histories), max_len), dtype=np.int64)
+    for row, history in enumerate(histories):
+        tail = np.asarray(history[-room:] if room > 0 else [], dtype=np.int64)
+        end = room
+        out[row, end - len(tail): end] = tail
+        if mask_token is not None:
+            out[row, -1] = mask_token
+    return out
+
+
+class RecModel:
+    """A loaded model: `scores(histories) -> [B, num_items + 1]` over the data's item indices."""
+
+    def __init__(self, model, meta: dict[str, Any], tokenizer=None, directory: Path | None = None):
+        self.model = model.eval()
+        self.meta = meta
+        self.kind = meta["kind"]
+        self.max_len = int(meta["max_len"])
+        self.num_items = int(meta["num_items"])
+        self.tokenizer = tokenizer
+        self.directory = directory
+        # data index -> the checkpoint's own token / label index (identity for models we trained)
+        self.token_of = np.asarray(meta.get("token_of_item") or self._identity(), dtype=np.int64)
+
+    def _identity(self) -> list[int]:
+        # id models: token i is data item i; text models: label j is data item j + 1
+        if self.kind == "text":
+            return [0] + list(range(self.num_items))
+        return list(range(self.num_items + 1))
+
+    @property
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+    def encode(self, histories):
+        """The model inputs for a batch of histories (data indices), as torch tensors."""
+        import torch
+
+        if self.kind == "text":
+            texts = [render_history(h, self.meta["titles"]) for h in histories]
+            enc = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_len,
+                                 return_tensors="pt")
+            return dict(enc)
+        tokens = [self.token_of[np.asarray(h, dtype=np.int64)] for h in histories]
+        mask_token = int(self.meta["mask_token"]) if self.kind == "masked" else None
+        ids = torch.from_numpy(left_pad(tokens, self.max_len, mask_token))
+        return {"input_ids": ids, "attention_mask": (ids != 0).long()}
+
+    def logits(self, inputs):
+        """Raw logits over the checkpoint's own vocabulary at the answer position."""
+        if self.kind == "text":
+            return self.model(**inputs).logits
+        return last_position_logits(self.model, inputs["input_ids"], inputs["attention_mask"])
+
+    def scores(self, histories, batch_size: int = 256) -> np.ndarray:
+        import torch
+
+        out = []
+        with torch.inference_mode():
+            for start in range(0, len(histories), batch_size):
+                logits = self.logits(self.encode(histories[start: start + batch_size]))
+                out.append(self.to_item_scores(logits.float().numpy()))
+        return np.concatenate(out) if out else np.zeros((0, self.num_items + 1), np.float32)
+
+    def to_item_scores(self, logits: np.ndarray) -> np.ndarray:
+        scores = np.empty((len(logits), self.num_items + 1), dtype=np.float32)
+        scores[:, 0] = -np.inf
+        scores[:, 1:] = logits[:, self.token_of[1:]]
+        return scores
+
+
+def last_position_logits(model, input_ids, attention_mask):
+    """Encode, then apply the output head at the last position only (the output layer is the
+    largest matmul, and only one position is ever read)."""
+    hidden = model.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    return model.cls(hidden[:, -1, :])
+
+
+def render_history(history, titles: list[str], limit: int = 20) -> str:
+    """The text a text teacher reads: the most recent titles first, separated by [SEP]."""
+    recent = [titles[int(i)] for i in list(history)[::-1][:limit]]
+    return " [SEP] ".join(recent)
+
+
+def save_model(directory: Path, model, meta: dict[str, Any], tokenizer=None) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(directory, safe_serialization=True)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(directory)
+    (directory / META).write_text(json.dumps(meta, indent=1) + "\n")
+
+
+def load_model(directory: Path) -> RecModel:
+    """Load a model directory (safetensors only, never remote code)."""
+    import transformers
+
+    directory = Path(directory)
+    meta_path = directory / META
+    if not meta_path.is_file():
+        raise EdgerecError(f"{directory}: not an edgerec model (no {META})")
+    meta = json.loads(meta_path.read_text())
+    kind = meta.get("kind")
+    if kind not in KINDS:
+        raise EdgerecError(f"{meta_path}: unknown model kind {kind!r}")
+    if not (directory / "model.safetensors").is_file():
+        raise EdgerecError(f"{directory}: no model.safetensors (only safetensors weights are loaded)")
+    cls = getattr(transformers, _ARCHITECTURES[kind])
+    model = cls.from_pretrained(directory, use_safetensors=True, trust_remote_code=False,
+                                attn_implementation="eager")
+    tokenizer = None
+    if kind == "text":
+        tokenizer = transformers.AutoTokenizer.from_pretrained(directory, trust_remote_code=False)
+    return RecModel(model, meta, tokenizer, directory)
+
+
+def shape_of(model) -> dict[str, Any]:
+    c = model.config
+    return {"hidden": c.hidden_size, "layers": c.num_hidden_layers, "heads": c.num_attention_heads,
+            "intermediate": c.intermediate_size, "max_len": c.max_position_embeddings}
+
+
+def shape_dict(shape: Shape) -> dict[str, Any]:
+    return asdict(shape)

@@ -1,0 +1,211 @@
+"""The training loop that `teacher` and `distill` share: plain PyTorch DDP, resumable, early-stopped.
+
+It runs unchanged as one process or under `torchrun` / `accelerate launch` (both set RANK,
+WORLD_SIZE, MASTER_ADDR...): each rank trains on its shard of users, validates on its shard, and
+the validation sums are all-reduced, so every rank takes the same early-stopping decision. Only
+rank 0 writes checkpoints. Backend: nccl on GPUs, gloo on CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+
+from edgerec.errors import EdgerecError
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 200
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    # Epochs without a better validation NDCG@10 before stopping; the best weights are kept.
+    patience: int = 15
+    max_minutes: float | None = None  # wall-clock budget; stops after the epoch that crosses it
+    seed: int = 0
+
+    def validate(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1 or self.patience < 1:
+            raise EdgerecError("epochs, batch size and patience must be >= 1")
+        if not self.lr > 0:
+            raise EdgerecError(f"learning rate must be > 0, got {self.lr}")
+
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_world: int = 1
+    device: str = "cpu"
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def all_sum(self, values: list[float]) -> list[float]:
+        if self.world == 1:
+            return values
+        import torch
+        import torch.distributed as dist
+
+        tensor = torch.tensor(values, dtype=torch.float64, device=self.device)
+        dist.all_reduce(tensor)
+        return tensor.tolist()
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+
+def setup_distributed() -> Dist:
+    """Join the process group that torchrun / accelerate launch describe in the environment."""
+    import torch
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
+    cuda = torch.cuda.is_available()
+    if world == 1:
+        return Dist(device="cuda" if cuda else "cpu")
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if cuda else "gloo")
+    rank = dist.get_rank()
+    device = "cpu"
+    if cuda:
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        device = f"cuda:{local}"
+    else:
+        # Share the cores between the local processes instead of oversubscribing them.
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world))
+    return Dist(rank=rank, world=world, local_world=local_world, device=device)
+
+
+def shard(n: int, dist: Dist, epoch: int, seed: int, shuffle: bool = True) -> np.ndarray:
+    """This rank's indices for an epoch; padded like DistributedSampler so every rank gets as many."""
+    order = np.random.default_rng(seed + epoch).permutation(n) if shuffle else np.arange(n)
+    per = math.ceil(n / dist.world)
+    order = np.resize(order, per * dist.world)
+    return order[dist.rank:: dist.world]
+
+
+@dataclass
+class FitResult:
+    best_metric: float
+    best_epoch: int
+    epochs_run: int
+    seconds: float
+    history: list[dict] = field(default_factory=list)
+    stopped: str = "epochs"
+
+
+def fit(
+    model,
+    loss_module,
+    make_batches: Callable[[np.ndarray, np.random.Generator], Iterable[dict]],
+    num_examples: int,
+    validate: Callable[[object, Dist], tuple[float, float]],
+    config: TrainConfig,
+    work_dir: Path,
+    dist: Dist,
+    desc: str = "train",
+) -> FitResult:
+    """Train `loss_module` (which owns `model`), keep the best `model` by validation metric.
+
+    `make_batches(indices, rng)` yields batches (dicts of tensors) for this rank's examples;
+    `validate(model, dist)` returns (sum of the per-user metric, number of users) on this rank's
+    shard. Checkpoints go to `work_dir/last` (resumable) and `work_dir/best`.
+    """
+    import torch
+    from safetensors.torch import load_model, save_model
+    from tqdm.auto import tqdm
+
+    config.validate()
+    torch.manual_seed(config.seed)
+    optimizer = torch.optim.AdamW(loss_module.parameters(), lr=config.lr,
+                                  weight_decay=config.weight_decay)
+    state = {"epoch": 0, "best_metric": -1.0, "best_epoch": -1, "history": [], "seconds": 0.0}
+    last, best = Path(work_dir) / "last", Path(work_dir) / "best"
+    # Resume from the last finished epoch. The work dir must be visible to every rank (one
+    # machine, or a shared filesystem); our own files, loaded with weights_only=True.
+    if (last / "state.json").is_file():
+        state = json.loads((last / "state.json").read_text())
+        load_model(loss_module, str(last / "weights.safetensors"))
+        optimizer.load_state_dict(torch.load(last / "optimizer.pt", weights_only=True))
+    trainable = loss_module
+    if dist.world > 1:  # wrapped after loading, so every rank starts from the same weights
+        trainable = torch.nn.parallel.DistributedDataParallel(loss_module)
+
+    started = time.perf_counter() - state["seconds"]
+    stopped = "epochs"
+    bar = tqdm(total=config.epochs, initial=state["epoch"], desc=desc, disable=not dist.is_main,
+               unit="epoch", dynamic_ncols=True)
+    while state["epoch"] < config.epochs:
+        epoch = state["epoch"]
+        rng = np.random.default_rng([config.seed, epoch, dist.rank])
+        trainable.train()
+        losses = []
+        for batch in make_batches(shard(num_examples, dist, epoch, config.seed), rng):
+            loss = trainable(**batch)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            losses.append(float(loss.detach()))
+        total, count = dist.all_sum(list(validate(model, dist)))
+        metric = total / max(count, 1.0)
+        loss_mean = float(np.mean(losses)) if losses else float("nan")
+        state["history"].append({"epoch": epoch + 1, "loss": loss_mean, "valid_ndcg10": metric})
+        state["epoch"] = epoch + 1
+        state["seconds"] = time.perf_counter() - started
+        improved = metric > state["best_metric"]
+        if improved:
+            state["best_metric"], state["best_epoch"] = metric, epoch + 1
+        if dist.is_main:
+            if improved:
+                best.mkdir(parents=True, exist_ok=True)
+                save_model(model, str(best / "model.safetensors"))
+            _save_last(last, loss_module, optimizer, state)
+        dist.barrier()
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss_mean:.3f}", val_ndcg10=f"{metric:.4f}",
+                        best=f"{state['best_metric']:.4f}")
+        if epoch + 1 - state["best_epoch"] >= config.patience:
+            stopped = "early-stopping"
+            break
+        if config.max_minutes is not None and state["seconds"] >= 60 * config.max_minutes:
+            stopped = "time-budget"
+            break
+    bar.close()
+    if state["best_epoch"] > 0 and dist.is_main:  # only rank 0 goes on to write the artifact
+        load_model(model, str(best / "model.safetensors"))
+    return FitResult(best_metric=state["best_metric"], best_epoch=state["best_epoch"],
+                     epochs_run=state["epoch"], seconds=state["seconds"],
+                     history=state["history"], stopped=stopped)
+
+
+def _save_last(last: Path, loss_module, optimizer, state: dict) -> None:
+    """Write the resume point atomically: a crash mid-write keeps the previous one."""
+    import shutil
+
+    import torch
+    from safetensors.torch import save_model
+
+    tmp = last.with_name(last.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_model(loss_module, str(tmp / "weights.safetensors"))
+    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    (tmp / "state.json").write_text(json.dumps(state))
+    shutil.rmtree(last, ignore_errors=True)
+    os.replace(tmp, last)

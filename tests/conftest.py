@@ -1,0 +1,53 @@
+"""Shared fixtures: tiny synthetic interactions with a learnable sequential pattern.
+
+Every test builds its data and models in-process; nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+N_ITEMS = 24
+
+
+def synthetic_rows(n_users: int = 48, seed: int = 0) -> list[dict]:
+    """Users walk the catalogue in steps of +1 (mostly), so the next item is predictable."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for u in range(n_users):
+        length = int(rng.integers(6, 18))
+        item = int(rng.integers(0, N_ITEMS))
+        t = 1_000_000 + u * 1000
+        seen = set()
+        for step in range(length):
+            while item in seen:
+                item = (item + 1) % N_ITEMS
+            seen.add(item)
+            rows.append({"user": f"u{u}", "item": f"i{item}", "timestamp": t + step * 10,
+                         "title": f"Movie {item} {'Space' if item % 2 else 'Love'} Story"})
+            item = (item + (1 if rng.random() < 0.85 else int(rng.integers(2, 5)))) % N_ITEMS
+    return rows
+
+
+@pytest.fixture(scope="session")
+def interactions_csv(tmp_path_factory) -> Path:
+    import pandas as pd
+
+    path = tmp_path_factory.mktemp("raw") / "interactions.csv"
+    pd.DataFrame(synthetic_rows()).to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory, interactions_csv) -> Path:
+    from edgerec.data import DataConfig, make_data
+
+    out = tmp_path_factory.mktemp("artifacts") / "data"
+    make_data(out, interactions=interactions_csv, config=DataConfig(title_col="title"))
+    return out
