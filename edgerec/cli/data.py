@@ -7,7 +7,13 @@ from typing import Annotated, Optional
 
 import typer
 
-from edgerec.cli.common import emit_json, table, user_errors
+from edgerec.cli.common import (
+    JsonOut,
+    Overwrite,
+    emit_json,
+    table,
+    user_errors,
+)
 
 
 def data(
@@ -31,8 +37,8 @@ def data(
         help="Drop repeated (user, item, timestamp) rows instead of failing on them.")] = False,
     calibration: Annotated[Optional[Path], typer.Option(
         help="Calibration recipe TOML (default: calibration/default.toml).")] = None,
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing artifact.")] = False,
-    json_out: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON on stdout.")] = False,
+    overwrite: Overwrite = False,
+    json_out: JsonOut = False,
 ) -> None:
     """Build per-user sequences, a leave-one-out split, the item vocabulary and a calibration set.
 

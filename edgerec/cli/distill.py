@@ -1,0 +1,96 @@
+"""`edgerec distill`: teacher -> small student."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from edgerec.cli.common import (
+    BatchSize,
+    Dropout,
+    Epochs,
+    Heads,
+    Hidden,
+    Intermediate,
+    JsonOut,
+    Layers,
+    LearningRate,
+    MaxLen,
+    MaxMinutes,
+    Overwrite,
+    Patience,
+    Seed,
+    emit_json,
+    table,
+    user_errors,
+)
+
+
+def distill(
+    teacher: Annotated[Path, typer.Option("--teacher", "-t", help="Teacher artifact.")] = Path("runs/teacher"),
+    data: Annotated[Path, typer.Option("--data", "-d", help="Data artifact.")] = Path("runs/data"),
+    out: Annotated[Path, typer.Option("--out", "-o", help="Student artifact to write.")] = Path("runs/student"),
+    hidden: Hidden = 64,
+    layers: Layers = 1,
+    heads: Heads = 2,
+    intermediate: Intermediate = 256,
+    max_len: MaxLen = 200,
+    dropout: Dropout = 0.2,
+    max_params: Annotated[Optional[int], typer.Option(
+        help="Pick the largest default-shaped student with at most this many parameters "
+             "(overrides the shape options).")] = None,
+    max_size_mb: Annotated[Optional[float], typer.Option(
+        help="Pick the largest default-shaped student whose int8 weights fit in this many MB.")] = None,
+    alpha: Annotated[float, typer.Option(help="Weight of the teacher term (0 = ground truth only).")] = 0.5,
+    temperature: Annotated[float, typer.Option(help="Softening temperature for the teacher's scores.")] = 2.0,
+    top_k: Annotated[int, typer.Option(help="Teacher items cached per position (the rest is one bin).")] = 100,
+    kd_positions: Annotated[int, typer.Option(
+        help="Prefixes per user the teacher scores, for masked and text teachers.")] = 16,
+    epochs: Epochs = 200,
+    batch_size: BatchSize = 64,
+    lr: LearningRate = 1e-3,
+    patience: Patience = 20,
+    max_minutes: MaxMinutes = None,
+    seed: Seed = 0,
+    overwrite: Overwrite = False,
+    json_out: JsonOut = False,
+) -> None:
+    """Distil the teacher into a small causal BERT student (item table tied to the output layer).
+
+    Loss: (1 - alpha) x cross-entropy on the true next item + alpha x T^2 x KL to the teacher's
+    softened scores over the whole catalogue (its top-K items plus one bin for the rest). The
+    teacher's targets are computed once and cached by content hash; any run with the same teacher
+    and data reuses them. Runs unchanged under torchrun / accelerate launch.
+    """
+    with user_errors():
+        from edgerec.data import load_data
+        from edgerec.distill import DistillConfig, size_student
+        from edgerec.distill import distill as run
+        from edgerec.models import Shape
+        from edgerec.training import TrainConfig
+
+        shape = Shape(hidden=hidden, layers=layers, heads=heads, intermediate=intermediate,
+                      max_len=max_len, dropout=dropout, attention_dropout=dropout)
+        if max_params is not None or max_size_mb is not None:
+            shape = size_student(load_data(data).vocab_size, max_params, max_size_mb, base=shape)
+        config = DistillConfig(student=shape, alpha=alpha, temperature=temperature, top_k=top_k,
+                               kd_positions=kd_positions,
+                               train=TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr,
+                                                 patience=patience, max_minutes=max_minutes, seed=seed))
+        manifest = run(teacher, data, out, config, overwrite=overwrite)
+    if manifest is None:
+        return
+    if json_out:
+        emit_json(manifest)
+        return
+    m, p, t = manifest["metrics"], manifest["parameters"], manifest["training"]
+    rows = [("parameters (student / teacher)", f"{p['student']:,} / {p['teacher']:,}")]
+    for name in ("HR@10", "NDCG@10", "MRR"):
+        rows.append((f"{name} (student / teacher)", f"{m['test'][name]:.4f} / {m['teacher_test'][name]:.4f}"))
+    rows += [("top-10 agreement with teacher", f"{m['test']['top10_agreement']:.3f}"),
+             ("epochs (best)", f"{t['epochs_run']} ({t['best_epoch']})"),
+             ("teacher targets", f"{manifest['teacher_targets']['seconds']:.0f} s"),
+             ("training time", f"{t['seconds']:.0f} s")]
+    table(f"student -> {out} (test, full ranking)", rows)

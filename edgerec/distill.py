@@ -1,0 +1,352 @@
+"""`edgerec distill`: teach a small id-based BERT student to rank like the teacher.
+
+Loss per position: (1 - alpha) * CE(true next item) + alpha * T^2 * KL(teacher_T || student_T),
+where the KL runs over the teacher's top-K items plus one bin holding the rest of the probability
+mass (exact for that partition, so no mass is thrown away).
+
+Why not an existing tool: optimum removed TFLite export and INC 3.x / NNCF 3.0 removed knowledge
+distillation; none distils a ranking over a catalogue (design.md). The loop itself is the shared
+DDP loop in `training.py`.
+
+The teacher runs once per training example, not once per epoch: its top-K logits are computed
+once and cached on disk under a key made of the teacher's and data's content hashes plus K, T and
+the position policy, so any later run with the same teacher and data reuses them.
+- causal teacher: one forward per window gives the prediction after every position (how it was
+  trained), so every position gets a target;
+- masked or text teacher: one forward per prefix, so at most `kd_positions` prefixes per user
+  (evenly spaced, always including the last) get a target; the other positions learn from the
+  ground truth only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from edgerec.artifacts import artifact_hash, atomic_artifact, write_json
+from edgerec.errors import EdgerecError
+from edgerec.models import Shape
+from edgerec.training import TrainConfig
+
+CACHE_VERSION = 1
+
+# Sized for a phone: one layer of width 64 costs ~0.3 ms per query at batch 1 on a CPU core
+# and, with ML-100K's 1.7k items, ~0.2M parameters (under 0.25 MB in int8); the item table, not
+# the encoder, dominates from ~10^4 items on, so width is the lever that matters.
+STUDENT_SHAPE = Shape(hidden=64, layers=1, heads=2, intermediate=256, max_len=200,
+                      dropout=0.2, attention_dropout=0.2)
+# Candidate shapes for --max-params / --max-size-mb, smallest first (default-shaped: the FFN is
+# 4x the width, heads of 32 dims).
+_SIZES = [(32, 1), (48, 1), (64, 1), (64, 2), (96, 1), (96, 2), (128, 1), (128, 2), (192, 2),
+          (256, 2), (256, 4)]
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    student: Shape = field(default_factory=lambda: STUDENT_SHAPE)
+    alpha: float = 0.5  # weight of the distillation term against the ground-truth term
+    temperature: float = 2.0
+    top_k: int = 100  # teacher items kept per position; the rest is one bin
+    kd_positions: int = 16  # prefixes per user for masked / text teachers (causal: all)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def validate(self) -> None:
+        self.student.validate()
+        self.train.validate()
+        if not 0 <= self.alpha <= 1:
+            raise EdgerecError(f"--alpha must be in [0, 1], got {self.alpha}")
+        if not self.temperature > 0:
+            raise EdgerecError(f"--temperature must be > 0, got {self.temperature}")
+        if self.top_k < 1 or self.kd_positions < 1:
+            raise EdgerecError("--top-k and --kd-positions must be >= 1")
+
+
+def student_parameters(shape: Shape, vocab_size: int) -> int:
+    """Parameters of a tied causal BERT student (what `build_id_model` makes)."""
+    h, f, layers = shape.hidden, shape.intermediate, shape.layers
+    embeddings = vocab_size * h + shape.max_len * h + h + 2 * h  # items, positions, type, LN
+    layer = 4 * (h * h + h) + 2 * h + (h * f + f) + (f * h + h) + 2 * h
+    head = h * h + h + 2 * h + vocab_size  # transform + LN + output bias (weights tied)
+    return embeddings + layers * layer + head
+
+
+def size_student(vocab_size: int, max_params: int | None = None, max_size_mb: float | None = None,
+                 base: Shape = STUDENT_SHAPE) -> Shape:
+    """The largest default-shaped student whose parameter count (or int8 size) fits."""
+    limit = max_params if max_params is not None else int((max_size_mb or 0) * 1e6)  # 1 byte each
+    best = None
+    for hidden, layers in _SIZES:
+        shape = replace(base, hidden=hidden, layers=layers, heads=max(1, hidden // 32),
+                        intermediate=4 * hidden)
+        if student_parameters(shape, vocab_size) <= limit:
+            best = shape
+    if best is None:
+        smallest = student_parameters(replace(base, hidden=32, layers=1, heads=1, intermediate=128),
+                                      vocab_size)
+        raise EdgerecError(f"no student fits the budget of {limit:,} parameters; the smallest has "
+                           f"{smallest:,} with this catalogue")
+    return best
+
+
+# --------------------------------------------------------------------------- teacher cache
+
+
+def cache_key(teacher_dir: Path, data_dir: Path, config: DistillConfig, kind: str) -> str:
+    payload = {"teacher": artifact_hash(teacher_dir), "data": artifact_hash(data_dir),
+               "top_k": config.top_k, "temperature": config.temperature,
+               "positions": "all" if kind == "causal" else config.kd_positions,
+               "version": CACHE_VERSION}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def _soft_targets(logits: np.ndarray, top_k: int, temperature: float):
+    """Top-K item logits (at T) and the log of the probability left for all other items."""
+    z = logits / temperature
+    k = min(top_k, z.shape[1])
+    idx = np.argpartition(-z, k - 1, axis=1)[:, :k]
+    top = np.take_along_axis(z, idx, axis=1)
+    m = z.max(axis=1, keepdims=True)
+    lse_all = m[:, 0] + np.log(np.exp(z - m).sum(axis=1))
+    lse_top = m[:, 0] + np.log(np.exp(top - m).sum(axis=1))
+    tail = np.log(np.clip(-np.expm1(lse_top - lse_all), 1e-30, None))
+    return idx.astype(np.int32), (top - lse_all[:, None]).astype(np.float32), tail.astype(np.float32)
+
+
+def _positions(n_targets: int, kind: str, per_user: int) -> np.ndarray:
+    """Which prefixes (by index of their last item) get a teacher target."""
+    if kind == "causal" or n_targets <= per_user:
+        return np.arange(n_targets)
+    return np.unique(np.linspace(0, n_targets - 1, per_user).round().astype(np.int64))
+
+
+def compute_targets(teacher, sequences, config: DistillConfig, batch: int = 64,
+                    progress: bool = True) -> dict[str, np.ndarray]:
+    """Teacher targets for the prefix ending at each chosen position of each training sequence.
+
+    Rows are (user, position p): the target for predicting item p+1 from items 0..p.
+    """
+    from tqdm.auto import tqdm
+
+    plan = []  # (user, positions)
+    for u, seq in enumerate(sequences):
+        plan.append(_positions(max(len(seq) - 1, 0), teacher.kind, config.kd_positions))
+    offsets = np.zeros(len(sequences) + 1, np.int64)
+    offsets[1:] = np.cumsum([len(p) for p in plan])
+    total = int(offsets[-1])
+    idx = np.zeros((total, min(config.top_k, teacher.num_items)), np.int32)
+    logp = np.zeros(idx.shape, np.float32)
+    tail = np.zeros(total, np.float32)
+    bar = tqdm(total=total, desc="teacher targets", unit="pos", disable=not progress)
+    if teacher.kind == "causal":
+        jobs = _causal_windows(sequences, plan, offsets, teacher.max_len)
+        for start in range(0, len(jobs), batch):
+            chunk = jobs[start: start + batch]
+            logits = _causal_all_positions(teacher, [w for w, _, _ in chunk])
+            for (window, rows, cols), row_logits in zip(chunk, logits):
+                i, lp, t = _soft_targets(row_logits[cols], config.top_k, config.temperature)
+                idx[rows], logp[rows], tail[rows] = i, lp, t
+                bar.update(len(rows))
+    else:
+        prefixes = [(offsets[u] + j, sequences[u][: p + 1]) for u, pos in enumerate(plan)
+                    for j, p in enumerate(pos)]
+        for start in range(0, len(prefixes), batch):
+            chunk = prefixes[start: start + batch]
+            scores = teacher.scores([h for _, h in chunk], batch_size=batch)[:, 1:]
+            i, lp, t = _soft_targets(scores.astype(np.float64), config.top_k, config.temperature)
+            rows = np.array([r for r, _ in chunk])
+            idx[rows], logp[rows], tail[rows] = i + 1, lp, t  # column j is item j + 1
+            bar.update(len(chunk))
+    bar.close()
+    if teacher.kind == "causal":
+        idx += 1
+    return {"offsets": offsets, "positions": np.concatenate(plan) if plan else np.zeros(0, np.int64),
+            "top_items": idx, "top_logp": logp.astype(np.float16), "tail_logp": tail}
+
+
+def _causal_windows(sequences, plan, offsets, max_len: int):
+    """Windows of at most max_len items covering every position; later windows overlap the
+    previous one by half, so every position sees at least max_len/2 items of context."""
+    jobs = []
+    for u, seq in enumerate(sequences):
+        n = len(seq) - 1  # positions with a next item
+        covered = 0
+        while covered < n:
+            begin = 0 if covered == 0 else covered - max_len // 2
+            end = min(begin + max_len, n)
+            rows = offsets[u] + np.arange(covered, end)
+            cols = np.arange(covered - begin, end - begin)
+            jobs.append((seq[begin:end], rows, cols))
+            covered = end
+    return jobs
+
+
+def _causal_all_positions(teacher, windows) -> list[np.ndarray]:
+    """Teacher item logits after every position of each (left-padded) window."""
+    import torch
+
+    from edgerec.models import left_pad
+
+    tokens = [teacher.token_of[np.asarray(w, dtype=np.int64)] for w in windows]
+    ids = torch.from_numpy(left_pad(tokens, teacher.max_len))
+    with torch.inference_mode():
+        hidden = teacher.model.bert(input_ids=ids, attention_mask=(ids != 0).long()).last_hidden_state
+        out = []
+        for r, w in enumerate(windows):
+            logits = teacher.model.cls(hidden[r, teacher.max_len - len(w):]).float().numpy()
+            out.append(logits[:, teacher.token_of[1:]].astype(np.float64))
+    return out
+
+
+def load_or_compute_targets(teacher_dir: Path, data, config: DistillConfig, dist) -> dict:
+    from edgerec.datasets import cache_dir
+    from edgerec.evaluate import check_compatible, resolve_model_dir
+    from edgerec.models import load_model
+
+    teacher = load_model(resolve_model_dir(teacher_dir))
+    check_compatible(teacher, data)
+    key = cache_key(teacher_dir, data.path, config, teacher.kind)
+    path = cache_dir() / "teacher-targets" / f"{key}.npz"
+    if dist.is_main and not path.is_file():
+        targets = compute_targets(teacher, data.train_sequences(), config)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
+        np.savez(tmp, **targets)
+        os.replace(tmp, path)
+    dist.barrier()  # other ranks read what rank 0 wrote (one machine or a shared filesystem)
+    with np.load(path, allow_pickle=False) as archive:
+        targets = {k: archive[k] for k in archive.files}
+    targets["cache_path"] = str(path)
+    targets["teacher"] = teacher
+    return targets
+
+
+# --------------------------------------------------------------------------- training
+
+
+def _row_lookup(targets) -> list[dict[int, int]]:
+    """Per user: position -> cache row."""
+    offsets, positions = targets["offsets"], targets["positions"]
+    return [{int(p): int(offsets[u]) + j for j, p in enumerate(positions[offsets[u]: offsets[u + 1]])}
+            for u in range(len(offsets) - 1)]
+
+
+def distill_loss_module(student, targets, num_items: int, alpha: float, temperature: float):
+    import torch
+    import torch.nn.functional as F
+
+    top_items = torch.from_numpy(targets["top_items"].astype(np.int64))
+    top_logp = torch.from_numpy(targets["top_logp"].astype(np.float32))
+    tail_logp = torch.from_numpy(targets["tail_logp"])
+
+    class DistillLoss(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = student
+
+        def forward(self, input_ids, labels, position_ids, kd_rows):
+            hidden = self.model.bert(input_ids=input_ids, position_ids=position_ids,
+                                     attention_mask=(input_ids != 0).long()).last_hidden_state
+            keep = labels != -100
+            logits = self.model.cls(hidden[keep])
+            loss = F.cross_entropy(logits, labels[keep])
+            rows = kd_rows[keep]
+            has = rows >= 0
+            if alpha == 0 or not bool(has.any()):
+                return loss
+            z = logits[has][:, 1: num_items + 1] / temperature  # items only
+            items = top_items[rows[has]] - 1
+            log_q = z - torch.logsumexp(z, dim=1, keepdim=True)
+            q_top = log_q.gather(1, items)
+            q_tail = torch.log(torch.clamp(-torch.expm1(torch.logsumexp(q_top, dim=1)), min=1e-30))
+            p_top, p_tail = top_logp[rows[has]], tail_logp[rows[has]]
+            kl = (p_top.exp() * (p_top - q_top)).sum(1) + p_tail.exp() * (p_tail - q_tail)
+            return (1 - alpha) * loss + alpha * temperature ** 2 * kl.mean()
+
+    return DistillLoss()
+
+
+def distill(teacher_dir: Path, data_dir: Path, out_dir: Path, config: DistillConfig = DistillConfig(),
+            *, overwrite: bool = False) -> dict | None:
+    """Distil a teacher artifact into a student artifact; returns the manifest on rank 0."""
+    import torch
+
+    from edgerec.data import load_data
+    from edgerec.evaluate import item_ids_hash
+    from edgerec.models import build_id_model
+    from edgerec.teacher import (
+        _prepare_work_dir,
+        causal_batches,
+        validator,
+        work_dir_for,
+    )
+    from edgerec.training import fit, setup_distributed
+
+    config.validate()
+    if Path(out_dir).exists() and not overwrite:
+        raise EdgerecError(f"{out_dir}: already exists (pass --overwrite to replace it)")
+    from edgerec.artifacts import read_manifest
+
+    read_manifest(teacher_dir, "teacher")
+    data = load_data(data_dir)
+    sequences = data.train_sequences()
+    usable = [u for u, s in enumerate(sequences) if len(s) >= 2]
+    if not usable:
+        raise EdgerecError(f"{data_dir}: the training split is empty (every history is too short)")
+    dist = setup_distributed()
+    started = time.perf_counter()
+    targets = load_or_compute_targets(teacher_dir, data, config, dist)
+    teacher = targets.pop("teacher")
+    target_seconds = time.perf_counter() - started
+    torch.manual_seed(config.train.seed)
+    student = build_id_model("causal", data.vocab_size, config.student).to(dist.device)
+    meta = {"kind": "causal", "num_items": data.num_items, "mask_token": data.mask_token,
+            "max_len": config.student.max_len, "item_ids_sha256": item_ids_hash(data.item_ids())}
+    rows = _row_lookup(targets)
+    seqs = [sequences[u] for u in usable]
+    batches = causal_batches(seqs, config.student.max_len, config.train.batch_size,
+                             kd_rows=[rows[u] for u in usable])
+    loss_module = distill_loss_module(student, targets, data.num_items, config.alpha,
+                                      config.temperature)
+    work = _prepare_work_dir(out_dir, {"config": asdict(config), "teacher": str(teacher_dir),
+                                       "data": str(data_dir), "world": dist.world}, dist)
+    result = fit(student, loss_module, batches, len(seqs), validator(data, meta), config.train,
+                 work, dist, desc="distill")
+    if not dist.is_main:
+        return None
+    return _write_student(out_dir, data, student, meta, teacher, teacher_dir, config, result,
+                          targets["cache_path"], target_seconds, overwrite, work_dir_for(out_dir))
+
+
+def _write_student(out_dir, data, student, meta, teacher, teacher_dir, config, result,
+                   cache_path, target_seconds, overwrite, work):
+    from edgerec.evaluate import evaluate, headline, public
+    from edgerec.models import RecModel, save_model
+
+    student.cpu()
+    rec = RecModel(student, meta)
+    test = evaluate(rec, data, "test", reference=teacher)
+    teacher_test = evaluate(teacher, data, "test")
+    with atomic_artifact(out_dir, "student", config=config,
+                         inputs={"data": data.path, "teacher": Path(teacher_dir)},
+                         overwrite=overwrite) as (tmp, manifest):
+        save_model(tmp / "model", student, meta)
+        shutil.copy(data.path / "items.json", tmp / "items.json")
+        write_json(tmp / "test_report.json", public(test))
+        manifest.update(
+            parameters={"student": rec.num_parameters, "teacher": teacher.num_parameters},
+            metrics={"valid_ndcg10": result.best_metric, "test": headline(test),
+                     "teacher_test": headline(teacher_test)},
+            teacher_targets={"cache": cache_path, "seconds": round(target_seconds, 1)},
+            training={"epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
+                      "stopped": result.stopped, "seconds": round(result.seconds, 1),
+                      "history": result.history},
+        )
+    shutil.rmtree(work, ignore_errors=True)
+    return manifest

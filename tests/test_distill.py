@@ -1,0 +1,155 @@
+
+import numpy as np
+import pytest
+
+from edgerec.distill import (
+    DistillConfig,
+    _causal_windows,
+    _soft_targets,
+    distill,
+    size_student,
+    student_parameters,
+)
+from edgerec.errors import EdgerecError
+from edgerec.models import Shape, build_id_model, load_model
+from edgerec.teacher import TeacherConfig, train_teacher
+from edgerec.training import TrainConfig
+
+TEACHER = Shape(hidden=32, layers=1, heads=2, intermediate=64, max_len=12, dropout=0.0,
+                attention_dropout=0.0)
+STUDENT = Shape(hidden=8, layers=1, heads=2, intermediate=16, max_len=12, dropout=0.0,
+                attention_dropout=0.0)
+
+
+@pytest.fixture(scope="module")
+def teacher_dir(tmp_path_factory, data_dir):
+    out = tmp_path_factory.mktemp("teach") / "teacher"
+    train_teacher(data_dir, out, TeacherConfig(shape=TEACHER, train=TrainConfig(
+        epochs=25, batch_size=16, lr=1e-2, patience=50)))
+    return out
+
+
+def config(**kw):
+    train = TrainConfig(epochs=kw.pop("epochs", 20), batch_size=16, lr=1e-2, patience=50)
+    return DistillConfig(student=STUDENT, top_k=8, train=train, **kw)
+
+
+def test_distilled_student_is_small_and_ranks(tmp_path, data_dir, teacher_dir, monkeypatch):
+    monkeypatch.setenv("EDGEREC_CACHE", str(tmp_path / "cache"))
+    manifest = distill(teacher_dir, data_dir, tmp_path / "s", config())
+    p, m = manifest["parameters"], manifest["metrics"]
+    assert p["student"] < p["teacher"] / 3
+    assert m["test"]["NDCG@10"] > 0.3  # random is about 0.1 on 24 items
+    assert 0 <= m["test"]["top10_agreement"] <= 1
+    student = load_model(tmp_path / "s" / "model")
+    assert student.kind == "causal" and student.num_parameters == p["student"]
+    cache = list((tmp_path / "cache" / "teacher-targets").glob("*.npz"))
+    assert len(cache) == 1
+
+
+def test_teacher_targets_are_cached_and_reused(tmp_path, data_dir, teacher_dir, monkeypatch):
+    import edgerec.distill as d
+
+    monkeypatch.setenv("EDGEREC_CACHE", str(tmp_path / "cache"))
+    calls = []
+    real = d.compute_targets
+    monkeypatch.setattr(d, "compute_targets", lambda *a, **k: calls.append(1) or real(*a, **k))
+    distill(teacher_dir, data_dir, tmp_path / "a", config(epochs=1))
+    distill(teacher_dir, data_dir, tmp_path / "b", config(epochs=2, alpha=0.9))  # same targets
+    assert len(calls) == 1
+    distill(teacher_dir, data_dir, tmp_path / "c", config(epochs=1, temperature=3.0))
+    assert len(calls) == 2  # another temperature: other targets
+
+
+def test_soft_targets_keep_the_whole_mass():
+    logits = np.random.default_rng(0).normal(size=(5, 40))
+    idx, logp, tail = _soft_targets(logits, 7, 2.0)
+    total = np.exp(logp).sum(1) + np.exp(tail)
+    np.testing.assert_allclose(total, 1.0, atol=1e-5)
+    z = logits / 2.0
+    full = np.exp(z - z.max(1, keepdims=True))
+    full /= full.sum(1, keepdims=True)
+    np.testing.assert_allclose(np.exp(logp), np.take_along_axis(full, idx, 1), rtol=1e-4)
+    assert (np.sort(full, 1)[:, -7:].sum(1) == pytest.approx(np.exp(logp).sum(1), rel=1e-4))
+
+
+def test_causal_windows_cover_every_position_once():
+    seqs = [np.arange(1, 31), np.arange(1, 4), np.arange(1, 2)]
+    plan = [np.arange(29), np.arange(2), np.arange(0)]
+    offsets = np.array([0, 29, 31, 31])
+    jobs = _causal_windows(seqs, plan, offsets, max_len=10)
+    rows = np.concatenate([r for _, r, _ in jobs])
+    assert sorted(rows.tolist()) == list(range(31))
+    for window, r, cols in jobs:
+        assert len(window) <= 10
+        # the prediction read at cols is for the prefix ending at that item
+        for row, col in zip(r, cols):
+            user = int(np.searchsorted(offsets, row, side="right") - 1)
+            assert window[col] == seqs[user][row - offsets[user]]
+    assert all(cols[0] >= 5 for _, r, cols in jobs[1:2])  # later windows keep >= max_len/2 context
+
+
+def test_distillation_loss_matches_a_direct_kl(data_dir):
+    import torch
+
+    from edgerec.distill import distill_loss_module
+
+    num_items = 6
+    student = build_id_model("causal", num_items + 2, STUDENT)
+    student.eval()
+    teacher_logits = np.random.default_rng(1).normal(size=(1, num_items))
+    idx, logp, tail = _soft_targets(teacher_logits, 3, 2.0)
+    targets = {"top_items": idx + 1, "top_logp": logp.astype(np.float16), "tail_logp": tail}
+    ids = torch.tensor([[1, 2, 3]])
+    batch = {"input_ids": ids, "labels": torch.tensor([[-100, -100, 4]]),
+             "position_ids": torch.tensor([[9, 10, 11]]), "kd_rows": torch.tensor([[-1, -1, 0]])}
+    only_kd = distill_loss_module(student, targets, num_items, alpha=1.0, temperature=2.0)
+    with torch.no_grad():
+        got = float(only_kd(**batch))
+        hidden = student.bert(input_ids=ids, position_ids=batch["position_ids"]).last_hidden_state
+        z = student.cls(hidden[0, -1])[1: num_items + 1].double() / 2.0
+        q = torch.softmax(z, 0).numpy()
+    p_top = np.exp(logp.astype(np.float16).astype(np.float64))[0]
+    q_top = q[idx[0]]
+    p_tail, q_tail = np.exp(tail[0]), 1 - q_top.sum()
+    want = 4.0 * ((p_top * np.log(p_top / q_top)).sum() + p_tail * np.log(p_tail / q_tail))
+    assert got == pytest.approx(want, rel=1e-3)
+
+
+def test_sizing_by_budget():
+    vocab = 1684
+    shape = size_student(vocab, max_params=200_000)
+    assert student_parameters(shape, vocab) <= 200_000
+    bigger = size_student(vocab, max_params=2_000_000)
+    assert student_parameters(bigger, vocab) > student_parameters(shape, vocab)
+    assert size_student(vocab, max_size_mb=0.2) == shape
+    real = build_id_model("causal", vocab, shape)
+    assert sum(p.numel() for p in real.parameters()) == student_parameters(shape, vocab)
+    with pytest.raises(EdgerecError, match="no student fits"):
+        size_student(vocab, max_params=1000)
+
+
+def test_bad_inputs(tmp_path, data_dir, teacher_dir):
+    with pytest.raises(EdgerecError, match="not divisible"):
+        distill(teacher_dir, data_dir, tmp_path / "s", DistillConfig(student=Shape(hidden=10, heads=3)))
+    with pytest.raises(EdgerecError, match="expected teacher"):
+        distill(data_dir, data_dir, tmp_path / "s", config())
+    with pytest.raises(EdgerecError, match="temperature"):
+        distill(teacher_dir, data_dir, tmp_path / "s", config(temperature=0))
+    assert not (tmp_path / "s").exists()
+
+
+def test_teacher_for_other_items_is_refused(tmp_path, teacher_dir):
+    import pandas as pd
+    from conftest import synthetic_rows
+
+    from edgerec.data import make_data
+
+    rows = synthetic_rows(20)
+    for row in rows:
+        row["item"] = "x" + row["item"]  # same shape, other item ids
+    pd.DataFrame(rows).to_csv(tmp_path / "other.csv", index=False)
+    make_data(tmp_path / "other", interactions=tmp_path / "other.csv")
+    with pytest.raises(EdgerecError, match="another item vocabulary"):
+        distill(teacher_dir, tmp_path / "other", tmp_path / "s", config())
+    assert not (tmp_path / "s").exists()
