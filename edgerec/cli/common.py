@@ -52,6 +52,13 @@ def table(title: str, rows: list[tuple[str, str]]) -> None:
     Console().print(out)
 
 
+def plain_table(headers: list[str], rows: list[list[str]]) -> None:
+    """Aligned columns that never truncate (rich shrinks cells to the terminal width)."""
+    widths = [max(len(str(x)) for x in column) for column in zip(headers, *rows)]
+    for row in [headers, *rows]:
+        typer.echo("  ".join(str(x).ljust(w) for x, w in zip(row, widths)).rstrip())
+
+
 def metric_rows(summary: dict[str, dict]) -> list[tuple[str, str]]:
     return [(name, f"{v['mean']:.4f}  [{v['ci95'][0]:.4f}, {v['ci95'][1]:.4f}]")
             for name, v in summary.items()]

@@ -1,0 +1,186 @@
+"""Hardware target profiles: `targets/*.toml` loaded into frozen dataclasses.
+
+What differs between targets lives in these files, not in `if target == ...` chains. Loading is
+strict: an unknown key, a wrong type or a value outside the allowed set fails with a message that
+names the file, the key and what is allowed. Users add profiles from a folder of their own
+(`--targets-dir` or EDGEREC_TARGETS_DIR); a profile there overrides a shipped one of the same name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import sys
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edgerec.errors import EdgerecError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+SHIPPED = Path(__file__).resolve().parents[1] / "targets"
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Runtime:
+    name: str  # onnxruntime | litert | tflite-runtime
+    min_version: str
+    # Where the runtime lives when it cannot share edgerec's environment (tflite-runtime 2.14
+    # needs NumPy 1.x): "local" (same Python) or "isolated" (its own venv, like a device).
+    environment: str = "local"
+    execution_provider: str = "CPUExecutionProvider"
+
+
+@dataclass(frozen=True)
+class OnnxSettings:
+    opset: int = 17
+    input_dtype: str = "int64"  # int64 | int32
+    optimize: bool = True  # ORT transformer fusions where the runtime has the fused ops
+
+
+@dataclass(frozen=True)
+class Quantization:
+    scheme: str = "static"  # static (calibrated int8) | dynamic (weight-only int8)
+    format: str = "QDQ"  # QDQ | QOperator
+    per_channel: bool = True
+    activation_type: str = "uint8"  # uint8 | int8
+    weight_type: str = "int8"  # uint8 | int8
+    reduce_range: bool = False
+    calibration: str = "minmax"  # minmax | entropy | percentile
+    keep_float: tuple[str, ...] = ()  # op types left in float
+    max_ndcg_drop: float = 0.01  # tolerated relative NDCG@10 drop vs the fp32 model
+
+
+@dataclass(frozen=True)
+class Budgets:
+    max_model_mb: float
+    max_p95_ms: float
+    min_ndcg_retained: float  # student NDCG@10 / teacher NDCG@10 on the same users
+    reference_device: str
+    parity_atol: float = 1e-4  # export parity: max |score difference| vs PyTorch in fp32
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    description: str
+    formats: tuple[str, ...]
+    runtimes: tuple[Runtime, ...]
+    budgets: Budgets
+    threads: int = 1
+    onnx: OnnxSettings = field(default_factory=OnnxSettings)
+    quantization: Quantization = field(default_factory=Quantization)
+    version: int = SCHEMA_VERSION
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+ALLOWED = {
+    "formats": {"onnx", "tflite"},
+    "name@runtimes": {"onnxruntime", "litert", "tflite-runtime"},
+    "environment": {"local", "isolated"},
+    "input_dtype": {"int64", "int32"},
+    "scheme": {"static", "dynamic"},
+    "format": {"QDQ", "QOperator"},
+    "activation_type": {"uint8", "int8"},
+    "weight_type": {"uint8", "int8"},
+    "calibration": {"minmax", "entropy", "percentile"},
+}
+
+
+def _build(cls, raw, path: Path, where: str):
+    if not isinstance(raw, dict):
+        raise EdgerecError(f"{path}: '{where}' must be a table")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key in raw:
+        if key not in names:
+            raise EdgerecError(f"{path}: unknown key '{_join(where, key)}' "
+                               f"(allowed: {', '.join(sorted(names))})")
+    values = {}
+    for f in dataclasses.fields(cls):
+        key = _join(where, f.name)
+        if f.name not in raw:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise EdgerecError(f"{path}: missing key '{key}'")
+            continue
+        values[f.name] = _convert(hints[f.name], raw[f.name], path, key)
+    return cls(**values)
+
+
+def _convert(hint, value, path: Path, key: str):
+    origin = typing.get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, path, key)
+    if origin is tuple:
+        if not isinstance(value, list):
+            raise EdgerecError(f"{path}: '{key}' must be a list, got {type(value).__name__}")
+        inner = typing.get_args(hint)[0]
+        return tuple(_convert(inner, v, path, f"{key}[{i}]") for i, v in enumerate(value))
+    expected = {int: (int,), float: (int, float), str: (str,), bool: (bool,)}[hint]
+    if isinstance(value, bool) and hint is not bool or not isinstance(value, expected):
+        raise EdgerecError(f"{path}: '{key}' must be {hint.__name__}, got {value!r}")
+    leaf = key.split(".")[-1].split("[")[0]
+    rule = ALLOWED.get(f"{leaf}@{key.split('.')[0].split('[')[0]}") or ALLOWED.get(leaf)
+    if rule is not None and value not in rule:
+        raise EdgerecError(f"{path}: '{key}' is {value!r}; allowed: {', '.join(sorted(rule))}")
+    return float(value) if hint is float else value
+
+
+def _join(where: str, key: str) -> str:
+    return f"{where}.{key}" if where else key
+
+
+def load_target_file(path: Path) -> Target:
+    try:
+        raw = tomllib.loads(Path(path).read_text())
+    except OSError as exc:
+        raise EdgerecError(f"{path}: cannot read ({exc.strerror})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise EdgerecError(f"{path}: not valid TOML ({exc})") from None
+    target = _build(Target, raw, Path(path), "")
+    if target.version != SCHEMA_VERSION:
+        raise EdgerecError(f"{path}: version {target.version} is not supported (expected {SCHEMA_VERSION})")
+    if target.name != Path(path).stem:
+        raise EdgerecError(f"{path}: name '{target.name}' must match the file name '{Path(path).stem}'")
+    if not target.formats or not target.runtimes:
+        raise EdgerecError(f"{path}: a target needs at least one format and one runtime")
+    if target.threads < 1:
+        raise EdgerecError(f"{path}: 'threads' must be >= 1")
+    return target
+
+
+def search_path(targets_dir: Path | None = None) -> list[Path]:
+    """User folders first (so they override shipped profiles), then the shipped ones."""
+    folders = []
+    for folder in (targets_dir, os.environ.get("EDGEREC_TARGETS_DIR")):
+        if folder:
+            if not Path(folder).is_dir():
+                raise EdgerecError(f"{folder}: targets directory does not exist")
+            folders.append(Path(folder))
+    folders.append(SHIPPED)
+    return folders
+
+
+def available(targets_dir: Path | None = None) -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for folder in search_path(targets_dir):
+        for path in sorted(folder.glob("*.toml")):
+            found.setdefault(path.stem, path)
+    return found
+
+
+def load_target(name: str, targets_dir: Path | None = None) -> Target:
+    profiles = available(targets_dir)
+    if name not in profiles:
+        close = difflib.get_close_matches(name, profiles, n=3, cutoff=0.4)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise EdgerecError(f"unknown target '{name}' (available: {', '.join(sorted(profiles))}){hint}")
+    return load_target_file(profiles[name])
