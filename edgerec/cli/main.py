@@ -3,7 +3,7 @@
 import typer
 
 from edgerec import __version__
-from edgerec.cli import data, distill, evaluate, targets, teacher
+from edgerec.cli import data, distill, evaluate, export, targets, teacher
 
 app = typer.Typer(
     name="edgerec",
@@ -34,4 +34,5 @@ app.command("data")(data.data)
 app.add_typer(teacher.app, name="teacher")
 app.command("distill")(distill.distill)
 app.command("evaluate")(evaluate.evaluate)
+app.command("export")(export.export)
 app.add_typer(targets.app, name="targets")

@@ -1,0 +1,45 @@
+"""`edgerec export --target T`: the bundle an app embeds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from edgerec.cli.common import JsonOut, Overwrite, emit_json, plain_table, user_errors
+from edgerec.cli.targets import TargetsDir
+
+
+def export(
+    target: Annotated[str, typer.Option("--target", "-T", help="Target profile (edgerec targets list).")],
+    model: Annotated[Path, typer.Option("--model", "-m", help="Student or teacher artifact.")] = Path("runs/student"),
+    data: Annotated[Path, typer.Option("--data", "-d", help="Data artifact (items, parity users).")] = Path("runs/data"),
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Bundle directory (default dist/<target>).")] = None,
+    top_k: Annotated[Optional[int], typer.Option(
+        help="Return the K best unseen items and their scores from the ONNX graph itself.")] = None,
+    targets_dir: TargetsDir = None,
+    overwrite: Overwrite = False,
+    json_out: JsonOut = False,
+) -> None:
+    """Export ONNX and/or TFLite for a target profile and check each file on every runtime the
+    profile names against PyTorch (max |score difference| and top-10 agreement on real test
+    users); a mismatch fails the export and leaves nothing behind.
+
+    The bundle holds the model file(s), `items.json` (model index -> your item id, titles) and
+    `metadata.json` (inputs, outputs, padding, max length, target, parity)."""
+    with user_errors():
+        from edgerec.export import ExportConfig
+        from edgerec.export import export as run
+
+        manifest = run(model, data, out, ExportConfig(target=target, top_k=top_k),
+                       targets_dir=targets_dir, overwrite=overwrite)
+    if json_out:
+        emit_json(manifest)
+        return
+    rows = [[runtime, f"{p['max_abs_diff']:.2e}", f"{p['top10_agreement']:.3f}", str(p["users"])]
+            for runtime, p in manifest["parity"].items()]
+    typer.echo(f"bundle -> {out or Path('dist') / target}")
+    for fmt, size in manifest["sizes"].items():
+        typer.echo(f"  model.{fmt}: {size / 1e6:.3f} MB")
+    plain_table(["runtime", "max |diff| vs torch", "top-10 agreement", "users"], rows)

@@ -1,0 +1,69 @@
+"""Isolated Python environments for runtimes that cannot share edgerec's.
+
+tflite-runtime 2.14 was built against NumPy 1.x and cannot create an interpreter under NumPy 2
+(design.md), exactly like the Python on many devices. Such a runtime gets its own venv in the
+cache, created on first use from the package index, and models run there through the standalone
+`device_runner.py` — the same mechanism a remote device uses.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from edgerec.errors import EdgerecError
+
+ENVIRONMENTS = {
+    "tflite-runtime": ["tflite-runtime==2.14.0", "numpy<2"],
+}
+
+
+def python_for(runtime: str) -> Path:
+    """The interpreter of the runtime's environment, created (once) if needed."""
+    from edgerec.datasets import cache_dir
+
+    if runtime not in ENVIRONMENTS:
+        raise EdgerecError(f"no isolated environment is defined for runtime '{runtime}'")
+    folder = cache_dir() / "envs" / runtime
+    python = folder / "bin" / "python"
+    ready = folder / ".ready"
+    if ready.is_file() and python.is_file():
+        return python
+    # Built in place (a venv hard-codes its own path); `.ready` is written last, so a crash
+    # halfway leaves a folder that the next call removes and builds again.
+    shutil.rmtree(folder, ignore_errors=True)
+    try:
+        subprocess.run([sys.executable, "-m", "venv", str(folder)], check=True, capture_output=True)
+        result = subprocess.run([str(python), "-m", "pip", "install", "-q",
+                                 "--disable-pip-version-check", *ENVIRONMENTS[runtime]],
+                                capture_output=True, text=True)
+        if result.returncode != 0:
+            last = (result.stderr.strip().splitlines() or ["pip failed"])[-1]
+            raise EdgerecError(f"cannot set up the {runtime} environment: {last}")
+        ready.write_text("ok\n")
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    return python
+
+
+def run_isolated(runtime: str, model: Path, input_ids, threads: int = 1):
+    """Run the standalone runner in the runtime's environment; returns (scores, seconds)."""
+    import tempfile
+
+    import numpy as np
+
+    python = python_for(runtime)
+    runner = Path(__file__).with_name("device_runner.py")
+    with tempfile.TemporaryDirectory() as tmp:
+        np.save(Path(tmp) / "inputs.npy", input_ids)
+        result = subprocess.run([str(python), str(runner), str(model), str(Path(tmp) / "inputs.npy"),
+                                 str(Path(tmp) / "out.npz"), "--threads", str(threads)],
+                                capture_output=True, text=True)
+        if result.returncode != 0:
+            lines = [l for l in result.stderr.strip().splitlines() if l.strip()]
+            raise EdgerecError(f"{model}: {runtime} failed: {lines[-1] if lines else 'no output'}")
+        with np.load(Path(tmp) / "out.npz", allow_pickle=False) as out:
+            return out["scores"], out["seconds"]

@@ -1,0 +1,194 @@
+"""`edgerec export --target T`: ONNX and/or TFLite for a target profile, parity-checked.
+
+The exported graph is the app's whole job: `input_ids` [batch, max_len] (the most recent items,
+left-padded with 0) -> `scores` [batch, num_items] (column j = item index j + 1), or with
+`top_k`, `items` and `scores` of the K best unseen items. A masked (BERT4Rec) model appends its
+[MASK] inside the graph, so every bundle has the same interface.
+
+Formulation choices that decide which ops appear (design.md):
+- the last position is taken with `torch.narrow` (a SLICE), never `h[:, -1]`, which became a
+  GATHER_ND version that tflite-runtime 2.14 lacks;
+- attention is HF's eager implementation (litert-torch has no lowering for SDPA, #827);
+- TFLite is converted with a fixed batch of 1 and fixed length (dynamic dims are fragile there).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgerec.artifacts import atomic_artifact, read_manifest, write_json
+from edgerec.errors import EdgerecError
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    target: str
+    top_k: int | None = None  # in-graph top-K with the history masked
+    parity_users: int = 512  # test users compared against PyTorch
+
+
+def scoring_graph(rec, top_k: int | None = None):
+    """The torch module that is exported: ids -> item scores (or top-K items and scores)."""
+    import torch
+
+    kind, n, max_len = rec.kind, rec.num_items, rec.max_len
+    token_of = torch.as_tensor(rec.token_of, dtype=torch.long)
+    identity = bool((token_of == torch.arange(len(token_of))).all())
+    mask_token = int(rec.meta.get("mask_token") or 0)
+
+    class ScoringGraph(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = rec.model
+
+        def forward(self, input_ids):
+            ids = input_ids.long()
+            history = ids
+            if not identity:  # an imported checkpoint with its own token order
+                ids = token_of[ids]
+            if kind == "masked":
+                ids = torch.cat([torch.narrow(ids, 1, 1, max_len - 1),
+                                 torch.full_like(torch.narrow(ids, 1, 0, 1), mask_token)], dim=1)
+            hidden = self.model.bert(input_ids=ids, attention_mask=(ids != 0).long()).last_hidden_state
+            last = torch.narrow(hidden, 1, max_len - 1, 1).squeeze(1)
+            logits = self.model.cls(last)
+            scores = logits[:, token_of[1:]] if not identity else torch.narrow(logits, 1, 1, n)
+            if top_k is None:
+                return scores
+            # Items in the history drop to the bottom: one-hot of the history, padding excluded.
+            seen = torch.zeros_like(logits[:, : n + 1]).scatter(1, history, 1.0)
+            masked = scores - 1e9 * torch.narrow(seen, 1, 1, n)
+            values, index = torch.topk(masked, top_k, dim=1)
+            return index + 1, values
+
+    return ScoringGraph().eval()
+
+
+def export_onnx(graph, path: Path, max_len: int, opset: int, dtype: str, top_k: int | None,
+                metadata: dict) -> None:
+    import onnx
+    import torch
+
+    example = torch.ones((2, max_len), dtype=getattr(torch, dtype))
+    outputs = ["items", "scores"] if top_k else ["scores"]
+    torch.onnx.export(graph, (example,), str(path), input_names=["input_ids"], output_names=outputs,
+                      dynamic_axes={"input_ids": {0: "batch"}, **{o: {0: "batch"} for o in outputs}},
+                      opset_version=opset, dynamo=False, do_constant_folding=True)
+    model = onnx.load(str(path))
+    # Apps read these with OnnxModelMetadata.getCustomMetadata() (Android) / ORT's modelmeta.
+    for key, value in metadata.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = f"edgerec.{key}", json.dumps(value) if not isinstance(value, str) else value
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+
+
+def export_tflite(graph, path: Path, max_len: int) -> None:
+    import litert_torch
+    import torch
+
+    # int32 ids: TFLite's GATHER takes int32 indices natively (the converter narrows int64 anyway).
+    example = torch.ones((1, max_len), dtype=torch.int32)
+    try:
+        edge = litert_torch.convert(graph, sample_kwargs={"input_ids": example})
+    except Exception as exc:  # the converter raises many types; one line for the user
+        raise EdgerecError(f"TFLite conversion failed: {str(exc).splitlines()[0][:300]}") from None
+    edge.export(str(path))
+
+
+def parity(reference, candidate, histories, atol: float, name: str) -> dict:
+    """Max |difference| and top-10 agreement on real test histories; raise once, with the list."""
+    from edgerec import metrics
+
+    ref = reference.scores(histories)[:, 1:]
+    got = candidate.scores(histories)[:, 1:]
+    diff = float(np.abs(ref - got).max())
+    n = ref.shape[1]
+    pad = np.full((len(ref), 1), -np.inf)
+    top_ref = metrics.top_k(np.hstack([pad, ref]), 10, n, mask_history=False)
+    top_got = metrics.top_k(np.hstack([pad, got]), 10, n, mask_history=False)
+    agreement = float(metrics.topk_agreement(top_ref, top_got).mean())
+    result = {"max_abs_diff": diff, "top10_agreement": agreement, "users": len(histories),
+              "atol": atol}
+    problems = []
+    if not diff <= atol:
+        problems.append(f"scores differ by up to {diff:.3g} (tolerance {atol:g})")
+    if agreement < 1.0:
+        problems.append(f"top-10 agreement {agreement:.4f} < 1")
+    if problems:
+        raise EdgerecError(f"{name} parity check failed vs PyTorch: {'; '.join(problems)}")
+    return result
+
+
+def export(model_dir: Path, data_dir: Path, out_dir: Path, config: ExportConfig, *,
+           targets_dir: Path | None = None, overwrite: bool = False) -> dict:
+    """Write `out_dir` (default dist/<target>/): model file(s), items.json, metadata.json."""
+    from edgerec import __version__
+    from edgerec.data import load_data
+    from edgerec.evaluate import check_compatible, resolve_model_dir
+    from edgerec.models import load_model
+    from edgerec.runtimes import RUNTIMES, open_model
+    from edgerec.targets import load_target
+
+    target = load_target(config.target, targets_dir)
+    source = read_manifest(model_dir, ("student", "teacher"))
+    rec = load_model(resolve_model_dir(model_dir))
+    if rec.kind == "text":
+        raise EdgerecError(f"{model_dir}: a text teacher needs a tokenizer on the device; distil "
+                           "it into an id-based student first (edgerec distill)")
+    data = load_data(data_dir)
+    check_compatible(rec, data)
+    if config.top_k is not None and not 1 <= config.top_k <= rec.num_items:
+        raise EdgerecError(f"--top-k must be in [1, {rec.num_items}], got {config.top_k}")
+    dtype = target.onnx.input_dtype
+    histories = data.examples("test")[0][: config.parity_users]
+    graph = scoring_graph(rec, config.top_k)
+    plain = scoring_graph(rec, None)  # parity is checked on the scores
+    meta = {"target": target.name, "edgerec_version": __version__, "source_stage": source["stage"],
+            "kind": rec.kind, "max_len": rec.max_len, "padding_id": 0, "num_items": rec.num_items,
+            "inputs": {"input_ids": {"dtype": {"onnx": dtype, "tflite": "int32"},
+                                     "shape": {"onnx": ["batch", rec.max_len],
+                                               "tflite": [1, rec.max_len]},
+                                     "layout": "most recent item last, left-padded with 0"}},
+            "outputs": ({"items": "int64 [batch, K] item indices (items.json), best first",
+                         "scores": "float32 [batch, K], history items excluded"} if config.top_k
+                        else {"scores": "float32 [batch, num_items]: column j scores the item "
+                                        "with index j + 1 in items.json; higher is better"}),
+            "top_k": config.top_k}
+    out_dir = Path(out_dir or Path("dist") / target.name)
+    with atomic_artifact(out_dir, "export", config=config, inputs={"model": Path(model_dir),
+                         "data": Path(data_dir)}, overwrite=overwrite) as (tmp, manifest):
+        files, checks, timings = {}, {}, {}
+        writers = {"onnx": lambda path, g: export_onnx(g, path, rec.max_len, target.onnx.opset,
+                                                       dtype, config.top_k if g is graph else None,
+                                                       meta),
+                   "tflite": lambda path, g: export_tflite(g, path, rec.max_len)}
+        for fmt in target.formats:
+            started = time.perf_counter()
+            files[fmt] = f"model.{fmt}"
+            # TFLite carries the scores graph (in-graph top-K is ONNX-only for now).
+            writers[fmt](tmp / files[fmt], graph if fmt == "onnx" else plain)
+            if config.top_k and fmt == "onnx":  # parity runs on a scores-only twin
+                writers[fmt](tmp / "parity.onnx", plain)
+            timings[fmt] = round(time.perf_counter() - started, 2)
+        for runtime in target.runtimes:
+            fmt = RUNTIMES[runtime.name][0]
+            if fmt not in files:
+                raise EdgerecError(f"target {target.name}: runtime {runtime.name} runs {fmt}, "
+                                   f"which the profile's formats {list(target.formats)} omit")
+            path = tmp / ("parity.onnx" if config.top_k and fmt == "onnx" else files[fmt])
+            users = histories if fmt == "onnx" else histories[:128]  # batch-1 TFLite is slower
+            checks[runtime.name] = parity(rec, open_model(runtime, path, meta, target), users,
+                                          target.budgets.parity_atol, f"{fmt} on {runtime.name}")
+        (tmp / "parity.onnx").unlink(missing_ok=True)
+        shutil.copy(data.path / "items.json", tmp / "items.json")
+        write_json(tmp / "metadata.json", {**meta, "files": files, "parity": checks})
+        manifest.update(target=target.to_dict(), files_by_format=files, parity=checks,
+                        seconds=timings, sizes={f: (tmp / p).stat().st_size for f, p in files.items()})
+    return manifest

@@ -1,0 +1,139 @@
+"""Export: every shipped profile's files load and run on every runtime it names, with 100% top-10
+agreement vs PyTorch on the test users; bad input fails cleanly."""
+
+import json
+
+import numpy as np
+import pytest
+
+from edgerec.data import load_data
+from edgerec.errors import EdgerecError
+from edgerec.export import ExportConfig, export
+from edgerec.models import Shape, load_model
+from edgerec.teacher import TeacherConfig, train_teacher
+from edgerec.training import TrainConfig
+
+SHAPE = Shape(hidden=16, layers=1, heads=2, intermediate=32, max_len=12)
+
+
+def _model(root, data_dir, kind):
+    out = root / f"teacher-{kind}"
+    if not out.exists():
+        train_teacher(data_dir, out, TeacherConfig(kind=kind, shape=SHAPE, train=TrainConfig(
+            epochs=3, batch_size=16, lr=1e-2)))
+    return out
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory, data_dir):
+    root = tmp_path_factory.mktemp("models")
+    return {kind: _model(root, data_dir, kind) for kind in ("causal", "masked")}
+
+
+@pytest.mark.parametrize("target", ["x86_64-avx2", "x86_64-vnni", "arm64"])
+@pytest.mark.parametrize("kind", ["causal", "masked"])
+def test_export_parity_on_every_runtime(tmp_path, data_dir, models, target, kind):
+    manifest = export(models[kind], data_dir, tmp_path / "dist", ExportConfig(target=target))
+    bundle = tmp_path / "dist"
+    meta = json.loads((bundle / "metadata.json").read_text())
+    assert meta["target"] == target and meta["max_len"] == SHAPE.max_len and meta["padding_id"] == 0
+    for runtime, check in manifest["parity"].items():
+        assert check["top10_agreement"] == 1.0 and check["max_abs_diff"] < 1e-4, runtime
+    assert set(manifest["parity"]) == {r["name"] for r in manifest["target"]["runtimes"]}
+    items = json.loads((bundle / "items.json").read_text())
+    assert len(items) == load_data(data_dir).num_items
+    assert not list(tmp_path.glob(".dist*"))
+
+
+def test_onnx_carries_metadata_and_a_dynamic_batch(tmp_path, data_dir, models):
+    import onnx
+    import onnxruntime as ort
+
+    export(models["causal"], data_dir, tmp_path / "d", ExportConfig(target="x86_64-avx2"))
+    model = onnx.load(str(tmp_path / "d" / "model.onnx"))
+    props = {p.key: p.value for p in model.metadata_props}
+    assert props["edgerec.max_len"] == str(SHAPE.max_len) and props["edgerec.target"] == "x86_64-avx2"
+    assert model.opset_import[0].version == 17
+    session = ort.InferenceSession(str(tmp_path / "d" / "model.onnx"))
+    for batch in (1, 5):
+        ids = np.zeros((batch, SHAPE.max_len), np.int64)
+        ids[:, -3:] = [1, 2, 3]
+        (scores,) = session.run(None, {"input_ids": ids})
+        assert scores.shape == (batch, load_data(data_dir).num_items)
+
+
+def test_in_graph_top_k_masks_the_history(tmp_path, data_dir, models):
+    import onnxruntime as ort
+
+    from edgerec import metrics
+
+    export(models["causal"], data_dir, tmp_path / "d", ExportConfig(target="x86_64-avx2", top_k=5))
+    session = ort.InferenceSession(str(tmp_path / "d" / "model.onnx"))
+    histories = load_data(data_dir).examples("test")[0][:20]
+    from edgerec.runtimes import encode
+
+    items, scores = session.run(["items", "scores"], {"input_ids": encode(histories, SHAPE.max_len, "int64")})
+    rec = load_model(models["causal"] / "model")
+    # the graph can only exclude what it sees: the last max_len items
+    window = [h[-SHAPE.max_len:] for h in histories]
+    expected = metrics.top_k(rec.scores(histories), 5, rec.num_items, window)
+    assert (items == expected).all()
+    for row, history in zip(items, histories):
+        assert not set(row.tolist()) & set(history[-SHAPE.max_len:].tolist())
+    assert (np.diff(scores, axis=1) <= 0).all()
+
+
+@pytest.mark.slow
+def test_rpi4_bundle_runs_in_tflite_runtime_2_14(tmp_path, data_dir, models):
+    """Verified with the runtime itself (its own NumPy 1.x environment), not by reading."""
+    manifest = export(models["causal"], data_dir, tmp_path / "d", ExportConfig(target="rpi4"))
+    assert manifest["parity"]["tflite-runtime"]["top10_agreement"] == 1.0
+    assert (tmp_path / "d" / "model.tflite").is_file() and not (tmp_path / "d" / "model.onnx").exists()
+    from edgerec.envs import python_for
+
+    import subprocess
+    probe = subprocess.run([str(python_for("tflite-runtime")), "-c",
+                            "import tflite_runtime, numpy; print(tflite_runtime.__version__, numpy.__version__)"],
+                           capture_output=True, text=True, check=True)
+    version, numpy_version = probe.stdout.split()
+    assert version.startswith("2.14") and numpy_version.startswith("1.")
+
+
+def test_parity_failure_fails_the_export(tmp_path, data_dir, models):
+    folder = tmp_path / "targets"
+    folder.mkdir()
+    text = (__import__("edgerec.targets", fromlist=["SHIPPED"]).SHIPPED / "x86_64-avx2.toml").read_text()
+    (folder / "strict.toml").write_text(text.replace('name = "x86_64-avx2"', 'name = "strict"')
+                                        .replace("parity_atol = 1e-4", "parity_atol = 1e-15"))
+    with pytest.raises(EdgerecError, match="onnx on onnxruntime parity check failed vs PyTorch: scores differ by up to"):
+        export(models["causal"], data_dir, tmp_path / "d", ExportConfig(target="strict"),
+               targets_dir=folder)
+    assert not (tmp_path / "d").exists()
+
+
+def test_bad_inputs(tmp_path, data_dir, models):
+    with pytest.raises(EdgerecError, match="did you mean arm64"):
+        export(models["causal"], data_dir, tmp_path / "d", ExportConfig(target="arm46"))
+    with pytest.raises(EdgerecError, match="is a 'data' artifact, expected student or teacher"):
+        export(data_dir, data_dir, tmp_path / "d", ExportConfig(target="arm64"))
+    with pytest.raises(EdgerecError, match="--top-k must be in"):
+        export(models["causal"], data_dir, tmp_path / "d", ExportConfig(target="arm64", top_k=0))
+    folder = tmp_path / "targets"
+    folder.mkdir()
+    text = (__import__("edgerec.targets", fromlist=["SHIPPED"]).SHIPPED / "arm64.toml").read_text()
+    (folder / "odd.toml").write_text(text.replace('name = "arm64"', 'name = "odd"')
+                                     .replace('formats = ["onnx", "tflite"]', 'formats = ["onnx"]'))
+    with pytest.raises(EdgerecError, match="runtime litert runs tflite"):
+        export(models["causal"], data_dir, tmp_path / "d", ExportConfig(target="odd"), targets_dir=folder)
+    assert not (tmp_path / "d").exists()
+
+
+def test_export_cli(tmp_path, data_dir, models):
+    from typer.testing import CliRunner
+
+    from edgerec.cli import app
+
+    result = CliRunner().invoke(app, ["export", "--target", "x86_64-avx2", "--model", str(models["causal"]),
+                                      "--data", str(data_dir), "--out", str(tmp_path / "d")])
+    assert result.exit_code == 0, result.output
+    assert "onnxruntime" in result.output and "1.000" in result.output
