@@ -41,7 +41,6 @@ class Runtime:
 class OnnxSettings:
     opset: int = 17
     input_dtype: str = "int64"  # int64 | int32
-    optimize: bool = True  # ORT transformer fusions where the runtime has the fused ops
 
 
 @dataclass(frozen=True)

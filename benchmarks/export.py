@@ -1,0 +1,81 @@
+"""Exported student vs the same student in PyTorch eager: batch-1 latency on real test histories.
+
+    python benchmarks/export.py [--model runs/bench-teacher/student-distilled] [--runs 300]
+
+Runs the PyTorch scoring graph, the ONNX file in onnxruntime and the TFLite file in LiteRT, all
+with the same thread count, interleaved in one process so machine noise hits them alike; prints
+p50/p95 and the ratios, writes benchmarks/results/export.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import machine, print_table, save  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, default=Path("runs/bench-teacher/student-distilled"))
+    parser.add_argument("--data", type=Path, default=Path("runs/bench-teacher/data"))
+    parser.add_argument("--runs", type=int, default=300)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+
+    import torch
+
+    from edgerec.data import load_data
+    from edgerec.export import ExportConfig, export, scoring_graph
+    from edgerec.models import load_model
+    from edgerec.runtimes import LiteRTScorer, OnnxScorer, encode
+
+    torch.set_num_threads(args.threads)
+    data = load_data(args.data)
+    rec = load_model(args.model / "model")
+    histories = data.examples("test")[0]
+    with tempfile.TemporaryDirectory() as tmp:
+        manifest = export(args.model, args.data, Path(tmp) / "b", ExportConfig(target="arm64"))
+        onnx = OnnxScorer(Path(tmp) / "b" / "model.onnx", rec.max_len, rec.num_items, "int64", args.threads)
+        tfl = LiteRTScorer(Path(tmp) / "b" / "model.tflite", rec.max_len, rec.num_items, args.threads)
+        graph = scoring_graph(rec)
+        inputs = [encode([histories[i % len(histories)]], rec.max_len, "int64") for i in range(args.runs)]
+
+        def torch_run(ids):
+            with torch.inference_mode():
+                return graph(torch.from_numpy(ids))
+
+        engines = {"pytorch eager": torch_run, "onnxruntime": onnx.run,
+                   "litert (tflite)": lambda ids: tfl.run(ids.astype(np.int32))}
+        for run in engines.values():  # warm-up
+            for ids in inputs[:20]:
+                run(ids)
+        times = {name: [] for name in engines}
+        for ids in inputs:  # interleaved: noise hits every engine alike
+            for name, run in engines.items():
+                started = time.perf_counter()
+                run(ids)
+                times[name].append((time.perf_counter() - started) * 1e3)
+    stats = {name: {"p50_ms": float(np.percentile(t, 50)), "p95_ms": float(np.percentile(t, 95)),
+                    "mean_ms": float(np.mean(t))} for name, t in times.items()}
+    base = stats["pytorch eager"]["p50_ms"]
+    sizes = {"onnxruntime": manifest["sizes"]["onnx"], "litert (tflite)": manifest["sizes"]["tflite"]}
+    rows = [[name, f"{s['p50_ms']:.3f}", f"{s['p95_ms']:.3f}", f"{s['p50_ms'] / base:.3f}",
+             f"{sizes[name] / 1e6:.2f}" if name in sizes else "-"] for name, s in stats.items()]
+    print_table(["engine", "p50 ms", "p95 ms", "p50 / pytorch", "file MB"], rows)
+    payload = {"model": str(args.model), "parameters": rec.num_parameters, "runs": args.runs,
+               "threads": args.threads, "batch": 1, "max_len": rec.max_len, "machine": machine(),
+               "latency": stats, "sizes_bytes": sizes, "parity": manifest["parity"],
+               "ratios_p50_vs_pytorch": {n: s["p50_ms"] / base for n, s in stats.items()}}
+    print(f"wrote {save('export', payload)}")
+
+
+if __name__ == "__main__":
+    main()
