@@ -52,19 +52,14 @@ def _token_loss_module(model):
     return TokenLoss()
 
 
-def length_buckets(indices, lengths, batch_size: int, rng, pool: int = 8):
-    """Batches of similar length (sorted within pools of `pool` batches, batch order shuffled).
+def batches_of(indices, batch_size: int):
+    """Consecutive batches of this rank's (already shuffled) indices.
 
-    Padding is trimmed per batch (see `trim`), so this cuts the work spent on padding by about
-    the ratio of max_len to the mean history length (2-3x on MovieLens) at no accuracy cost.
+    Sorting users into batches of similar length would cut padding work 2-3x, but measured on
+    movielens-100k it cost accuracy (validation NDCG@10 0.098 vs 0.109 for the same model): the
+    batch mix matters more than the padding. Each batch is still trimmed to its longest history.
     """
-    batches = []
-    for start in range(0, len(indices), batch_size * pool):
-        chunk = np.asarray(indices[start: start + batch_size * pool])
-        chunk = chunk[np.argsort([lengths[i] for i in chunk], kind="stable")]
-        batches += [chunk[i: i + batch_size] for i in range(0, len(chunk), batch_size)]
-    rng.shuffle(batches)
-    return batches
+    return [indices[i: i + batch_size] for i in range(0, len(indices), batch_size)]
 
 
 def trim(inputs: np.ndarray, labels: np.ndarray) -> dict:
@@ -88,10 +83,8 @@ def causal_batches(sequences, max_len: int, batch_size: int, kd_rows=None):
     """
     import torch
 
-    lengths = [min(len(s), max_len + 1) for s in sequences]
-
     def make(indices, rng):
-        for batch in length_buckets(indices, lengths, batch_size, rng):
+        for batch in batches_of(indices, batch_size):
             inputs = np.zeros((len(batch), max_len), np.int64)
             labels = np.full((len(batch), max_len), -100, np.int64)
             kd = np.full((len(batch), max_len), -1, np.int64)
@@ -117,10 +110,8 @@ def causal_batches(sequences, max_len: int, batch_size: int, kd_rows=None):
 
 def masked_batches(sequences, max_len: int, batch_size: int, mask_token: int, mask_prob: float):
     """BERT4Rec cloze: hide random positions (always at least one) and predict them."""
-    lengths = [min(len(s), max_len) for s in sequences]
-
     def make(indices, rng):
-        for batch in length_buckets(indices, lengths, batch_size, rng):
+        for batch in batches_of(indices, batch_size):
             rows = [sequences[i] for i in batch]
             inputs = np.zeros((len(rows), max_len), np.int64)
             labels = np.full((len(rows), max_len), -100, np.int64)

@@ -129,10 +129,9 @@ def test_trimmed_batches_compute_what_full_padding_computes(data_dir):
         assert float(loss(**short)) == pytest.approx(float(loss(**full)), abs=1e-5)
 
 
-def test_length_buckets_cover_every_index_once():
-    from edgerec.teacher import length_buckets
+def test_batches_cover_every_index_once():
+    from edgerec.teacher import batches_of
 
-    lengths = list(np.random.default_rng(0).integers(1, 100, size=50))
-    batches = length_buckets(np.arange(50), lengths, 4, np.random.default_rng(1), pool=3)
-    assert sorted(np.concatenate(batches).tolist()) == list(range(50))
-    assert all(len(b) <= 4 for b in batches)
+    batches = batches_of(np.arange(50), 8)
+    assert np.concatenate(batches).tolist() == list(range(50))
+    assert [len(b) for b in batches] == [8] * 6 + [2]
