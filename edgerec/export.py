@@ -106,13 +106,11 @@ def parity(reference, candidate, histories, atol: float, name: str) -> dict:
     """Max |difference| and top-10 agreement on real test histories; raise once, with the list."""
     from edgerec import metrics
 
-    ref = reference.scores(histories)[:, 1:]
-    got = candidate.scores(histories)[:, 1:]
-    diff = float(np.abs(ref - got).max())
-    n = ref.shape[1]
-    pad = np.full((len(ref), 1), -np.inf)
-    top_ref = metrics.top_k(np.hstack([pad, ref]), 10, n, mask_history=False)
-    top_got = metrics.top_k(np.hstack([pad, got]), 10, n, mask_history=False)
+    ref, got = reference.scores(histories), candidate.scores(histories)  # column 0: padding
+    diff = float(np.abs(ref[:, 1:] - got[:, 1:]).max())
+    n = ref.shape[1] - 1
+    top_ref = metrics.top_k(ref, 10, n, mask_history=False)
+    top_got = metrics.top_k(got, 10, n, mask_history=False)
     agreement = float(metrics.topk_agreement(top_ref, top_got).mean())
     result = {"max_abs_diff": diff, "top10_agreement": agreement, "users": len(histories),
               "atol": atol}

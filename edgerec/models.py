@@ -17,7 +17,7 @@ padding), whatever token order an imported checkpoint uses.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -194,13 +194,3 @@ def load_model(directory: Path) -> RecModel:
     if kind == "text":
         tokenizer = transformers.AutoTokenizer.from_pretrained(directory, trust_remote_code=False)
     return RecModel(model, meta, tokenizer, directory)
-
-
-def shape_of(model) -> dict[str, Any]:
-    c = model.config
-    return {"hidden": c.hidden_size, "layers": c.num_hidden_layers, "heads": c.num_attention_heads,
-            "intermediate": c.intermediate_size, "max_len": c.max_position_embeddings}
-
-
-def shape_dict(shape: Shape) -> dict[str, Any]:
-    return asdict(shape)

@@ -89,9 +89,9 @@ def test_rpi4_bundle_runs_in_tflite_runtime_2_14(tmp_path, data_dir, models):
     manifest = export(models["causal"], data_dir, tmp_path / "d", ExportConfig(target="rpi4"))
     assert manifest["parity"]["tflite-runtime"]["top10_agreement"] == 1.0
     assert (tmp_path / "d" / "model.tflite").is_file() and not (tmp_path / "d" / "model.onnx").exists()
-    from edgerec.envs import python_for
-
     import subprocess
+
+    from edgerec.envs import python_for
     probe = subprocess.run([str(python_for("tflite-runtime")), "-c",
                             "import tflite_runtime, numpy; print(tflite_runtime.__version__, numpy.__version__)"],
                            capture_output=True, text=True, check=True)
@@ -99,12 +99,20 @@ def test_rpi4_bundle_runs_in_tflite_runtime_2_14(tmp_path, data_dir, models):
     assert version.startswith("2.14") and numpy_version.startswith("1.")
 
 
-def test_parity_failure_fails_the_export(tmp_path, data_dir, models):
+def _custom_profile(tmp_path, base: str, name: str, old: str, new: str):
+    """A user profile folder holding a shipped profile renamed and with one line changed."""
+    from edgerec.targets import SHIPPED
+
     folder = tmp_path / "targets"
-    folder.mkdir()
-    text = (__import__("edgerec.targets", fromlist=["SHIPPED"]).SHIPPED / "x86_64-avx2.toml").read_text()
-    (folder / "strict.toml").write_text(text.replace('name = "x86_64-avx2"', 'name = "strict"')
-                                        .replace("parity_atol = 1e-4", "parity_atol = 1e-15"))
+    folder.mkdir(exist_ok=True)
+    text = (SHIPPED / f"{base}.toml").read_text().replace(f'name = "{base}"', f'name = "{name}"')
+    assert old in text
+    (folder / f"{name}.toml").write_text(text.replace(old, new))
+    return folder
+
+
+def test_parity_failure_fails_the_export(tmp_path, data_dir, models):
+    folder = _custom_profile(tmp_path, "x86_64-avx2", "strict", "parity_atol = 1e-4", "parity_atol = 1e-15")
     with pytest.raises(EdgerecError, match="onnx on onnxruntime parity check failed vs PyTorch: scores differ by up to"):
         export(models["causal"], data_dir, tmp_path / "d", ExportConfig(target="strict"),
                targets_dir=folder)
@@ -118,11 +126,7 @@ def test_bad_inputs(tmp_path, data_dir, models):
         export(data_dir, data_dir, tmp_path / "d", ExportConfig(target="arm64"))
     with pytest.raises(EdgerecError, match="--top-k must be in"):
         export(models["causal"], data_dir, tmp_path / "d", ExportConfig(target="arm64", top_k=0))
-    folder = tmp_path / "targets"
-    folder.mkdir()
-    text = (__import__("edgerec.targets", fromlist=["SHIPPED"]).SHIPPED / "arm64.toml").read_text()
-    (folder / "odd.toml").write_text(text.replace('name = "arm64"', 'name = "odd"')
-                                     .replace('formats = ["onnx", "tflite"]', 'formats = ["onnx"]'))
+    folder = _custom_profile(tmp_path, "arm64", "odd", 'formats = ["onnx", "tflite"]', 'formats = ["onnx"]')
     with pytest.raises(EdgerecError, match="runtime litert runs tflite"):
         export(models["causal"], data_dir, tmp_path / "d", ExportConfig(target="odd"), targets_dir=folder)
     assert not (tmp_path / "d").exists()

@@ -6,7 +6,14 @@ from typer.testing import CliRunner
 
 from edgerec.cli import app
 from edgerec.errors import EdgerecError
-from edgerec.targets import SHIPPED, Target, _build, available, load_target, load_target_file
+from edgerec.targets import (
+    SHIPPED,
+    Target,
+    _build,
+    available,
+    load_target,
+    load_target_file,
+)
 
 SHIPPED_NAMES = sorted(p.stem for p in SHIPPED.glob("*.toml"))
 
