@@ -135,3 +135,19 @@ def test_batches_cover_every_index_once():
     batches = batches_of(np.arange(50), 8)
     assert np.concatenate(batches).tolist() == list(range(50))
     assert [len(b) for b in batches] == [8] * 6 + [2]
+
+
+def test_warmup_ramps_the_learning_rate(tmp_path, data_dir, monkeypatch):
+    import torch
+
+    seen = []
+    real_step = torch.optim.AdamW.step
+
+    def spy(self, *args, **kwargs):
+        seen.append(self.param_groups[0]["lr"])
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", spy)
+    train_teacher(data_dir, tmp_path / "t", TeacherConfig(shape=TINY, train=TrainConfig(
+        epochs=2, batch_size=16, lr=1e-2, warmup_steps=4)))
+    assert seen[:5] == pytest.approx([2.5e-3, 5e-3, 7.5e-3, 1e-2, 1e-2])

@@ -78,5 +78,6 @@ Patience = Annotated[int, typer.Option(
     help="Stop after this many epochs without a better validation NDCG@10.")]
 MaxMinutes = Annotated[Optional[float], typer.Option(help="Wall-clock budget for training.")]
 Seed = Annotated[int, typer.Option(help="Random seed.")]
+WarmupSteps = Annotated[int, typer.Option(help="Linear learning-rate warm-up, in optimizer steps.")]
 Overwrite = Annotated[bool, typer.Option(help="Replace an existing artifact.")]
 JsonOut = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]

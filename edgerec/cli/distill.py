@@ -22,6 +22,7 @@ from edgerec.cli.common import (
     Overwrite,
     Patience,
     Seed,
+    WarmupSteps,
     emit_json,
     table,
     user_errors,
@@ -54,6 +55,7 @@ def distill(
     patience: Patience = 20,
     max_minutes: MaxMinutes = None,
     seed: Seed = 0,
+    warmup_steps: WarmupSteps = 0,
     overwrite: Overwrite = False,
     json_out: JsonOut = False,
 ) -> None:
@@ -78,7 +80,8 @@ def distill(
         config = DistillConfig(student=shape, alpha=alpha, temperature=temperature, top_k=top_k,
                                kd_positions=kd_positions,
                                train=TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr,
-                                                 patience=patience, max_minutes=max_minutes, seed=seed))
+                                                 patience=patience, max_minutes=max_minutes, seed=seed,
+                              warmup_steps=warmup_steps))
         manifest = run(teacher, data, out, config, overwrite=overwrite)
     if manifest is None:
         return

@@ -22,6 +22,7 @@ from edgerec.cli.common import (
     Overwrite,
     Patience,
     Seed,
+    WarmupSteps,
     emit_json,
     table,
     user_errors,
@@ -53,6 +54,7 @@ def train(
     patience: Patience = 20,
     max_minutes: MaxMinutes = None,
     seed: Seed = 0,
+    warmup_steps: WarmupSteps = 0,
     overwrite: Overwrite = False,
     json_out: JsonOut = False,
 ) -> None:
@@ -78,7 +80,8 @@ def train(
             shape=Shape(hidden=hidden, layers=layers, heads=heads, intermediate=intermediate,
                         max_len=max_len, dropout=dropout, attention_dropout=dropout),
             train=TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, patience=patience,
-                              max_minutes=max_minutes, seed=seed),
+                              max_minutes=max_minutes, seed=seed,
+                              warmup_steps=warmup_steps),
         )
         manifest = train_teacher(data, out, config, base=base, overwrite=overwrite)
     if manifest is None:  # not rank 0 under torchrun
