@@ -77,9 +77,14 @@ def export_onnx(graph, path: Path, max_len: int, opset: int, dtype: str, top_k: 
 
     example = torch.ones((2, max_len), dtype=getattr(torch, dtype))
     outputs = ["items", "scores"] if top_k else ["scores"]
-    torch.onnx.export(graph, (example,), str(path), input_names=["input_ids"], output_names=outputs,
-                      dynamic_axes={"input_ids": {0: "batch"}, **{o: {0: "batch"} for o in outputs}},
-                      opset_version=opset, dynamo=False, do_constant_folding=True)
+    try:
+        torch.onnx.export(graph, (example,), str(path), input_names=["input_ids"],
+                          output_names=outputs, opset_version=opset, dynamo=False,
+                          dynamic_axes={"input_ids": {0: "batch"}, **{o: {0: "batch"} for o in outputs}},
+                          do_constant_folding=True)
+    except Exception as exc:  # unsupported opset or operator: one line naming the profile's choice
+        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        raise EdgerecError(f"ONNX export at opset {opset} failed: {first}") from None
     model = onnx.load(str(path))
     # Apps read these with OnnxModelMetadata.getCustomMetadata() (Android) / ORT's modelmeta.
     for key, value in metadata.items():

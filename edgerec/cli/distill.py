@@ -80,8 +80,8 @@ def distill(
         config = DistillConfig(student=shape, alpha=alpha, temperature=temperature, top_k=top_k,
                                kd_positions=kd_positions,
                                train=TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr,
-                                                 patience=patience, max_minutes=max_minutes, seed=seed,
-                              warmup_steps=warmup_steps))
+                                                 patience=patience, max_minutes=max_minutes,
+                                                 seed=seed, warmup_steps=warmup_steps))
         manifest = run(teacher, data, out, config, overwrite=overwrite)
     if manifest is None:
         return
