@@ -7,7 +7,8 @@ left-padded with 0) -> `scores` [batch, num_items] (column j = item index j + 1)
 
 Formulation choices that decide which ops appear (design.md):
 - the last position is taken with `torch.narrow` (a SLICE), never `h[:, -1]`, which became a
-  GATHER_ND version that tflite-runtime 2.14 lacks;
+  GATHER_ND version that tflite-runtime 2.14 lacks, and the final layer computes only that
+  position (`models.last_position_hidden`);
 - attention is HF's eager implementation (litert-torch has no lowering for SDPA, #827);
 - TFLite is converted with a fixed batch of 1 and fixed length (dynamic dims are fragile there).
 """
@@ -37,6 +38,8 @@ def scoring_graph(rec, top_k: int | None = None):
     """The torch module that is exported: ids -> item scores (or top-K items and scores)."""
     import torch
 
+    from edgerec.models import last_position_hidden
+
     kind, n, max_len = rec.kind, rec.num_items, rec.max_len
     token_of = torch.as_tensor(rec.token_of, dtype=torch.long)
     identity = bool((token_of == torch.arange(len(token_of))).all())
@@ -55,9 +58,7 @@ def scoring_graph(rec, top_k: int | None = None):
             if kind == "masked":
                 ids = torch.cat([torch.narrow(ids, 1, 1, max_len - 1),
                                  torch.full_like(torch.narrow(ids, 1, 0, 1), mask_token)], dim=1)
-            hidden = self.model.bert(input_ids=ids, attention_mask=(ids != 0).long()).last_hidden_state
-            last = torch.narrow(hidden, 1, max_len - 1, 1).squeeze(1)
-            logits = self.model.cls(last)
+            logits = self.model.cls(last_position_hidden(self.model, ids))
             scores = logits[:, token_of[1:]] if not identity else torch.narrow(logits, 1, 1, n)
             if top_k is None:
                 return scores

@@ -159,6 +159,41 @@ def last_position_logits(model, input_ids, attention_mask):
     return model.cls(hidden[:, -1, :])
 
 
+def last_position_hidden(model, input_ids):
+    """The encoder output at the last position only, computing no more than that needs.
+
+    Every layer but the last runs as usual; the last layer computes its query, attention and FFN
+    for the last position alone (keys and values still cover the whole history). Only the last
+    position is ever read, so this removes (max_len - 1) / max_len of the final layer's FFN and
+    attention-output work: with one layer, most of the model. Written by hand because HF BERT
+    has no "last token only" mode; the exported graph is parity-checked against the plain model.
+    """
+    import math
+
+    import torch
+
+    bert = model.bert
+    hidden = bert.embeddings(input_ids=input_ids)
+    mask = bert.get_extended_attention_mask((input_ids != 0).long(), input_ids.shape)
+    *early, last = bert.encoder.layer
+    for layer in early:
+        hidden = layer(hidden, attention_mask=mask)[0]
+    attention = last.attention.self
+    length = hidden.shape[1]
+    heads, size = attention.num_attention_heads, attention.attention_head_size
+    now = torch.narrow(hidden, 1, length - 1, 1)  # [B, 1, H]
+
+    def split(x):
+        return x.reshape(x.shape[0], x.shape[1], heads, size).transpose(1, 2)
+
+    query, key, value = split(attention.query(now)), split(attention.key(hidden)), split(attention.value(hidden))
+    scores = query @ key.transpose(-1, -2) / math.sqrt(size)
+    scores = scores + torch.narrow(mask, 2, mask.shape[2] - 1, 1)  # the last query's row
+    context = (torch.softmax(scores, dim=-1) @ value).transpose(1, 2).reshape(now.shape)
+    attended = last.attention.output(context, now)
+    return last.output(last.intermediate(attended), attended).squeeze(1)
+
+
 def render_history(history, titles: list[str], limit: int = 20) -> str:
     """The text a text teacher reads: the most recent titles first, separated by [SEP]."""
     recent = [titles[int(i)] for i in list(history)[::-1][:limit]]

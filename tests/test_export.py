@@ -144,3 +144,21 @@ def test_export_cli(tmp_path, data_dir, models):
                                       "--data", str(data_dir), "--out", str(tmp_path / "d")])
     assert result.exit_code == 0, result.output
     assert "onnxruntime" in result.output and "1.000" in result.output
+
+
+@pytest.mark.parametrize("kind", ["causal", "masked"])
+def test_last_position_hidden_matches_the_full_forward(kind):
+    import torch
+
+    from edgerec.models import build_id_model, last_position_hidden
+
+    model = build_id_model(kind, 40, Shape(hidden=16, layers=3, heads=4, intermediate=32,
+                                           max_len=10)).eval()
+    ids = torch.zeros((3, 10), dtype=torch.long)
+    ids[0, -4:] = torch.tensor([5, 6, 7, 8])
+    ids[1, :] = torch.arange(1, 11)
+    ids[2, -1] = 3
+    with torch.no_grad():
+        full = model.bert(input_ids=ids, attention_mask=(ids != 0).long()).last_hidden_state[:, -1]
+        fast = last_position_hidden(model, ids)
+    torch.testing.assert_close(fast, full, atol=1e-5, rtol=1e-5)
