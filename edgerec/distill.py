@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgerec.artifacts import artifact_hash, atomic_artifact, write_json
+from edgerec.artifacts import artifact_hash, atomic_artifact, read_manifest, write_json
 from edgerec.errors import EdgerecError
 from edgerec.models import Shape
 from edgerec.training import TrainConfig
@@ -134,9 +134,7 @@ def compute_targets(teacher, sequences, config: DistillConfig, batch: int = 64,
     """
     from tqdm.auto import tqdm
 
-    plan = []  # (user, positions)
-    for u, seq in enumerate(sequences):
-        plan.append(_positions(max(len(seq) - 1, 0), teacher.kind, config.kd_positions))
+    plan = [_positions(max(len(seq) - 1, 0), teacher.kind, config.kd_positions) for seq in sequences]
     offsets = np.zeros(len(sequences) + 1, np.int64)
     offsets[1:] = np.cumsum([len(p) for p in plan])
     total = int(offsets[-1])
@@ -151,7 +149,7 @@ def compute_targets(teacher, sequences, config: DistillConfig, batch: int = 64,
             logits = _causal_all_positions(teacher, [w for w, _, _ in chunk])
             for (window, rows, cols), row_logits in zip(chunk, logits):
                 i, lp, t = _soft_targets(row_logits[cols], config.top_k, config.temperature)
-                idx[rows], logp[rows], tail[rows] = i, lp, t
+                idx[rows], logp[rows], tail[rows] = i + 1, lp, t  # column j is item j + 1
                 bar.update(len(rows))
     else:
         prefixes = [(offsets[u] + j, sequences[u][: p + 1]) for u, pos in enumerate(plan)
@@ -164,8 +162,6 @@ def compute_targets(teacher, sequences, config: DistillConfig, batch: int = 64,
             idx[rows], logp[rows], tail[rows] = i + 1, lp, t  # column j is item j + 1
             bar.update(len(chunk))
     bar.close()
-    if teacher.kind == "causal":
-        idx += 1
     return {"offsets": offsets, "positions": np.concatenate(plan) if plan else np.zeros(0, np.int64),
             "top_items": idx, "top_logp": logp.astype(np.float16), "tail_logp": tail}
 
@@ -291,8 +287,6 @@ def distill(teacher_dir: Path, data_dir: Path, out_dir: Path, config: DistillCon
     config.validate()
     if Path(out_dir).exists() and not overwrite:
         raise EdgerecError(f"{out_dir}: already exists (pass --overwrite to replace it)")
-    from edgerec.artifacts import read_manifest
-
     read_manifest(teacher_dir, "teacher")
     data = load_data(data_dir)
     sequences = data.train_sequences()

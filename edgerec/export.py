@@ -161,7 +161,8 @@ def export(model_dir: Path, data_dir: Path, out_dir: Path, config: ExportConfig,
                                                "tflite": [1, rec.max_len]},
                                      "layout": "most recent item last, left-padded with 0"}},
             "outputs": ({"items": "int64 [batch, K] item indices (items.json), best first",
-                         "scores": "float32 [batch, K], history items excluded"} if config.top_k
+                         "scores": "float32 [batch, K]; items in the input window excluded"}
+                        if config.top_k
                         else {"scores": "float32 [batch, num_items]: column j scores the item "
                                         "with index j + 1 in items.json; higher is better"}),
             "top_k": config.top_k}
@@ -169,17 +170,17 @@ def export(model_dir: Path, data_dir: Path, out_dir: Path, config: ExportConfig,
     with atomic_artifact(out_dir, "export", config=config, inputs={"model": Path(model_dir),
                          "data": Path(data_dir)}, overwrite=overwrite) as (tmp, manifest):
         files, checks, timings = {}, {}, {}
-        writers = {"onnx": lambda path, g: export_onnx(g, path, rec.max_len, target.onnx.opset,
-                                                       dtype, config.top_k if g is graph else None,
-                                                       meta),
-                   "tflite": lambda path, g: export_tflite(g, path, rec.max_len)}
         for fmt in target.formats:
             started = time.perf_counter()
             files[fmt] = f"model.{fmt}"
-            # TFLite carries the scores graph (in-graph top-K is ONNX-only for now).
-            writers[fmt](tmp / files[fmt], graph if fmt == "onnx" else plain)
-            if config.top_k and fmt == "onnx":  # parity runs on a scores-only twin
-                writers[fmt](tmp / "parity.onnx", plain)
+            if fmt == "onnx":
+                export_onnx(graph, tmp / files[fmt], rec.max_len, target.onnx.opset, dtype,
+                            config.top_k, meta)
+                if config.top_k:  # parity runs on a scores-only twin of the same weights
+                    export_onnx(plain, tmp / "parity.onnx", rec.max_len, target.onnx.opset,
+                                dtype, None, {})
+            else:  # TFLite carries the scores graph (in-graph top-K is ONNX-only for now)
+                export_tflite(plain, tmp / files[fmt], rec.max_len)
             timings[fmt] = round(time.perf_counter() - started, 2)
         for runtime in target.runtimes:
             fmt = RUNTIMES[runtime.name][0]
