@@ -172,26 +172,45 @@ def last_position_hidden(model, input_ids):
 
     import torch
 
-    bert = model.bert
-    hidden = bert.embeddings(input_ids=input_ids)
-    mask = bert.get_extended_attention_mask((input_ids != 0).long(), input_ids.shape)
+    bert, embeddings = model.bert, model.bert.embeddings
+    # Python ints, not traced shapes: the exported graph gets constant Reshape targets instead of
+    # Shape/Gather/Concat chains, which cost more than the arithmetic at this size.
+    length = int(input_ids.shape[1])
+    width = int(embeddings.word_embeddings.embedding_dim)
+    # HF's embeddings with absolute positions 0..length-1 and token type 0, as in training. The
+    # position + token-type sum folds into one constant table, read with a lookup whose indices
+    # depend on the input (min(ids, 0) + arange; ids >= 0) so that exporters keep it a Gather/EMBEDDING_LOOKUP:
+    # int8 quantizers (ORT, ai-edge-quantizer) quantize a lookup table but not an Add's constant,
+    # and a folded fp32 [L, H] constant would be a quarter of an int8 file.
+    table = embeddings.position_embeddings.weight[:length] + embeddings.token_type_embeddings.weight[0]
+    position_ids = input_ids.clamp(max=0) + torch.arange(length, dtype=input_ids.dtype)
+    positions = torch.nn.functional.embedding(position_ids, table)
+    hidden = embeddings.LayerNorm(embeddings.word_embeddings(input_ids) + positions)
+    # The last query sees every non-padding position (causal or not), so its mask is the padding
+    # mask alone; HF's full [L, L] causal mask is only built when earlier layers need it.
+    blocked = (input_ids == 0).to(hidden.dtype)[:, None, None, :] * torch.finfo(hidden.dtype).min
     *early, last = bert.encoder.layer
-    for layer in early:
-        hidden = layer(hidden, attention_mask=mask)[0]
+    if early:
+        mask = bert.get_extended_attention_mask((input_ids != 0).long(), input_ids.shape)
+        for layer in early:
+            hidden = layer(hidden, attention_mask=mask)[0]
     attention = last.attention.self
-    length = hidden.shape[1]
     heads, size = attention.num_attention_heads, attention.attention_head_size
     now = torch.narrow(hidden, 1, length - 1, 1)  # [B, 1, H]
-
-    def split(x):
-        return x.reshape(x.shape[0], x.shape[1], heads, size).transpose(1, 2)
-
-    query, key, value = split(attention.query(now)), split(attention.key(hidden)), split(attention.value(hidden))
-    scores = query @ key.transpose(-1, -2) / math.sqrt(size)
-    scores = scores + torch.narrow(mask, 2, mask.shape[2] - 1, 1)  # the last query's row
-    context = (torch.softmax(scores, dim=-1) @ value).transpose(1, 2).reshape(now.shape)
+    # One query against the whole history, with the key and value projections absorbed into it:
+    #   q_h . (x Wk_h + bk_h) = (q_h Wk_h^T) . x + const   (the constant cancels in the softmax)
+    #   softmax(s_h) (X Wv_h + bv_h) = (softmax(s_h) X) Wv_h + bv_h   (the weights sum to 1)
+    # so the history is never projected: O(L * H * heads) instead of O(L * H^2). Exact up to
+    # float rounding; the export is parity-checked against the plain HF forward.
+    query = attention.query(now).reshape(-1, heads, 1, size)  # [B, heads, 1, size]
+    key_t = attention.key.weight.reshape(heads, size, width)  # Wk_h^T per head
+    value_w = attention.value.weight.reshape(heads, size, width).transpose(1, 2)  # Wv_h per head
+    history = hidden[:, None]  # [B, 1, L, H]
+    scores = (query @ key_t) @ history.transpose(-1, -2) / math.sqrt(size) + blocked
+    mixed = torch.softmax(scores, dim=-1) @ history  # [B, heads, 1, H]
+    context = (mixed @ value_w).reshape(-1, 1, width) + attention.value.bias
     attended = last.attention.output(context, now)
-    return last.output(last.intermediate(attended), attended).squeeze(1)
+    return last.output(last.intermediate(attended), attended).reshape(-1, width)
 
 
 def render_history(history, titles: list[str], limit: int = 20) -> str:
