@@ -86,7 +86,10 @@ def read_manifest(directory: Path, stage: str | tuple[str, ...] | None = None) -
 
 
 def artifact_hash(directory: Path) -> str:
-    """Content hash of an artifact: the hash of its files' hashes (the manifest lists them)."""
+    """Content hash of an artifact: the hash of its files' hashes (the manifest lists them).
+    A plain file input (e.g. a user's calibration set) hashes as its content."""
+    if Path(directory).is_file():
+        return sha256_file(Path(directory))
     manifest = read_manifest(directory)
     files = manifest.get("files", {})
     return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()

@@ -45,7 +45,10 @@ class OnnxSettings:
 
 @dataclass(frozen=True)
 class Quantization:
-    scheme: str = "static"  # static (calibrated int8) | dynamic (weight-only int8)
+    scheme: str = "static"  # ONNX: static (calibrated int8) | dynamic (weight-only int8)
+    # TFLite: dynamic (int8 weights; FULLY_CONNECTED in int8 on run-time-quantized activations,
+    # lookups and BATCH_MATMUL weight-only) | static (full integer) | weight_only
+    tflite_scheme: str = "dynamic"
     format: str = "QDQ"  # QDQ | QOperator
     per_channel: bool = True
     activation_type: str = "uint8"  # uint8 | int8
@@ -87,6 +90,7 @@ ALLOWED = {
     "environment": {"local", "isolated"},
     "input_dtype": {"int64", "int32"},
     "scheme": {"static", "dynamic"},
+    "tflite_scheme": {"static", "dynamic", "weight_only"},
     "format": {"QDQ", "QOperator"},
     "activation_type": {"uint8", "int8"},
     "weight_type": {"uint8", "int8"},

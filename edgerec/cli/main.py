@@ -3,7 +3,7 @@
 import typer
 
 from edgerec import __version__
-from edgerec.cli import data, distill, evaluate, export, targets, teacher
+from edgerec.cli import data, distill, evaluate, export, quantize, targets, teacher
 
 app = typer.Typer(
     name="edgerec",
@@ -35,4 +35,5 @@ app.add_typer(teacher.app, name="teacher")
 app.command("distill")(distill.distill)
 app.command("evaluate")(evaluate.evaluate)
 app.command("export")(export.export)
+app.command("quantize")(quantize.quantize)
 app.add_typer(targets.app, name="targets")

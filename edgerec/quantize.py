@@ -1,0 +1,430 @@
+"""`edgerec quantize --target T`: int8 post-training quantization of an exported fp32 bundle.
+
+Two steps, both kept in the output so they can be inspected:
+
+1. Calibration: the calibration set (`edgerec data`'s `calibration.npz`, or `--calibration FILE`)
+   is streamed through the fp32 model in chunks and the activation ranges are saved
+   (`calibration/onnx.json`: ONNX Runtime's own TensorsData format; `calibration/tflite.json`:
+   ai-edge-quantizer's min/max per tensor). Memory stays bounded: ORT collects one chunk at a time
+   (`max_intermediate_outputs` for min-max, histograms otherwise).
+2. Quantization with the profile's settings:
+   - ONNX: ONNX Runtime's `quantize_static` (QDQ or QOperator, u8/s8, per-channel, reduce_range)
+     from the saved ranges, or `quantize_dynamic` for `scheme = "dynamic"` (weight-only int8). Every
+     node with a weight is quantized, including the item-embedding Gather and the output Gemm,
+     which hold most of the bytes; attention's activation x activation MatMuls stay float
+     (`MatMulConstBOnly`), and so do the op types the profile lists in `keep_float`. Lookup tables
+     and batched constants are per-tensor even under a per-channel profile (see
+     `_per_tensor_weights`).
+   - TFLite: ai-edge-quantizer recipes (`tflite_scheme`): `dynamic` = int8 weights everywhere,
+     FULLY_CONNECTED computing in int8 on activations quantized at run time, lookups and
+     BATCH_MATMUL weight-only; `static` = full integer (static_wi8_ai8); `weight_only`.
+     optimum is not used: its ORTQuantizer needs a `datasets.Dataset` and a transformers config,
+     and wraps the same ORT calls made here directly.
+
+Accuracy-aware: NDCG@10 on the validation users, int8 vs the fp32 file on the same runtime. When
+the relative drop exceeds the profile's `max_ndcg_drop`, each quantizable unit (an ONNX node with
+a weight; a TFLite op type) is quantized alone to measure its cost, and the costliest are kept in
+float one by one until the drop fits. The manifest lists what stayed in float and why.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from edgerec.artifacts import atomic_artifact, read_manifest, write_json
+from edgerec.errors import EdgerecError
+
+WEIGHT_OPS = ("MatMul", "Gemm", "Gather")
+TFLITE_UNITS = ("FULLY_CONNECTED", "BATCH_MATMUL", "EMBEDDING_LOOKUP")
+CHUNK = 64  # calibration sequences per collection step
+
+
+@dataclass(frozen=True)
+class QuantizeConfig:
+    target: str
+    calibration_method: str | None = None  # minmax | entropy | percentile; None: the profile's
+    max_ndcg_drop: float | None = None  # None: the profile's
+    calibration_file: str | None = None  # None: the data artifact's calibration.npz
+
+
+# ---------------------------------------------------------------------------- calibration data
+
+def load_calibration(path: Path, num_items: int, max_len: int) -> list[np.ndarray]:
+    """Calibration histories in model index space, checked. Accepts the data artifact's
+    `calibration.npz` (items + offsets) or an `.npz` with `input_ids` [n, max_len] (left-padded)."""
+    path = Path(path)
+    if not path.is_file():
+        raise EdgerecError(f"{path}: calibration set not found (run edgerec data, or pass --calibration)")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {k: archive[k] for k in archive.files}
+    except Exception as exc:
+        raise EdgerecError(f"{path}: not a readable .npz calibration set ({exc})") from None
+    if "input_ids" in arrays:
+        ids = arrays["input_ids"]
+        if ids.ndim != 2 or ids.shape[1] != max_len:
+            raise EdgerecError(f"{path}: input_ids has shape {list(ids.shape)}; the model takes "
+                               f"[n, {max_len}] (left-padded with 0)")
+        sequences = [row[row != 0] for row in ids]
+    elif {"items", "offsets"} <= set(arrays):
+        flat, offsets = arrays["items"], arrays["offsets"]
+        sequences = [flat[offsets[i]: offsets[i + 1]] for i in range(len(offsets) - 1)]
+    else:
+        raise EdgerecError(f"{path}: expected arrays 'input_ids' or 'items' + 'offsets', "
+                           f"found {sorted(arrays)}")
+    sequences = [np.asarray(s, dtype=np.int64) for s in sequences]
+    if not sequences or not any(len(s) for s in sequences):
+        raise EdgerecError(f"{path}: the calibration set is empty")
+    if any(len(s) == 0 for s in sequences):
+        raise EdgerecError(f"{path}: {sum(len(s) == 0 for s in sequences)} calibration sequences are empty")
+    bad = [int(v) for s in sequences for v in s if not 1 <= v <= num_items]
+    if bad:
+        raise EdgerecError(f"{path}: {len(bad)} calibration items are not in the model's catalogue "
+                           f"of {num_items} (e.g. index {bad[0]})")
+    return sequences
+
+
+def _batches(sequences, max_len: int, dtype: str, size: int):
+    from edgerec.runtimes import encode
+
+    for start in range(0, len(sequences), size):
+        yield encode(sequences[start: start + size], max_len, dtype)
+
+
+# ------------------------------------------------------------------------------------- ONNX
+
+def _ort_method(name: str):
+    from onnxruntime.quantization import CalibrationMethod
+
+    return {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+            "percentile": CalibrationMethod.Percentile}[name]
+
+
+def calibrate_onnx(model: Path, sequences, method: str, max_len: int, dtype: str, out: Path) -> int:
+    """Run the calibration set through `model` chunk by chunk; write ORT's ranges JSON to `out`."""
+    from onnxruntime.quantization import CalibrationDataReader, create_calibrator
+    from onnxruntime.quantization.calibrate import TensorsData, save_tensors_data
+
+    class Chunk(CalibrationDataReader):
+        def __init__(self, chunk):
+            self.items = iter([{"input_ids": chunk}])
+
+        def get_next(self):
+            return next(self.items, None)
+
+    with tempfile.TemporaryDirectory(prefix="edgerec-calib-") as tmp:
+        extra = {"max_intermediate_outputs": 4} if method == "minmax" else {}
+        calibrator = create_calibrator(Path(model), None, augmented_model_path=str(Path(tmp) / "aug.onnx"),
+                                       calibrate_method=_ort_method(method), extra_options=extra)
+        for chunk in _batches(sequences, max_len, dtype, CHUNK):
+            calibrator.collect_data(Chunk(chunk))
+        ranges = calibrator.compute_data()
+        assert isinstance(ranges, TensorsData)
+    broken = [name for name, value in ranges.data.items()
+              if not np.all(np.isfinite(np.asarray(value.range_value, dtype=np.float64)))]
+    if broken:
+        raise EdgerecError(f"{model}: the model produces NaN/inf on calibration data "
+                           f"({len(broken)} tensors, e.g. {broken[0]})")
+    save_tensors_data(ranges, out)
+    return len(ranges.data)
+
+
+def onnx_units(model_path: Path, keep_float=()) -> list[str]:
+    """Names of the nodes with a weight (initializer input) that int8 can apply to."""
+    import onnx
+
+    model = onnx.load(str(model_path), load_external_data=False)
+    weights = {i.name for i in model.graph.initializer}
+    return [n.name for n in model.graph.node
+            if n.op_type in WEIGHT_OPS and n.op_type not in keep_float
+            and any(i in weights for i in n.input)]
+
+
+def _graph(model_path: Path):
+    import onnx
+
+    model = onnx.load(str(model_path), load_external_data=False)
+    return model.graph, {i.name: len(i.dims) for i in model.graph.initializer}
+
+
+def _per_tensor_weights(model_path: Path) -> list[str]:
+    """Weights that stay per-tensor under a per-channel QDQ profile: lookup tables (ORT gives a
+    Gather's output the table's per-row scales, then fails at run time) and batched (3-D) MatMul
+    constants. Measured, ORT 1.32."""
+    graph, weights = _graph(model_path)
+    names = {n.input[0] for n in graph.node if n.op_type == "Gather" and n.input[0] in weights}
+    names |= {i for n in graph.node if n.op_type == "MatMul" for i in n.input if weights.get(i, 2) != 2}
+    return sorted(names)
+
+
+def structural_float(model_path: Path, settings) -> dict[str, str]:
+    """Nodes the profile's format cannot quantize, with the reason: per-channel QOperator
+    QLinearMatMul takes 2-D weights only, so the absorbed attention's batched constants stay float."""
+    if not (settings.per_channel and settings.format == "QOperator" and settings.scheme == "static"):
+        return {}
+    graph, weights = _graph(model_path)
+    return {n.name: "per-channel QLinearMatMul (QOperator) takes 2-D weights only; this one is batched"
+            for n in graph.node if n.op_type == "MatMul" and any(weights.get(i, 2) != 2 for i in n.input)}
+
+
+def quantize_onnx(src: Path, dst: Path, settings, ranges: Path | None, units: list[str]) -> None:
+    """int8 ONNX with the profile's settings; only `units` (node names) are quantized."""
+    from onnxruntime.quantization import (
+        QuantFormat,
+        QuantType,
+        quantize_dynamic,
+        quantize_static,
+    )
+
+    types = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
+    if not units:  # nothing left to quantize: the fp32 file is the answer
+        shutil.copy(src, dst)
+        return
+    op_types = sorted({t for t in WEIGHT_OPS if t not in settings.keep_float})
+    if settings.scheme == "dynamic":
+        quantize_dynamic(src, dst, weight_type=types[settings.weight_type], per_channel=settings.per_channel,
+                         reduce_range=settings.reduce_range, op_types_to_quantize=op_types,
+                         nodes_to_quantize=units, extra_options={"MatMulConstBOnly": True})
+        _compact(dst)
+        return
+    overrides = ({name: [{"symmetric": True}] for name in _per_tensor_weights(src)}
+                 if settings.per_channel and settings.format == "QDQ" else {})
+    quantize_static(src, dst, None, calibration_cache_path=ranges,
+                    quant_format=getattr(QuantFormat, settings.format), op_types_to_quantize=op_types,
+                    per_channel=settings.per_channel, reduce_range=settings.reduce_range,
+                    activation_type=types[settings.activation_type], weight_type=types[settings.weight_type],
+                    calibrate_method=_ort_method(settings.calibration), nodes_to_quantize=units,
+                    extra_options={"MatMulConstBOnly": True, "TensorQuantOverrides": overrides})
+    _compact(dst)
+
+
+def _compact(path: Path) -> None:
+    import onnx
+
+    from edgerec.export import compact_names
+
+    model = onnx.load(str(path))
+    compact_names(model)
+    onnx.save(model, str(path))
+
+
+# ----------------------------------------------------------------------------------- TFLite
+
+def _tflite_quantizer(src: Path, scheme: str, per_channel: bool, units):
+    from ai_edge_quantizer import algorithm_manager, qtyping, quantizer, recipe
+
+    granularity = qtyping.QuantGranularity
+    q = quantizer.Quantizer(str(src))
+    # Lookup tables and the output FULLY_CONNECTED share the item table: per-tensor there. Per-row
+    # scales (with TFLite's int64 zero points) cost 0.34x vs 0.30x of the fp32 file here, at equal NDCG.
+    tensorwise = granularity.TENSORWISE
+    channel = granularity.CHANNELWISE if per_channel else tensorwise
+    if scheme == "static":  # full integer: every op the recipe supports, activations included
+        q.load_quantization_recipe(recipe.static_wi8_ai8())
+        for op in TFLITE_UNITS:
+            if op not in units:
+                q.update_quantization_recipe(".*", op, algorithm_key=algorithm_manager.AlgorithmName.NO_QUANTIZE)
+    for op in units:
+        if scheme == "static":
+            continue
+        if op == "EMBEDDING_LOOKUP" or scheme == "weight_only":
+            # no integer-compute lookup in the recipes: int8 storage, explicit DEQUANTIZE
+            q.add_weight_only_config(".*", op, 8, granularity=tensorwise
+                                     if op in ("EMBEDDING_LOOKUP", "FULLY_CONNECTED") else channel)
+        elif scheme == "dynamic" and op == "FULLY_CONNECTED":
+            q.add_dynamic_config(".*", op, 8, granularity=tensorwise)
+        elif scheme == "dynamic":
+            q.add_weight_only_config(".*", op, 8, granularity=channel)
+    return q
+
+
+def calibrate_tflite(src: Path, sequences, max_len: int, out: Path) -> dict:
+    """ai-edge-quantizer's calibration (min/max of every tensor), saved as JSON."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from edgerec.runtimes import encode
+
+    signature = next(iter(Interpreter(model_path=str(src)).get_signature_list()))
+    q = _tflite_quantizer(src, "static", False, TFLITE_UNITS)
+    result = None
+    for start in range(0, len(sequences), CHUNK):  # bounded: one chunk of samples at a time
+        samples = [{"input_ids": encode([s], max_len, "int32")} for s in sequences[start: start + CHUNK]]
+        result = q.calibrate({signature: samples}, previous_calibration_result=result, num_threads=1)
+    plain = {name: {k: np.asarray(v).tolist() for k, v in qsv.items()} for name, qsv in result.items()}
+    broken = [n for n, qsv in plain.items() for v in qsv.values()
+              if not np.all(np.isfinite(np.asarray(v, dtype=np.float64)))]
+    if broken:
+        raise EdgerecError(f"{src}: the model produces NaN/inf on calibration data (e.g. {broken[0]})")
+    write_json(out, plain)
+    return result
+
+
+def quantize_tflite(src: Path, dst: Path, scheme: str, per_channel: bool, calibration, units) -> None:
+    if not units:
+        shutil.copy(src, dst)
+        return
+    q = _tflite_quantizer(src, scheme, per_channel, units)
+    result = q.quantize(calibration if q.need_calibration else None, enable_progress_report=False)
+    Path(dst).write_bytes(result.quantized_model)
+
+
+# --------------------------------------------------------------------------- accuracy-aware
+
+def validation_ndcg(scorer, data) -> float:
+    from edgerec.evaluate import rank_users
+
+    histories, targets = data.examples("valid")
+    ranks, _ = rank_users(scorer, histories, targets, data.num_items)
+    return float(np.mean(np.where(ranks < 10, 1.0 / np.log2(ranks + 2.0), 0.0)))
+
+
+def fit_tolerance(quantize, score, units: list[str], reference: float, max_drop: float, log) -> dict:
+    """Quantize everything; if NDCG@10 drops by more than `max_drop` (relative), measure each
+    unit alone and keep the costliest in float until the drop fits. `quantize(units) -> path`."""
+    floor = reference * (1.0 - max_drop)
+    path = quantize(units)
+    got = score(path)
+    trail = [{"float": [], "ndcg10": got}]
+    if got >= floor:
+        return {"path": path, "ndcg10": got, "kept_float": [], "sensitivity": {}, "trail": trail}
+    log(f"int8 NDCG@10 {got:.4f} < {floor:.4f}: ranking {len(units)} units by sensitivity")
+    sensitivity = {u: reference - score(quantize([u])) for u in units}
+    order = sorted(units, key=lambda u: -sensitivity[u])
+    kept: list[str] = []
+    for unit in order:
+        kept.append(unit)
+        path = quantize([u for u in units if u not in kept])
+        got = score(path)
+        trail.append({"float": list(kept), "ndcg10": got})
+        if got >= floor:
+            break
+    if got < floor:
+        raise EdgerecError(f"int8 NDCG@10 stays below {floor:.4f} even with every unit in float")
+    reasons = [{"unit": u, "why": f"quantized alone it cost {sensitivity[u]:+.4f} validation NDCG@10, "
+                                 f"the most of the remaining units"} for u in kept]
+    return {"path": path, "ndcg10": got, "kept_float": reasons, "sensitivity": sensitivity, "trail": trail}
+
+
+# ----------------------------------------------------------------------------------- driver
+
+def quantize(bundle: Path, data_dir: Path, out_dir: Path | None, config: QuantizeConfig, *,
+             targets_dir: Path | None = None, overwrite: bool = False, log=print) -> dict:
+    """Read an fp32 bundle (edgerec export), write an int8 bundle (default dist/<target>-int8)."""
+    from edgerec.data import load_data
+    from edgerec.runtimes import RUNTIMES, open_model
+    from edgerec.targets import load_target
+
+    target = load_target(config.target, targets_dir)
+    source = read_manifest(bundle, "export")
+    if source.get("target", {}).get("name") != target.name:
+        raise EdgerecError(f"{bundle}: exported for target {source.get('target', {}).get('name')!r}, "
+                           f"not {target.name!r}; export it for {target.name} first")
+    meta = json.loads((Path(bundle) / "metadata.json").read_text())
+    data = load_data(data_dir)
+    if data.num_items != meta["num_items"]:
+        raise EdgerecError(f"{bundle} scores {meta['num_items']} items but {data_dir} has {data.num_items}")
+    settings = target.quantization
+    if config.calibration_method:
+        if config.calibration_method not in ("minmax", "entropy", "percentile"):
+            raise EdgerecError(f"--calibration-method must be minmax, entropy or percentile, "
+                               f"got {config.calibration_method!r}")
+        settings = replace(settings, calibration=config.calibration_method)
+    max_drop = settings.max_ndcg_drop if config.max_ndcg_drop is None else config.max_ndcg_drop
+    calibration_path = Path(config.calibration_file) if config.calibration_file else data.path / "calibration.npz"
+    sequences = load_calibration(calibration_path, meta["num_items"], meta["max_len"])
+    files = source["files_by_format"]
+    out_dir = Path(out_dir or Path("dist") / f"{target.name}-int8")
+    inputs = {"bundle": Path(bundle), "data": Path(data_dir), "calibration": calibration_path}
+
+    def scorer(runtime, path):
+        return open_model(runtime, path, meta, target)
+
+    with atomic_artifact(out_dir, "quantize", config=config, inputs=inputs, overwrite=overwrite) as (tmp, manifest):
+        (tmp / "calibration").mkdir()
+        work = Path(tempfile.mkdtemp(prefix="edgerec-quant-", dir=tmp))
+        results = {}
+        for fmt, name in files.items():
+            src = Path(bundle) / name
+            runtimes = [r for r in target.runtimes if RUNTIMES[r.name][0] == fmt]
+            local = next((r for r in runtimes if r.environment == "local"), runtimes[0])
+            started = time.perf_counter()
+            if fmt == "onnx":
+                structural = structural_float(src, settings)
+                units = [u for u in onnx_units(src, settings.keep_float) if u not in structural]
+                ranges = tmp / "calibration" / "onnx.json"
+                if settings.scheme == "static":
+                    log(f"calibrating {name} on {len(sequences)} sequences ({settings.calibration})")
+                    calibrate_onnx(src, sequences, settings.calibration, meta["max_len"],
+                                   target.onnx.input_dtype, ranges)
+                scheme = f"{settings.scheme} {settings.format if settings.scheme == 'static' else ''}".strip()
+
+                def run(chosen, _src=src, _ranges=ranges):
+                    path = work / f"onnx-{len(list(work.iterdir()))}.onnx"
+                    quantize_onnx(_src, path, settings, _ranges, chosen)
+                    return path
+            else:
+                units, structural = list(TFLITE_UNITS), {}
+                if settings.tflite_scheme == "static":
+                    # ai-edge-quantizer 0.10's static recipe has no integer lookup, and adding a
+                    # weight-only lookup to it fails inside the quantizer (str + bytes in
+                    # dequant_insert): the tables stay float under this scheme.
+                    structural = {"EMBEDDING_LOOKUP": "no integer lookup in ai-edge-quantizer's static "
+                                                      "recipe; weight-only mixed in fails (AEQ 0.10)"}
+                    units.remove("EMBEDDING_LOOKUP")
+                scheme = settings.tflite_scheme
+                calibration = None
+                if scheme == "static":
+                    log(f"calibrating {name} on {len(sequences)} sequences (min/max)")
+                    calibration = calibrate_tflite(src, sequences, meta["max_len"],
+                                                   tmp / "calibration" / "tflite.json")
+
+                def run(chosen, _src=src, _cal=calibration, _scheme=scheme):
+                    path = work / f"tflite-{len(list(work.iterdir()))}.tflite"
+                    quantize_tflite(_src, path, _scheme, settings.per_channel, _cal, chosen)
+                    return path
+
+            reference = validation_ndcg(scorer(local, src), data)
+
+            def score(path, _local=local):
+                return validation_ndcg(scorer(_local, path), data)
+
+            fit = fit_tolerance(run, score, units, reference, max_drop, log)
+            shutil.copy(fit["path"], tmp / name)
+            # The final file must load and rank on every runtime the profile names (e.g.
+            # tflite-runtime 2.14 for rpi4), not only the one the tolerance loop used.
+            on_runtimes = {r.name: (fit["ndcg10"] if r is local else score(tmp / name, r)) for r in runtimes}
+            fp32_size, int8_size = src.stat().st_size, (tmp / name).stat().st_size
+            results[fmt] = {
+                "scheme": scheme, "runtime": local.name, "fp32_bytes": fp32_size, "int8_bytes": int8_size,
+                "size_ratio": int8_size / fp32_size, "valid_ndcg10_fp32": reference,
+                "valid_ndcg10_int8": fit["ndcg10"], "valid_ndcg10_by_runtime": on_runtimes,
+                "ndcg_retained": fit["ndcg10"] / reference if reference else math.nan,
+                "max_ndcg_drop": max_drop, "quantized_units": [u for u in units if u not in
+                                                                [k["unit"] for k in fit["kept_float"]]],
+                "kept_float": fit["kept_float"] + [{"unit": u, "why": why} for u, why in structural.items()]
+                + [{"unit": t, "why": "keep_float in the target profile"}
+                   for t in (settings.keep_float if fmt == "onnx" else ())],
+                "sensitivity": fit["sensitivity"], "trail": fit["trail"],
+                "seconds": round(time.perf_counter() - started, 2)}
+            log(f"{name}: {fp32_size / 1e6:.3f} -> {int8_size / 1e6:.3f} MB, validation NDCG@10 "
+                f"{reference:.4f} -> {fit['ndcg10']:.4f}")
+        shutil.rmtree(work)
+        shutil.copy(Path(bundle) / "items.json", tmp / "items.json")
+        quant_meta = {fmt: {k: r[k] for k in ("scheme", "size_ratio", "valid_ndcg10_fp32", "valid_ndcg10_int8")}
+                      for fmt, r in results.items()}
+        write_json(tmp / "metadata.json", {**meta, "files": files, "precision": "int8",
+                                           "quantization": quant_meta})
+        manifest.update(target=target.to_dict(), files_by_format=files, fp32_bundle=str(bundle),
+                        calibration={"method": settings.calibration, "sequences": len(sequences),
+                                     "source": str(calibration_path)},
+                        quantization=results,
+                        sizes={f: (tmp / p).stat().st_size for f, p in files.items()})
+    return manifest

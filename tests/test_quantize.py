@@ -1,0 +1,153 @@
+"""Quantize: int8 files that load on every runtime the profile names, embeddings included, the
+accuracy-aware fallback, and clean failures on bad calibration data."""
+
+import json
+
+import numpy as np
+import pytest
+
+from edgerec.errors import EdgerecError
+from edgerec.export import ExportConfig, export
+from edgerec.models import Shape
+from edgerec.quantize import (
+    QuantizeConfig,
+    calibrate_onnx,
+    fit_tolerance,
+    load_calibration,
+    quantize,
+)
+from edgerec.teacher import TeacherConfig, train_teacher
+from edgerec.training import TrainConfig
+
+SHAPE = Shape(hidden=32, layers=1, heads=2, intermediate=64, max_len=12)
+
+
+@pytest.fixture(scope="module")
+def bundles(tmp_path_factory, data_dir):
+    root = tmp_path_factory.mktemp("quant")
+    model = root / "model"
+    train_teacher(data_dir, model, TeacherConfig(kind="causal", shape=SHAPE, train=TrainConfig(
+        epochs=3, batch_size=16, lr=1e-2)))
+    out = {}
+    for target in ("arm64", "x86_64-avx2"):
+        export(model, data_dir, root / target, ExportConfig(target=target))
+        out[target] = root / target
+    return out
+
+
+def _quantized_tables(path):
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    weights = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    return [weights[n.input[0]].dtype for n in model.graph.node
+            if n.op_type == "DequantizeLinear" and n.input[0] in weights and weights[n.input[0]].ndim == 2]
+
+
+def test_arm64_int8_bundle(tmp_path, data_dir, bundles):
+    manifest = quantize(bundles["arm64"], data_dir, tmp_path / "q", QuantizeConfig(target="arm64"), log=lambda m: None)
+    out = tmp_path / "q"
+    assert {"model.onnx", "model.tflite", "items.json", "metadata.json", "manifest.json"} <= {p.name for p in out.iterdir()}
+    ranges = json.loads((out / "calibration" / "onnx.json").read_text())
+    assert ranges["data"], "the calibration step saves its ranges"
+    assert json.loads((out / "metadata.json").read_text())["precision"] == "int8"
+    for fmt, result in manifest["quantization"].items():
+        assert result["int8_bytes"] < result["fp32_bytes"], fmt
+        floor = result["valid_ndcg10_fp32"] * (1 - result["max_ndcg_drop"])
+        assert result["valid_ndcg10_int8"] >= floor - 1e-12, fmt
+        assert set(result["valid_ndcg10_by_runtime"]) == {
+            r["name"] for r in manifest["target"]["runtimes"]
+            if {"onnxruntime": "onnx"}.get(r["name"], "tflite") == fmt}
+    # the item table (and every other 2-D weight) is stored in 8 bits
+    dtypes = _quantized_tables(out / "model.onnx")
+    assert dtypes and all(d.itemsize == 1 for d in dtypes)
+    assert "Gather" in " ".join(manifest["quantization"]["onnx"]["quantized_units"])
+
+
+def test_qoperator_profile_and_dynamic_override(tmp_path, data_dir, bundles):
+    import onnx
+
+    manifest = quantize(bundles["x86_64-avx2"], data_dir, tmp_path / "q", QuantizeConfig(target="x86_64-avx2"),
+                        log=lambda m: None)
+    ops = {n.op_type for n in onnx.load(str(tmp_path / "q" / "model.onnx")).graph.node}
+    assert ops & {"QLinearMatMul", "QGemm", "MatMulInteger"}, ops  # QOperator: integer kernels
+    assert manifest["quantization"]["onnx"]["scheme"] == "static QOperator"
+
+
+def test_zero_tolerance_ends_no_worse_than_fp32(tmp_path, data_dir, bundles):
+    manifest = quantize(bundles["arm64"], data_dir, tmp_path / "q",
+                        QuantizeConfig(target="arm64", max_ndcg_drop=0.0), log=lambda m: None)
+    for result in manifest["quantization"].values():
+        assert result["valid_ndcg10_int8"] >= result["valid_ndcg10_fp32"] - 1e-12
+
+
+def test_fit_tolerance_keeps_the_costliest_units_in_float():
+    cost = {"a": 0.001, "b": 0.05, "c": 0.02}
+
+    def quantize_units(units):
+        return tuple(sorted(units))
+
+    def score(units):
+        return 1.0 - sum(cost[u] for u in units)
+
+    fit = fit_tolerance(quantize_units, score, list(cost), 1.0, 0.03, lambda m: None)
+    assert [k["unit"] for k in fit["kept_float"]] == ["b"]  # a + c = 0.021 <= 0.03
+    assert fit["path"] == ("a", "c") and fit["sensitivity"]["b"] == pytest.approx(0.05)
+    fit = fit_tolerance(quantize_units, score, list(cost), 1.0, 0.1, lambda m: None)
+    assert fit["kept_float"] == [] and fit["path"] == ("a", "b", "c")
+
+
+def test_bad_calibration_sets(tmp_path):
+    np.savez(tmp_path / "wide.npz", input_ids=np.ones((4, 7), np.int64))
+    np.savez(tmp_path / "empty.npz", input_ids=np.zeros((0, 12), np.int64))
+    np.savez(tmp_path / "unknown.npz", input_ids=np.full((2, 12), 999, np.int64))
+    np.savez(tmp_path / "other.npz", x=np.ones(3))
+    cases = {"missing.npz": "not found", "wide.npz": r"shape \[4, 7\]", "empty.npz": "empty",
+             "unknown.npz": "not in the model's catalogue", "other.npz": "expected arrays"}
+    for name, message in cases.items():
+        with pytest.raises(EdgerecError, match=message):
+            load_calibration(tmp_path / name, num_items=24, max_len=12)
+    np.savez(tmp_path / "ok.npz", input_ids=np.pad(np.arange(1, 6)[None], ((0, 0), (7, 0))))
+    assert [list(s) for s in load_calibration(tmp_path / "ok.npz", 24, 12)] == [[1, 2, 3, 4, 5]]
+
+
+def test_nan_model_and_wrong_target_fail_without_artifact(tmp_path, data_dir, bundles):
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(bundles["arm64"] / "model.onnx"))
+    big = max(model.graph.initializer, key=lambda t: np.prod(t.dims))
+    big.CopyFrom(numpy_helper.from_array(np.full(tuple(big.dims), np.nan, np.float32), big.name))
+    onnx.save(model, str(tmp_path / "nan.onnx"))
+    with pytest.raises(EdgerecError, match="NaN"):
+        calibrate_onnx(tmp_path / "nan.onnx", [np.array([1, 2, 3])], "minmax", 12, "int64", tmp_path / "r.json")
+    with pytest.raises(EdgerecError, match="exported for target 'arm64'"):
+        quantize(bundles["arm64"], data_dir, tmp_path / "q", QuantizeConfig(target="x86_64-vnni"))
+    with pytest.raises(EdgerecError, match="calibration set not found"):
+        quantize(bundles["arm64"], data_dir, tmp_path / "q",
+                 QuantizeConfig(target="arm64", calibration_file=str(tmp_path / "nope.npz")))
+    assert not (tmp_path / "q").exists() and not list(tmp_path.glob(".q*"))
+
+
+@pytest.mark.slow
+def test_rpi4_int8_runs_in_tflite_runtime_2_14(tmp_path, data_dir, bundles):
+    root = bundles["arm64"].parent
+    export(root / "model", data_dir, tmp_path / "fp32", ExportConfig(target="rpi4"))
+    manifest = quantize(tmp_path / "fp32", data_dir, tmp_path / "q", QuantizeConfig(target="rpi4"), log=lambda m: None)
+    result = manifest["quantization"]["tflite"]
+    assert set(result["valid_ndcg10_by_runtime"]) == {"tflite-runtime"}
+    assert result["int8_bytes"] < result["fp32_bytes"]
+
+
+def test_cli_bad_calibration_is_one_line(tmp_path, data_dir, bundles):
+    import subprocess
+    import sys
+
+    np.savez(tmp_path / "wide.npz", input_ids=np.ones((4, 7), np.int64))
+    run = subprocess.run([sys.executable, "-m", "edgerec", "quantize", "-T", "arm64", "-b", str(bundles["arm64"]),
+                          "-d", str(data_dir), "-o", str(tmp_path / "q"), "--calibration", str(tmp_path / "wide.npz")],
+                         capture_output=True, text=True)
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    assert run.stderr.strip().splitlines()[-1].startswith("error: ") and "[4, 7]" in run.stderr
+    assert not (tmp_path / "q").exists()
