@@ -51,19 +51,26 @@ def python_for(runtime: str) -> Path:
 
 def run_isolated(runtime: str, model: Path, input_ids, threads: int = 1):
     """Run the standalone runner in the runtime's environment; returns (scores, seconds)."""
+    out = run_runner(python_for(runtime), runtime, model, input_ids, threads)
+    return out["scores"], out["seconds"]
+
+
+def run_runner(python: Path | str, runtime: str, model: Path, input_ids, threads: int = 1,
+               warmup: int = 0) -> dict:
+    """`device_runner.py` under the given interpreter, in its own process: scores, per-call
+    seconds, load seconds and peak RSS of a process that only loads and runs the model."""
     import tempfile
 
     import numpy as np
 
-    python = python_for(runtime)
     runner = Path(__file__).with_name("device_runner.py")
     with tempfile.TemporaryDirectory() as tmp:
         np.save(Path(tmp) / "inputs.npy", input_ids)
         result = subprocess.run([str(python), str(runner), str(model), str(Path(tmp) / "inputs.npy"),
-                                 str(Path(tmp) / "out.npz"), "--threads", str(threads)],
-                                capture_output=True, text=True)
+                                 str(Path(tmp) / "out.npz"), "--threads", str(threads),
+                                 "--warmup", str(warmup)], capture_output=True, text=True)
         if result.returncode != 0:
             lines = [l for l in result.stderr.strip().splitlines() if l.strip()]
             raise EdgerecError(f"{model}: {runtime} failed: {lines[-1] if lines else 'no output'}")
         with np.load(Path(tmp) / "out.npz", allow_pickle=False) as out:
-            return out["scores"], out["seconds"]
+            return {k: out[k] for k in out.files}

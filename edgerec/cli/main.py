@@ -3,7 +3,7 @@
 import typer
 
 from edgerec import __version__
-from edgerec.cli import data, distill, evaluate, export, quantize, targets, teacher
+from edgerec.cli import build, data, distill, evaluate, export, quantize, targets, teacher, validate
 
 app = typer.Typer(
     name="edgerec",
@@ -36,4 +36,6 @@ app.command("distill")(distill.distill)
 app.command("evaluate")(evaluate.evaluate)
 app.command("export")(export.export)
 app.command("quantize")(quantize.quantize)
+app.command("validate")(validate.validate)
+app.command("build")(build.build)
 app.add_typer(targets.app, name="targets")

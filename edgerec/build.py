@@ -1,0 +1,142 @@
+"""`edgerec build --target T`: data -> teacher -> distill -> export -> quantize -> validate.
+
+Every stage writes the same artifact its own command writes, under `work` (default runs/), and
+the app's bundle lands in dist/<target>/. A stage is skipped when its artifact exists and was made
+from the same inputs (content hashes in the manifests) with the same config and target profile,
+so a second build with nothing changed only re-validates.
+
+Prune (issue 6) is not part of the pipeline yet; the summary says so instead of pretending.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgerec.artifacts import _jsonable, artifact_hash, read_manifest
+from edgerec.errors import EdgerecError
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    target: str
+    dataset: str = "movielens-100k"  # used when no interactions file is given
+    interactions: str | None = None
+    teacher: str | None = None  # an existing teacher artifact instead of training one
+    teacher_minutes: float | None = 6.5  # wall-clock caps that keep the default build < 15 min
+    distill_minutes: float | None = 7.5
+    work: str = "runs"
+    dist: str = "dist"
+
+
+def is_current(out_dir: Path, stage: str, config, inputs: dict[str, Path], extra: dict | None = None) -> bool:
+    """The artifact exists, is of `stage`, and was made with this config from these inputs."""
+    try:
+        manifest = read_manifest(out_dir, stage)
+    except EdgerecError:
+        return False
+    if manifest.get("config") != _jsonable(config):
+        return False
+    try:
+        current = {name: artifact_hash(path) for name, path in inputs.items()}
+    except EdgerecError:
+        return False
+    if {k: v.get("hash") for k, v in manifest.get("inputs", {}).items()} != current:
+        return False
+    return all(manifest.get(k) == _jsonable(v) for k, v in (extra or {}).items())
+
+
+def _data_current(out_dir: Path, config, dataset: str | None, interactions: Path | None) -> bool:
+    from edgerec.artifacts import sha256_file
+
+    try:
+        manifest = read_manifest(out_dir, "data")
+    except EdgerecError:
+        return False
+    stored = manifest.get("config", {})
+    wanted = _jsonable(config)
+    same = all(stored.get(k) == wanted[k] for k in ("min_interactions", "drop_duplicates", "calibration"))
+    if interactions is not None:
+        source = manifest.get("sources", {}).get("interactions", {})
+        return same and source.get("sha256") == sha256_file(interactions)
+    return same and manifest.get("dataset") == dataset
+
+
+def build(config: BuildConfig, *, targets_dir: Path | None = None, teacher_config=None,
+          distill_config=None, log=print) -> dict:
+    """Run (or reuse) every stage; returns {stage: {"status", "seconds", "path"}} and the report.
+    `teacher_config` / `distill_config` replace the defaults (shapes, training) from Python."""
+    from edgerec.data import DataConfig, make_data
+    from edgerec.distill import DistillConfig, distill
+    from edgerec.export import ExportConfig, export
+    from edgerec.quantize import QuantizeConfig, quantize
+    from edgerec.targets import load_target
+    from edgerec.teacher import TeacherConfig, train_teacher
+    from edgerec.training import TrainConfig
+    from edgerec.validate import ValidateConfig, validate
+
+    target = load_target(config.target, targets_dir)  # fail fast on a bad name
+    work, dist = Path(config.work), Path(config.dist)
+    paths = {"data": work / "data", "teacher": Path(config.teacher) if config.teacher else work / "teacher",
+             "student": work / "student", "fp32": work / f"export-{target.name}", "int8": dist / target.name}
+    interactions = Path(config.interactions) if config.interactions else None
+    if interactions is not None and not interactions.is_file():
+        raise EdgerecError(f"{interactions}: no such interactions file")
+    stages: dict[str, dict] = {}
+    total = 6
+
+    def stage(index: int, name: str, path: Path, current: bool, run) -> None:
+        label = f"[{index}/{total}] {name:<9}"
+        if current:
+            log(f"{label} reused  {path}")
+            stages[name] = {"status": "reused", "seconds": 0.0, "path": str(path)}
+            return
+        log(f"{label} running -> {path}")
+        started = time.perf_counter()
+        run()
+        seconds = time.perf_counter() - started
+        log(f"{label} done in {seconds:.1f} s")
+        stages[name] = {"status": "built", "seconds": round(seconds, 1), "path": str(path)}
+
+    data_config = DataConfig()
+    stage(1, "data", paths["data"], _data_current(paths["data"], data_config, config.dataset, interactions),
+          lambda: make_data(paths["data"], interactions=interactions,
+                            dataset=None if interactions else config.dataset, config=data_config, overwrite=True))
+    if config.teacher:
+        read_manifest(paths["teacher"], "teacher")
+        log(f"[2/{total}] teacher   given   {paths['teacher']}")
+        stages["teacher"] = {"status": "given", "seconds": 0.0, "path": str(paths["teacher"])}
+    else:
+        teacher_config = teacher_config or TeacherConfig(train=TrainConfig(max_minutes=config.teacher_minutes))
+        stage(2, "teacher", paths["teacher"],
+              is_current(paths["teacher"], "teacher", teacher_config, {"data": paths["data"]}),
+              lambda: train_teacher(paths["data"], paths["teacher"], teacher_config, overwrite=True))
+    distill_config = distill_config or DistillConfig(train=TrainConfig(max_minutes=config.distill_minutes))
+    stage(3, "distill", paths["student"],
+          is_current(paths["student"], "student", distill_config, {"data": paths["data"], "teacher": paths["teacher"]}),
+          lambda: distill(paths["teacher"], paths["data"], paths["student"], distill_config, overwrite=True))
+    log(f"[-/{total}] prune     not in the pipeline yet (edgerec prune is issue 6)")
+    stages["prune"] = {"status": "not implemented", "seconds": 0.0, "path": None}
+    export_config = ExportConfig(target=target.name)
+    stage(4, "export", paths["fp32"],
+          is_current(paths["fp32"], "export", export_config, {"model": paths["student"], "data": paths["data"]},
+                     {"target": target.to_dict()}),
+          lambda: export(paths["student"], paths["data"], paths["fp32"], export_config,
+                         targets_dir=targets_dir, overwrite=True))
+    quantize_config = QuantizeConfig(target=target.name)
+    calibration = paths["data"] / "calibration.npz"
+    stage(5, "quantize", paths["int8"],
+          is_current(paths["int8"], "quantize", quantize_config,
+                     {"bundle": paths["fp32"], "data": paths["data"], "calibration": calibration},
+                     {"target": target.to_dict()}),
+          lambda: quantize(paths["fp32"], paths["data"], paths["int8"], quantize_config,
+                           targets_dir=targets_dir, overwrite=True, log=log))
+    started = time.perf_counter()
+    log(f"[6/{total}] validate  {paths['int8']} on {', '.join(r.name for r in target.runtimes)}")
+    report = validate(paths["int8"], paths["data"], ValidateConfig(target=target.name),
+                      teacher=paths["teacher"], student=paths["student"], compare={"fp32": paths["fp32"]},
+                      targets_dir=targets_dir, log=lambda m: None)
+    stages["validate"] = {"status": "built", "seconds": round(time.perf_counter() - started, 1),
+                          "path": str(paths["int8"] / "report.html")}
+    return {"stages": stages, "report": report, "bundle": str(paths["int8"])}

@@ -1,0 +1,55 @@
+"""`edgerec build --target T`: the whole pipeline, reusing what is up to date."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from edgerec.cli.common import JsonOut, emit_json, plain_table, user_errors
+from edgerec.cli.targets import TargetsDir
+
+
+def build(
+    target: Annotated[str, typer.Option("--target", "-T", help="Target profile (edgerec targets list).")] = "arm64",
+    interactions: Annotated[Optional[Path], typer.Argument(
+        help="Your interactions file (user, item, timestamp columns); omit it for --dataset.")] = None,
+    dataset: Annotated[str, typer.Option(help="Built-in dataset used when no file is given.")] = "movielens-100k",
+    teacher: Annotated[Optional[Path], typer.Option(
+        "--teacher", "-t", help="Use this teacher artifact (trained or imported) instead of training one.")] = None,
+    teacher_minutes: Annotated[float, typer.Option(help="Wall-clock cap for teacher training.")] = 6.5,
+    distill_minutes: Annotated[float, typer.Option(help="Wall-clock cap for distillation.")] = 7.5,
+    work: Annotated[Path, typer.Option(help="Folder for the intermediate artifacts.")] = Path("runs"),
+    dist: Annotated[Path, typer.Option(help="Folder for the app bundles (dist/<target>).")] = Path("dist"),
+    targets_dir: TargetsDir = None,
+    json_out: JsonOut = False,
+) -> None:
+    """Run data -> teacher -> distill -> export -> quantize -> validate for one target.
+
+    Each stage writes the artifact its own command would (under --work); a stage whose artifact
+    was made from the same inputs with the same settings is reused, so a second build with
+    nothing changed only re-validates. The app embeds `dist/<target>/`; `report.html` there shows
+    the plots. Exit code 0 when every budget passes, 1 when one fails, 2 for bad input."""
+    with user_errors():
+        from edgerec.build import BuildConfig
+        from edgerec.build import build as run
+
+        config = BuildConfig(target=target, dataset=dataset, interactions=str(interactions) if interactions else None,
+                             teacher=str(teacher) if teacher else None, teacher_minutes=teacher_minutes,
+                             distill_minutes=distill_minutes, work=str(work), dist=str(dist))
+        result = run(config, targets_dir=targets_dir, log=lambda m: typer.echo(m, err=True))
+    report = result["report"]
+    if json_out:
+        emit_json(result)
+    else:
+        typer.echo("")
+        rows = [[p["model"], f"{p['mb']:.3f}", f"{p['p50_ms']:.3f}", f"{p['ndcg10']:.4f}"] for p in report["points"]]
+        plain_table(["model", "MB", "p50 ms (batch 1, this machine)", "test NDCG@10"], rows)
+        typer.echo("")
+        plain_table(["budget", "where", "value", "limit", "status"],
+                    [[b["budget"], b["where"], str(b["value"]), b["limit"], b["status"]] for b in report["budgets"]])
+        seconds = sum(s["seconds"] for s in result["stages"].values())
+        typer.echo(f"\n{'PASS' if report['passed'] else 'FAIL'}  bundle -> {result['bundle']}  "
+                   f"report -> {Path(result['bundle']) / 'report.html'}  ({seconds / 60:.1f} min of stage work)")
+    raise typer.Exit(0 if report["passed"] else 1)

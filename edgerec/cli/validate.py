@@ -1,0 +1,60 @@
+"""`edgerec validate --target T`: accuracy, latency, size and memory on the target's runtimes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from edgerec.cli.common import JsonOut, emit_json, plain_table, user_errors
+from edgerec.cli.targets import TargetsDir
+
+
+def validate(
+    target: Annotated[str, typer.Option("--target", "-T", help="Target profile (edgerec targets list).")],
+    bundle: Annotated[Optional[Path], typer.Option(
+        "--bundle", "-b", help="Bundle to validate (default dist/<target>).")] = None,
+    data: Annotated[Path, typer.Option("--data", "-d", help="Data artifact (test users).")] = Path("runs/data"),
+    teacher: Annotated[Optional[Path], typer.Option(
+        help="Teacher artifact (default: found through the bundle's manifests).")] = None,
+    student: Annotated[Optional[Path], typer.Option(
+        help="fp32 student artifact (default: found through the bundle's manifests).")] = None,
+    warmup: Annotated[int, typer.Option(help="Untimed batch-1 calls before timing.")] = 50,
+    users: Annotated[Optional[int], typer.Option(help="Test users to run (default: all).")] = None,
+    report: Annotated[Optional[Path], typer.Option(
+        help="Folder for report.json and report.html (default: the bundle).")] = None,
+    targets_dir: TargetsDir = None,
+    json_out: JsonOut = False,
+) -> None:
+    """Run the bundle on every runtime the target names, in a separate process, as an app would.
+
+    Reports HR/NDCG/MRR next to the teacher and the fp32 student, p50-p99 latency at batch 1,
+    load time, peak memory and file size, and checks the profile's budgets. Exit code 0 when every
+    budget passes, 1 when one fails, 2 for bad input."""
+    with user_errors():
+        from edgerec.validate import ValidateConfig
+        from edgerec.validate import validate as run
+
+        result = run(bundle or Path("dist") / target, data, ValidateConfig(target=target, warmup=warmup, users=users),
+                     teacher=teacher, student=student, targets_dir=targets_dir, report_dir=report,
+                     log=lambda m: typer.echo(m, err=True))
+    if json_out:
+        emit_json(result)
+    else:
+        rows = [[name, r["file"], f"{r['metrics']['NDCG@10']['mean']:.4f}", f"{r['metrics']['HR@10']['mean']:.4f}",
+                 f"{r['latency']['p50_ms']:.3f}", f"{r['latency']['p95_ms']:.3f}", f"{r['latency']['p99_ms']:.3f}",
+                 f"{r['load_ms']:.1f}", f"{r['peak_rss_mb']:.0f}", f"{r['bytes'] / 1e6:.3f}"]
+                for name, r in result["runtimes"].items()]
+        for name, ref in result["references"].items():
+            rows.append([f"{name} (PyTorch)", "-", f"{ref['metrics']['NDCG@10']['mean']:.4f}",
+                         f"{ref['metrics']['HR@10']['mean']:.4f}", f"{ref['latency']['p50_ms']:.3f}",
+                         f"{ref['latency']['p95_ms']:.3f}", f"{ref['latency']['p99_ms']:.3f}", "-", "-",
+                         f"{ref['bytes'] / 1e6:.3f}"])
+        plain_table(["runtime", "file", "NDCG@10", "HR@10", "p50 ms", "p95 ms", "p99 ms", "load ms",
+                     "peak RSS MB", "MB"], rows)
+        typer.echo("")
+        plain_table(["budget", "where", "value", "limit", "status"],
+                    [[b["budget"], b["where"], str(b["value"]), b["limit"], b["status"]] for b in result["budgets"]])
+        typer.echo(f"\n{'PASS' if result['passed'] else 'FAIL'}  report -> {(report or Path(result['bundle'])) / 'report.html'}")
+    raise typer.Exit(0 if result["passed"] else 1)

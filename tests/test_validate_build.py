@@ -1,0 +1,128 @@
+"""Validate: the bundle on its target's runtimes, budgets, report; tampered bundles fail clearly.
+Build: the whole pipeline on tiny data, and a second build reuses every artifact."""
+
+import base64
+import io
+import json
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from edgerec.errors import EdgerecError
+from edgerec.export import ExportConfig, export
+from edgerec.models import Shape
+from edgerec.quantize import QuantizeConfig, quantize
+from edgerec.teacher import TeacherConfig, train_teacher
+from edgerec.training import TrainConfig
+from edgerec.validate import ValidateConfig, validate
+
+SHAPE = Shape(hidden=32, layers=1, heads=2, intermediate=64, max_len=12)
+
+
+@pytest.fixture(scope="module")
+def bundles(tmp_path_factory, data_dir):
+    root = tmp_path_factory.mktemp("validate")
+    train_teacher(data_dir, root / "teacher", TeacherConfig(kind="causal", shape=SHAPE, train=TrainConfig(
+        epochs=3, batch_size=16, lr=1e-2)))
+    export(root / "teacher", data_dir, root / "fp32", ExportConfig(target="arm64"))
+    quantize(root / "fp32", data_dir, root / "int8", QuantizeConfig(target="arm64"), log=lambda m: None)
+    return root
+
+
+def _copy(bundles, tmp_path, name="int8"):
+    shutil.copytree(bundles / name, tmp_path / name)
+    return tmp_path / name
+
+
+def test_validate_measures_every_runtime_and_writes_a_report(tmp_path, data_dir, bundles):
+    bundle = _copy(bundles, tmp_path)
+    report = validate(bundle, data_dir, ValidateConfig(target="arm64", warmup=5), log=lambda m: None)
+    assert set(report["runtimes"]) == {"onnxruntime", "litert"}
+    assert report["lineage"]["teacher"] == str(bundles / "teacher")  # found through the manifests
+    for runtime, r in report["runtimes"].items():
+        assert r["latency"]["runs"] == report["users"] and r["latency"]["p50_ms"] > 0, runtime
+        assert r["peak_rss_mb"] > 0 and r["load_ms"] > 0
+        assert 0 <= r["metrics"]["NDCG@10"]["mean"] <= 1 and "top10_agreement" in r["metrics"]
+    assert {b["budget"] for b in report["budgets"]} == {"model size", "p95 latency, batch 1", "NDCG@10 kept vs teacher"}
+    assert all(b["status"] in ("PASS", "FAIL") for b in report["budgets"])
+    assert json.loads((bundle / "report.json").read_text())["passed"] == report["passed"]
+    page = (bundle / "report.html").read_text()
+    images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
+    assert len(images) == 3 and "<script" not in page and "http" not in page.replace("http-equiv", "")
+    import matplotlib.image
+
+    for encoded in images:  # every plot decodes to a non-empty picture with more than one colour
+        pixels = matplotlib.image.imread(io.BytesIO(base64.b64decode(encoded)), format="png")
+        assert pixels.shape[0] > 100 and pixels.shape[1] > 100 and pixels.std() > 0.01
+
+
+def test_a_failed_budget_exits_1(tmp_path, data_dir, bundles):
+    bundle = _copy(bundles, tmp_path)
+    profile = (__import__("edgerec.targets", fromlist=["x"]).available()["arm64"]).read_text()
+    (tmp_path / "targets").mkdir()
+    (tmp_path / "targets" / "arm64.toml").write_text(profile.replace("max_model_mb = 1.0", "max_model_mb = 0.0001"))
+    run = subprocess.run([sys.executable, "-m", "edgerec", "validate", "-T", "arm64", "-b", str(bundle), "-d",
+                          str(data_dir), "--targets-dir", str(tmp_path / "targets"), "--warmup", "1"],
+                         capture_output=True, text=True)
+    assert run.returncode == 1, run.stderr[-500:]
+    assert re.search(r"model size\s+model.onnx \(onnxruntime\)\s+\S+\s+<= 0.0001 MB\s+FAIL", run.stdout)
+
+
+def _truncate(bundle):
+    data = (bundle / "model.onnx").read_bytes()
+    (bundle / "model.onnx").write_bytes(data[: len(data) // 2])
+
+
+def _drop_item(bundle):
+    items = json.loads((bundle / "items.json").read_text())
+    (bundle / "items.json").write_text(json.dumps(items[:-1]))
+
+
+def _other_target(bundle):
+    meta = json.loads((bundle / "metadata.json").read_text())
+    (bundle / "metadata.json").write_text(json.dumps({**meta, "target": "rpi4"}))
+
+
+def _lying_metadata(bundle):  # items.json and metadata agree, the model does not
+    meta = json.loads((bundle / "metadata.json").read_text())
+    items = json.loads((bundle / "items.json").read_text())
+    (bundle / "items.json").write_text(json.dumps(items[:-1]))
+    (bundle / "metadata.json").write_text(json.dumps({**meta, "num_items": meta["num_items"] - 1}))
+
+
+@pytest.mark.parametrize("tamper, message", [
+    (_truncate, "onnxruntime failed"), (_drop_item, "items.json lists"),
+    (_other_target, "a bundle for target 'rpi4'"), (_lying_metadata, "does not match the item vocabulary"),
+])
+def test_tampered_bundles_fail_with_a_clear_message(tmp_path, data_dir, bundles, tamper, message):
+    bundle = _copy(bundles, tmp_path)
+    tamper(bundle)
+    with pytest.raises(EdgerecError, match=message):
+        validate(bundle, data_dir, ValidateConfig(target="arm64", warmup=1), log=lambda m: None)
+    run = subprocess.run([sys.executable, "-m", "edgerec", "validate", "-T", "arm64", "-b", str(bundle),
+                          "-d", str(data_dir)], capture_output=True, text=True)
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    assert run.stderr.strip().splitlines()[-1].startswith("error: ")
+
+
+@pytest.mark.slow
+def test_build_runs_every_stage_then_reuses_them(tmp_path, interactions_csv):
+    from edgerec.build import BuildConfig, build
+    from edgerec.distill import DistillConfig
+
+    tiny = TrainConfig(epochs=2, batch_size=16, lr=1e-2)
+    kwargs = dict(teacher_config=TeacherConfig(shape=SHAPE, train=tiny),
+                  distill_config=DistillConfig(student=Shape(hidden=16, layers=1, heads=2, intermediate=32,
+                                                             max_len=12), train=tiny), log=lambda m: None)
+    config = BuildConfig(target="x86_64-vnni", interactions=str(interactions_csv), work=str(tmp_path / "runs"),
+                         dist=str(tmp_path / "dist"))
+    first = build(config, **kwargs)
+    assert [first["stages"][s]["status"] for s in ("data", "teacher", "distill", "export", "quantize")] == ["built"] * 5
+    assert (tmp_path / "dist" / "x86_64-vnni" / "model.onnx").is_file()
+    assert (tmp_path / "dist" / "x86_64-vnni" / "report.html").is_file()
+    assert {p["model"].split()[0] for p in first["report"]["points"]} >= {"teacher", "student", "int8", "fp32"}
+    second = build(config, **kwargs)
+    assert [second["stages"][s]["status"] for s in ("data", "teacher", "distill", "export", "quantize")] == ["reused"] * 5
