@@ -5,7 +5,8 @@ the app's bundle lands in dist/<target>/. A stage is skipped when its artifact e
 from the same inputs (content hashes in the manifests) with the same config and target profile,
 so a second build with nothing changed only re-validates.
 
-Prune (issue 6) is not part of the pipeline yet; the summary says so instead of pretending.
+Prune runs when `sparsity` is set (off by default: its recovery distillation would take the
+default build past 15 minutes on 2 cores; see benchmarks/prune.py for what it gives).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ class BuildConfig:
     teacher: str | None = None  # an existing teacher artifact instead of training one
     teacher_minutes: float | None = 6.5  # wall-clock caps that keep the default build < 15 min
     distill_minutes: float | None = 7.5
+    sparsity: float | None = None  # prune this share of heads and FFN neurons (None: no prune stage)
     work: str = "runs"
     dist: str = "dist"
 
@@ -63,6 +65,14 @@ def _data_current(out_dir: Path, config, dataset: str | None, interactions: Path
     return same and manifest.get("dataset") == dataset
 
 
+def _pruned_from(pruned: Path, student: Path) -> bool:
+    """The pruned artifact was made from this very student (its content hash)."""
+    try:
+        return read_manifest(pruned)["pruning"].get("source_hash") == artifact_hash(student)
+    except (EdgerecError, KeyError):
+        return False
+
+
 def build(config: BuildConfig, *, targets_dir: Path | None = None, teacher_config=None,
           distill_config=None, log=print) -> dict:
     """Run (or reuse) every stage; returns {stage: {"status", "seconds", "path"}} and the report.
@@ -70,6 +80,7 @@ def build(config: BuildConfig, *, targets_dir: Path | None = None, teacher_confi
     from edgerec.data import DataConfig, make_data
     from edgerec.distill import DistillConfig, distill
     from edgerec.export import ExportConfig, export
+    from edgerec.prune import PruneConfig, prune
     from edgerec.quantize import QuantizeConfig, quantize
     from edgerec.targets import load_target
     from edgerec.teacher import TeacherConfig, train_teacher
@@ -79,7 +90,8 @@ def build(config: BuildConfig, *, targets_dir: Path | None = None, teacher_confi
     target = load_target(config.target, targets_dir)  # fail fast on a bad name
     work, dist = Path(config.work), Path(config.dist)
     paths = {"data": work / "data", "teacher": Path(config.teacher) if config.teacher else work / "teacher",
-             "student": work / "student", "fp32": work / f"export-{target.name}", "int8": dist / target.name}
+             "student": work / "student", "pruned": work / "pruned", "fp32": work / f"export-{target.name}",
+             "int8": dist / target.name}
     interactions = Path(config.interactions) if config.interactions else None
     if interactions is not None and not interactions.is_file():
         raise EdgerecError(f"{interactions}: no such interactions file")
@@ -116,13 +128,23 @@ def build(config: BuildConfig, *, targets_dir: Path | None = None, teacher_confi
     stage(3, "distill", paths["student"],
           is_current(paths["student"], "student", distill_config, {"data": paths["data"], "teacher": paths["teacher"]}),
           lambda: distill(paths["teacher"], paths["data"], paths["student"], distill_config, overwrite=True))
-    log(f"[-/{total}] prune     not in the pipeline yet (edgerec prune is issue 6)")
-    stages["prune"] = {"status": "not implemented", "seconds": 0.0, "path": None}
+    model = paths["student"]
+    if config.sparsity:
+        prune_config = PruneConfig(sparsity=config.sparsity)
+        stage(3, "prune", paths["pruned"],
+              is_current(paths["pruned"], "pruned", prune_config, {"data": paths["data"], "teacher": paths["teacher"]},
+                         {}) and _pruned_from(paths["pruned"], paths["student"]),
+              lambda: prune(paths["student"], paths["teacher"], paths["data"], paths["pruned"], prune_config,
+                            overwrite=True, log=log))
+        model = paths["pruned"]
+    else:
+        log(f"[-/{total}] prune     skipped (pass --sparsity to prune heads and FFN neurons)")
+        stages["prune"] = {"status": "skipped", "seconds": 0.0, "path": None}
     export_config = ExportConfig(target=target.name)
     stage(4, "export", paths["fp32"],
-          is_current(paths["fp32"], "export", export_config, {"model": paths["student"], "data": paths["data"]},
+          is_current(paths["fp32"], "export", export_config, {"model": model, "data": paths["data"]},
                      {"target": target.to_dict()}),
-          lambda: export(paths["student"], paths["data"], paths["fp32"], export_config,
+          lambda: export(model, paths["data"], paths["fp32"], export_config,
                          targets_dir=targets_dir, overwrite=True))
     quantize_config = QuantizeConfig(target=target.name)
     calibration = paths["data"] / "calibration.npz"
@@ -135,7 +157,7 @@ def build(config: BuildConfig, *, targets_dir: Path | None = None, teacher_confi
     started = time.perf_counter()
     log(f"[6/{total}] validate  {paths['int8']} on {', '.join(r.name for r in target.runtimes)}")
     report = validate(paths["int8"], paths["data"], ValidateConfig(target=target.name),
-                      teacher=paths["teacher"], student=paths["student"], compare={"fp32": paths["fp32"]},
+                      teacher=paths["teacher"], student=model, compare={"fp32": paths["fp32"]},
                       targets_dir=targets_dir, log=lambda m: None)
     stages["validate"] = {"status": "built", "seconds": round(time.perf_counter() - started, 1),
                           "path": str(paths["int8"] / "report.html")}

@@ -271,18 +271,9 @@ def distill_loss_module(student, targets, num_items: int, alpha: float, temperat
 def distill(teacher_dir: Path, data_dir: Path, out_dir: Path, config: DistillConfig = DistillConfig(),
             *, overwrite: bool = False) -> dict | None:
     """Distil a teacher artifact into a student artifact; returns the manifest on rank 0."""
-    import torch
-
     from edgerec.data import load_data
-    from edgerec.evaluate import item_ids_hash
     from edgerec.models import build_id_model
-    from edgerec.teacher import (
-        _prepare_work_dir,
-        causal_batches,
-        validator,
-        work_dir_for,
-    )
-    from edgerec.training import fit, setup_distributed
+    from edgerec.training import setup_distributed
 
     config.validate()
     if Path(out_dir).exists() and not overwrite:
@@ -294,12 +285,31 @@ def distill(teacher_dir: Path, data_dir: Path, out_dir: Path, config: DistillCon
     if not usable:
         raise EdgerecError(f"{data_dir}: the training split is empty (every history is too short)")
     dist = setup_distributed()
+    trained = train_student(lambda: build_id_model("causal", data.vocab_size, config.student),
+                            teacher_dir, data, config, dist, out_dir, usable)
+    if not dist.is_main:
+        return None
+    return _write_student(out_dir, data, overwrite=overwrite, **trained)
+
+
+def train_student(make_student, teacher_dir: Path, data, config: DistillConfig, dist, out_dir: Path,
+                  usable: list[int] | None = None, desc: str = "distill") -> dict:
+    """Train the model `make_student()` returns (fresh, or pruned and recovering) against the
+    cached teacher targets; the seed is set after the targets are ready, before it is built."""
+    import torch
+
+    from edgerec.evaluate import item_ids_hash
+    from edgerec.teacher import _prepare_work_dir, causal_batches, validator, work_dir_for
+    from edgerec.training import fit
+
+    sequences = data.train_sequences()
+    usable = usable if usable is not None else [u for u, s in enumerate(sequences) if len(s) >= 2]
     started = time.perf_counter()
     targets = load_or_compute_targets(teacher_dir, data, config, dist)
     teacher = targets.pop("teacher")
     target_seconds = time.perf_counter() - started
     torch.manual_seed(config.train.seed)
-    student = build_id_model("causal", data.vocab_size, config.student).to(dist.device)
+    student = make_student().to(dist.device)
     meta = {"kind": "causal", "num_items": data.num_items, "mask_token": data.mask_token,
             "max_len": config.student.max_len, "item_ids_sha256": item_ids_hash(data.item_ids())}
     rows = _row_lookup(targets)
@@ -309,17 +319,18 @@ def distill(teacher_dir: Path, data_dir: Path, out_dir: Path, config: DistillCon
     loss_module = distill_loss_module(student, targets, data.num_items, config.alpha,
                                       config.temperature)
     work = _prepare_work_dir(out_dir, {"config": asdict(config), "teacher": str(teacher_dir),
-                                       "data": str(data_dir), "world": dist.world}, dist)
+                                       "data": str(data.path), "world": dist.world,
+                                       "parameters": sum(p.numel() for p in student.parameters())}, dist)
     result = fit(student, loss_module, batches, len(seqs), validator(data, meta), config.train,
-                 work, dist, desc="distill")
-    if not dist.is_main:
-        return None
-    return _write_student(out_dir, data, student, meta, teacher, teacher_dir, config, result,
-                          targets["cache_path"], target_seconds, overwrite, work_dir_for(out_dir))
+                 work, dist, desc=desc)
+    return {"student": student, "meta": meta, "teacher": teacher, "teacher_dir": teacher_dir,
+            "config": config, "result": result,
+            "cache_path": targets["cache_path"], "target_seconds": target_seconds, "work": work_dir_for(out_dir)}
 
 
-def _write_student(out_dir, data, student, meta, teacher, teacher_dir, config, result,
-                   cache_path, target_seconds, overwrite, work):
+def _write_student(out_dir, data, *, student, meta, teacher, teacher_dir, config, result, cache_path,
+                   target_seconds, work, overwrite=False, stage="student", manifest_config=None,
+                   extra=None):
     from edgerec.evaluate import evaluate, headline, public
     from edgerec.models import RecModel, save_model
 
@@ -327,7 +338,7 @@ def _write_student(out_dir, data, student, meta, teacher, teacher_dir, config, r
     rec = RecModel(student, meta)
     test = evaluate(rec, data, "test", reference=teacher)
     teacher_test = evaluate(teacher, data, "test")
-    with atomic_artifact(out_dir, "student", config=config,
+    with atomic_artifact(out_dir, stage, config=manifest_config or config,
                          inputs={"data": data.path, "teacher": Path(teacher_dir)},
                          overwrite=overwrite) as (tmp, manifest):
         save_model(tmp / "model", student, meta)
@@ -341,6 +352,7 @@ def _write_student(out_dir, data, student, meta, teacher, teacher_dir, config, r
             training={"epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
                       "stopped": result.stopped, "seconds": round(result.seconds, 1),
                       "history": result.history},
+            **(extra or {}),
         )
     shutil.rmtree(work, ignore_errors=True)
     return manifest

@@ -169,7 +169,7 @@ def export(model_dir: Path, data_dir: Path, out_dir: Path, config: ExportConfig,
     from edgerec.targets import load_target
 
     target = load_target(config.target, targets_dir)
-    source = read_manifest(model_dir, ("student", "teacher"))
+    source = read_manifest(model_dir, ("student", "pruned", "teacher"))
     rec = load_model(resolve_model_dir(model_dir))
     if rec.kind == "text":
         raise EdgerecError(f"{model_dir}: a text teacher needs a tokenizer on the device; distil "

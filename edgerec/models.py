@@ -208,7 +208,8 @@ def last_position_hidden(model, input_ids):
     history = hidden[:, None]  # [B, 1, L, H]
     scores = (query @ key_t) @ history.transpose(-1, -2) / math.sqrt(size) + blocked
     mixed = torch.softmax(scores, dim=-1) @ history  # [B, heads, 1, H]
-    context = (mixed @ value_w).reshape(-1, 1, width) + attention.value.bias
+    # heads * size == width unless heads were pruned (edgerec prune)
+    context = (mixed @ value_w).reshape(-1, 1, heads * size) + attention.value.bias
     attended = last.attention.output(context, now)
     return last.output(last.intermediate(attended), attended).reshape(-1, width)
 

@@ -122,7 +122,7 @@ def test_parity_failure_fails_the_export(tmp_path, data_dir, models):
 def test_bad_inputs(tmp_path, data_dir, models):
     with pytest.raises(EdgerecError, match="did you mean arm64"):
         export(models["causal"], data_dir, tmp_path / "d", ExportConfig(target="arm46"))
-    with pytest.raises(EdgerecError, match="is a 'data' artifact, expected student or teacher"):
+    with pytest.raises(EdgerecError, match="is a 'data' artifact, expected student or pruned or teacher"):
         export(data_dir, data_dir, tmp_path / "d", ExportConfig(target="arm64"))
     with pytest.raises(EdgerecError, match="--top-k must be in"):
         export(models["causal"], data_dir, tmp_path / "d", ExportConfig(target="arm64", top_k=0))

@@ -20,12 +20,15 @@ def build(
         "--teacher", "-t", help="Use this teacher artifact (trained or imported) instead of training one.")] = None,
     teacher_minutes: Annotated[float, typer.Option(help="Wall-clock cap for teacher training.")] = 6.5,
     distill_minutes: Annotated[float, typer.Option(help="Wall-clock cap for distillation.")] = 7.5,
+    sparsity: Annotated[Optional[float], typer.Option(
+        help="Add the prune stage: remove this share of attention heads and FFN neurons, then recover "
+             "(off by default; about 4 more minutes).")] = None,
     work: Annotated[Path, typer.Option(help="Folder for the intermediate artifacts.")] = Path("runs"),
     dist: Annotated[Path, typer.Option(help="Folder for the app bundles (dist/<target>).")] = Path("dist"),
     targets_dir: TargetsDir = None,
     json_out: JsonOut = False,
 ) -> None:
-    """Run data -> teacher -> distill -> export -> quantize -> validate for one target.
+    """Run data -> teacher -> distill -> [prune] -> export -> quantize -> validate for one target.
 
     Each stage writes the artifact its own command would (under --work); a stage whose artifact
     was made from the same inputs with the same settings is reused, so a second build with
@@ -37,7 +40,7 @@ def build(
 
         config = BuildConfig(target=target, dataset=dataset, interactions=str(interactions) if interactions else None,
                              teacher=str(teacher) if teacher else None, teacher_minutes=teacher_minutes,
-                             distill_minutes=distill_minutes, work=str(work), dist=str(dist))
+                             distill_minutes=distill_minutes, sparsity=sparsity, work=str(work), dist=str(dist))
         result = run(config, targets_dir=targets_dir, log=lambda m: typer.echo(m, err=True))
     report = result["report"]
     if json_out:

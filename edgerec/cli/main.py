@@ -3,7 +3,7 @@
 import typer
 
 from edgerec import __version__
-from edgerec.cli import build, data, distill, evaluate, export, quantize, targets, teacher, validate
+from edgerec.cli import build, data, distill, evaluate, export, prune, quantize, targets, teacher, validate
 
 app = typer.Typer(
     name="edgerec",
@@ -34,6 +34,7 @@ app.command("data")(data.data)
 app.add_typer(teacher.app, name="teacher")
 app.command("distill")(distill.distill)
 app.command("evaluate")(evaluate.evaluate)
+app.command("prune")(prune.prune)
 app.command("export")(export.export)
 app.command("quantize")(quantize.quantize)
 app.command("validate")(validate.validate)

@@ -1,0 +1,76 @@
+"""Prune: importance finds a dead head, surgery shrinks the matrices, the result recovers,
+loads, exports with parity; impossible requests fail clearly."""
+
+import pytest
+import torch
+
+from edgerec.data import load_data
+from edgerec.distill import DistillConfig, distill
+from edgerec.errors import EdgerecError
+from edgerec.export import ExportConfig, export
+from edgerec.models import Shape, build_id_model, load_model
+from edgerec.prune import PruneConfig, importance, plan, prune, prune_model
+from edgerec.teacher import TeacherConfig, train_teacher
+from edgerec.training import TrainConfig
+
+TINY = TrainConfig(epochs=2, batch_size=16, lr=1e-2)
+STUDENT = Shape(hidden=16, layers=2, heads=2, intermediate=32, max_len=12)
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory, data_dir):
+    root = tmp_path_factory.mktemp("prune")
+    train_teacher(data_dir, root / "teacher", TeacherConfig(shape=Shape(hidden=32, layers=1, heads=2, intermediate=64,
+                                                                        max_len=12), train=TINY))
+    distill(root / "teacher", data_dir, root / "student", DistillConfig(student=STUDENT, train=TINY))
+    return root
+
+
+def test_importance_ranks_a_dead_head_last_and_surgery_removes_it(data_dir):
+    data = load_data(data_dir)
+    torch.manual_seed(0)
+    model = build_id_model("causal", data.vocab_size, STUDENT)
+    value = model.bert.encoder.layer[1].attention.self.value
+    with torch.no_grad():  # head 0 of layer 1 contributes nothing: zero value projection
+        value.weight[:8] = 0
+        value.bias[:8] = 0
+    heads, neurons = importance(model, data, STUDENT.max_len)
+    assert heads[1][0] == 0 and heads[1][1] > 0 and neurons[0].shape == (32,)
+    before = sum(p.numel() for p in model.parameters())
+    removed = prune_model(model, heads, neurons, drop_heads=1, drop_ffn=16)
+    assert removed["heads"][1] == [0]
+    assert model.bert.encoder.layer[1].attention.self.query.weight.shape == (8, 16)
+    assert model.bert.encoder.layer[0].intermediate.dense.weight.shape == (16, 16)
+    assert sum(p.numel() for p in model.parameters()) < before
+
+
+def test_prune_recovers_and_exports(tmp_path, data_dir, artifacts):
+    manifest = prune(artifacts / "student", artifacts / "teacher", data_dir, tmp_path / "pruned",
+                     PruneConfig(sparsity=0.5, recovery=TINY), log=lambda m: None)
+    p = manifest["pruning"]
+    assert manifest["stage"] == "pruned" and p["parameters_after"] < p["parameters_before"]
+    assert p["heads_per_layer"] == 1 and p["ffn_per_layer"] == 16
+    rec = load_model(tmp_path / "pruned" / "model")  # a standard checkpoint: pruned_heads + sizes
+    assert rec.num_parameters == p["parameters_after"]
+    bundle = export(tmp_path / "pruned", data_dir, tmp_path / "dist", ExportConfig(target="x86_64-vnni"))
+    assert bundle["parity"]["onnxruntime"]["top10_agreement"] == 1.0
+
+
+def test_iterative_schedule(tmp_path, data_dir, artifacts):
+    manifest = prune(artifacts / "student", artifacts / "teacher", data_dir, tmp_path / "pruned",
+                     PruneConfig(sparsity=0.5, iterations=2, recovery=TINY), log=lambda m: None)
+    steps = manifest["pruning"]["steps"]
+    assert [s["sparsity"] for s in steps] == [0.25, 0.5]
+    assert steps[0]["parameters"] > steps[1]["parameters"]
+
+
+def test_impossible_requests(tmp_path, data_dir, artifacts):
+    with pytest.raises(EdgerecError, match=r"\[0, 1\)"):
+        PruneConfig(sparsity=1.0).validate()
+    with pytest.raises(EdgerecError, match="all 2 heads"):
+        plan(2, 32, 0.8)
+    with pytest.raises(EdgerecError, match="all 2 heads"):
+        prune(artifacts / "student", artifacts / "teacher", data_dir, tmp_path / "p", PruneConfig(sparsity=0.8))
+    with pytest.raises(EdgerecError, match="no such artifact directory"):
+        prune(data_dir / "nope", artifacts / "teacher", data_dir, tmp_path / "p")
+    assert not (tmp_path / "p").exists()
