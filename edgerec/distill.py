@@ -56,6 +56,8 @@ class DistillConfig:
     top_k: int = 100  # teacher items kept per position; the rest is one bin
     kd_positions: int = 16  # prefixes per user for masked / text teachers (causal: all)
     train: TrainConfig = field(default_factory=TrainConfig)
+    # Factorised item table (E ~= A W^T, A [items, rank]); None: a full [items, hidden] table.
+    item_rank: int | None = None
 
     def validate(self) -> None:
         self.student.validate()
@@ -66,6 +68,8 @@ class DistillConfig:
             raise EdgerecError(f"--temperature must be > 0, got {self.temperature}")
         if self.top_k < 1 or self.kd_positions < 1:
             raise EdgerecError("--top-k and --kd-positions must be >= 1")
+        if self.item_rank is not None and not 1 <= self.item_rank <= self.student.hidden:
+            raise EdgerecError(f"--item-rank must be in [1, hidden {self.student.hidden}], got {self.item_rank}")
 
 
 def student_parameters(shape: Shape, vocab_size: int) -> int:
@@ -272,7 +276,7 @@ def distill(teacher_dir: Path, data_dir: Path, out_dir: Path, config: DistillCon
             *, overwrite: bool = False) -> dict | None:
     """Distil a teacher artifact into a student artifact; returns the manifest on rank 0."""
     from edgerec.data import load_data
-    from edgerec.models import build_id_model
+    from edgerec.models import build_id_model, factorize_items
     from edgerec.training import setup_distributed
 
     config.validate()
@@ -285,8 +289,13 @@ def distill(teacher_dir: Path, data_dir: Path, out_dir: Path, config: DistillCon
     if not usable:
         raise EdgerecError(f"{data_dir}: the training split is empty (every history is too short)")
     dist = setup_distributed()
-    trained = train_student(lambda: build_id_model("causal", data.vocab_size, config.student),
-                            teacher_dir, data, config, dist, out_dir, usable)
+    def make_student():
+        student = build_id_model("causal", data.vocab_size, config.student)
+        if config.item_rank:
+            factorize_items(student, config.item_rank, init="random")
+        return student
+
+    trained = train_student(make_student, teacher_dir, data, config, dist, out_dir, usable)
     if not dist.is_main:
         return None
     return _write_student(out_dir, data, overwrite=overwrite, **trained)
@@ -299,6 +308,7 @@ def train_student(make_student, teacher_dir: Path, data, config: DistillConfig, 
     import torch
 
     from edgerec.evaluate import item_ids_hash
+    from edgerec.models import item_rank
     from edgerec.teacher import _prepare_work_dir, causal_batches, validator, work_dir_for
     from edgerec.training import fit
 
@@ -312,6 +322,8 @@ def train_student(make_student, teacher_dir: Path, data, config: DistillConfig, 
     student = make_student().to(dist.device)
     meta = {"kind": "causal", "num_items": data.num_items, "mask_token": data.mask_token,
             "max_len": config.student.max_len, "item_ids_sha256": item_ids_hash(data.item_ids())}
+    if item_rank(student):
+        meta["item_rank"] = item_rank(student)
     rows = _row_lookup(targets)
     seqs = [sequences[u] for u in usable]
     batches = causal_batches(seqs, config.student.max_len, config.train.batch_size,

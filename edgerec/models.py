@@ -16,6 +16,7 @@ padding), whatever token order an imported checkpoint uses.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,6 +74,70 @@ def build_id_model(kind: str, vocab_size: int, shape: Shape):
     )
     cls = getattr(transformers, _ARCHITECTURES[kind])
     return cls(config)
+
+
+def factorize_items(model, rank: int, init: str = "svd") -> None:
+    """Replace the tied item table E [vocab, hidden] by E ~= A @ W^T, A [vocab, rank] per item and
+    W [hidden, rank] shared, in both places it is used (input lookup and output layer), in place.
+
+    `init="svd"` starts from the truncated SVD of the current table (edgerec prune); `"random"`
+    for a fresh student (edgerec distill --item-rank). Hand-written because HF BERT has no
+    factorised-embedding option (ALBERT has one, but no causal variant).
+    """
+    import torch
+
+    FactorizedItems, FactorizedDecoder = _factorized_modules()  # noqa: N806 (classes)
+    embeddings, predictions = model.bert.embeddings, model.cls.predictions
+    table = embeddings.word_embeddings.weight.detach()
+    vocab, hidden = table.shape
+    if not 1 <= rank <= hidden:
+        raise EdgerecError(f"item rank must be in [1, hidden size {hidden}], got {rank}")
+    items = FactorizedItems(vocab, rank, hidden)
+    if init == "svd":
+        u, s, vt = torch.linalg.svd(table.float(), full_matrices=False)
+        with torch.no_grad():
+            items.items.weight.copy_(u[:, :rank] * s[:rank])
+            items.project.weight.copy_(vt[:rank].T)
+    embeddings.word_embeddings = items
+    predictions.decoder = FactorizedDecoder(items, predictions.bias)
+    model.config.tie_word_embeddings = False  # the two uses share A and W by construction
+
+
+@functools.lru_cache(maxsize=1)
+def _factorized_modules():
+    import torch
+
+    class FactorizedItems(torch.nn.Module):
+        """Item lookup through a rank-r table and a shared projection: [.., rank] -> [.., hidden]."""
+
+        def __init__(self, vocab: int, rank: int, hidden: int):
+            super().__init__()
+            self.items = torch.nn.Embedding(vocab, rank, padding_idx=0)
+            self.project = torch.nn.Linear(rank, hidden, bias=False)
+            torch.nn.init.normal_(self.items.weight, std=0.02)
+            self.rank, self.embedding_dim, self.num_embeddings = rank, hidden, vocab
+
+        def forward(self, ids):
+            return self.project(self.items(ids))
+
+    class FactorizedDecoder(torch.nn.Module):
+        """Scores h . (A W^T)_i = (h W) . A_i + b_i, with the lookup's A and W. Holds no parameters
+        of its own (plain references), so the checkpoint stores each tensor once."""
+
+        def __init__(self, items, bias):
+            super().__init__()
+            self._shared = [items, bias]
+
+        def forward(self, hidden):
+            items, bias = self._shared
+            # F.linear(z, A) exports as one Gemm reading A, the same initializer the lookup reads
+            return torch.nn.functional.linear(hidden @ items.project.weight, items.items.weight, bias)
+
+    return FactorizedItems, FactorizedDecoder
+
+
+def item_rank(model) -> int | None:
+    return getattr(model.bert.embeddings.word_embeddings, "rank", None) if hasattr(model, "bert") else None
 
 
 def left_pad(histories, max_len: int, mask_token: int | None = None) -> np.ndarray:
@@ -243,8 +308,17 @@ def load_model(directory: Path) -> RecModel:
     if not (directory / "model.safetensors").is_file():
         raise EdgerecError(f"{directory}: no model.safetensors (only safetensors weights are loaded)")
     cls = getattr(transformers, _ARCHITECTURES[kind])
-    model = cls.from_pretrained(directory, use_safetensors=True, trust_remote_code=False,
-                                attn_implementation="eager")
+    if meta.get("item_rank"):  # factorised item table: build the structure, then load strictly
+        from safetensors.torch import load_file
+
+        config = transformers.AutoConfig.from_pretrained(directory, trust_remote_code=False)
+        config._attn_implementation = "eager"
+        model = cls(config)
+        factorize_items(model, int(meta["item_rank"]), init="random")
+        model.load_state_dict(load_file(directory / "model.safetensors"), strict=True)
+    else:
+        model = cls.from_pretrained(directory, use_safetensors=True, trust_remote_code=False,
+                                    attn_implementation="eager")
     tokenizer = None
     if kind == "text":
         tokenizer = transformers.AutoTokenizer.from_pretrained(directory, trust_remote_code=False)

@@ -33,6 +33,7 @@ from edgerec.training import TrainConfig
 @dataclass(frozen=True)
 class PruneConfig:
     sparsity: float = 0.5  # share of heads and of FFN neurons removed from every layer
+    embedding_rank: int | None = None  # factorise the item table to this rank (truncated SVD)
     iterations: int = 1  # prune in this many steps, recovering after each
     # Recovery: a short distillation (same teacher targets, same loss as edgerec distill).
     recovery: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=60, patience=10, max_minutes=4.0))
@@ -42,6 +43,8 @@ class PruneConfig:
     def validate(self) -> None:
         if not 0 <= self.sparsity < 1:
             raise EdgerecError(f"--sparsity must be in [0, 1), got {self.sparsity}")
+        if self.embedding_rank is not None and self.embedding_rank < 1:
+            raise EdgerecError(f"--embedding-rank must be >= 1, got {self.embedding_rank}")
         if self.iterations < 1:
             raise EdgerecError(f"--iterations must be >= 1, got {self.iterations}")
         self.recovery.validate()
@@ -143,7 +146,7 @@ def prune(student_dir: Path, teacher_dir: Path, data_dir: Path, out_dir: Path, c
     from edgerec.data import load_data
     from edgerec.distill import DistillConfig, _write_student, train_student
     from edgerec.evaluate import check_compatible, evaluate, headline, resolve_model_dir
-    from edgerec.models import Shape, load_model
+    from edgerec.models import Shape, factorize_items, item_rank, load_model
     from edgerec.training import setup_distributed
 
     config.validate()
@@ -161,6 +164,10 @@ def prune(student_dir: Path, teacher_dir: Path, data_dir: Path, out_dir: Path, c
     layer = model.bert.encoder.layer[0]
     heads_now, ffn_now = layer.attention.self.num_attention_heads, layer.intermediate.dense.out_features
     plan(heads_now, ffn_now, config.sparsity)  # fail before any work on an impossible request
+    if config.embedding_rank and config.embedding_rank > bert.hidden_size:
+        raise EdgerecError(f"--embedding-rank {config.embedding_rank} is larger than the hidden size {bert.hidden_size}")
+    if config.embedding_rank and item_rank(model) and config.embedding_rank >= item_rank(model):
+        raise EdgerecError(f"the item table already has rank {item_rank(model)}")
     before = rec.num_parameters
     before_metrics = headline(evaluate(rec, data, "test"))
     dist = setup_distributed()
@@ -178,6 +185,9 @@ def prune(student_dir: Path, teacher_dir: Path, data_dir: Path, out_dir: Path, c
         drop_ffn = int(round(ffn_now * share)) - (ffn_now - current.intermediate.dense.out_features)
         head_scores, neuron_scores = importance(model.cpu(), data, rec.max_len)
         removed = prune_model(model, head_scores, neuron_scores, max(drop_heads, 0), max(drop_ffn, 0))
+        if config.embedding_rank and step == 1:  # the table is factorised once, then recovers
+            factorize_items(model, config.embedding_rank, init="svd")
+            removed["item_rank"] = config.embedding_rank
         parameters = sum(p.numel() for p in model.parameters())
         log(f"step {step}/{config.iterations}: removed heads {removed['heads']}, FFN now "
             f"{removed['ffn_neurons_per_layer']} per layer, {parameters:,} parameters; recovering")

@@ -31,6 +31,9 @@ class ValidateConfig:
     target: str
     warmup: int = 50  # untimed batch-1 calls before timing
     users: int | None = None  # test users (None: all); each is one timed batch-1 call
+    device: str | None = None  # ssh://user@host[:port]: run the bundle there (edgerec/device.py)
+    device_python: str = "python3"
+    ssh_key: str | None = None
 
 
 def lineage(bundle: Path) -> dict[str, Path | None]:
@@ -93,8 +96,9 @@ def _accuracy(full_scores, histories, targets, num_items: int, reference_top=Non
 
 
 def run_bundle(bundle: Path, meta: dict, target, histories, targets, num_items: int, warmup: int,
-               teacher_top=None) -> dict:
-    """Every runtime of the profile on the bundle, each in its own runner process."""
+               teacher_top=None, device=None) -> dict:
+    """Every runtime of the profile on the bundle, each in its own runner process (on `device`
+    when given: an `SshDevice`)."""
     from edgerec.envs import python_for, run_runner
     from edgerec.runtimes import RUNTIMES, encode
 
@@ -106,8 +110,11 @@ def run_bundle(bundle: Path, meta: dict, target, histories, targets, num_items: 
             raise EdgerecError(f"{bundle}: runtime {runtime.name} needs a .{fmt} file, the bundle has none")
         dtype = target.onnx.input_dtype if fmt == "onnx" else "int32"
         ids = encode(histories, meta["max_len"], dtype)
-        python = python_for(runtime.name) if runtime.environment == "isolated" else sys.executable
-        out = run_runner(python, runtime.name, Path(bundle) / name, ids, target.threads, warmup)
+        if device is not None:
+            out = device.run_runner(runtime.name, Path(bundle) / name, ids, target.threads, warmup)
+        else:
+            python = python_for(runtime.name) if runtime.environment == "isolated" else sys.executable
+            out = run_runner(python, runtime.name, Path(bundle) / name, ids, target.threads, warmup)
         scores = out["scores"]
         if scores.ndim != 2 or scores.shape[1] != num_items:
             raise EdgerecError(f"{bundle}: {name} outputs {scores.shape[-1]} scores per user but items.json "
@@ -142,14 +149,14 @@ def _pytorch(model_dir: Path, data, histories, targets, teacher_top=None, timed:
             "latency": latency_stats(seconds), "bytes": size, "parameters": rec.num_parameters}
 
 
-def check_budgets(target, runs: dict, teacher_ndcg: float | None) -> list[dict]:
+def check_budgets(target, runs: dict, teacher_ndcg: float | None, where: str = "this machine") -> list[dict]:
     budgets, rows = target.budgets, []
     for runtime, r in runs.items():
         mb = r["bytes"] / 1e6
         rows.append({"budget": "model size", "where": f"{r['file']} ({runtime})", "value": round(mb, 4),
                      "limit": f"<= {budgets.max_model_mb} MB", "status": "PASS" if mb <= budgets.max_model_mb else "FAIL"})
         p95 = r["latency"]["p95_ms"]
-        rows.append({"budget": "p95 latency, batch 1", "where": f"{runtime} on this machine", "value": round(p95, 4),
+        rows.append({"budget": "p95 latency, batch 1", "where": f"{runtime} on {where}", "value": round(p95, 4),
                      "limit": f"<= {budgets.max_p95_ms} ms ({budgets.reference_device})",
                      "status": "PASS" if p95 <= budgets.max_p95_ms else "FAIL"})
         ndcg = r["metrics"]["NDCG@10"]["mean"]
@@ -174,7 +181,10 @@ def validate(bundle: Path, data_dir: Path, config: ValidateConfig, *, teacher: P
     from edgerec.report import write_report
     from edgerec.targets import load_target
 
+    from edgerec.device import SshDevice
+
     target = load_target(config.target, targets_dir)
+    device = SshDevice.parse(config.device, config.device_python, config.ssh_key) if config.device else None
     bundle = Path(bundle)
     meta, items = load_bundle(bundle, target)
     data = load_data(data_dir)
@@ -195,15 +205,16 @@ def validate(bundle: Path, data_dir: Path, config: ValidateConfig, *, teacher: P
     if student:
         log(f"fp32 student (PyTorch): {student}")
         references["student"] = _pytorch(student, data, histories, targets, teacher_top)
-    log(f"{bundle}: {len(histories)} test users, batch 1, on {', '.join(r.name for r in target.runtimes)}")
-    runs = run_bundle(bundle, meta, target, histories, targets, data.num_items, config.warmup, teacher_top)
+    log(f"{bundle}: {len(histories)} test users, batch 1, on {', '.join(r.name for r in target.runtimes)}"
+        + (f" at {config.device}" if device else ""))
+    runs = run_bundle(bundle, meta, target, histories, targets, data.num_items, config.warmup, teacher_top, device)
     compared = {}
     for label, other in (compare or {}).items():
         other_meta, _ = load_bundle(other, target)
         compared[label] = run_bundle(other, other_meta, target, histories, targets, data.num_items,
-                                     config.warmup, teacher_top)
+                                     config.warmup, teacher_top, device)
     teacher_ndcg = references["teacher"]["metrics"]["NDCG@10"]["mean"] if teacher else None
-    budgets = check_budgets(target, runs, teacher_ndcg)
+    budgets = check_budgets(target, runs, teacher_ndcg, config.device or "this machine")
     passed = all(b["status"] != "FAIL" for b in budgets)
     label = meta.get("precision", "fp32")
     report = {
@@ -214,7 +225,9 @@ def validate(bundle: Path, data_dir: Path, config: ValidateConfig, *, teacher: P
         "references": {k: {kk: vv for kk, vv in v.items() if kk not in ("top", "per_user_ndcg10")}
                        for k, v in references.items()},
         "budgets": budgets, "passed": passed,
-        "note": f"latency measured on this machine; the budget is for {target.budgets.reference_device}"}
+        "device": config.device or "this machine",
+        "note": (f"latency measured on {config.device}" if config.device else "latency measured on this machine")
+        + f"; the budget is for {target.budgets.reference_device}"}
     if teacher:
         from edgerec import metrics
 

@@ -74,3 +74,33 @@ def test_impossible_requests(tmp_path, data_dir, artifacts):
     with pytest.raises(EdgerecError, match="no such artifact directory"):
         prune(data_dir / "nope", artifacts / "teacher", data_dir, tmp_path / "p")
     assert not (tmp_path / "p").exists()
+
+
+def test_item_table_factorisation_exports_with_parity(tmp_path, data_dir, artifacts):
+    import onnx
+
+    manifest = prune(artifacts / "student", artifacts / "teacher", data_dir, tmp_path / "low-rank",
+                     PruneConfig(sparsity=0.0, embedding_rank=4, recovery=TINY), log=lambda m: None)
+    rec = load_model(tmp_path / "low-rank" / "model")
+    assert rec.meta["item_rank"] == 4
+    table = rec.model.bert.embeddings.word_embeddings
+    assert table.items.weight.shape == (load_data(data_dir).vocab_size, 4)
+    assert manifest["pruning"]["parameters_after"] < manifest["pruning"]["parameters_before"]
+    bundle = export(tmp_path / "low-rank", data_dir, tmp_path / "dist", ExportConfig(target="arm64"))
+    assert all(p["top10_agreement"] == 1.0 for p in bundle["parity"].values())
+    model = onnx.load(str(tmp_path / "dist" / "model.onnx"))
+    big = [i for i in model.graph.initializer if list(i.dims) == [load_data(data_dir).vocab_size, 4]]
+    assert len(big) == 1, "the rank-4 item table is stored once, read by the lookup and the output layer"
+    with pytest.raises(EdgerecError, match="larger than the hidden size"):
+        prune(artifacts / "student", artifacts / "teacher", data_dir, tmp_path / "x",
+              PruneConfig(sparsity=0.0, embedding_rank=99))
+
+
+def test_distill_with_a_factorised_item_table(tmp_path, data_dir, artifacts):
+    manifest = distill(artifacts / "teacher", data_dir, tmp_path / "s",
+                       DistillConfig(student=STUDENT, train=TINY, item_rank=4))
+    assert load_model(tmp_path / "s" / "model").meta["item_rank"] == 4
+    assert manifest["parameters"]["student"] < sum(
+        p.numel() for p in build_id_model("causal", load_data(data_dir).vocab_size, STUDENT).parameters())
+    with pytest.raises(EdgerecError, match="--item-rank"):
+        DistillConfig(student=STUDENT, item_rank=17).validate()

@@ -49,6 +49,9 @@ def distill(
     top_k: Annotated[int, typer.Option(help="Teacher items cached per position (the rest is one bin).")] = 100,
     kd_positions: Annotated[int, typer.Option(
         help="Prefixes per user the teacher scores, for masked and text teachers.")] = 16,
+    item_rank: Annotated[Optional[int], typer.Option(
+        help="Factorised item table: items get rank-R vectors and one shared R x hidden projection "
+             "(smaller for large catalogues).")] = None,
     epochs: Epochs = 200,
     batch_size: BatchSize = 64,
     lr: LearningRate = 1e-3,
@@ -78,7 +81,7 @@ def distill(
         if max_params is not None or max_size_mb is not None:
             shape = size_student(load_data(data).vocab_size, max_params, max_size_mb, base=shape)
         config = DistillConfig(student=shape, alpha=alpha, temperature=temperature, top_k=top_k,
-                               kd_positions=kd_positions,
+                               kd_positions=kd_positions, item_rank=item_rank,
                                train=TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr,
                                                  patience=patience, max_minutes=max_minutes,
                                                  seed=seed, warmup_steps=warmup_steps))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
@@ -17,6 +17,8 @@ def prune(
     out: Annotated[Path, typer.Option("--out", "-o", help="Pruned artifact to write.")] = Path("runs/pruned"),
     sparsity: Annotated[float, typer.Option(
         help="Share of attention heads and of FFN neurons removed from every layer, in [0, 1).")] = 0.5,
+    embedding_rank: Annotated[Optional[int], typer.Option(
+        help="Also factorise the item table to this rank (truncated SVD, E ~= A W^T), then recover.")] = None,
     iterations: Annotated[int, typer.Option(help="Prune in this many steps, recovering after each.")] = 1,
     recovery_epochs: Annotated[int, typer.Option(help="Maximum recovery epochs per step.")] = 60,
     recovery_patience: Annotated[int, typer.Option(help="Recovery stops after this many epochs without a better validation NDCG@10.")] = 10,
@@ -34,7 +36,7 @@ def prune(
         from edgerec.prune import prune as run
         from edgerec.training import TrainConfig
 
-        config = PruneConfig(sparsity=sparsity, iterations=iterations, recovery=TrainConfig(
+        config = PruneConfig(sparsity=sparsity, embedding_rank=embedding_rank, iterations=iterations, recovery=TrainConfig(
             epochs=recovery_epochs, patience=recovery_patience, max_minutes=max_minutes))
         manifest = run(student, teacher, data, out, config, overwrite=overwrite,
                        log=lambda m: typer.echo(m, err=True))

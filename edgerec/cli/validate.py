@@ -22,6 +22,11 @@ def validate(
         help="fp32 student artifact (default: found through the bundle's manifests).")] = None,
     warmup: Annotated[int, typer.Option(help="Untimed batch-1 calls before timing.")] = 50,
     users: Annotated[Optional[int], typer.Option(help="Test users to run (default: all).")] = None,
+    device: Annotated[Optional[str], typer.Option(
+        help="Run on a remote device, ssh://user@host[:port]; it needs Python, NumPy and the runtime, "
+             "not edgerec.")] = None,
+    device_python: Annotated[str, typer.Option(help="Python on the device.")] = "python3",
+    ssh_key: Annotated[Optional[Path], typer.Option(help="Private key for the device (default: your ssh setup).")] = None,
     report: Annotated[Optional[Path], typer.Option(
         help="Folder for report.json and report.html (default: the bundle).")] = None,
     targets_dir: TargetsDir = None,
@@ -36,7 +41,8 @@ def validate(
         from edgerec.validate import ValidateConfig
         from edgerec.validate import validate as run
 
-        result = run(bundle or Path("dist") / target, data, ValidateConfig(target=target, warmup=warmup, users=users),
+        result = run(bundle or Path("dist") / target, data, ValidateConfig(target=target, warmup=warmup, users=users, device=device,
+                                    device_python=device_python, ssh_key=str(ssh_key) if ssh_key else None),
                      teacher=teacher, student=student, targets_dir=targets_dir, report_dir=report,
                      log=lambda m: typer.echo(m, err=True))
     if json_out:
