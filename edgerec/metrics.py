@@ -109,3 +109,53 @@ def paired_bootstrap(a: Sequence[float], b: Sequence[float], n_boot: int = 2000,
     p = 2 * min((means <= 0).mean(), (means >= 0).mean())
     return {"diff": float(diff.mean()), "ci95": [float(np.quantile(means, 0.025)),
             float(np.quantile(means, 0.975))], "p_value": float(min(1.0, p))}
+
+
+# ----------------------------------------------------------------------- beyond accuracy
+
+def item_popularity(sequences, num_items: int) -> np.ndarray:
+    """Training interactions per item index (index 0 = padding stays 0)."""
+    counts = np.zeros(num_items + 1, dtype=np.int64)
+    for seq in sequences:
+        np.add.at(counts, np.asarray(seq, dtype=np.int64), 1)
+    counts[0] = 0
+    return counts
+
+
+def gini(counts: np.ndarray) -> float:
+    """Gini index of non-negative counts: 0 = every item recommended equally often, -> 1 = all
+    recommendations go to one item."""
+    x = np.sort(np.asarray(counts, dtype=np.float64))
+    n, total = len(x), x.sum()
+    if n == 0 or total == 0:
+        return 0.0
+    ranks = np.arange(1, n + 1)
+    return float(((2 * ranks - n - 1) * x).sum() / (n * total))
+
+
+def beyond_accuracy(top: np.ndarray, popularity: np.ndarray, tail_share_of_items: float = 0.8,
+                    n_boot: int = 0, seed: int = 0) -> dict:
+    """What users see, across all of them, from their top-K lists (item indices 1..N):
+    coverage (share of the catalogue recommended to anyone), mean training popularity of the
+    recommended items, Gini index of how often each item is recommended (all N items, zeros
+    included) and the share of recommendations from the tail: items outside the top 20% by
+    training popularity (ties at the cut go to the head)."""
+    top = np.asarray(top, dtype=np.int64)
+    num_items = len(popularity) - 1
+    pop = np.asarray(popularity[1:], dtype=np.float64)
+    head_size = int(np.ceil(num_items * (1 - tail_share_of_items)))
+    threshold = np.sort(pop)[::-1][head_size - 1] if head_size else np.inf
+    head = pop >= threshold
+
+    def figures(rows):
+        counts = np.bincount(rows.ravel(), minlength=num_items + 1)[1:]
+        return {"coverage": float((counts > 0).mean()), "mean_popularity": float(popularity[rows].mean()),
+                "gini": gini(counts), "tail_share": float(counts[~head].sum() / max(counts.sum(), 1))}
+
+    out = figures(top)
+    if n_boot:  # resample users: intervals for set-level figures too
+        rng = np.random.default_rng(seed)
+        draws = [figures(top[rng.integers(0, len(top), len(top))]) for _ in range(n_boot)]
+        out["ci95"] = {k: [float(np.quantile([d[k] for d in draws], 0.025)),
+                           float(np.quantile([d[k] for d in draws], 0.975))] for k in out}
+    return out

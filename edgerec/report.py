@@ -33,7 +33,7 @@ def points(runs: dict, compared: dict, references: dict, label: str) -> list[dic
     return out
 
 
-def figures(pts: list[dict], runs: dict) -> dict[str, str]:
+def figures(pts: list[dict], runs: dict, beyond: dict | None = None) -> dict[str, str]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -68,6 +68,19 @@ def figures(pts: list[dict], runs: dict) -> dict[str, str]:
     ax.legend(fontsize=8)
     images["Latency distribution"] = _png(fig)
     plt.close(fig)
+    if beyond:
+        fig, ax = plt.subplots(figsize=(6.4, 4.2))
+        shares = beyond["share_by_popularity_decile"]
+        width = 0.8 / max(len(shares), 1)
+        for i, (name, values) in enumerate(shares.items()):
+            ax.bar(np.arange(10) + i * width - 0.4 + width / 2, values, width=width, label=name)
+        ax.set_xticks(range(10), [f"{10 * d}-{10 * d + 10}%" for d in range(10)], rotation=45, fontsize=7)
+        ax.set_xlabel("items by training popularity (most popular decile first)")
+        ax.set_ylabel("share of all top-10 recommendations")
+        ax.set_title("Recommendations by item popularity")
+        ax.legend(fontsize=7)
+        images["Recommendations by item popularity"] = _png(fig)
+        plt.close(fig)
     return images
 
 
@@ -80,7 +93,7 @@ def _table(headers: list[str], rows: list[list]) -> str:
 def write_report(directory: Path, report: dict, runs: dict, compared: dict, references: dict, label: str) -> None:
     pts = points(runs, compared, references, label)
     report["points"] = pts
-    images = figures(pts, runs)
+    images = figures(pts, runs, report.get("beyond_accuracy"))
     directory.mkdir(parents=True, exist_ok=True)
     _atomic_write(directory / "report.json", json.dumps(report, indent=2, default=str) + "\n")
     budget_rows = [[b["budget"], b["where"], b["value"], b["limit"], b["status"]] for b in report["budgets"]]
@@ -90,6 +103,10 @@ def write_report(directory: Path, report: dict, runs: dict, compared: dict, refe
                      f"{r['metrics'].get('top10_agreement', {}).get('mean', float('nan')):.3f}",
                      f"{r['latency']['p50_ms']:.4f}", f"{r['latency']['p95_ms']:.4f}", f"{r['latency']['p99_ms']:.4f}",
                      f"{r['load_ms']:.1f}", f"{r['peak_rss_mb']:.1f}"] for name, r in runs.items()]
+    beyond = report.get("beyond_accuracy", {}).get("models", {})
+    beyond_rows = [[name, f"{b['coverage']:.3f}", f"{b['mean_popularity']:.1f}", f"{b['gini']:.3f}",
+                    f"{b['tail_share']:.3f}",
+                    f"{b['vs_teacher']['coverage']:.2f}" if b.get("vs_teacher") else "-"] for name, b in beyond.items()]
     verdict = "PASS" if report["passed"] else "FAIL"
     imgs = "".join(f'<figure><img alt="{html.escape(t)}" src="data:image/png;base64,{b}"><figcaption>'
                    f"{html.escape(t)}</figcaption></figure>" for t, b in images.items())
@@ -103,6 +120,8 @@ td,th{{border:1px solid #ccc;padding:3px 8px;font-size:13px}}figure{{display:inl
 <h2>On the target's runtimes</h2>{_table(["runtime", "file", "HR@10", "NDCG@10", "MRR", "top-10 agreement vs teacher",
                                           "p50 ms", "p95 ms", "p99 ms", "load ms", "peak RSS MB"], runtime_rows)}
 <h2>All models</h2>{_table(["model", "NDCG@10", "MB", "p50 ms"], accuracy_rows)}
+<h2>Beyond accuracy (top-10, same users)</h2>{_table(["model", "coverage", "mean popularity", "Gini", "tail share",
+                                                       "coverage vs teacher"], beyond_rows)}
 <h2>Plots</h2>{imgs}
 </body></html>
 """

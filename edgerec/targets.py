@@ -66,6 +66,8 @@ class Budgets:
     min_ndcg_retained: float  # student NDCG@10 / teacher NDCG@10 on the same users
     reference_device: str
     parity_atol: float = 1e-4  # export parity: max |score difference| vs PyTorch in fp32
+    # Optional: bundle catalogue coverage@10 / the teacher's (popularity collapse guard).
+    min_coverage_retained: float | None = None
 
 
 @dataclass(frozen=True)
@@ -120,6 +122,9 @@ def _build(cls, raw, path: Path, where: str):
 
 def _convert(hint, value, path: Path, key: str):
     origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if type(None) in args:  # `X | None`: TOML has no null, so a present key is an X
+        return _convert(next(a for a in args if a is not type(None)), value, path, key)
     if dataclasses.is_dataclass(hint):
         return _build(hint, value, path, key)
     if origin is tuple:

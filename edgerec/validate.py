@@ -123,8 +123,8 @@ def run_bundle(bundle: Path, meta: dict, target, histories, targets, num_items: 
             raise EdgerecError(f"{bundle}: {name} produced NaN/inf scores on {runtime.name}")
         full = np.full((len(scores), num_items + 1), -np.inf, np.float32)
         full[:, 1:] = scores
-        summary, _, per_user = _accuracy(full, histories, targets, num_items, teacher_top)
-        results[runtime.name] = {
+        summary, top, per_user = _accuracy(full, histories, targets, num_items, teacher_top)
+        results[runtime.name] = {"top": top,
             "file": name, "bytes": (Path(bundle) / name).stat().st_size, "metrics": summary,
             "per_user_ndcg10": per_user["NDCG@10"], "latency": latency_stats(out["seconds"]),
             "latency_ms": (np.asarray(out["seconds"]) * 1e3).tolist(),
@@ -147,6 +147,21 @@ def _pytorch(model_dir: Path, data, histories, targets, teacher_top=None, timed:
     size = sum(p.stat().st_size for p in resolve_model_dir(model_dir).glob("*.safetensors"))
     return {"metrics": summary, "top": top, "per_user_ndcg10": per_user["NDCG@10"],
             "latency": latency_stats(seconds), "bytes": size, "parameters": rec.num_parameters}
+
+
+def coverage_budgets(target, runs: dict, beyond: dict, label: str) -> list[dict]:
+    """The profile's optional `min_coverage_retained`: bundle coverage@10 / the teacher's."""
+    limit = target.budgets.min_coverage_retained
+    if limit is None:
+        return []
+    rows = []
+    for runtime, r in runs.items():
+        kept = beyond["models"][f"{label} {r['file']} ({runtime})"].get("vs_teacher", {}).get("coverage")
+        rows.append({"budget": "coverage@10 kept vs teacher", "where": runtime,
+                     "value": None if kept is None else round(kept, 4), "limit": f">= {limit}",
+                     "status": ("SKIP (no teacher found; pass --teacher)" if kept is None
+                                else "PASS" if kept >= limit else "FAIL")})
+    return rows
 
 
 def check_budgets(target, runs: dict, teacher_ndcg: float | None, where: str = "this machine") -> list[dict]:
@@ -214,7 +229,9 @@ def validate(bundle: Path, data_dir: Path, config: ValidateConfig, *, teacher: P
         compared[label] = run_bundle(other, other_meta, target, histories, targets, data.num_items,
                                      config.warmup, teacher_top, device)
     teacher_ndcg = references["teacher"]["metrics"]["NDCG@10"]["mean"] if teacher else None
+    beyond = beyond_accuracy(data, runs, references, meta.get("precision", "fp32"))
     budgets = check_budgets(target, runs, teacher_ndcg, config.device or "this machine")
+    budgets += coverage_budgets(target, runs, beyond, meta.get("precision", "fp32"))
     passed = all(b["status"] != "FAIL" for b in budgets)
     label = meta.get("precision", "fp32")
     report = {
@@ -224,7 +241,7 @@ def validate(bundle: Path, data_dir: Path, config: ValidateConfig, *, teacher: P
         "runtimes": _public(runs), "compare": {k: _public(v) for k, v in compared.items()},
         "references": {k: {kk: vv for kk, vv in v.items() if kk not in ("top", "per_user_ndcg10")}
                        for k, v in references.items()},
-        "budgets": budgets, "passed": passed,
+        "beyond_accuracy": beyond, "budgets": budgets, "passed": passed,
         "device": config.device or "this machine",
         "note": (f"latency measured on {config.device}" if config.device else "latency measured on this machine")
         + f"; the budget is for {target.budgets.reference_device}"}
@@ -239,8 +256,30 @@ def validate(bundle: Path, data_dir: Path, config: ValidateConfig, *, teacher: P
 
 
 def _public(runs: dict) -> dict:
-    return {k: {kk: vv for kk, vv in v.items() if kk not in ("per_user_ndcg10", "latency_ms")}
+    return {k: {kk: vv for kk, vv in v.items() if kk not in ("per_user_ndcg10", "latency_ms", "top")}
             for k, v in runs.items()}
+
+
+def beyond_accuracy(data, runs: dict, references: dict, label: str) -> dict:
+    """Coverage, popularity, Gini and tail share of every model's top-10 on the same users, and
+    each one's ratio to the teacher's."""
+    from edgerec import metrics
+
+    popularity = metrics.item_popularity(data.train_sequences(), data.num_items)
+    models = {f"{name} (PyTorch)": ref["top"] for name, ref in references.items()}
+    models.update({f"{label} {r['file']} ({runtime})": r["top"] for runtime, r in runs.items()})
+    figures = {name: metrics.beyond_accuracy(top, popularity, n_boot=200) for name, top in models.items()}
+    teacher = figures.get("teacher (PyTorch)")
+    if teacher:
+        for values in figures.values():
+            values["vs_teacher"] = {k: (values[k] / teacher[k] if teacher[k] else None)
+                                    for k in ("coverage", "mean_popularity", "gini", "tail_share")}
+    deciles = np.minimum((np.argsort(np.argsort(-popularity[1:], kind="stable")) * 10) // data.num_items, 9)
+    by_decile = {name: (np.bincount(deciles[np.asarray(top).ravel() - 1], minlength=10) / np.asarray(top).size).tolist()
+                 for name, top in models.items()}
+    return {"models": figures, "share_by_popularity_decile": by_decile,
+            "definition": "top-10 per test user, history masked; popularity = training interactions; "
+                          "tail = items outside the top 20% by popularity"}
 
 
 def _machine() -> dict:

@@ -83,3 +83,21 @@ def test_paired_bootstrap_detects_a_real_difference_and_not_noise():
     assert better["ci95"][0] > 0 and better["p_value"] < 0.01
     noise = metrics.paired_bootstrap(base + rng.normal(0, 0.1, 900), base)
     assert noise["ci95"][0] < 0 < noise["ci95"][1]
+
+
+def test_beyond_accuracy_hand_computed():
+    from edgerec.metrics import beyond_accuracy, gini, item_popularity
+
+    # 5 items; training popularity: item 1 x4, 2 x3, 3 x2, 4 x1, 5 x0
+    popularity = item_popularity([[1, 2, 3, 4], [1, 2, 3], [1, 2], [1]], 5)
+    assert popularity.tolist() == [0, 4, 3, 2, 1, 0]
+    top = np.array([[1, 2], [1, 3], [1, 5]])  # three users, top-2
+    figures = beyond_accuracy(top, popularity)
+    assert figures["coverage"] == pytest.approx(4 / 5)  # items 1, 2, 3, 5 (not 4)
+    assert figures["mean_popularity"] == pytest.approx((4 + 3 + 4 + 2 + 4 + 0) / 6)
+    # counts over items 1..5 = [3, 1, 1, 0, 1] -> sorted [0, 1, 1, 1, 3], n = 5, total = 6
+    expected_gini = sum((2 * i - 5 - 1) * x for i, x in enumerate([0, 1, 1, 1, 3], start=1)) / (5 * 6)
+    assert figures["gini"] == pytest.approx(expected_gini) and figures["gini"] == pytest.approx(12 / 30)
+    # head = top 20% of 5 items = 1 item (item 1); the tail got 3 of 6 recommendations
+    assert figures["tail_share"] == pytest.approx(3 / 6)
+    assert gini(np.array([2, 2, 2])) == 0.0 and gini(np.array([0, 0, 6])) == pytest.approx(2 / 3)

@@ -46,12 +46,19 @@ def test_validate_measures_every_runtime_and_writes_a_report(tmp_path, data_dir,
         assert r["latency"]["runs"] == report["users"] and r["latency"]["p50_ms"] > 0, runtime
         assert r["peak_rss_mb"] > 0 and r["load_ms"] > 0
         assert 0 <= r["metrics"]["NDCG@10"]["mean"] <= 1 and "top10_agreement" in r["metrics"]
-    assert {b["budget"] for b in report["budgets"]} == {"model size", "p95 latency, batch 1", "NDCG@10 kept vs teacher"}
+    assert {b["budget"] for b in report["budgets"]} == {"model size", "p95 latency, batch 1", "NDCG@10 kept vs teacher",
+                                                        "coverage@10 kept vs teacher"}
+    beyond = report["beyond_accuracy"]["models"]
+    assert set(beyond) == {"teacher (PyTorch)", "int8 model.onnx (onnxruntime)", "int8 model.tflite (litert)"}
+    for figures in beyond.values():
+        assert 0 < figures["coverage"] <= 1 and 0 <= figures["gini"] <= 1 and 0 <= figures["tail_share"] <= 1
+        assert figures["ci95"]["coverage"][0] <= figures["coverage"] <= figures["ci95"]["coverage"][1]
+    assert beyond["teacher (PyTorch)"]["vs_teacher"]["coverage"] == 1.0
     assert all(b["status"] in ("PASS", "FAIL") for b in report["budgets"])
     assert json.loads((bundle / "report.json").read_text())["passed"] == report["passed"]
     page = (bundle / "report.html").read_text()
     images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
-    assert len(images) == 3 and "<script" not in page and "http" not in page.replace("http-equiv", "")
+    assert len(images) == 4 and "<script" not in page and "http" not in page.replace("http-equiv", "")
     import matplotlib.image
 
     for encoded in images:  # every plot decodes to a non-empty picture with more than one colour

@@ -60,6 +60,11 @@ def validate(
         plain_table(["runtime", "file", "NDCG@10", "HR@10", "p50 ms", "p95 ms", "p99 ms", "load ms",
                      "peak RSS MB", "MB"], rows)
         typer.echo("")
+        typer.echo("")
+        plain_table(["model (top-10, test users)", "coverage", "mean popularity", "Gini", "tail share"],
+                    [[name, f"{b['coverage']:.3f}", f"{b['mean_popularity']:.1f}", f"{b['gini']:.3f}",
+                      f"{b['tail_share']:.3f}"] for name, b in result["beyond_accuracy"]["models"].items()])
+        typer.echo("")
         plain_table(["budget", "where", "value", "limit", "status"],
                     [[b["budget"], b["where"], str(b["value"]), b["limit"], b["status"]] for b in result["budgets"]])
         typer.echo(f"\n{'PASS' if result['passed'] else 'FAIL'}  report -> {(report or Path(result['bundle'])) / 'report.html'}")
