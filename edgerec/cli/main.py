@@ -3,7 +3,7 @@
 import typer
 
 from edgerec import __version__
-from edgerec.cli import build, data, distill, evaluate, export, prune, quantize, targets, teacher, validate
+from edgerec.cli import build, data, distill, evaluate, export, prune, quantize, recommend, targets, teacher, validate
 
 app = typer.Typer(
     name="edgerec",
@@ -39,4 +39,5 @@ app.command("export")(export.export)
 app.command("quantize")(quantize.quantize)
 app.command("validate")(validate.validate)
 app.command("build")(build.build)
+app.command("recommend")(recommend.recommend)
 app.add_typer(targets.app, name="targets")

@@ -1,0 +1,36 @@
+"""`edgerec recommend`: top-K items for a history from a bundle, optionally explained."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from edgerec.cli.common import JsonOut, emit_json, plain_table, user_errors
+
+
+def recommend(
+    bundle: Annotated[Path, typer.Option("--bundle", "-b", help="Bundle directory (e.g. dist/arm64).")] = Path("dist/arm64"),
+    history: Annotated[str, typer.Option(
+        help="The user's items, oldest first, as your item ids separated by commas.")] = "",
+    k: Annotated[int, typer.Option("-k", help="How many items to recommend.")] = 10,
+    explain: Annotated[bool, typer.Option(
+        help="For each item, the history items that contributed most (score drop when left out).")] = False,
+    json_out: JsonOut = False,
+) -> None:
+    """Recommend from the bundle alone (its model file, items.json, metadata.json), on the
+    runtime an app would use; items already in the history are not recommended."""
+    with user_errors():
+        from edgerec.recommend import Recommender
+
+        ids = [part.strip() for part in history.split(",") if part.strip()]
+        rows = Recommender(bundle).recommend(ids, k=k, explain=explain)
+    if json_out:
+        emit_json(rows)
+        return
+    table = []
+    for rank, row in enumerate(rows, start=1):
+        because = "; ".join(f"{b.get('title') or b['item']} ({b['contribution']:+.2f})" for b in row.get("because", []))
+        table.append([str(rank), row["item"], row.get("title") or "", f"{row['score']:.3f}"] + ([because] if explain else []))
+    plain_table(["#", "item", "title", "score"] + (["because of (score drop if left out)"] if explain else []), table)
