@@ -5,8 +5,8 @@ Two steps, both kept in the output so they can be inspected:
 1. Calibration: the calibration set (`edgerec data`'s `calibration.npz`, or `--calibration FILE`)
    is streamed through the fp32 model in chunks and the activation ranges are saved
    (`calibration/onnx.json`: ONNX Runtime's own TensorsData format; `calibration/tflite.json`:
-   ai-edge-quantizer's min/max per tensor). Memory stays bounded: ORT collects one chunk at a time
-   (`max_intermediate_outputs` for min-max, histograms otherwise).
+   ai-edge-quantizer's min/max per tensor). Memory stays bounded: each chunk is folded into the
+   running ranges (min-max) or histograms before the next one runs.
 2. Quantization with the profile's settings:
    - ONNX: ONNX Runtime's `quantize_static` (QDQ or QOperator, u8/s8, per-channel, reduce_range)
      from the saved ranges, or `quantize_dynamic` for `scheme = "dynamic"` (weight-only int8). Every
@@ -121,9 +121,12 @@ def calibrate_onnx(model: Path, sequences, method: str, max_len: int, dtype: str
             return next(self.items, None)
 
     with tempfile.TemporaryDirectory(prefix="edgerec-calib-") as tmp:
-        extra = {"max_intermediate_outputs": 4} if method == "minmax" else {}
         calibrator = create_calibrator(Path(model), None, augmented_model_path=str(Path(tmp) / "aug.onnx"),
-                                       calibrate_method=_ort_method(method), extra_options=extra)
+                                       calibrate_method=_ort_method(method))
+        # One chunk per collect_data call: ORT folds each call's outputs into its running ranges
+        # (min-max) or histograms and drops them, so memory is one chunk's activations. (Its
+        # max_intermediate_outputs option is not used: in ORT 1.32 it discards the collected
+        # outputs unmerged when the count is reached.)
         for chunk in _batches(sequences, max_len, dtype, CHUNK):
             calibrator.collect_data(Chunk(chunk))
         ranges = calibrator.compute_data()
