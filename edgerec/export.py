@@ -62,11 +62,21 @@ def scoring_graph(rec, top_k: int | None = None):
             scores = logits[:, token_of[1:]] if not identity else torch.narrow(logits, 1, 1, n)
             if top_k is None:
                 return scores
-            # Items in the history drop to the bottom: one-hot of the history, padding excluded.
-            seen = torch.zeros_like(logits[:, : n + 1]).scatter(1, history, 1.0)
-            masked = scores - 1e9 * torch.narrow(seen, 1, 1, n)
-            values, index = torch.topk(masked, top_k, dim=1)
-            return index + 1, values
+            # The K best items outside the history are among the K + max_len best overall (the
+            # history has at most max_len items): take those candidates, push the ones found in
+            # the history to the bottom, take the top K of the rest. Only TOPK_V2, EQUAL,
+            # REDUCE_ANY and matmuls appear: no scatter (STABLEHLO_SCATTER, which tflite-runtime
+            # 2.14 lacks) and no gather (GATHER_ND versions it lacks); O((K + L) L), not O(items).
+            wide = min(top_k + max_len, n)
+            values, candidates = torch.topk(scores, wide, dim=1)
+            items = candidates + 1
+            seen = (items.unsqueeze(2) == history.unsqueeze(1)).any(dim=2)
+            values = values - 1e9 * seen.to(values.dtype)
+            best, slot = torch.topk(values, top_k, dim=1)
+            # items[slot] as a one-hot matmul (exact for indices < 2^24)
+            pick = (slot.unsqueeze(2) == torch.arange(wide).view(1, 1, wide)).to(values.dtype)
+            chosen = (pick @ items.to(values.dtype).unsqueeze(2)).squeeze(2)
+            return chosen.to(torch.int64), best
 
     return ScoringGraph().eval()
 
@@ -158,6 +168,41 @@ def parity(reference, candidate, histories, atol: float, name: str) -> dict:
     return result
 
 
+def top_k_check(graph, folder: Path, files: dict, target, meta: dict, histories) -> dict:
+    """Items from each exported top-K file (on the first runtime of its format) vs the same graph
+    in PyTorch; raises on any difference."""
+    import torch
+
+    from edgerec.runtimes import RUNTIMES, encode
+
+    with torch.inference_mode():
+        expected = graph(torch.from_numpy(encode(histories, meta["max_len"], "int64")))[0].numpy()
+    result = {}
+    for fmt, name in files.items():
+        runtime = next(r for r in target.runtimes if RUNTIMES[r.name][0] == fmt)
+        if fmt == "onnx":
+            import onnxruntime as ort
+
+            session = ort.InferenceSession(str(folder / name), providers=["CPUExecutionProvider"])
+            got = session.run(["items"], {"input_ids": encode(histories, meta["max_len"], target.onnx.input_dtype)})[0]
+        elif runtime.environment == "isolated":
+            from edgerec.envs import python_for, run_runner
+
+            got = run_runner(python_for(runtime.name), runtime.name, folder / name,
+                             encode(histories, meta["max_len"], "int32"), target.threads)["scores"]
+        else:
+            from ai_edge_litert.interpreter import Interpreter
+
+            runner = Interpreter(model_path=str(folder / name)).get_signature_runner()
+            got = np.concatenate([runner(input_ids=row[None].astype(np.int32))["output_0"]
+                                  for row in encode(histories, meta["max_len"], "int32")])
+        same = float((np.asarray(got) == expected).all(axis=1).mean())
+        if same < 1.0:
+            raise EdgerecError(f"{fmt} top-K on {runtime.name} differs from PyTorch for {1 - same:.1%} of users")
+        result[f"{fmt} on {runtime.name}"] = {"users": len(histories), "identical_lists": same}
+    return result
+
+
 def export(model_dir: Path, data_dir: Path, out_dir: Path, config: ExportConfig, *,
            targets_dir: Path | None = None, overwrite: bool = False) -> dict:
     """Write `out_dir` (default dist/<target>/): model file(s), items.json, metadata.json."""
@@ -188,8 +233,10 @@ def export(model_dir: Path, data_dir: Path, out_dir: Path, config: ExportConfig,
                                      "shape": {"onnx": ["batch", rec.max_len],
                                                "tflite": [1, rec.max_len]},
                                      "layout": "most recent item last, left-padded with 0"}},
-            "outputs": ({"items": "int64 [batch, K] item indices (items.json), best first",
-                         "scores": "float32 [batch, K]; items in the input window excluded"}
+            "outputs": ({"items": "int64 [batch, K] item indices (items.json), best first "
+                                   "(TFLite signature output output_0)",
+                         "scores": "float32 [batch, K]; items in the input window excluded "
+                                   "(TFLite: output_1)"}
                         if config.top_k
                         else {"scores": "float32 [batch, num_items]: column j scores the item "
                                         "with index j + 1 in items.json; higher is better"}),
@@ -207,21 +254,26 @@ def export(model_dir: Path, data_dir: Path, out_dir: Path, config: ExportConfig,
                 if config.top_k:  # parity runs on a scores-only twin of the same weights
                     export_onnx(plain, tmp / "parity.onnx", rec.max_len, target.onnx.opset,
                                 dtype, None, {})
-            else:  # TFLite carries the scores graph (in-graph top-K is ONNX-only for now)
-                export_tflite(plain, tmp / files[fmt], rec.max_len)
+            else:
+                export_tflite(graph, tmp / files[fmt], rec.max_len)
+                if config.top_k:
+                    export_tflite(plain, tmp / "parity.tflite", rec.max_len)
             timings[fmt] = round(time.perf_counter() - started, 2)
         for runtime in target.runtimes:
             fmt = RUNTIMES[runtime.name][0]
             if fmt not in files:
                 raise EdgerecError(f"target {target.name}: runtime {runtime.name} runs {fmt}, "
                                    f"which the profile's formats {list(target.formats)} omit")
-            path = tmp / ("parity.onnx" if config.top_k and fmt == "onnx" else files[fmt])
+            path = tmp / (f"parity.{fmt}" if config.top_k else files[fmt])
             users = histories if fmt == "onnx" else histories[:128]  # batch-1 TFLite is slower
             checks[runtime.name] = parity(rec, open_model(runtime, path, meta, target), users,
                                           target.budgets.parity_atol, f"{fmt} on {runtime.name}")
-        (tmp / "parity.onnx").unlink(missing_ok=True)
+        top_k_checks = (top_k_check(graph, tmp, files, target, meta, histories[:64])  # what the app reads
+                        if config.top_k else None)
+        for twin in ("parity.onnx", "parity.tflite"):
+            (tmp / twin).unlink(missing_ok=True)
         shutil.copy(data.path / "items.json", tmp / "items.json")
-        write_json(tmp / "metadata.json", {**meta, "files": files, "parity": checks})
-        manifest.update(target=target.to_dict(), files_by_format=files, parity=checks,
+        write_json(tmp / "metadata.json", {**meta, "files": files, "parity": checks, "top_k_check": top_k_checks})
+        manifest.update(target=target.to_dict(), files_by_format=files, parity=checks, top_k_check=top_k_checks,
                         seconds=timings, sizes={f: (tmp / p).stat().st_size for f, p in files.items()})
     return manifest

@@ -34,6 +34,10 @@ from edgerec.training import TrainConfig
 class PruneConfig:
     sparsity: float = 0.5  # share of heads and of FFN neurons removed from every layer
     embedding_rank: int | None = None  # factorise the item table to this rank (truncated SVD)
+    drop_layers: int = 0  # remove this many whole layers, the least important first
+    # Fit an int8 size budget (bytes): after head/FFN pruning, pick the largest item-table rank
+    # whose int8 model fits (edgerec prune --target T uses the profile's max_model_mb).
+    max_bytes: int | None = None
     iterations: int = 1  # prune in this many steps, recovering after each
     # Recovery: a short distillation (same teacher targets, same loss as edgerec distill).
     recovery: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=60, patience=10, max_minutes=4.0))
@@ -45,6 +49,10 @@ class PruneConfig:
             raise EdgerecError(f"--sparsity must be in [0, 1), got {self.sparsity}")
         if self.embedding_rank is not None and self.embedding_rank < 1:
             raise EdgerecError(f"--embedding-rank must be >= 1, got {self.embedding_rank}")
+        if self.drop_layers < 0:
+            raise EdgerecError(f"--drop-layers must be >= 0, got {self.drop_layers}")
+        if self.max_bytes is not None and self.embedding_rank is not None:
+            raise EdgerecError("give either a size budget (--target) or --embedding-rank, not both")
         if self.iterations < 1:
             raise EdgerecError(f"--iterations must be >= 1, got {self.iterations}")
         self.recovery.validate()
@@ -55,8 +63,8 @@ def plan(heads: int, intermediate: int, sparsity: float) -> tuple[int, int]:
     drop_heads = int(round(heads * sparsity))
     drop_ffn = int(round(intermediate * sparsity))
     if drop_heads >= heads:
-        raise EdgerecError(f"sparsity {sparsity} would remove all {heads} heads of every layer; "
-                           "use a lower --sparsity (whole-layer removal is not supported)")
+        raise EdgerecError(f"sparsity {sparsity} would remove all {heads} heads of every layer; use a lower "
+                           "--sparsity, or --drop-layers to remove whole layers")
     if drop_ffn >= intermediate:
         raise EdgerecError(f"sparsity {sparsity} would remove all {intermediate} FFN neurons of every layer")
     return drop_heads, drop_ffn
@@ -140,6 +148,40 @@ def prune_model(model, head_scores, neuron_scores, drop_heads: int, drop_ffn: in
     return {"heads": removed_heads, "ffn_neurons_per_layer": model.config.intermediate_size}
 
 
+def drop_layers(model, head_scores, neuron_scores, count: int) -> list[int]:
+    """Remove the `count` layers whose heads and neurons matter least (summed Taylor importance),
+    renumbering HF's `pruned_heads` so the checkpoint reloads. Returns the removed indices."""
+    import torch
+
+    layers = model.bert.encoder.layer
+    if count >= len(layers):
+        raise EdgerecError(f"--drop-layers {count} would remove all {len(layers)} layers")
+    score = [float(h.sum() + n.sum()) for h, n in zip(head_scores, neuron_scores)]
+    removed = sorted(np.argsort(score, kind="stable")[:count].tolist())
+    kept = [i for i in range(len(layers)) if i not in removed]
+    model.bert.encoder.layer = torch.nn.ModuleList([layers[i] for i in kept])
+    model.config.num_hidden_layers = len(kept)
+    old = model.config.pruned_heads
+    model.config.pruned_heads = {new: old[i] for new, i in enumerate(kept) if i in old}
+    return removed
+
+
+def rank_for_budget(model, max_bytes: int, overhead: float = 1.15) -> int | None:
+    """The largest item-table rank whose int8 model (1 byte per parameter, plus `overhead` for
+    scales, biases and the graph, measured ~1.13 here) fits `max_bytes`; None when it already fits."""
+    table = model.bert.embeddings.word_embeddings
+    parameters = sum(p.numel() for p in model.parameters())
+    if parameters * overhead <= max_bytes:
+        return None
+    vocab, hidden = table.num_embeddings, table.embedding_dim
+    rest = parameters - sum(p.numel() for p in table.parameters())
+    rank = int((max_bytes / overhead - rest) // (vocab + hidden))
+    if rank < 1:
+        raise EdgerecError(f"even a rank-1 item table leaves the model above {max_bytes / 1e6:.3f} MB in int8; "
+                           "raise --sparsity or the budget")
+    return min(rank, hidden)
+
+
 def prune(student_dir: Path, teacher_dir: Path, data_dir: Path, out_dir: Path, config: PruneConfig = PruneConfig(),
           *, overwrite: bool = False, log=print) -> dict | None:
     """Prune a student artifact, recover it by distillation, write a `pruned` artifact."""
@@ -164,6 +206,8 @@ def prune(student_dir: Path, teacher_dir: Path, data_dir: Path, out_dir: Path, c
     layer = model.bert.encoder.layer[0]
     heads_now, ffn_now = layer.attention.self.num_attention_heads, layer.intermediate.dense.out_features
     plan(heads_now, ffn_now, config.sparsity)  # fail before any work on an impossible request
+    if config.drop_layers >= bert.num_hidden_layers:
+        raise EdgerecError(f"--drop-layers {config.drop_layers} would remove all {bert.num_hidden_layers} layers")
     if config.embedding_rank and config.embedding_rank > bert.hidden_size:
         raise EdgerecError(f"--embedding-rank {config.embedding_rank} is larger than the hidden size {bert.hidden_size}")
     if config.embedding_rank and item_rank(model) and config.embedding_rank >= item_rank(model):
@@ -173,7 +217,8 @@ def prune(student_dir: Path, teacher_dir: Path, data_dir: Path, out_dir: Path, c
     dist = setup_distributed()
     started = time.perf_counter()
     steps, trained = [], None
-    shape = Shape(hidden=bert.hidden_size, layers=bert.num_hidden_layers, heads=bert.num_attention_heads,
+    shape = Shape(hidden=bert.hidden_size, layers=bert.num_hidden_layers - config.drop_layers,
+                  heads=bert.num_attention_heads,
                   intermediate=bert.intermediate_size, max_len=rec.max_len, dropout=bert.hidden_dropout_prob,
                   attention_dropout=bert.attention_probs_dropout_prob)
     distill_config = DistillConfig(student=shape, alpha=config.alpha, temperature=config.temperature,
@@ -185,9 +230,14 @@ def prune(student_dir: Path, teacher_dir: Path, data_dir: Path, out_dir: Path, c
         drop_ffn = int(round(ffn_now * share)) - (ffn_now - current.intermediate.dense.out_features)
         head_scores, neuron_scores = importance(model.cpu(), data, rec.max_len)
         removed = prune_model(model, head_scores, neuron_scores, max(drop_heads, 0), max(drop_ffn, 0))
-        if config.embedding_rank and step == 1:  # the table is factorised once, then recovers
-            factorize_items(model, config.embedding_rank, init="svd")
-            removed["item_rank"] = config.embedding_rank
+        if config.drop_layers and step == 1:
+            removed["layers"] = drop_layers(model, head_scores, neuron_scores, config.drop_layers)
+        rank = config.embedding_rank
+        if config.max_bytes and step == 1:
+            rank = rank_for_budget(model, config.max_bytes)
+        if rank and step == 1:  # the table is factorised once, then recovers
+            factorize_items(model, rank, init="svd")
+            removed["item_rank"] = rank
         parameters = sum(p.numel() for p in model.parameters())
         log(f"step {step}/{config.iterations}: removed heads {removed['heads']}, FFN now "
             f"{removed['ffn_neurons_per_layer']} per layer, {parameters:,} parameters; recovering")

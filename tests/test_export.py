@@ -162,3 +162,13 @@ def test_last_position_hidden_matches_the_full_forward(kind):
         full = model.bert(input_ids=ids, attention_mask=(ids != 0).long()).last_hidden_state[:, -1]
         fast = last_position_hidden(model, ids)
     torch.testing.assert_close(fast, full, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("target", ["arm64", pytest.param("rpi4", marks=pytest.mark.slow)])
+def test_in_graph_top_k_in_tflite(tmp_path, data_dir, models, target):
+    """TFLite top-K picks exactly what PyTorch picks, on LiteRT and on tflite-runtime 2.14."""
+    manifest = export(models["causal"], data_dir, tmp_path / "d", ExportConfig(target=target, top_k=5))
+    checks = manifest["top_k_check"]
+    assert checks and all(c["identical_lists"] == 1.0 for c in checks.values())
+    assert {k.split(" on ")[0] for k in checks} == set(manifest["files_by_format"])
+    assert not list((tmp_path / "d").glob("parity.*"))

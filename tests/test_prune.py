@@ -104,3 +104,22 @@ def test_distill_with_a_factorised_item_table(tmp_path, data_dir, artifacts):
         p.numel() for p in build_id_model("causal", load_data(data_dir).vocab_size, STUDENT).parameters())
     with pytest.raises(EdgerecError, match="--item-rank"):
         DistillConfig(student=STUDENT, item_rank=17).validate()
+
+
+def test_whole_layer_removal_and_size_budget(tmp_path, data_dir, artifacts):
+    manifest = prune(artifacts / "student", artifacts / "teacher", data_dir, tmp_path / "one-layer",
+                     PruneConfig(sparsity=0.0, drop_layers=1, recovery=TINY), log=lambda m: None)
+    rec = load_model(tmp_path / "one-layer" / "model")  # reloads: pruned_heads renumbered
+    assert len(rec.model.bert.encoder.layer) == 1 and manifest["pruning"]["steps"][0]["removed"]["layers"] in ([0], [1])
+    half = prune(artifacts / "student", artifacts / "teacher", data_dir, tmp_path / "half",
+                 PruneConfig(sparsity=0.5, recovery=TINY), log=lambda m: None)
+    budget = int(half["pruning"]["parameters_after"] * 1.15) - 50  # just too small without a smaller table
+    manifest = prune(artifacts / "student", artifacts / "teacher", data_dir, tmp_path / "budget",
+                     PruneConfig(sparsity=0.5, max_bytes=budget, recovery=TINY), log=lambda m: None)
+    assert manifest["pruning"]["steps"][0]["removed"]["item_rank"] >= 1
+    assert manifest["pruning"]["parameters_after"] * 1.15 <= budget
+    with pytest.raises(EdgerecError, match="would remove all 2 layers"):
+        prune(artifacts / "student", artifacts / "teacher", data_dir, tmp_path / "x", PruneConfig(drop_layers=2))
+    with pytest.raises(EdgerecError, match="rank-1 item table"):
+        prune(artifacts / "student", artifacts / "teacher", data_dir, tmp_path / "x",
+              PruneConfig(sparsity=0.5, max_bytes=1000, recovery=TINY), log=lambda m: None)

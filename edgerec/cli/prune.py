@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from edgerec.cli.common import JsonOut, MaxMinutes, Overwrite, emit_json, table, user_errors
+from edgerec.cli.targets import TargetsDir
 
 
 def prune(
@@ -19,6 +20,11 @@ def prune(
         help="Share of attention heads and of FFN neurons removed from every layer, in [0, 1).")] = 0.5,
     embedding_rank: Annotated[Optional[int], typer.Option(
         help="Also factorise the item table to this rank (truncated SVD, E ~= A W^T), then recover.")] = None,
+    drop_layers: Annotated[int, typer.Option(help="Also remove this many whole layers (least important first).")] = 0,
+    target: Annotated[Optional[str], typer.Option(
+        "--target", "-T", help="Fit this profile's size budget: after head/FFN pruning, factorise the item "
+                               "table to the largest rank whose int8 model fits max_model_mb.")] = None,
+    targets_dir: TargetsDir = None,
     iterations: Annotated[int, typer.Option(help="Prune in this many steps, recovering after each.")] = 1,
     recovery_epochs: Annotated[int, typer.Option(help="Maximum recovery epochs per step.")] = 60,
     recovery_patience: Annotated[int, typer.Option(help="Recovery stops after this many epochs without a better validation NDCG@10.")] = 10,
@@ -36,7 +42,13 @@ def prune(
         from edgerec.prune import prune as run
         from edgerec.training import TrainConfig
 
-        config = PruneConfig(sparsity=sparsity, embedding_rank=embedding_rank, iterations=iterations, recovery=TrainConfig(
+        max_bytes = None
+        if target:
+            from edgerec.targets import load_target
+
+            max_bytes = int(load_target(target, targets_dir).budgets.max_model_mb * 1e6)
+        config = PruneConfig(sparsity=sparsity, embedding_rank=embedding_rank, drop_layers=drop_layers,
+                             max_bytes=max_bytes, iterations=iterations, recovery=TrainConfig(
             epochs=recovery_epochs, patience=recovery_patience, max_minutes=max_minutes))
         manifest = run(student, teacher, data, out, config, overwrite=overwrite,
                        log=lambda m: typer.echo(m, err=True))
