@@ -58,6 +58,9 @@ class DistillConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     # Factorised item table (E ~= A W^T, A [items, rank]); None: a full [items, hidden] table.
     item_rank: int | None = None
+    # Counter popularity collapse: reweight the teacher's soft targets by (training count + 1)^-b
+    # before the KL, so the student learns more of the teacher's mass on tail items. 0: off.
+    tail_boost: float = 0.0
 
     def validate(self) -> None:
         self.student.validate()
@@ -68,6 +71,8 @@ class DistillConfig:
             raise EdgerecError(f"--temperature must be > 0, got {self.temperature}")
         if self.top_k < 1 or self.kd_positions < 1:
             raise EdgerecError("--top-k and --kd-positions must be >= 1")
+        if self.tail_boost < 0:
+            raise EdgerecError(f"--tail-boost must be >= 0, got {self.tail_boost}")
         if self.item_rank is not None and not 1 <= self.item_rank <= self.student.hidden:
             raise EdgerecError(f"--item-rank must be in [1, hidden {self.student.hidden}], got {self.item_rank}")
 
@@ -237,13 +242,20 @@ def _row_lookup(targets) -> list[dict[int, int]]:
             for u in range(len(offsets) - 1)]
 
 
-def distill_loss_module(student, targets, num_items: int, alpha: float, temperature: float):
+def distill_loss_module(student, targets, num_items: int, alpha: float, temperature: float,
+                        popularity: np.ndarray | None = None, tail_boost: float = 0.0):
     import torch
     import torch.nn.functional as F
 
     top_items = torch.from_numpy(targets["top_items"].astype(np.int64))
     top_logp = torch.from_numpy(targets["top_logp"].astype(np.float32))
     tail_logp = torch.from_numpy(targets["tail_logp"])
+    if tail_boost:  # p_i * w_i renormalised; the tail bin gets the mean weight of all items
+        log_w = -tail_boost * torch.log1p(torch.from_numpy(popularity[1:].astype(np.float32)))
+        top_logp = top_logp + log_w[top_items - 1]
+        tail_logp = tail_logp + torch.logsumexp(log_w, 0) - float(np.log(len(log_w)))
+        norm = torch.logsumexp(torch.cat([top_logp, tail_logp[:, None]], dim=1), dim=1)
+        top_logp, tail_logp = top_logp - norm[:, None], tail_logp - norm
 
     class DistillLoss(torch.nn.Module):
         def __init__(self):
@@ -328,8 +340,10 @@ def train_student(make_student, teacher_dir: Path, data, config: DistillConfig, 
     seqs = [sequences[u] for u in usable]
     batches = causal_batches(seqs, config.student.max_len, config.train.batch_size,
                              kd_rows=[rows[u] for u in usable])
-    loss_module = distill_loss_module(student, targets, data.num_items, config.alpha,
-                                      config.temperature)
+    from edgerec.metrics import item_popularity
+
+    loss_module = distill_loss_module(student, targets, data.num_items, config.alpha, config.temperature,
+                                      item_popularity(sequences, data.num_items), config.tail_boost)
     work = _prepare_work_dir(out_dir, {"config": asdict(config), "teacher": str(teacher_dir),
                                        "data": str(data.path), "world": dist.world,
                                        "parameters": sum(p.numel() for p in student.parameters())}, dist)

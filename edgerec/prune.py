@@ -182,6 +182,20 @@ def rank_for_budget(model, max_bytes: int, overhead: float = 1.15) -> int | None
     return min(rank, hidden)
 
 
+def onnx_bytes(rec) -> int:
+    """Size of the model's fp32 ONNX export (edgerec's export graph), measured by exporting it."""
+    import tempfile
+
+    import torch
+
+    from edgerec.export import export_onnx, scoring_graph
+
+    with tempfile.TemporaryDirectory() as tmp, torch.inference_mode():
+        path = Path(tmp) / "model.onnx"
+        export_onnx(scoring_graph(rec), path, rec.max_len, 17, "int64", None, {})
+        return path.stat().st_size
+
+
 def prune(student_dir: Path, teacher_dir: Path, data_dir: Path, out_dir: Path, config: PruneConfig = PruneConfig(),
           *, overwrite: bool = False, log=print) -> dict | None:
     """Prune a student artifact, recover it by distillation, write a `pruned` artifact."""
@@ -214,6 +228,7 @@ def prune(student_dir: Path, teacher_dir: Path, data_dir: Path, out_dir: Path, c
         raise EdgerecError(f"the item table already has rank {item_rank(model)}")
     before = rec.num_parameters
     before_metrics = headline(evaluate(rec, data, "test"))
+    before_bytes = onnx_bytes(rec)
     dist = setup_distributed()
     started = time.perf_counter()
     steps, trained = [], None
@@ -250,7 +265,11 @@ def prune(student_dir: Path, teacher_dir: Path, data_dir: Path, out_dir: Path, c
                       "seconds": round(trained["result"].seconds, 1)})
     if not dist.is_main:
         return None
+    from edgerec.models import RecModel
+
+    after_bytes = onnx_bytes(RecModel(model.cpu().eval(), trained["meta"]))
     extra = {"pruning": {
+        "exported_onnx_bytes_before": before_bytes, "exported_onnx_bytes_after": after_bytes,
         "source": str(student_dir), "source_stage": source["stage"], "source_hash": artifact_hash(student_dir),
         "parameters_before": before,
         "parameters_after": sum(p.numel() for p in model.parameters()), "test_before": before_metrics,

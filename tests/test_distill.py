@@ -153,3 +153,34 @@ def test_teacher_for_other_items_is_refused(tmp_path, teacher_dir):
     with pytest.raises(EdgerecError, match="another item vocabulary"):
         distill(teacher_dir, tmp_path / "other", tmp_path / "s", config())
     assert not (tmp_path / "s").exists()
+
+
+def test_tail_boost_reweights_the_teacher_toward_rare_items(data_dir):
+    """With tail_boost b the KD target is p_i (pop_i + 1)^-b renormalised (tail bin: mean weight)."""
+    import torch
+
+    from edgerec.distill import distill_loss_module
+
+    num_items = 6
+    student = build_id_model("causal", num_items + 2, STUDENT)
+    student.eval()
+    teacher_logits = np.random.default_rng(1).normal(size=(1, num_items))
+    idx, logp, tail = _soft_targets(teacher_logits, 3, 2.0)
+    targets = {"top_items": idx + 1, "top_logp": logp, "tail_logp": tail}
+    popularity = np.array([0, 50, 20, 10, 5, 1, 0])
+    ids = torch.tensor([[1, 2, 3]])
+    batch = {"input_ids": ids, "labels": torch.tensor([[-100, -100, 4]]),
+             "position_ids": torch.tensor([[9, 10, 11]]), "kd_rows": torch.tensor([[-1, -1, 0]])}
+    boosted = distill_loss_module(student, targets, num_items, 1.0, 2.0, popularity, tail_boost=0.5)
+    with torch.no_grad():
+        got = float(boosted(**batch))
+        hidden = student.bert(input_ids=ids, position_ids=batch["position_ids"]).last_hidden_state
+        q = torch.softmax(student.cls(hidden[0, -1])[1: num_items + 1].double() / 2.0, 0).numpy()
+    w = (popularity[1:] + 1.0) ** -0.5
+    p_top, p_tail = np.exp(logp[0].astype(np.float64)) * w[idx[0]], np.exp(tail[0]) * w.mean()
+    p_top, p_tail = p_top / (p_top.sum() + p_tail), p_tail / (p_top.sum() + p_tail)
+    q_top, q_tail = q[idx[0]], 1 - q[idx[0]].sum()
+    want = 4.0 * ((p_top * np.log(p_top / q_top)).sum() + p_tail * np.log(p_tail / q_tail))
+    assert got == pytest.approx(want, rel=1e-4)
+    with pytest.raises(EdgerecError, match="--tail-boost"):
+        DistillConfig(student=STUDENT, tail_boost=-1).validate()

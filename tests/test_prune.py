@@ -50,6 +50,7 @@ def test_prune_recovers_and_exports(tmp_path, data_dir, artifacts):
     p = manifest["pruning"]
     assert manifest["stage"] == "pruned" and p["parameters_after"] < p["parameters_before"]
     assert p["heads_per_layer"] == 1 and p["ffn_per_layer"] == 16
+    assert p["exported_onnx_bytes_after"] < p["exported_onnx_bytes_before"]
     rec = load_model(tmp_path / "pruned" / "model")  # a standard checkpoint: pruned_heads + sizes
     assert rec.num_parameters == p["parameters_after"]
     bundle = export(tmp_path / "pruned", data_dir, tmp_path / "dist", ExportConfig(target="x86_64-vnni"))

@@ -49,6 +49,9 @@ def distill(
     top_k: Annotated[int, typer.Option(help="Teacher items cached per position (the rest is one bin).")] = 100,
     kd_positions: Annotated[int, typer.Option(
         help="Prefixes per user the teacher scores, for masked and text teachers.")] = 16,
+    tail_boost: Annotated[float, typer.Option(
+        help="Counter popularity collapse: reweight the teacher's soft targets by (popularity + 1)^-B "
+             "(0 = off).")] = 0.0,
     item_rank: Annotated[Optional[int], typer.Option(
         help="Factorised item table: items get rank-R vectors and one shared R x hidden projection "
              "(smaller for large catalogues).")] = None,
@@ -81,7 +84,7 @@ def distill(
         if max_params is not None or max_size_mb is not None:
             shape = size_student(load_data(data).vocab_size, max_params, max_size_mb, base=shape)
         config = DistillConfig(student=shape, alpha=alpha, temperature=temperature, top_k=top_k,
-                               kd_positions=kd_positions, item_rank=item_rank,
+                               kd_positions=kd_positions, item_rank=item_rank, tail_boost=tail_boost,
                                train=TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr,
                                                  patience=patience, max_minutes=max_minutes,
                                                  seed=seed, warmup_steps=warmup_steps))

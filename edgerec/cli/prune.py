@@ -60,6 +60,7 @@ def prune(
     p = manifest["pruning"]
     table(f"pruned -> {out}", [
         ("parameters", f"{p['parameters_before']:,} -> {p['parameters_after']:,}"),
+        ("exported ONNX (fp32)", f"{p['exported_onnx_bytes_before'] / 1e6:.3f} -> {p['exported_onnx_bytes_after'] / 1e6:.3f} MB"),
         ("heads / FFN neurons per layer", f"{p['heads_per_layer']} / {p['ffn_per_layer']}"),
         ("test NDCG@10 before", f"{p['test_before']['NDCG@10']:.4f}"),
         ("test NDCG@10 after recovery", f"{manifest['metrics']['test']['NDCG@10']:.4f}"),

@@ -1,0 +1,96 @@
+"""Does compression push recommendations toward popular items, and does --tail-boost help?
+
+    python benchmarks/popularity.py [--work runs/bench-teacher] [--boost 0.5] [--minutes 10]
+
+Trains one student with `edgerec distill --tail-boost B` (same teacher, data, shape and budget as
+the default student in benchmarks/distill.py, which must have run), then compares teacher,
+default student and boosted student on the same test users: coverage@10, mean popularity, Gini
+and tail share of their top-10 lists (user-bootstrap 95% intervals; coverage differences by a
+paired user bootstrap), and NDCG@10 with a paired bootstrap. Writes
+benchmarks/results/popularity.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import fmt_ci, machine, print_table, save  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work", type=Path, default=Path("runs/bench-teacher"))
+    parser.add_argument("--boost", type=float, default=0.5)
+    parser.add_argument("--minutes", type=float, default=10.0)
+    args = parser.parse_args()
+
+    from edgerec import metrics
+    from edgerec.data import load_data
+    from edgerec.distill import DistillConfig, distill
+    from edgerec.evaluate import evaluate, rank_users
+    from edgerec.models import load_model
+    from edgerec.training import TrainConfig
+
+    data_dir, teacher_dir = args.work / "data", args.work / "teacher-causal"
+    boosted_dir = args.work / f"student-tail-boost-{args.boost:g}"
+    manifest = distill(teacher_dir, data_dir, boosted_dir,
+                       DistillConfig(tail_boost=args.boost, train=TrainConfig(max_minutes=args.minutes)),
+                       overwrite=True)
+    data = load_data(data_dir)
+    histories, targets = data.examples("test")
+    popularity = metrics.item_popularity(data.train_sequences(), data.num_items)
+    models = {"teacher": teacher_dir, "student (default)": args.work / "student-distilled",
+              f"student (tail boost {args.boost:g})": boosted_dir}
+    tops, ndcg, figures, rows = {}, {}, {}, []
+    for name, path in models.items():
+        rec = load_model(path / "model")
+        _, tops[name] = rank_users(rec, histories, targets, data.num_items)
+        report = evaluate(rec, data, "test")
+        ndcg[name] = report["per_user"]["NDCG@10"]
+        figures[name] = {**metrics.beyond_accuracy(tops[name], popularity, n_boot=1000),
+                         "ndcg10": report["metrics"]["NDCG@10"]}
+        f = figures[name]
+        rows.append([name, _ci(f, "coverage"), _ci(f, "mean_popularity", 1), _ci(f, "gini"), _ci(f, "tail_share"),
+                     fmt_ci(f["ndcg10"])])
+    print_table(["model", "coverage@10", "mean popularity", "Gini", "tail share", "test NDCG@10"], rows)
+    base, boosted = "student (default)", f"student (tail boost {args.boost:g})"
+    paired = {
+        "coverage_default_minus_teacher": _paired_coverage(tops[base], tops["teacher"], data.num_items),
+        "coverage_boost_minus_default": _paired_coverage(tops[boosted], tops[base], data.num_items),
+        "ndcg_boost_minus_default": metrics.paired_bootstrap(ndcg[boosted], ndcg[base]),
+        "ndcg_default_minus_teacher": metrics.paired_bootstrap(ndcg[base], ndcg["teacher"]),
+    }
+    for name, p in paired.items():
+        print(f"{name}: {p['diff']:+.4f} [{p['ci95'][0]:+.4f}, {p['ci95'][1]:+.4f}]")
+    payload = {"boost": args.boost, "machine": machine(), "figures": figures, "paired": paired,
+               "boosted_training": manifest["training"] if manifest else None}
+    print(f"wrote {save('popularity', payload)}")
+
+
+def _ci(figures: dict, key: str, digits: int = 3) -> str:
+    low, high = figures["ci95"][key]
+    return f"{figures[key]:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+
+
+def _paired_coverage(top_a, top_b, num_items: int, n_boot: int = 1000, seed: int = 0) -> dict:
+    """Coverage(A) - coverage(B), resampling the same users for both."""
+    def coverage(top):
+        return len(np.unique(top)) / num_items
+
+    rng = np.random.default_rng(seed)
+    draws = []
+    for _ in range(n_boot):
+        users = rng.integers(0, len(top_a), len(top_a))
+        draws.append(coverage(top_a[users]) - coverage(top_b[users]))
+    return {"diff": coverage(top_a) - coverage(top_b),
+            "ci95": [float(np.quantile(draws, 0.025)), float(np.quantile(draws, 0.975))]}
+
+
+if __name__ == "__main__":
+    main()
