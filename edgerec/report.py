@@ -46,13 +46,13 @@ def figures(pts: list[dict], runs: dict, beyond: dict | None = None) -> dict[str
         for p in pts:  # error bars: the 95% bootstrap interval over users
             low, high = p["ci95"]
             ax.errorbar(p[key], p["ndcg10"], yerr=[[p["ndcg10"] - low], [high - p["ndcg10"]]], fmt="o",
-                        capsize=3, alpha=0.8)
-            ax.annotate(p["model"], (p[key], p["ndcg10"]), fontsize=7, xytext=(4, 3), textcoords="offset points")
+                        capsize=3, alpha=0.8, label=p["model"])  # a legend: close points' labels overlap
         ax.set_xscale("log")
         ax.margins(x=0.3)
         ax.set_xlabel(axis)
         ax.set_ylabel("test NDCG@10 (full ranking)")
         ax.set_title(title)
+        ax.legend(fontsize=6, loc="lower left")
         ax.grid(alpha=0.3)
         images[title] = _png(fig)
         plt.close(fig)

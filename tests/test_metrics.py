@@ -101,3 +101,14 @@ def test_beyond_accuracy_hand_computed():
     # head = top 20% of 5 items = 1 item (item 1); the tail got 3 of 6 recommendations
     assert figures["tail_share"] == pytest.approx(3 / 6)
     assert gini(np.array([2, 2, 2])) == 0.0 and gini(np.array([0, 0, 6])) == pytest.approx(2 / 3)
+
+
+def test_paired_half_sample_of_coverage():
+    from edgerec.metrics import paired_half_sample
+
+    popularity = np.array([0, 9, 8, 7, 6, 5, 4, 3, 2])
+    wide = np.array([[1, 2], [3, 4], [5, 6], [7, 8]] * 5)  # 8 distinct items
+    narrow = np.array([[1, 2]] * 20)  # 2 distinct items
+    result = paired_half_sample(wide, narrow, popularity, n=200)
+    assert result["diff"] == pytest.approx(6 / 8)
+    assert result["share_of_halves_above_zero"] == 1.0 and result["half_sample_range95"][0] > 0

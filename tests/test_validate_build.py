@@ -52,7 +52,7 @@ def test_validate_measures_every_runtime_and_writes_a_report(tmp_path, data_dir,
     assert set(beyond) == {"teacher (PyTorch)", "int8 model.onnx (onnxruntime)", "int8 model.tflite (litert)"}
     for figures in beyond.values():
         assert 0 < figures["coverage"] <= 1 and 0 <= figures["gini"] <= 1 and 0 <= figures["tail_share"] <= 1
-        assert figures["ci95"]["coverage"][0] <= figures["coverage"] <= figures["ci95"]["coverage"][1]
+        assert figures["ci95"]["tail_share"][0] <= figures["tail_share"] <= figures["ci95"]["tail_share"][1]
     assert beyond["teacher (PyTorch)"]["vs_teacher"]["coverage"] == 1.0
     assert all(b["status"] in ("PASS", "FAIL") for b in report["budgets"])
     assert json.loads((bundle / "report.json").read_text())["passed"] == report["passed"]
