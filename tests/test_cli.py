@@ -10,7 +10,8 @@ from edgerec.cli import app
 HEAVY = ("torch", "transformers", "onnxruntime", "onnx", "litert_torch", "ai_edge_litert",
          "tensorflow", "pandas")
 COMMANDS = [[], ["data"], ["teacher"], ["teacher", "import"], ["evaluate"], ["distill"],
-            ["targets"], ["targets", "list"], ["targets", "show"], ["export"]]
+            ["targets"], ["targets", "list"], ["targets", "show"], ["export"], ["prune"], ["quantize"],
+            ["validate"], ["build"], ["recommend"]]
 
 
 def test_importing_the_cli_loads_no_heavy_library():
