@@ -76,8 +76,8 @@ def main() -> None:
     from edgerec.evaluate import evaluate
     from edgerec.export import ExportConfig, export
     from edgerec.models import load_model
-    from edgerec.quantize import QuantizeConfig, calibrate_onnx, quantize
-    from edgerec.runtimes import LiteRTScorer, OnnxScorer, encode, _Scorer
+    from edgerec.quantize import QuantizeConfig, quantize
+    from edgerec.runtimes import LiteRTScorer, OnnxScorer, _Scorer, encode
 
     torch.set_num_threads(args.threads)
     data = load_data(args.data)
@@ -189,7 +189,11 @@ def main() -> None:
 
 
 def _calibrate_plain(model: Path, sequences, max_len: int, out: Path) -> None:
-    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, create_calibrator
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        create_calibrator,
+    )
     from onnxruntime.quantization.calibrate import save_tensors_data
 
     from edgerec.runtimes import encode

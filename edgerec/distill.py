@@ -321,7 +321,12 @@ def train_student(make_student, teacher_dir: Path, data, config: DistillConfig, 
 
     from edgerec.evaluate import item_ids_hash
     from edgerec.models import item_rank
-    from edgerec.teacher import _prepare_work_dir, causal_batches, validator, work_dir_for
+    from edgerec.teacher import (
+        _prepare_work_dir,
+        causal_batches,
+        validator,
+        work_dir_for,
+    )
     from edgerec.training import fit
 
     sequences = data.train_sequences()

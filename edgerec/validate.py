@@ -192,11 +192,10 @@ def validate(bundle: Path, data_dir: Path, config: ValidateConfig, *, teacher: P
     """Measure the bundle (and `compare` bundles, for the report's plots); write report.json and
     report.html into `report_dir` (default: the bundle). Returns the report."""
     from edgerec.data import load_data
+    from edgerec.device import SshDevice
     from edgerec.evaluate import item_ids_hash
     from edgerec.report import write_report
     from edgerec.targets import load_target
-
-    from edgerec.device import SshDevice
 
     target = load_target(config.target, targets_dir)
     device = SshDevice.parse(config.device, config.device_python, config.ssh_key) if config.device else None

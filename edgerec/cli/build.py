@@ -9,6 +9,7 @@ import typer
 
 from edgerec.cli.common import JsonOut, emit_json, plain_table, user_errors
 from edgerec.cli.targets import TargetsDir
+from edgerec.cli.validate import print_beyond_and_budgets
 
 
 def build(
@@ -49,14 +50,7 @@ def build(
         typer.echo("")
         rows = [[p["model"], f"{p['mb']:.3f}", f"{p['p50_ms']:.3f}", f"{p['ndcg10']:.4f}"] for p in report["points"]]
         plain_table(["model", "MB", "p50 ms (batch 1, this machine)", "test NDCG@10"], rows)
-        typer.echo("")
-        typer.echo("")
-        plain_table(["model (top-10, test users)", "coverage", "mean popularity", "Gini", "tail share"],
-                    [[name, f"{b['coverage']:.3f}", f"{b['mean_popularity']:.1f}", f"{b['gini']:.3f}",
-                      f"{b['tail_share']:.3f}"] for name, b in report["beyond_accuracy"]["models"].items()])
-        typer.echo("")
-        plain_table(["budget", "where", "value", "limit", "status"],
-                    [[b["budget"], b["where"], str(b["value"]), b["limit"], b["status"]] for b in report["budgets"]])
+        print_beyond_and_budgets(report)
         seconds = sum(s["seconds"] for s in result["stages"].values())
         typer.echo(f"\n{'PASS' if report['passed'] else 'FAIL'}  bundle -> {result['bundle']}  "
                    f"report -> {Path(result['bundle']) / 'report.html'}  ({seconds / 60:.1f} min of stage work)")

@@ -3,7 +3,19 @@
 import typer
 
 from edgerec import __version__
-from edgerec.cli import build, data, distill, evaluate, export, prune, quantize, recommend, targets, teacher, validate
+from edgerec.cli import (
+    build,
+    data,
+    distill,
+    evaluate,
+    export,
+    prune,
+    quantize,
+    recommend,
+    targets,
+    teacher,
+    validate,
+)
 
 app = typer.Typer(
     name="edgerec",

@@ -7,7 +7,14 @@ from typing import Annotated, Optional
 
 import typer
 
-from edgerec.cli.common import JsonOut, MaxMinutes, Overwrite, emit_json, table, user_errors
+from edgerec.cli.common import (
+    JsonOut,
+    MaxMinutes,
+    Overwrite,
+    emit_json,
+    table,
+    user_errors,
+)
 from edgerec.cli.targets import TargetsDir
 
 

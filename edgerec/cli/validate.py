@@ -11,6 +11,17 @@ from edgerec.cli.common import JsonOut, emit_json, plain_table, user_errors
 from edgerec.cli.targets import TargetsDir
 
 
+def print_beyond_and_budgets(report: dict) -> None:
+    """The beyond-accuracy table and the budget table of a validation report (validate, build)."""
+    typer.echo("")
+    plain_table(["model (top-10, test users)", "coverage", "mean popularity", "Gini", "tail share"],
+                [[name, f"{b['coverage']:.3f}", f"{b['mean_popularity']:.1f}", f"{b['gini']:.3f}",
+                  f"{b['tail_share']:.3f}"] for name, b in report["beyond_accuracy"]["models"].items()])
+    typer.echo("")
+    plain_table(["budget", "where", "value", "limit", "status"],
+                [[b["budget"], b["where"], str(b["value"]), b["limit"], b["status"]] for b in report["budgets"]])
+
+
 def validate(
     target: Annotated[str, typer.Option("--target", "-T", help="Target profile (edgerec targets list).")],
     bundle: Annotated[Optional[Path], typer.Option(
@@ -59,13 +70,6 @@ def validate(
                          f"{ref['bytes'] / 1e6:.3f}"])
         plain_table(["runtime", "file", "NDCG@10", "HR@10", "p50 ms", "p95 ms", "p99 ms", "load ms",
                      "peak RSS MB", "MB"], rows)
-        typer.echo("")
-        typer.echo("")
-        plain_table(["model (top-10, test users)", "coverage", "mean popularity", "Gini", "tail share"],
-                    [[name, f"{b['coverage']:.3f}", f"{b['mean_popularity']:.1f}", f"{b['gini']:.3f}",
-                      f"{b['tail_share']:.3f}"] for name, b in result["beyond_accuracy"]["models"].items()])
-        typer.echo("")
-        plain_table(["budget", "where", "value", "limit", "status"],
-                    [[b["budget"], b["where"], str(b["value"]), b["limit"], b["status"]] for b in result["budgets"]])
+        print_beyond_and_budgets(result)
         typer.echo(f"\n{'PASS' if result['passed'] else 'FAIL'}  report -> {(report or Path(result['bundle'])) / 'report.html'}")
     raise typer.Exit(0 if result["passed"] else 1)
