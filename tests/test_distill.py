@@ -89,26 +89,35 @@ def test_causal_windows_cover_every_position_once():
     assert all(cols[0] >= 5 for _, r, cols in jobs[1:2])  # later windows keep >= max_len/2 context
 
 
-def test_distillation_loss_matches_a_direct_kl(data_dir):
+def _kd_case(top_logp_dtype=np.float32):
+    """A 6-item catalogue, one student and one KD position: (student, targets, batch, idx, logp,
+    tail, q), q = the student's softmax at T = 2 over the items at that position."""
     import torch
-
-    from edgerec.distill import distill_loss_module
 
     num_items = 6
     student = build_id_model("causal", num_items + 2, STUDENT)
     student.eval()
     teacher_logits = np.random.default_rng(1).normal(size=(1, num_items))
     idx, logp, tail = _soft_targets(teacher_logits, 3, 2.0)
-    targets = {"top_items": idx + 1, "top_logp": logp.astype(np.float16), "tail_logp": tail}
+    targets = {"top_items": idx + 1, "top_logp": logp.astype(top_logp_dtype), "tail_logp": tail}
     ids = torch.tensor([[1, 2, 3]])
     batch = {"input_ids": ids, "labels": torch.tensor([[-100, -100, 4]]),
              "position_ids": torch.tensor([[9, 10, 11]]), "kd_rows": torch.tensor([[-1, -1, 0]])}
-    only_kd = distill_loss_module(student, targets, num_items, alpha=1.0, temperature=2.0)
+    with torch.no_grad():
+        hidden = student.bert(input_ids=ids, position_ids=batch["position_ids"]).last_hidden_state
+        q = torch.softmax(student.cls(hidden[0, -1])[1: num_items + 1].double() / 2.0, 0).numpy()
+    return student, targets, batch, idx, logp, tail, q
+
+
+def test_distillation_loss_matches_a_direct_kl(data_dir):
+    import torch
+
+    from edgerec.distill import distill_loss_module
+
+    student, targets, batch, idx, logp, tail, q = _kd_case(np.float16)
+    only_kd = distill_loss_module(student, targets, 6, alpha=1.0, temperature=2.0)
     with torch.no_grad():
         got = float(only_kd(**batch))
-        hidden = student.bert(input_ids=ids, position_ids=batch["position_ids"]).last_hidden_state
-        z = student.cls(hidden[0, -1])[1: num_items + 1].double() / 2.0
-        q = torch.softmax(z, 0).numpy()
     p_top = np.exp(logp.astype(np.float16).astype(np.float64))[0]
     q_top = q[idx[0]]
     p_tail, q_tail = np.exp(tail[0]), 1 - q_top.sum()
@@ -161,21 +170,11 @@ def test_tail_boost_reweights_the_teacher_toward_rare_items(data_dir):
 
     from edgerec.distill import distill_loss_module
 
-    num_items = 6
-    student = build_id_model("causal", num_items + 2, STUDENT)
-    student.eval()
-    teacher_logits = np.random.default_rng(1).normal(size=(1, num_items))
-    idx, logp, tail = _soft_targets(teacher_logits, 3, 2.0)
-    targets = {"top_items": idx + 1, "top_logp": logp, "tail_logp": tail}
+    student, targets, batch, idx, logp, tail, q = _kd_case()
     popularity = np.array([0, 50, 20, 10, 5, 1, 0])
-    ids = torch.tensor([[1, 2, 3]])
-    batch = {"input_ids": ids, "labels": torch.tensor([[-100, -100, 4]]),
-             "position_ids": torch.tensor([[9, 10, 11]]), "kd_rows": torch.tensor([[-1, -1, 0]])}
-    boosted = distill_loss_module(student, targets, num_items, 1.0, 2.0, popularity, tail_boost=0.5)
+    boosted = distill_loss_module(student, targets, 6, 1.0, 2.0, popularity, tail_boost=0.5)
     with torch.no_grad():
         got = float(boosted(**batch))
-        hidden = student.bert(input_ids=ids, position_ids=batch["position_ids"]).last_hidden_state
-        q = torch.softmax(student.cls(hidden[0, -1])[1: num_items + 1].double() / 2.0, 0).numpy()
     w = (popularity[1:] + 1.0) ** -0.5
     p_top, p_tail = np.exp(logp[0].astype(np.float64)) * w[idx[0]], np.exp(tail[0]) * w.mean()
     p_top, p_tail = p_top / (p_top.sum() + p_tail), p_tail / (p_top.sum() + p_tail)
