@@ -65,7 +65,8 @@ class SshDevice:
         with open(local, "rb") as source:
             self._ssh(f"cat > {shlex.quote(remote)}", stdin=source)
 
-    def run_runner(self, runtime: str, model: Path, input_ids, threads: int = 1, warmup: int = 0) -> dict:
+    def run_runner(self, runtime: str, model: Path, input_ids, threads: int = 1, warmup: int = 0,
+                   step: bool = False) -> dict:
         """The standalone runner on the device; same result as `envs.run_runner`."""
         folder = self._ssh("mktemp -d").stdout.decode().strip()
         if not folder.startswith("/"):
@@ -78,7 +79,8 @@ class SshDevice:
                 self._put(Path(model), f"{folder}/{Path(model).name}")
                 self._put(Path(tmp) / "inputs.npy", f"{folder}/inputs.npy")
                 self._ssh(f"cd {remote} && {shlex.quote(self.python)} device_runner.py {shlex.quote(Path(model).name)} "
-                          f"inputs.npy out.npz --threads {int(threads)} --warmup {int(warmup)}")
+                          f"inputs.npy out.npz --threads {int(threads)} --warmup {int(warmup)}"
+                          + (" --step" if step else ""))
                 with open(Path(tmp) / "out.npz", "wb") as sink:
                     self._ssh(f"cat {remote}/out.npz", stdout=sink)
                 try:

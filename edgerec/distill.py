@@ -61,9 +61,26 @@ class DistillConfig:
     # Counter popularity collapse: reweight the teacher's soft targets by (training count + 1)^-b
     # before the KL, so the student learns more of the teacher's mass on tail items. 0: off.
     tail_boost: float = 0.0
+    # "causal" (SASRec-style, attention to the past only: every position of a window is a
+    # training example) or "masked" (BERT4Rec-style, bidirectional: the history gets a [MASK]
+    # appended and the answer is read there).
+    student_kind: str = "causal"
+    # Position ids (models.py): "start" counts from the window's first item, which is what an
+    # incremental step model needs (edgerec.incremental); "end" is the measured default.
+    positions: str = "end"
+    mask_prob: float = 0.2  # masked students: share of history positions hidden (cloze term)
 
     def validate(self) -> None:
         self.student.validate()
+        if self.student_kind not in ("causal", "masked"):
+            raise EdgerecError(f"--student-kind must be causal or masked, got {self.student_kind!r}")
+        if self.positions not in ("end", "start"):
+            raise EdgerecError(f"--positions must be end or start, got {self.positions!r}")
+        if self.student_kind == "masked" and self.positions == "start":
+            raise EdgerecError("--positions start is for causal students (a masked student "
+                               "re-encodes the whole history anyway)")
+        if not 0 <= self.mask_prob < 1:
+            raise EdgerecError(f"mask_prob must be in [0, 1), got {self.mask_prob}")
         self.train.validate()
         if not 0 <= self.alpha <= 1:
             raise EdgerecError(f"--alpha must be in [0, 1], got {self.alpha}")
@@ -242,6 +259,42 @@ def _row_lookup(targets) -> list[dict[int, int]]:
             for u in range(len(offsets) - 1)]
 
 
+def masked_student_batches(sequences, max_len: int, batch_size: int, mask_token: int,
+                           mask_prob: float, kd_rows):
+    """Examples for a masked (bidirectional) student, one per user and epoch: a random prefix of
+    the history with [MASK] appended, labelled with the next item and carrying the teacher's
+    target for that prefix (what the app asks of the model), plus BERT4Rec's cloze term on
+    randomly hidden history items (ground truth only: the teacher scores next items, not gaps).
+    """
+    import torch
+
+    from edgerec.teacher import batches_of, trim
+
+    room = max_len - 1
+
+    def make(indices, rng):
+        for batch in batches_of(indices, batch_size):
+            inputs = np.zeros((len(batch), max_len), np.int64)
+            labels = np.full((len(batch), max_len), -100, np.int64)
+            kd = np.full((len(batch), max_len), -1, np.int64)
+            for r, u in enumerate(batch):
+                seq = sequences[u]
+                end = int(rng.integers(1, len(seq)))  # predict seq[end] from what came before
+                window = np.asarray(seq[max(0, end - room): end], np.int64)
+                n = len(window)
+                hide = rng.random(n) < mask_prob
+                inputs[r, room - n: room] = np.where(hide, mask_token, window)
+                labels[r, room - n: room] = np.where(hide, window, -100)
+                inputs[r, room], labels[r, room] = mask_token, seq[end]
+                kd[r, room] = kd_rows[u].get(end - 1, -1)
+            out = trim(inputs, labels)
+            kept = out["input_ids"].shape[1]
+            out["kd_rows"] = torch.from_numpy(np.ascontiguousarray(kd[:, max_len - kept:]))
+            yield out
+
+    return make
+
+
 def distill_loss_module(student, targets, num_items: int, alpha: float, temperature: float,
                         popularity: np.ndarray | None = None, tail_boost: float = 0.0):
     import torch
@@ -302,7 +355,7 @@ def distill(teacher_dir: Path, data_dir: Path, out_dir: Path, config: DistillCon
         raise EdgerecError(f"{data_dir}: the training split is empty (every history is too short)")
     dist = setup_distributed()
     def make_student():
-        student = build_id_model("causal", data.vocab_size, config.student)
+        student = build_id_model(config.student_kind, data.vocab_size, config.student)
         if config.item_rank:
             factorize_items(student, config.item_rank, init="random")
         return student
@@ -337,14 +390,19 @@ def train_student(make_student, teacher_dir: Path, data, config: DistillConfig, 
     target_seconds = time.perf_counter() - started
     torch.manual_seed(config.train.seed)
     student = make_student().to(dist.device)
-    meta = {"kind": "causal", "num_items": data.num_items, "mask_token": data.mask_token,
-            "max_len": config.student.max_len, "item_ids_sha256": item_ids_hash(data.item_ids())}
+    meta = {"kind": config.student_kind, "num_items": data.num_items, "mask_token": data.mask_token,
+            "max_len": config.student.max_len, "item_ids_sha256": item_ids_hash(data.item_ids()),
+            "positions": config.positions}
     if item_rank(student):
         meta["item_rank"] = item_rank(student)
     rows = _row_lookup(targets)
     seqs = [sequences[u] for u in usable]
-    batches = causal_batches(seqs, config.student.max_len, config.train.batch_size,
-                             kd_rows=[rows[u] for u in usable])
+    if config.student_kind == "masked":
+        batches = masked_student_batches(seqs, config.student.max_len, config.train.batch_size,
+                                         data.mask_token, config.mask_prob, [rows[u] for u in usable])
+    else:
+        batches = causal_batches(seqs, config.student.max_len, config.train.batch_size,
+                                 kd_rows=[rows[u] for u in usable], positions=config.positions)
     from edgerec.metrics import item_popularity
 
     loss_module = distill_loss_module(student, targets, data.num_items, config.alpha, config.temperature,

@@ -56,9 +56,10 @@ def run_isolated(runtime: str, model: Path, input_ids, threads: int = 1):
 
 
 def run_runner(python: Path | str, runtime: str, model: Path, input_ids, threads: int = 1,
-               warmup: int = 0) -> dict:
+               warmup: int = 0, step: bool = False) -> dict:
     """`device_runner.py` under the given interpreter, in its own process: scores, per-call
-    seconds, load seconds and peak RSS of a process that only loads and runs the model."""
+    seconds, load seconds and peak RSS of a process that only loads and runs the model.
+    `step`: the model is a step model, each row is replayed item by item."""
     import tempfile
 
     import numpy as np
@@ -68,7 +69,8 @@ def run_runner(python: Path | str, runtime: str, model: Path, input_ids, threads
         np.save(Path(tmp) / "inputs.npy", input_ids)
         result = subprocess.run([str(python), str(runner), str(model), str(Path(tmp) / "inputs.npy"),
                                  str(Path(tmp) / "out.npz"), "--threads", str(threads),
-                                 "--warmup", str(warmup)], capture_output=True, text=True)
+                                 "--warmup", str(warmup), *(["--step"] if step else [])],
+                                capture_output=True, text=True)
         if result.returncode != 0:
             lines = [l for l in result.stderr.strip().splitlines() if l.strip()]
             raise EdgerecError(f"{model}: {runtime} failed: {lines[-1] if lines else 'no output'}")

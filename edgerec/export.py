@@ -32,6 +32,7 @@ class ExportConfig:
     target: str
     top_k: int | None = None  # in-graph top-K with the history masked
     parity_users: int = 512  # test users compared against PyTorch
+    step: bool | None = None  # also the incremental step model; None: the profile's step_model
 
 
 def scoring_graph(rec, top_k: int | None = None):
@@ -58,27 +59,37 @@ def scoring_graph(rec, top_k: int | None = None):
             if kind == "masked":
                 ids = torch.cat([torch.narrow(ids, 1, 1, max_len - 1),
                                  torch.full_like(torch.narrow(ids, 1, 0, 1), mask_token)], dim=1)
-            logits = self.model.cls(last_position_hidden(self.model, ids))
+            logits = self.model.cls(last_position_hidden(self.model, ids, rec.positions))
             scores = logits[:, token_of[1:]] if not identity else torch.narrow(logits, 1, 1, n)
             if top_k is None:
                 return scores
-            # The K best items outside the history are among the K + max_len best overall (the
-            # history has at most max_len items): take those candidates, push the ones found in
-            # the history to the bottom, take the top K of the rest. Only TOPK_V2, EQUAL,
-            # REDUCE_ANY and matmuls appear: no scatter (STABLEHLO_SCATTER, which tflite-runtime
-            # 2.14 lacks) and no gather (GATHER_ND versions it lacks); O((K + L) L), not O(items).
-            wide = min(top_k + max_len, n)
-            values, candidates = torch.topk(scores, wide, dim=1)
-            items = candidates + 1
-            seen = (items.unsqueeze(2) == history.unsqueeze(1)).any(dim=2)
-            values = values - 1e9 * seen.to(values.dtype)
-            best, slot = torch.topk(values, top_k, dim=1)
-            # items[slot] as a one-hot matmul (exact for indices < 2^24)
-            pick = (slot.unsqueeze(2) == torch.arange(wide).view(1, 1, wide)).to(values.dtype)
-            chosen = (pick @ items.to(values.dtype).unsqueeze(2)).squeeze(2)
-            return chosen.to(torch.int64), best
+            return top_k_unseen(scores, history, top_k)
 
     return ScoringGraph().eval()
+
+
+def top_k_unseen(scores, history, top_k: int):
+    """In-graph top-K of `scores` [B, items] (column j = item j + 1) over the items not in
+    `history` [B, L] (item ids, 0 = empty): (items int64 [B, K], scores [B, K]).
+
+    The K best items outside the history are among the K + L best overall (the history has at
+    most L items): take those candidates, push the ones found in the history to the bottom, take
+    the top K of the rest. Only TOPK_V2, EQUAL, REDUCE_ANY and matmuls appear: no scatter
+    (STABLEHLO_SCATTER, which tflite-runtime 2.14 lacks) and no gather (GATHER_ND versions it
+    lacks); O((K + L) L), not O(items).
+    """
+    import torch
+
+    wide = min(top_k + int(history.shape[1]), int(scores.shape[1]))
+    values, candidates = torch.topk(scores, wide, dim=1)
+    items = candidates + 1
+    seen = (items.unsqueeze(2) == history.long().unsqueeze(1)).any(dim=2)
+    values = values - 1e9 * seen.to(values.dtype)
+    best, slot = torch.topk(values, top_k, dim=1)
+    # items[slot] as a one-hot matmul (exact for indices < 2^24)
+    pick = (slot.unsqueeze(2) == torch.arange(wide).view(1, 1, wide)).to(values.dtype)
+    chosen = (pick @ items.to(values.dtype).unsqueeze(2)).squeeze(2)
+    return chosen.to(torch.int64), best
 
 
 def export_onnx(graph, path: Path, max_len: int, opset: int, dtype: str, top_k: int | None,
@@ -225,6 +236,11 @@ def export(model_dir: Path, data_dir: Path, out_dir: Path, config: ExportConfig,
         raise EdgerecError(f"--top-k must be in [1, {rec.num_items}], got {config.top_k}")
     dtype = target.onnx.input_dtype
     histories = data.examples("test")[0][: config.parity_users]
+    step = target.step_model if config.step is None else config.step
+    if step:
+        from edgerec.incremental import export_steps, layout
+
+        layout(rec)  # refuse a model a step graph would not be exact for, before any work
     graph = scoring_graph(rec, config.top_k)
     plain = scoring_graph(rec, None)  # parity is checked on the scores
     meta = {"target": target.name, "edgerec_version": __version__, "source_stage": source["stage"],
@@ -272,8 +288,15 @@ def export(model_dir: Path, data_dir: Path, out_dir: Path, config: ExportConfig,
                         if config.top_k else None)
         for twin in ("parity.onnx", "parity.tflite"):
             (tmp / twin).unlink(missing_ok=True)
+        step_entry = None
+        if step:
+            started = time.perf_counter()
+            step_entry = export_steps(rec, tmp, target, config.top_k, histories, meta)
+            timings["step"] = round(time.perf_counter() - started, 2)
         shutil.copy(data.path / "items.json", tmp / "items.json")
-        write_json(tmp / "metadata.json", {**meta, "files": files, "parity": checks, "top_k_check": top_k_checks})
+        write_json(tmp / "metadata.json", {**meta, "files": files, "parity": checks, "top_k_check": top_k_checks,
+                                           **({"step_model": step_entry} if step else {})})
         manifest.update(target=target.to_dict(), files_by_format=files, parity=checks, top_k_check=top_k_checks,
-                        seconds=timings, sizes={f: (tmp / p).stat().st_size for f, p in files.items()})
+                        step_model=step_entry, seconds=timings,
+                        sizes={f: (tmp / p).stat().st_size for f, p in files.items()})
     return manifest

@@ -7,8 +7,12 @@ Three kinds of model, all transformers BERT classes:
   the output at that position scores the next item.
 - "text": `BertForSequenceClassification` over the history rendered as item titles, one label per item.
 
-Inputs are left-padded to `max_len` with absolute positions, so the position the model reads the
-answer from is always the last one (`max_len - 1`), for every history length.
+Inputs are left-padded to `max_len`, so the model reads the answer from the last slot
+(`max_len - 1`) for every history length. Absolute positions come in two conventions (`meta
+["positions"]`): "end" (the default: position = slot, so the newest item is always at max_len - 1)
+and "start" (counted from the first item of the window: a history of n items sits at 0..n-1,
+whatever the padding). Only "start" lets an app cache each item's keys and values as it arrives
+(edgerec.incremental): under "end" every new item shifts the position of all the others.
 A model directory (`model/` inside a teacher or student artifact) holds the HF checkpoint plus
 `edgerec.json`; the scores a `RecModel` returns are over the *data's* item indices (column 0 =
 padding), whatever token order an imported checkpoint uses.
@@ -27,6 +31,7 @@ import numpy as np
 from edgerec.errors import EdgerecError
 
 KINDS = ("causal", "masked", "text")
+POSITIONS = ("end", "start")
 _ARCHITECTURES = {"causal": "BertLMHeadModel", "masked": "BertForMaskedLM",
                   "text": "BertForSequenceClassification"}
 META = "edgerec.json"
@@ -169,6 +174,9 @@ class RecModel:
         self.directory = directory
         # data index -> the checkpoint's own token / label index (identity for models we trained)
         self.token_of = np.asarray(meta.get("token_of_item") or self._identity(), dtype=np.int64)
+        self.positions = meta.get("positions", "end")
+        if self.positions not in POSITIONS:
+            raise EdgerecError(f"unknown position convention {self.positions!r} ({' or '.join(POSITIONS)})")
 
     def _identity(self) -> list[int]:
         # id models: token i is data item i; text models: label j is data item j + 1
@@ -192,13 +200,17 @@ class RecModel:
         tokens = [self.token_of[np.asarray(h, dtype=np.int64)] for h in histories]
         mask_token = int(self.meta["mask_token"]) if self.kind == "masked" else None
         ids = torch.from_numpy(left_pad(tokens, self.max_len, mask_token))
-        return {"input_ids": ids, "attention_mask": (ids != 0).long()}
+        inputs = {"input_ids": ids, "attention_mask": (ids != 0).long()}
+        if self.positions == "start":
+            inputs["position_ids"] = start_positions(ids)
+        return inputs
 
     def logits(self, inputs):
         """Raw logits over the checkpoint's own vocabulary at the answer position."""
         if self.kind == "text":
             return self.model(**inputs).logits
-        return last_position_logits(self.model, inputs["input_ids"], inputs["attention_mask"])
+        return last_position_logits(self.model, inputs["input_ids"], inputs["attention_mask"],
+                                    inputs.get("position_ids"))
 
     def scores(self, histories, batch_size: int = 256) -> np.ndarray:
         import torch
@@ -217,14 +229,23 @@ class RecModel:
         return scores
 
 
-def last_position_logits(model, input_ids, attention_mask):
+def start_positions(input_ids):
+    """Position ids counted from the first item of each left-padded row (padding gets 0)."""
+    import torch
+
+    pad = (input_ids == 0).sum(dim=1, keepdim=True)
+    return (torch.arange(input_ids.shape[1], dtype=input_ids.dtype) - pad).clamp(min=0)
+
+
+def last_position_logits(model, input_ids, attention_mask, position_ids=None):
     """Encode, then apply the output head at the last position only (the output layer is the
     largest matmul, and only one position is ever read)."""
-    hidden = model.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    hidden = model.bert(input_ids=input_ids, attention_mask=attention_mask,
+                        position_ids=position_ids).last_hidden_state
     return model.cls(hidden[:, -1, :])
 
 
-def last_position_hidden(model, input_ids):
+def last_position_hidden(model, input_ids, positions: str = "end"):
     """The encoder output at the last position only, computing no more than that needs.
 
     Every layer but the last runs as usual; the last layer computes its query, attention and FFN
@@ -251,14 +272,17 @@ def last_position_hidden(model, input_ids):
     # SkipLayerNormalization, whose CPU kernel took 2x the whole model's time on this [L, H] input
     # (0.079 vs 0.037 ms p50 at batch 1, ORT 1.32); a Sub does not match that fusion. Exact.
     negated = -(embeddings.position_embeddings.weight[:length] + embeddings.token_type_embeddings.weight[0])
-    position_ids = input_ids.clamp(max=0) + torch.arange(length, dtype=input_ids.dtype)
+    if positions == "start":
+        position_ids = start_positions(input_ids)
+    else:
+        position_ids = input_ids.clamp(max=0) + torch.arange(length, dtype=input_ids.dtype)
     hidden = embeddings.LayerNorm(embeddings.word_embeddings(input_ids)
                                   - torch.nn.functional.embedding(position_ids, negated))
     # The last query sees every non-padding position (causal or not), so its mask is the padding
     # mask alone; HF's full [L, L] causal mask is only built when earlier layers need it.
     blocked = (input_ids == 0).to(hidden.dtype)[:, None, None, :] * torch.finfo(hidden.dtype).min
     *early, last = bert.encoder.layer
-    if early:
+    if early:  # (HF's extended mask: causal for decoders, the padding mask otherwise)
         mask = bert.get_extended_attention_mask((input_ids != 0).long(), input_ids.shape)
         for layer in early:
             hidden = layer(hidden, attention_mask=mask)[0]

@@ -70,12 +70,14 @@ def plan(heads: int, intermediate: int, sparsity: float) -> tuple[int, int]:
     return drop_heads, drop_ffn
 
 
-def importance(model, data, max_len: int, batch_size: int = 128) -> tuple[list[np.ndarray], list[np.ndarray]]:
+def importance(model, data, max_len: int, batch_size: int = 128,
+               meta: dict | None = None) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Per layer: Taylor importance of each attention head and each FFN neuron on the validation
-    users (next-item cross-entropy at the last position)."""
+    users (next-item cross-entropy at the answer position). `meta`: the model's edgerec.json
+    (kind, position convention); a causal model with "end" positions when omitted."""
     import torch
 
-    from edgerec.models import last_position_logits, left_pad
+    from edgerec.models import RecModel
 
     layers = model.bert.encoder.layer
     heads = [np.zeros(layer.attention.self.num_attention_heads) for layer in layers]
@@ -105,11 +107,11 @@ def importance(model, data, max_len: int, batch_size: int = 128) -> tuple[list[n
         hooks.append(layer.intermediate.register_forward_hook(on_ffn(index)))
     histories, targets = data.examples("valid")
     was_training = model.training
-    model.eval()  # no dropout: the estimate is about the model as it will run
+    meta = dict(meta or {"kind": "causal", "num_items": data.num_items}, max_len=max_len)
+    rec = RecModel(model, meta)  # eval(): no dropout, the estimate is about the model as it will run
     try:
         for start in range(0, len(histories), batch_size):
-            ids = torch.from_numpy(left_pad(histories[start: start + batch_size], max_len))
-            logits = last_position_logits(model, ids, (ids != 0).long())
+            logits = rec.logits(rec.encode(histories[start: start + batch_size]))
             loss = torch.nn.functional.cross_entropy(logits, torch.as_tensor(targets[start: start + batch_size], dtype=torch.long),
                                                      reduction="sum")
             model.zero_grad(set_to_none=True)
@@ -237,13 +239,14 @@ def prune(student_dir: Path, teacher_dir: Path, data_dir: Path, out_dir: Path, c
                   intermediate=bert.intermediate_size, max_len=rec.max_len, dropout=bert.hidden_dropout_prob,
                   attention_dropout=bert.attention_probs_dropout_prob)
     distill_config = DistillConfig(student=shape, alpha=config.alpha, temperature=config.temperature,
-                                   train=config.recovery)
+                                   train=config.recovery, student_kind=rec.kind,
+                                   positions=rec.positions)
     for step in range(1, config.iterations + 1):
         share = config.sparsity * step / config.iterations
         current = model.bert.encoder.layer[0]
         drop_heads = int(round(heads_now * share)) - (heads_now - current.attention.self.num_attention_heads)
         drop_ffn = int(round(ffn_now * share)) - (ffn_now - current.intermediate.dense.out_features)
-        head_scores, neuron_scores = importance(model.cpu(), data, rec.max_len)
+        head_scores, neuron_scores = importance(model.cpu(), data, rec.max_len, meta=rec.meta)
         removed = prune_model(model, head_scores, neuron_scores, max(drop_heads, 0), max(drop_ffn, 0))
         if config.drop_layers and step == 1:
             removed["layers"] = drop_layers(model, head_scores, neuron_scores, config.drop_layers)

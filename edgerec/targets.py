@@ -80,6 +80,9 @@ class Target:
     threads: int = 1
     onnx: OnnxSettings = field(default_factory=OnnxSettings)
     quantization: Quantization = field(default_factory=Quantization)
+    # Also export the incremental step model (edgerec.incremental) beside the full one; needs a
+    # causal student with positions counted from the window start (distill --positions start).
+    step_model: bool = False
     version: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict:

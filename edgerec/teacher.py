@@ -62,20 +62,23 @@ def batches_of(indices, batch_size: int):
     return [indices[i: i + batch_size] for i in range(0, len(indices), batch_size)]
 
 
-def trim(inputs: np.ndarray, labels: np.ndarray) -> dict:
-    """Drop all-padding columns on the left and keep each token's absolute position, so the
-    model computes exactly what it would on the full left-padded input."""
+def trim(inputs: np.ndarray, labels: np.ndarray, positions: str = "end") -> dict:
+    """Drop all-padding columns on the left and keep each token's position id (models.py's
+    "end" or "start" convention), so the model computes exactly what it would on the full
+    left-padded input."""
     import torch
 
     max_len = inputs.shape[1]
     used = int((inputs != 0).any(axis=0).argmax()) if (inputs != 0).any() else max_len - 1
-    positions = np.arange(used, max_len, dtype=np.int64)[None, :].repeat(len(inputs), axis=0)
+    positions_ = np.arange(used, max_len, dtype=np.int64)[None, :].repeat(len(inputs), axis=0)
+    if positions == "start":  # slot - padding, per row
+        positions_ = np.clip(positions_ - (inputs == 0).sum(axis=1, keepdims=True), 0, None)
     return {"input_ids": torch.from_numpy(np.ascontiguousarray(inputs[:, used:])),
             "labels": torch.from_numpy(np.ascontiguousarray(labels[:, used:])),
-            "position_ids": torch.from_numpy(positions)}
+            "position_ids": torch.from_numpy(np.ascontiguousarray(positions_))}
 
 
-def causal_batches(sequences, max_len: int, batch_size: int, kd_rows=None):
+def causal_batches(sequences, max_len: int, batch_size: int, kd_rows=None, positions: str = "end"):
     """Input = a window of the history, label = the item after each position (left-padded).
 
     With `kd_rows` (per sequence: position -> row of the teacher-target cache), each batch also
@@ -99,7 +102,7 @@ def causal_batches(sequences, max_len: int, batch_size: int, kd_rows=None):
                     labels[r, max_len - n:] = window[1:]
                     if kd_rows is not None:
                         kd[r, max_len - n:] = [kd_rows[u].get(begin + j, -1) for j in range(n)]
-            out = trim(inputs, labels)
+            out = trim(inputs, labels, positions)
             if kd_rows is not None:
                 kept = out["input_ids"].shape[1]
                 out["kd_rows"] = torch.from_numpy(np.ascontiguousarray(kd[:, max_len - kept:]))

@@ -55,6 +55,12 @@ def distill(
     item_rank: Annotated[Optional[int], typer.Option(
         help="Factorised item table: items get rank-R vectors and one shared R x hidden projection "
              "(smaller for large catalogues).")] = None,
+    student_kind: Annotated[str, typer.Option(
+        help="causal: attention to the past only, every position trains (SASRec-style; needed for "
+             "a step model). masked: bidirectional, [MASK] appended (BERT4Rec-style).")] = "causal",
+    positions: Annotated[str, typer.Option(
+        help="Position ids: 'end' (newest item at the last position) or 'start' (counted from the "
+             "window's first item; needed to export an incremental step model).")] = "end",
     epochs: Epochs = 200,
     batch_size: BatchSize = 64,
     lr: LearningRate = 1e-3,
@@ -85,6 +91,7 @@ def distill(
             shape = size_student(load_data(data).vocab_size, max_params, max_size_mb, base=shape)
         config = DistillConfig(student=shape, alpha=alpha, temperature=temperature, top_k=top_k,
                                kd_positions=kd_positions, item_rank=item_rank, tail_boost=tail_boost,
+                               student_kind=student_kind, positions=positions,
                                train=TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr,
                                                  patience=patience, max_minutes=max_minutes,
                                                  seed=seed, warmup_steps=warmup_steps))

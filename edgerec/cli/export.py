@@ -18,6 +18,11 @@ def export(
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Bundle directory (default dist/<target>).")] = None,
     top_k: Annotated[Optional[int], typer.Option(
         help="Return the K best unseen items and their scores from the ONNX graph itself.")] = None,
+    step: Annotated[Optional[bool], typer.Option(
+        "--step/--no-step",
+        help="Also export the incremental step model (step.onnx / step.tflite: one call per new "
+             "item, keys and values cached in a state tensor). Needs a causal student distilled "
+             "with --positions start. Default: the profile's step_model.")] = None,
     targets_dir: TargetsDir = None,
     overwrite: Overwrite = False,
     json_out: JsonOut = False,
@@ -32,7 +37,7 @@ def export(
         from edgerec.export import ExportConfig
         from edgerec.export import export as run
 
-        manifest = run(model, data, out, ExportConfig(target=target, top_k=top_k),
+        manifest = run(model, data, out, ExportConfig(target=target, top_k=top_k, step=step),
                        targets_dir=targets_dir, overwrite=overwrite)
     if json_out:
         emit_json(manifest)
@@ -43,3 +48,10 @@ def export(
     for fmt, size in manifest["sizes"].items():
         typer.echo(f"  model.{fmt}: {size / 1e6:.3f} MB")
     plain_table(["runtime", "max |diff| vs torch", "top-10 agreement", "users"], rows)
+    if manifest.get("step_model"):
+        step_model = manifest["step_model"]
+        typer.echo(f"step model: {', '.join(step_model['files'].values())}, state "
+                   f"{step_model['inputs']['state']['shape']} (replayed item by item vs the full model)")
+        plain_table(["runtime", "max |diff| vs torch", "top-10 agreement", "users"],
+                    [[runtime, f"{p['max_abs_diff']:.2e}", f"{p['top10_agreement']:.3f}", str(p["users"])]
+                     for runtime, p in step_model["replay_check"].items()])

@@ -1,0 +1,349 @@
+"""Incremental on-device inference: a step model that updates with each new interaction.
+
+A full pass re-encodes the user's whole history every time the user taps something new. A
+causal student does not need to: each layer's keys and values for an item never change once
+the item is in the window, provided positions are counted from the window's first item
+(`distill --positions start`). The step model keeps them in one state tensor and does only the
+new item's work: L x (4d^2 + 2d x ff + 2nd) multiply-adds plus the output layer.
+
+The step graph (ONNX and TFLite, beside the full model in a bundle, `step.onnx` / `step.tflite`):
+
+    inputs   item      [batch]          the new item (items.json index)
+             position  [batch]          its slot in the window: 0 for the first item, then 1, 2...
+             state     [batch, S, n, d] keys and values of every layer (zeros to start)
+             history   [batch, n]       (top-K graphs only) the items in the window, 0 = empty
+    outputs  scores    [batch, items]   as the full model's `scores` (or items, scores: top-K)
+             next_state, next_history   fed back as `state` / `history` on the next call
+
+S = sum over layers of 2 x heads (layer l's keys, then its values), n = the window (max_len), d
+the head size. TFLite names outputs output_0, output_1, ... in the order above.
+
+Rolling the window: a step with `position == n` is out of range. When the window is full the app
+starts over: zero the state and feed the newest `roll_keep` items (metadata) from position 0,
+then go on. Between rolls the result is the full model's on the items since the last roll (at
+least `roll_keep`). Written by hand: no exporter in the stack (optimum, litert-torch) makes a
+KV-cached step graph for a BERT encoder, and HF's cache classes trace to dynamic shapes that
+TFLite and tflite-runtime 2.14 cannot run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgerec import device_runner
+from edgerec.errors import EdgerecError
+
+
+@dataclass(frozen=True)
+class StateLayout:
+    heads: tuple[int, ...]  # per layer (pruned layers may have fewer)
+    head_size: int
+    window: int
+
+    @property
+    def channels(self) -> int:
+        return 2 * sum(self.heads)
+
+    def shape(self, batch: int | str = 1) -> list:
+        return [batch, self.channels, self.window, self.head_size]
+
+    def to_dict(self) -> dict:
+        return {"heads_per_layer": list(self.heads), "head_size": self.head_size,
+                "window": self.window}
+
+
+def layout(rec, window: int | None = None) -> StateLayout:
+    """The state a step model of `rec` carries; refuses models it would not be exact for."""
+    if rec.kind != "causal":
+        raise EdgerecError(f"a step model needs a causal student, not a {rec.kind!r} model: with "
+                           "bidirectional attention every item's state changes with each new one")
+    if rec.positions != "start":
+        raise EdgerecError("a step model needs positions counted from the window start (distill "
+                           "--positions start): with the default 'end' positions each new item "
+                           "moves every cached one")
+    if not rec.token_of.tolist() == list(range(len(rec.token_of))):
+        raise EdgerecError("a step model is exported for students edgerec trained (identity item order)")
+    layers = rec.model.bert.encoder.layer
+    window = int(window or rec.max_len)
+    if not 1 <= window <= rec.model.config.max_position_embeddings:
+        raise EdgerecError(f"window must be in [1, {rec.model.config.max_position_embeddings}], got {window}")
+    return StateLayout(tuple(int(layer.attention.self.num_attention_heads) for layer in layers),
+                       int(layers[0].attention.self.attention_head_size), window)
+
+
+def step_graph(rec, top_k: int | None = None, window: int | None = None):
+    """The torch module exported as the step model (see the module docstring)."""
+    import torch
+
+    from edgerec.export import top_k_unseen
+
+    spec = layout(rec, window)
+    n, num_items, size = spec.window, rec.num_items, spec.head_size
+    bert = rec.model.bert
+    embeddings = bert.embeddings
+
+    class StepGraph(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = rec.model
+
+        def forward(self, item, position, state, history=None):
+            item, position = item.long(), position.long()
+            slot = (torch.arange(n).view(1, n) == position.view(-1, 1))  # [B, n]: where the item goes
+            write = slot.to(state.dtype).view(-1, 1, n, 1)
+            # keys of empty slots and of the future are blocked; the new item sees itself
+            blocked = (torch.arange(n).view(1, n) > position.view(-1, 1)).to(state.dtype)
+            blocked = (blocked * torch.finfo(state.dtype).min).view(-1, 1, 1, n)
+            x = embeddings.LayerNorm(embeddings.word_embeddings(item.view(-1, 1))
+                                     + embeddings.position_embeddings(position.view(-1, 1))
+                                     + embeddings.token_type_embeddings.weight[0])  # [B, 1, H]
+            cached, offset = [], 0
+            for layer, heads in zip(bert.encoder.layer, spec.heads):
+                attention = layer.attention.self
+
+                def split(t, heads=heads):  # [B, 1, heads * size] -> [B, heads, 1, size]
+                    return t.reshape(-1, 1, heads, size).transpose(1, 2)
+
+                keys = torch.narrow(state, 1, offset, heads) * (1 - write) + split(attention.key(x)) * write
+                values = (torch.narrow(state, 1, offset + heads, heads) * (1 - write)
+                          + split(attention.value(x)) * write)
+                offset += 2 * heads
+                cached += [keys, values]
+                scores = split(attention.query(x)) @ keys.transpose(-1, -2) / math.sqrt(size) + blocked
+                context = (torch.softmax(scores, dim=-1) @ values).transpose(1, 2).reshape(-1, 1, heads * size)
+                attended = layer.attention.output(context, x)
+                x = layer.output(layer.intermediate(attended), attended)
+            logits = rec.model.cls(x.reshape(-1, x.shape[-1]))
+            scores = torch.narrow(logits, 1, 1, num_items)
+            next_state = torch.cat(cached, dim=1)
+            if top_k is None:
+                return scores, next_state
+            next_history = torch.where(slot, item.view(-1, 1), history.long()).to(history.dtype)
+            items, best = top_k_unseen(scores, next_history, top_k)
+            return items, best, next_state, next_history
+
+    return StepGraph().eval()
+
+
+def step_inputs(spec: StateLayout, dtype: str, top_k: int | None, batch: int = 1) -> dict:
+    """Example inputs (the initial state) for export and for a first call."""
+    import torch
+
+    inputs = {"item": torch.ones(batch, dtype=getattr(torch, dtype)),
+              "position": torch.zeros(batch, dtype=getattr(torch, dtype)),
+              "state": torch.zeros(spec.shape(batch))}
+    if top_k:
+        inputs["history"] = torch.zeros((batch, spec.window), dtype=getattr(torch, dtype))
+    return inputs
+
+
+def output_names(top_k: int | None) -> list[str]:
+    return ["items", "scores", "next_state", "next_history"] if top_k else ["scores", "next_state"]
+
+
+def export_step_onnx(graph, path: Path, spec: StateLayout, opset: int, dtype: str,
+                     top_k: int | None, metadata: dict) -> None:
+    import onnx
+    import torch
+
+    from edgerec.export import compact_names
+
+    inputs = step_inputs(spec, dtype, top_k, batch=2)
+    outputs = output_names(top_k)
+    try:
+        torch.onnx.export(graph, tuple(inputs.values()), str(path), input_names=list(inputs),
+                          output_names=outputs, opset_version=opset, dynamo=False,
+                          dynamic_axes={name: {0: "batch"} for name in [*inputs, *outputs]},
+                          do_constant_folding=True)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        raise EdgerecError(f"step model ONNX export at opset {opset} failed: {first}") from None
+    model = onnx.load(str(path))
+    for key, value in metadata.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = f"edgerec.{key}", value if isinstance(value, str) else json.dumps(value)
+    compact_names(model)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+
+
+def export_step_tflite(graph, path: Path, spec: StateLayout, top_k: int | None) -> None:
+    import litert_torch
+
+    try:  # int32 ids, as the full TFLite model; fixed batch of 1
+        edge = litert_torch.convert(graph, sample_kwargs=step_inputs(spec, "int32", top_k))
+    except Exception as exc:
+        raise EdgerecError(f"step model TFLite conversion failed: {str(exc).splitlines()[0][:300]}") from None
+    edge.export(str(path))
+
+
+def describe(spec: StateLayout, dtype: dict, top_k: int | None, roll_keep: int) -> dict:
+    """metadata.json's `step_model` entry: everything an app needs to drive the step file."""
+    state_shape = spec.shape("batch")
+    entry = {
+        "inputs": {
+            "item": {"dtype": dtype, "shape": ["batch"], "meaning": "the new item (items.json index)"},
+            "position": {"dtype": dtype, "shape": ["batch"],
+                         "meaning": f"its slot: the number of items already in the state, 0..{spec.window - 1}"},
+            "state": {"dtype": "float32", "shape": state_shape, "init": "zeros",
+                      "meaning": "per layer, its keys then its values: channels "
+                                 + ", ".join(f"layer {i}: keys {sum(spec.heads[:i]) * 2}..{sum(spec.heads[:i]) * 2 + h - 1}, "
+                                             f"values {sum(spec.heads[:i]) * 2 + h}..{sum(spec.heads[:i]) * 2 + 2 * h - 1}"
+                                             for i, h in enumerate(spec.heads))},
+        },
+        "outputs": {"scores": "as the full model's scores, after the new item",
+                    "next_state": "feed back as `state` on the next call"},
+        "layout": spec.to_dict(),
+        "roll": {"when": f"position would be {spec.window} (the window is full)", "keep": roll_keep,
+                 "how": f"zero the state (and history), then feed the newest {roll_keep} items from "
+                        "position 0 before the new one"},
+        "errors": "a position outside [0, window) or a state of another shape is the app's bug: "
+                  "the graph does not check it (edgerec.incremental.StepSession does)",
+    }
+    if top_k:
+        entry["inputs"]["history"] = {"dtype": dtype, "shape": ["batch", spec.window], "init": "zeros",
+                                      "meaning": "items in the window (excluded from the top-K)"}
+        entry["outputs"] = {"items": "int64 [batch, K] best unseen items (TFLite output_0)",
+                            "scores": "float32 [batch, K] (TFLite output_1)",
+                            "next_state": "feed back as `state` (TFLite output_2)",
+                            "next_history": "feed back as `history` (TFLite output_3)"}
+    else:
+        entry["outputs"]["tflite_order"] = ["scores", "next_state"]
+    return entry
+
+
+def replay(runtime, path: Path, input_ids, threads: int = 1, warmup: int = 0, device=None) -> dict:
+    """Replay each row of `input_ids` (left-padded, as the full model takes them) through a step
+    file item by item from an empty state, in the runtime's own runner process (on `device`
+    when given): the final `scores` (top-K `items`) per row and every update's `seconds`."""
+    from edgerec.envs import python_for, run_runner
+
+    if device is not None:
+        return device.run_runner(runtime.name, Path(path), input_ids, threads, warmup, step=True)
+    python = python_for(runtime.name) if runtime.environment == "isolated" else sys.executable
+    return run_runner(python, runtime.name, Path(path), input_ids, threads, warmup, step=True)
+
+
+def _replay_scorer(runtime, path: Path, max_len: int, num_items: int, dtype: str, threads: int):
+    from edgerec.runtimes import _Scorer
+
+    class Replayed(_Scorer):
+        def run(self, input_ids):
+            return replay(runtime, path, input_ids, threads)["scores"]
+
+        def scores(self, histories, batch_size: int = 100_000):
+            return super().scores(histories, batch_size)  # one runner process for the whole set
+
+    scorer = Replayed()
+    scorer.max_len, scorer.num_items, scorer.dtype = max_len, num_items, dtype
+    return scorer
+
+
+def export_steps(rec, folder: Path, target, top_k: int | None, histories, metadata: dict,
+                 roll_keep: int | None = None) -> dict:
+    """Write `step.<fmt>` for every format of the profile into `folder`, replay test histories
+    through each runtime's file and require the full PyTorch model's scores (and top-K lists);
+    returns metadata.json's `step_model` entry."""
+    import torch
+
+    from edgerec.export import parity, scoring_graph
+    from edgerec.runtimes import RUNTIMES, encode
+
+    spec = layout(rec)
+    graph = step_graph(rec, top_k)
+    plain = step_graph(rec) if top_k else graph  # parity is checked on the scores
+    files = {}
+    for fmt in target.formats:
+        files[fmt] = f"step.{fmt}"
+        twins = [(graph, files[fmt], top_k)] + ([(plain, f"step-parity.{fmt}", None)] if top_k else [])
+        for module, name, k in twins:
+            if fmt == "onnx":
+                export_step_onnx(module, folder / name, spec, target.onnx.opset, target.onnx.input_dtype,
+                                 k, metadata)
+            else:
+                export_step_tflite(module, folder / name, spec, k)
+    checks = {}
+    for runtime in target.runtimes:
+        fmt = RUNTIMES[runtime.name][0]
+        dtype = target.onnx.input_dtype if fmt == "onnx" else "int32"
+        users = histories[:64] if fmt == "onnx" else histories[:16]  # every update is one call
+        path = folder / (f"step-parity.{fmt}" if top_k else files[fmt])
+        scorer = _replay_scorer(runtime, path, spec.window, rec.num_items, dtype, target.threads)
+        checks[runtime.name] = parity(rec, scorer, users, target.budgets.parity_atol,
+                                      f"step model ({fmt}) on {runtime.name}, replayed")
+        if top_k:
+            ids = encode(users, spec.window, dtype)
+            with torch.inference_mode():
+                expected = scoring_graph(rec, top_k)(torch.from_numpy(ids.astype(np.int64)))[0].numpy()
+            got = replay(runtime, folder / files[fmt], ids, target.threads)["scores"]
+            same = float((np.asarray(got) == expected).all(axis=1).mean())
+            if same < 1.0:
+                raise EdgerecError(f"step model top-K ({fmt}) on {runtime.name} differs from the full "
+                                   f"model for {1 - same:.1%} of users")
+            checks[runtime.name]["identical_top_k_lists"] = same
+    for fmt in target.formats:
+        (folder / f"step-parity.{fmt}").unlink(missing_ok=True)
+    entry = describe(spec, {"onnx": target.onnx.input_dtype, "tflite": "int32"}, top_k,
+                     roll_keep or max(1, spec.window // 2))
+    return {"files": files, **entry, "replay_check": checks}
+
+
+class StepSession:
+    """Drive a step model file from Python (ONNX Runtime or LiteRT), with the checks the graph
+    itself leaves to the app: a bad position, a state of the wrong shape or from another model.
+
+        session = StepSession("dist/arm64/step.onnx")
+        for item in history:
+            scores = session.add(item)   # scores (or (items, scores) for a top-K file)
+    """
+
+    def __init__(self, path: Path, threads: int = 1, roll_keep: int | None = None):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise EdgerecError(f"{self.path}: no such step model")
+        try:
+            self.call, self.specs = device_runner.open_step(str(self.path), threads)
+        except Exception as exc:
+            raise EdgerecError(f"{self.path}: cannot load the step model ({str(exc).splitlines()[0]})") from None
+        shape = self.specs["state"][0]
+        self.window = int(shape[2])
+        self.roll_keep = int(roll_keep or max(1, self.window // 2))
+        self.reset()
+
+    def reset(self) -> None:
+        self.items: list[int] = []
+        self.state = device_runner.initial_state(self.specs)
+
+    def set_state(self, state: dict) -> None:
+        """Restore a state saved from `self.state` (e.g. across app restarts), checked."""
+        for name, (shape, dtype) in self.specs.items():
+            if name in ("item", "position"):
+                continue
+            got = np.asarray(state.get(name))
+            if got.shape != tuple([1, *shape[1:]]):
+                raise EdgerecError(f"state '{name}' has shape {list(got.shape)}; this model's is "
+                                   f"{[1, *shape[1:]]} (a state from another model?)")
+        self.state = {k: np.asarray(v) for k, v in state.items()}
+
+    def add(self, item: int):
+        if len(self.items) >= self.window:  # roll: restart from the newest roll_keep items
+            keep = self.items[-self.roll_keep:]
+            self.reset()
+            for old in keep:
+                self._step(old)
+        return self._step(int(item))
+
+    def _step(self, item: int):
+        position = len(self.items)
+        if not 0 <= position < self.window:
+            raise EdgerecError(f"position {position} is outside the window [0, {self.window})")
+        out, self.state = device_runner.step_once(self.call, self.specs, item, position, self.state)
+        self.items.append(item)
+        return (out["items"], out["scores"]) if "items" in out else out["scores"]
+

@@ -1,0 +1,130 @@
+"""The incremental step model: replaying a history item by item gives the full model's answer on
+every runtime, the window rolls as metadata.json says, and bad use fails clearly."""
+
+import json
+
+import numpy as np
+import pytest
+
+from edgerec.distill import DistillConfig, distill
+from edgerec.errors import EdgerecError
+from edgerec.export import ExportConfig, export
+from edgerec.incremental import StepSession, layout, step_graph, step_inputs
+from edgerec.models import Shape, build_id_model, last_position_hidden, load_model, RecModel
+from edgerec.teacher import TeacherConfig, train_teacher
+from edgerec.training import TrainConfig
+
+TEACHER = Shape(hidden=16, layers=1, heads=2, intermediate=32, max_len=12)
+# two layers: the second layer's keys depend on the first layer's output, the case a cache must get right
+STUDENT = Shape(hidden=16, layers=2, heads=2, intermediate=32, max_len=12, dropout=0.0, attention_dropout=0.0)
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory, data_dir):
+    import os
+
+    root = tmp_path_factory.mktemp("incremental")
+    os.environ.setdefault("EDGEREC_CACHE", str(root / "cache"))
+    train_teacher(data_dir, root / "teacher", TeacherConfig(shape=TEACHER, train=TrainConfig(
+        epochs=3, batch_size=16, lr=1e-2)))
+    train = TrainConfig(epochs=3, batch_size=16, lr=1e-2)
+    for name, positions in (("start", "start"), ("end", "end")):
+        distill(root / "teacher", data_dir, root / name,
+                DistillConfig(student=STUDENT, top_k=8, train=train, positions=positions))
+    return root
+
+
+@pytest.mark.parametrize("target,top_k", [("arm64", None), ("arm64", 5), ("x86_64-vnni", None),
+                                          pytest.param("rpi4", None, marks=pytest.mark.slow)])
+def test_step_model_replays_to_the_full_models_answer_on_every_runtime(tmp_path, data_dir, artifacts,
+                                                                         target, top_k):
+    manifest = export(artifacts / "start", data_dir, tmp_path / "d",
+                      ExportConfig(target=target, top_k=top_k, step=True))
+    step = manifest["step_model"]
+    assert set(step["replay_check"]) == {r["name"] for r in manifest["target"]["runtimes"]}
+    for runtime, check in step["replay_check"].items():
+        assert check["top10_agreement"] == 1.0 and check["max_abs_diff"] < 1e-4, runtime
+        if top_k:
+            assert check["identical_top_k_lists"] == 1.0
+    meta = json.loads((tmp_path / "d" / "metadata.json").read_text())
+    assert meta["step_model"]["inputs"]["state"]["shape"] == ["batch", 2 * 2 * STUDENT.layers, STUDENT.max_len, 8]
+    for fmt in manifest["target"]["formats"]:
+        assert (tmp_path / "d" / f"step.{fmt}").is_file()
+    assert not list((tmp_path / "d").glob("step-parity*"))
+
+
+def test_step_session_matches_the_full_model_and_rolls_the_window(tmp_path, data_dir, artifacts):
+    export(artifacts / "start", data_dir, tmp_path / "d", ExportConfig(target="x86_64-avx2", step=True))
+    rec = load_model(artifacts / "start" / "model")
+    session = StepSession(tmp_path / "d" / "step.onnx")
+    history = [int(i) for i in np.random.default_rng(0).integers(1, rec.num_items + 1, size=20)]
+    for count, item in enumerate(history, start=1):
+        scores = session.add(item)
+        if count <= STUDENT.max_len:  # inside the window: exactly the full model
+            np.testing.assert_allclose(scores[0], rec.scores([history[:count]])[0, 1:], atol=1e-4)
+    # 20 items through a window of 12, rolling to the newest 6 when full: 12, then 6 + 6, then
+    # 6 + 2 -> the state holds the last 8 items, and the answer is the full model's on them
+    assert session.items == history[-8:]
+    np.testing.assert_allclose(scores[0], rec.scores([history[-8:]])[0, 1:], atol=1e-4)
+
+
+def test_step_session_rejects_a_foreign_state_and_a_missing_file(tmp_path, data_dir, artifacts):
+    export(artifacts / "start", data_dir, tmp_path / "d", ExportConfig(target="x86_64-avx2", step=True))
+    session = StepSession(tmp_path / "d" / "step.onnx")
+    with pytest.raises(EdgerecError, match="another model"):
+        session.set_state({"state": np.zeros((1, 2, 12, 8), np.float32)})
+    session.add(1)
+    saved = dict(session.state)
+    session.set_state(saved)  # a state saved from the same model is accepted
+    with pytest.raises(EdgerecError, match="no such step model"):
+        StepSession(tmp_path / "missing.onnx")
+
+
+def test_step_export_refuses_models_it_would_not_be_exact_for(tmp_path, data_dir, artifacts):
+    with pytest.raises(EdgerecError, match="--positions start"):
+        export(artifacts / "end", data_dir, tmp_path / "d", ExportConfig(target="arm64", step=True))
+    assert not (tmp_path / "d").exists()
+
+
+def test_step_graph_in_pytorch_with_pruned_heads():
+    import torch
+
+    torch.manual_seed(0)
+    model = build_id_model("causal", 30, STUDENT)
+    model.bert.encoder.layer[1].attention.prune_heads([0])  # layers with different head counts
+    rec = RecModel(model, {"kind": "causal", "num_items": 28, "max_len": 12, "positions": "start"})
+    graph = step_graph(rec)
+    state = step_inputs(layout(rec), "int64", None)["state"]
+    assert list(state.shape) == [1, 2 * 2 + 2 * 1, 12, 8]
+    history = [3, 7, 1, 9, 12, 4]
+    with torch.inference_mode():
+        for position, item in enumerate(history):
+            scores, state = graph(torch.tensor([item]), torch.tensor([position]), state)
+    np.testing.assert_allclose(scores.numpy()[0], rec.scores([history])[0, 1:], atol=1e-5)
+
+
+def test_export_graph_with_start_positions_matches_the_full_forward():
+    import torch
+
+    torch.manual_seed(0)
+    model = build_id_model("causal", 30, STUDENT).eval()
+    rec = RecModel(model, {"kind": "causal", "num_items": 28, "max_len": 12, "positions": "start"})
+    inputs = rec.encode([[3, 7, 1], [5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17]])
+    with torch.inference_mode():
+        full = rec.logits(inputs)
+        fast = model.cls(last_position_hidden(model, inputs["input_ids"], "start"))
+    np.testing.assert_allclose(fast.numpy(), full.numpy(), atol=1e-5)
+
+
+def test_export_cli_step_flag(tmp_path, data_dir, artifacts):
+    from typer.testing import CliRunner
+
+    from edgerec.cli.main import app
+
+    result = CliRunner().invoke(app, ["export", "--target", "x86_64-avx2", "--model", str(artifacts / "start"),
+                                      "--data", str(data_dir), "--out", str(tmp_path / "d"), "--step"])
+    assert result.exit_code == 0, result.output
+    assert "step model: step.onnx" in result.output
+    bad = CliRunner().invoke(app, ["export", "--target", "x86_64-avx2", "--model", str(artifacts / "end"),
+                                   "--data", str(data_dir), "--out", str(tmp_path / "e"), "--step"])
+    assert bad.exit_code == 2 and "positions start" in bad.output and "Traceback" not in bad.output
