@@ -51,7 +51,7 @@ def main() -> None:
     from edgerec.distill import STUDENT_SHAPE
     from edgerec.export import export_onnx, scoring_graph
     from edgerec.models import RecModel, build_id_model
-    from edgerec.quantize import calibrate_onnx, onnx_units, quantize_onnx
+    from edgerec.quantize import calibrate_onnx, input_feeds, onnx_units, quantize_onnx
     from edgerec.runtimes import OnnxScorer
     from edgerec.targets import load_target
 
@@ -70,7 +70,7 @@ def main() -> None:
                 fp32, int8, ranges = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx", Path(tmp) / "r.json"
                 with torch.inference_mode():
                     export_onnx(scoring_graph(rec), fp32, length, 17, "int64", None, {})
-                calibrate_onnx(fp32, histories, settings.calibration, length, "int64", ranges)
+                calibrate_onnx(fp32, input_feeds(histories, length, "int64"), settings.calibration, ranges)
                 quantize_onnx(fp32, int8, settings, ranges, onnx_units(fp32, settings.keep_float))
                 scorer = OnnxScorer(int8, length, items, "int64", args.threads)
                 from edgerec.runtimes import encode

@@ -124,7 +124,9 @@ def build(config: BuildConfig, *, targets_dir: Path | None = None, teacher_confi
         stage(2, "teacher", paths["teacher"],
               is_current(paths["teacher"], "teacher", teacher_config, {"data": paths["data"]}),
               lambda: train_teacher(paths["data"], paths["teacher"], teacher_config, overwrite=True))
-    distill_config = distill_config or DistillConfig(train=TrainConfig(max_minutes=config.distill_minutes))
+    # A profile that ships a step model needs positions counted from the window start.
+    distill_config = distill_config or DistillConfig(train=TrainConfig(max_minutes=config.distill_minutes),
+                                                     positions="start" if target.step_model else "end")
     stage(3, "distill", paths["student"],
           is_current(paths["student"], "student", distill_config, {"data": paths["data"], "teacher": paths["teacher"]}),
           lambda: distill(paths["teacher"], paths["data"], paths["student"], distill_config, overwrite=True))

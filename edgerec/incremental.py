@@ -1,35 +1,40 @@
 """Incremental on-device inference: a step model that updates with each new interaction.
 
 A full pass re-encodes the user's whole history every time the user taps something new. A
-causal student does not need to: each layer's keys and values for an item never change once
-the item is in the window, provided positions are counted from the window's first item
-(`distill --positions start`). The step model keeps them in one state tensor and does only the
-new item's work: L x (4d^2 + 2d x ff + 2nd) multiply-adds plus the output layer.
+causal student does not need to: what each layer reads of an item (its keys and values) never
+changes once the item is in the window, provided positions are counted from the window's first
+item (`distill --positions start`). The step model caches it in one state tensor and does only
+the new item's work: L x (4d^2 + 2d x ff + 2nd) multiply-adds plus the output layer.
+
+What is cached is each layer's *input* at every slot, not its keys and values: both are linear in
+it, so they are absorbed into the single query (`models.absorbed_attention`, the same exact
+rewrite the full graph uses). That halves the state (d per layer and slot instead of 2d) and
+removes the key and value projections and their reshapes from every update.
 
 The step graph (ONNX and TFLite, beside the full model in a bundle, `step.onnx` / `step.tflite`):
 
     inputs   item      [batch]          the new item (items.json index)
              position  [batch]          its slot in the window: 0 for the first item, then 1, 2...
-             state     [batch, S, n, d] keys and values of every layer (zeros to start)
+             state     [batch, L, n, d] every layer's input at every slot (zeros to start)
              history   [batch, n]       (top-K graphs only) the items in the window, 0 = empty
     outputs  scores    [batch, items]   as the full model's `scores` (or items, scores: top-K)
              next_state, next_history   fed back as `state` / `history` on the next call
 
-S = sum over layers of 2 x heads (layer l's keys, then its values), n = the window (max_len), d
-the head size. TFLite names outputs output_0, output_1, ... in the order above.
+L = layers, n = the window (max_len), d = the hidden size. TFLite names outputs output_0,
+output_1, ... in the order above.
 
 Rolling the window: a step with `position == n` is out of range. When the window is full the app
 starts over: zero the state and feed the newest `roll_keep` items (metadata) from position 0,
 then go on. Between rolls the result is the full model's on the items since the last roll (at
 least `roll_keep`). Written by hand: no exporter in the stack (optimum, litert-torch) makes a
-KV-cached step graph for a BERT encoder, and HF's cache classes trace to dynamic shapes that
+cached step graph for a BERT encoder, and HF's cache classes trace to dynamic shapes that
 TFLite and tflite-runtime 2.14 cannot run.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,19 +47,16 @@ from edgerec.errors import EdgerecError
 
 @dataclass(frozen=True)
 class StateLayout:
-    heads: tuple[int, ...]  # per layer (pruned layers may have fewer)
-    head_size: int
+    layers: int
+    hidden: int
+    heads: tuple[int, ...]  # per layer (pruned layers may have fewer); for the description
     window: int
 
-    @property
-    def channels(self) -> int:
-        return 2 * sum(self.heads)
-
     def shape(self, batch: int | str = 1) -> list:
-        return [batch, self.channels, self.window, self.head_size]
+        return [batch, self.layers, self.window, self.hidden]
 
     def to_dict(self) -> dict:
-        return {"heads_per_layer": list(self.heads), "head_size": self.head_size,
+        return {"layers": self.layers, "hidden": self.hidden, "heads_per_layer": list(self.heads),
                 "window": self.window}
 
 
@@ -73,8 +75,8 @@ def layout(rec, window: int | None = None) -> StateLayout:
     window = int(window or rec.max_len)
     if not 1 <= window <= rec.model.config.max_position_embeddings:
         raise EdgerecError(f"window must be in [1, {rec.model.config.max_position_embeddings}], got {window}")
-    return StateLayout(tuple(int(layer.attention.self.num_attention_heads) for layer in layers),
-                       int(layers[0].attention.self.attention_head_size), window)
+    return StateLayout(len(layers), int(rec.model.config.hidden_size),
+                       tuple(int(layer.attention.self.num_attention_heads) for layer in layers), window)
 
 
 def step_graph(rec, top_k: int | None = None, window: int | None = None):
@@ -83,8 +85,10 @@ def step_graph(rec, top_k: int | None = None, window: int | None = None):
 
     from edgerec.export import top_k_unseen
 
+    from edgerec.models import absorbed_attention
+
     spec = layout(rec, window)
-    n, num_items, size = spec.window, rec.num_items, spec.head_size
+    n, num_items, width = spec.window, rec.num_items, spec.hidden
     bert = rec.model.bert
     embeddings = bert.embeddings
 
@@ -97,26 +101,19 @@ def step_graph(rec, top_k: int | None = None, window: int | None = None):
             item, position = item.long(), position.long()
             slot = (torch.arange(n).view(1, n) == position.view(-1, 1))  # [B, n]: where the item goes
             write = slot.to(state.dtype).view(-1, 1, n, 1)
-            # keys of empty slots and of the future are blocked; the new item sees itself
+            # empty slots and the future are blocked; the new item sees itself
             blocked = (torch.arange(n).view(1, n) > position.view(-1, 1)).to(state.dtype)
             blocked = (blocked * torch.finfo(state.dtype).min).view(-1, 1, 1, n)
             x = embeddings.LayerNorm(embeddings.word_embeddings(item.view(-1, 1))
                                      + embeddings.position_embeddings(position.view(-1, 1))
                                      + embeddings.token_type_embeddings.weight[0])  # [B, 1, H]
-            cached, offset = [], 0
-            for layer, heads in zip(bert.encoder.layer, spec.heads):
-                attention = layer.attention.self
-
-                def split(t, heads=heads):  # [B, 1, heads * size] -> [B, heads, 1, size]
-                    return t.reshape(-1, 1, heads, size).transpose(1, 2)
-
-                keys = torch.narrow(state, 1, offset, heads) * (1 - write) + split(attention.key(x)) * write
-                values = (torch.narrow(state, 1, offset + heads, heads) * (1 - write)
-                          + split(attention.value(x)) * write)
-                offset += 2 * heads
-                cached += [keys, values]
-                scores = split(attention.query(x)) @ keys.transpose(-1, -2) / math.sqrt(size) + blocked
-                context = (torch.softmax(scores, dim=-1) @ values).transpose(1, 2).reshape(-1, 1, heads * size)
+            cached = []
+            for index, layer in enumerate(bert.encoder.layer):
+                # the layer's input at every slot, the new item's written in: keys and values
+                # are linear in it, and absorbed into the query (models.absorbed_attention)
+                inputs = torch.narrow(state, 1, index, 1) * (1 - write) + x.view(-1, 1, 1, width) * write
+                cached.append(inputs)
+                context = absorbed_attention(layer.attention.self, x, inputs, blocked)
                 attended = layer.attention.output(context, x)
                 x = layer.output(layer.intermediate(attended), attended)
             logits = rec.model.cls(x.reshape(-1, x.shape[-1]))
@@ -192,13 +189,12 @@ def describe(spec: StateLayout, dtype: dict, top_k: int | None, roll_keep: int) 
             "position": {"dtype": dtype, "shape": ["batch"],
                          "meaning": f"its slot: the number of items already in the state, 0..{spec.window - 1}"},
             "state": {"dtype": "float32", "shape": state_shape, "init": "zeros",
-                      "meaning": "per layer, its keys then its values: channels "
-                                 + ", ".join(f"layer {i}: keys {sum(spec.heads[:i]) * 2}..{sum(spec.heads[:i]) * 2 + h - 1}, "
-                                             f"values {sum(spec.heads[:i]) * 2 + h}..{sum(spec.heads[:i]) * 2 + 2 * h - 1}"
-                                             for i, h in enumerate(spec.heads))},
+                      "meaning": "state[:, l, j] is layer l's input (hidden state) for the item at "
+                                 "slot j; slots at or after `position` are ignored"},
         },
         "outputs": {"scores": "as the full model's scores, after the new item",
                     "next_state": "feed back as `state` on the next call"},
+        "tflite_outputs": output_names(top_k),  # TFLite's output_0, output_1, ... in this order
         "layout": spec.to_dict(),
         "roll": {"when": f"position would be {spec.window} (the window is full)", "keep": roll_keep,
                  "how": f"zero the state (and history), then feed the newest {roll_keep} items from "
@@ -213,9 +209,28 @@ def describe(spec: StateLayout, dtype: dict, top_k: int | None, roll_keep: int) 
                             "scores": "float32 [batch, K] (TFLite output_1)",
                             "next_state": "feed back as `state` (TFLite output_2)",
                             "next_history": "feed back as `history` (TFLite output_3)"}
-    else:
-        entry["outputs"]["tflite_order"] = ["scores", "next_state"]
     return entry
+
+
+def calibration_feeds(path: Path, sequences, chunk: int = 64):
+    """The inputs a step file sees when `sequences` are replayed through it (fp32, ONNX Runtime,
+    batches of `chunk` histories advancing together): one feed per update step, for calibrating
+    its int8 version. Histories longer than the window keep their newest items."""
+    call, specs = device_runner.open_step(str(path), 1)
+    window = int(specs["state"][0][2])
+    for start in range(0, len(sequences), chunk):
+        rows = [np.asarray(s, dtype=np.int64)[-window:] for s in sequences[start: start + chunk]]
+        state = {name: np.zeros([len(rows), *shape[1:]], dtype) for name, (shape, dtype) in specs.items()
+                 if name not in ("item", "position")}
+        for t in range(max((len(r) for r in rows), default=0)):
+            active = np.array([i for i, r in enumerate(rows) if len(r) > t])
+            feed = {"item": np.array([rows[i][t] for i in active], specs["item"][1]),
+                    "position": np.full(len(active), t, specs["position"][1]),
+                    **{name: value[active] for name, value in state.items()}}
+            yield feed
+            out = call(feed)
+            for name in state:
+                state[name][active] = out["next_" + name]
 
 
 def replay(runtime, path: Path, input_ids, threads: int = 1, warmup: int = 0, device=None) -> dict:
@@ -294,6 +309,42 @@ def export_steps(rec, folder: Path, target, top_k: int | None, histories, metada
     return {"files": files, **entry, "replay_check": checks}
 
 
+def validate_steps(bundle: Path, entry: dict, target, histories, targets, num_items: int,
+                   full_runs: dict, warmup: int = 0, device=None) -> dict:
+    """Replay every test history through the bundle's step files on each runtime of the profile:
+    the final top-10 against the full model's on the same runtime (identical in fp32; after int8
+    the two files are quantized separately, so agreement is reported), accuracy, and per-update
+    latency beside the full model's per-call latency."""
+    from edgerec.runtimes import RUNTIMES, encode
+    from edgerec.validate import _accuracy, latency_stats
+
+    out = {}
+    for runtime in target.runtimes:
+        fmt = RUNTIMES[runtime.name][0]
+        name = entry["files"].get(fmt)
+        if name is None or runtime.name not in full_runs:
+            continue
+        dtype = target.onnx.input_dtype if fmt == "onnx" else "int32"
+        result = replay(runtime, Path(bundle) / name, encode(histories, entry["layout"]["window"], dtype),
+                        target.threads, warmup, device)
+        scores = np.asarray(result["scores"])
+        if scores.ndim != 2 or scores.shape[1] != num_items or not np.isfinite(scores).all():
+            raise EdgerecError(f"{bundle}: {name} on {runtime.name} gave no finite [users, {num_items}] scores")
+        full = np.full((len(scores), num_items + 1), -np.inf, np.float32)
+        full[:, 1:] = scores
+        reference = full_runs[runtime.name]["top"]
+        summary, top, _ = _accuracy(full, histories, targets, num_items, reference)
+        latency = latency_stats(result["seconds"])
+        out[runtime.name] = {
+            "file": name, "bytes": (Path(bundle) / name).stat().st_size, "users": len(histories),
+            "updates": latency["runs"], "metrics": summary,
+            "identical_top10": float((top == reference).all(axis=1).mean()),
+            "top10_agreement_with_full_model": summary["top10_agreement"]["mean"],
+            "latency_per_update": latency,
+            "p50_vs_full_call": latency["p50_ms"] / full_runs[runtime.name]["latency"]["p50_ms"]}
+    return out
+
+
 class StepSession:
     """Drive a step model file from Python (ONNX Runtime or LiteRT), with the checks the graph
     itself leaves to the app: a bad position, a state of the wrong shape or from another model.
@@ -311,6 +362,7 @@ class StepSession:
             self.call, self.specs = device_runner.open_step(str(self.path), threads)
         except Exception as exc:
             raise EdgerecError(f"{self.path}: cannot load the step model ({str(exc).splitlines()[0]})") from None
+        self.fingerprint = hashlib.sha256(self.path.read_bytes()).hexdigest()
         shape = self.specs["state"][0]
         self.window = int(shape[2])
         self.roll_keep = int(roll_keep or max(1, self.window // 2))
@@ -320,16 +372,30 @@ class StepSession:
         self.items: list[int] = []
         self.state = device_runner.initial_state(self.specs)
 
-    def set_state(self, state: dict) -> None:
-        """Restore a state saved from `self.state` (e.g. across app restarts), checked."""
+    def save_state(self) -> dict:
+        """Everything needed to resume after an app restart: the state arrays, the items in the
+        window and a fingerprint of the step file (a state only fits the model that made it)."""
+        return {"model": self.fingerprint, "items": list(self.items),
+                **{name: value.copy() for name, value in self.state.items()}}
+
+    def load_state(self, saved: dict) -> None:
+        """Resume from `save_state()`; refuses a state of the wrong shape or from another model."""
+        if saved.get("model") != self.fingerprint:
+            raise EdgerecError(f"this state was saved from another model ({str(saved.get('model'))[:12]}), "
+                               f"not {self.path.name} ({self.fingerprint[:12]})")
+        items = [int(i) for i in saved.get("items", [])]
+        if len(items) > self.window:
+            raise EdgerecError(f"the saved window holds {len(items)} items; this model's holds {self.window}")
+        arrays = {}
         for name, (shape, dtype) in self.specs.items():
             if name in ("item", "position"):
                 continue
-            got = np.asarray(state.get(name))
+            got = np.asarray(saved.get(name))
             if got.shape != tuple([1, *shape[1:]]):
                 raise EdgerecError(f"state '{name}' has shape {list(got.shape)}; this model's is "
                                    f"{[1, *shape[1:]]} (a state from another model?)")
-        self.state = {k: np.asarray(v) for k, v in state.items()}
+            arrays[name] = got.astype(dtype)
+        self.items, self.state = items, arrays
 
     def add(self, item: int):
         if len(self.items) >= self.window:  # roll: restart from the newest roll_keep items

@@ -254,8 +254,6 @@ def last_position_hidden(model, input_ids, positions: str = "end"):
     attention-output work: with one layer, most of the model. Written by hand because HF BERT
     has no "last token only" mode; the exported graph is parity-checked against the plain model.
     """
-    import math
-
     import torch
 
     bert, embeddings = model.bert, model.bert.embeddings
@@ -286,24 +284,35 @@ def last_position_hidden(model, input_ids, positions: str = "end"):
         mask = bert.get_extended_attention_mask((input_ids != 0).long(), input_ids.shape)
         for layer in early:
             hidden = layer(hidden, attention_mask=mask)[0]
-    attention = last.attention.self
-    heads, size = attention.num_attention_heads, attention.attention_head_size
     now = torch.narrow(hidden, 1, length - 1, 1)  # [B, 1, H]
-    # One query against the whole history, with the key and value projections absorbed into it:
-    #   q_h . (x Wk_h + bk_h) = (q_h Wk_h^T) . x + const   (the constant cancels in the softmax)
-    #   softmax(s_h) (X Wv_h + bv_h) = (softmax(s_h) X) Wv_h + bv_h   (the weights sum to 1)
-    # so the history is never projected: O(L * H * heads) instead of O(L * H^2). Exact up to
-    # float rounding; the export is parity-checked against the plain HF forward.
+    context = absorbed_attention(last.attention.self, now, hidden[:, None], blocked)
+    attended = last.attention.output(context, now)
+    return last.output(last.intermediate(attended), attended).reshape(-1, width)
+
+
+def absorbed_attention(attention, now, history, blocked):
+    """One query position `now` [B, 1, H] of a BERT self-attention against `history` [B, 1, L, H]
+    (the layer's input at every position it may see; `blocked` [B, 1, 1, L] adds -inf-like
+    values where it may not): the context [B, 1, heads * size], with the key and value
+    projections absorbed into the query:
+      q_h . (x Wk_h + bk_h) = (q_h Wk_h^T) . x + const   (the constant cancels in the softmax)
+      softmax(s_h) (X Wv_h + bv_h) = (softmax(s_h) X) Wv_h + bv_h   (the weights sum to 1)
+    so the history is never projected: O(L * H * heads) instead of O(L * H^2). Exact up to float
+    rounding; every export is parity-checked against the plain HF forward.
+    """
+    import math
+
+    import torch
+
+    heads, size = attention.num_attention_heads, attention.attention_head_size
+    width = int(history.shape[-1])
     query = attention.query(now).reshape(-1, heads, 1, size)  # [B, heads, 1, size]
     key_t = attention.key.weight.reshape(heads, size, width)  # Wk_h^T per head
     value_w = attention.value.weight.reshape(heads, size, width).transpose(1, 2)  # Wv_h per head
-    history = hidden[:, None]  # [B, 1, L, H]
     scores = (query @ key_t) @ history.transpose(-1, -2) / math.sqrt(size) + blocked
     mixed = torch.softmax(scores, dim=-1) @ history  # [B, heads, 1, H]
     # heads * size == width unless heads were pruned (edgerec prune)
-    context = (mixed @ value_w).reshape(-1, 1, heads * size) + attention.value.bias
-    attended = last.attention.output(context, now)
-    return last.output(last.intermediate(attended), attended).reshape(-1, width)
+    return (mixed @ value_w).reshape(-1, 1, heads * size) + attention.value.bias
 
 
 def render_history(history, titles: list[str], limit: int = 20) -> str:

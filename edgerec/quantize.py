@@ -92,11 +92,12 @@ def load_calibration(path: Path, num_items: int, max_len: int) -> list[np.ndarra
     return sequences
 
 
-def _batches(sequences, max_len: int, dtype: str, size: int):
+def input_feeds(sequences, max_len: int, dtype: str, size: int = CHUNK):
+    """Calibration feeds for a full model: chunks of `size` encoded histories."""
     from edgerec.runtimes import encode
 
     for start in range(0, len(sequences), size):
-        yield encode(sequences[start: start + size], max_len, dtype)
+        yield {"input_ids": encode(sequences[start: start + size], max_len, dtype)}
 
 
 # ------------------------------------------------------------------------------------- ONNX
@@ -108,14 +109,15 @@ def _ort_method(name: str):
             "percentile": CalibrationMethod.Percentile}[name]
 
 
-def calibrate_onnx(model: Path, sequences, method: str, max_len: int, dtype: str, out: Path) -> int:
-    """Run the calibration set through `model` chunk by chunk; write ORT's ranges JSON to `out`."""
+def calibrate_onnx(model: Path, feeds, method: str, out: Path) -> int:
+    """Run calibration feeds (an iterable of input dicts, e.g. `input_feeds(...)`) through `model`
+    one at a time; write ORT's ranges JSON to `out`."""
     from onnxruntime.quantization import CalibrationDataReader, create_calibrator
     from onnxruntime.quantization.calibrate import TensorsData, save_tensors_data
 
     class Chunk(CalibrationDataReader):
-        def __init__(self, chunk):
-            self.items = iter([{"input_ids": chunk}])
+        def __init__(self, feed):
+            self.items = iter([feed])
 
         def get_next(self):
             return next(self.items, None)
@@ -127,8 +129,8 @@ def calibrate_onnx(model: Path, sequences, method: str, max_len: int, dtype: str
         # (min-max) or histograms and drops them, so memory is one chunk's activations. (Its
         # max_intermediate_outputs option is not used: in ORT 1.32 it discards the collected
         # outputs unmerged when the count is reached.)
-        for chunk in _batches(sequences, max_len, dtype, CHUNK):
-            calibrator.collect_data(Chunk(chunk))
+        for feed in feeds:
+            calibrator.collect_data(Chunk(feed))
         ranges = calibrator.compute_data()
         assert isinstance(ranges, TensorsData)
     broken = [name for name, value in ranges.data.items()
@@ -169,13 +171,21 @@ def _per_tensor_weights(model_path: Path) -> list[str]:
 
 
 def structural_float(model_path: Path, settings) -> dict[str, str]:
-    """Nodes the profile's format cannot quantize, with the reason: per-channel QOperator
-    QLinearMatMul takes 2-D weights only, so the absorbed attention's batched constants stay float."""
-    if not (settings.per_channel and settings.format == "QOperator" and settings.scheme == "static"):
+    """Nodes the profile's format cannot quantize, with the reason: per-channel QLinearMatMul
+    (static QOperator) and per-channel MatMulInteger (dynamic) take 2-D weights only, so the
+    absorbed attention's batched constants stay float (ORT 1.32 fails at run time otherwise:
+    "b zero point is not valid")."""
+    if not settings.per_channel:
+        return {}
+    if settings.scheme == "static" and settings.format == "QOperator":
+        why = "per-channel QLinearMatMul (QOperator) takes 2-D weights only; this one is batched"
+    elif settings.scheme == "dynamic":
+        why = "per-channel MatMulInteger (dynamic) takes 2-D weights only; this one is batched"
+    else:
         return {}
     graph, weights = _graph(model_path)
-    return {n.name: "per-channel QLinearMatMul (QOperator) takes 2-D weights only; this one is batched"
-            for n in graph.node if n.op_type == "MatMul" and any(weights.get(i, 2) != 2 for i in n.input)}
+    return {n.name: why for n in graph.node
+            if n.op_type == "MatMul" and any(weights.get(i, 2) != 2 for i in n.input)}
 
 
 def quantize_onnx(src: Path, dst: Path, settings, ranges: Path | None, units: list[str]) -> None:
@@ -279,6 +289,38 @@ def quantize_tflite(src: Path, dst: Path, scheme: str, per_channel: bool, calibr
     Path(dst).write_bytes(result.quantized_model)
 
 
+def quantize_steps(bundle: Path, folder: Path, files: dict, settings, sequences, log) -> dict:
+    """The step model's files in int8 with the profile's schemes. ONNX static: calibrated on the
+    inputs the step model sees when the calibration histories are replayed through it
+    (`incremental.calibration_feeds`), ranges saved in `calibration/step-onnx.json`; ONNX
+    dynamic: `quantize_dynamic`. TFLite: the `dynamic` recipe (a full-integer step model has
+    the same LayerNorm problem as the full one). How far the int8 step model's answers move is
+    measured by `edgerec validate` against the int8 full model."""
+    from edgerec.incremental import calibration_feeds
+
+    out = {}
+    for fmt, name in files.items():
+        src, dst = bundle / name, folder / name
+        kept, scheme = {}, "dynamic"
+        if fmt == "onnx":
+            scheme = settings.scheme
+            kept = structural_float(src, settings)
+            ranges = None
+            if scheme == "static":
+                ranges = folder / "calibration" / "step-onnx.json"
+                log(f"calibrating {name}: replaying {min(len(sequences), CHUNK)} calibration histories")
+                calibrate_onnx(src, calibration_feeds(src, sequences[:CHUNK]), settings.calibration, ranges)
+            quantize_onnx(src, dst, settings, ranges,
+                          [u for u in onnx_units(src, settings.keep_float) if u not in kept])
+        else:
+            quantize_tflite(src, dst, "dynamic", settings.per_channel, None, list(TFLITE_UNITS))
+        out[fmt] = {"scheme": scheme, "fp32_bytes": src.stat().st_size, "int8_bytes": dst.stat().st_size,
+                    "size_ratio": dst.stat().st_size / src.stat().st_size,
+                    "kept_float": [{"unit": u, "why": why} for u, why in kept.items()]}
+        log(f"{name}: {out[fmt]['fp32_bytes'] / 1e6:.3f} -> {out[fmt]['int8_bytes'] / 1e6:.3f} MB ({scheme})")
+    return out
+
+
 # --------------------------------------------------------------------------- accuracy-aware
 
 def validation_ndcg(scorer, data) -> float:
@@ -365,8 +407,8 @@ def quantize(bundle: Path, data_dir: Path, out_dir: Path | None, config: Quantiz
                 ranges = tmp / "calibration" / "onnx.json"
                 if settings.scheme == "static":
                     log(f"calibrating {name} on {len(sequences)} sequences ({settings.calibration})")
-                    calibrate_onnx(src, sequences, settings.calibration, meta["max_len"],
-                                   target.onnx.input_dtype, ranges)
+                    calibrate_onnx(src, input_feeds(sequences, meta["max_len"], target.onnx.input_dtype),
+                                   settings.calibration, ranges)
                 scheme = f"{settings.scheme} {settings.format if settings.scheme == 'static' else ''}".strip()
 
                 def run(chosen, _src=src, _ranges=ranges):
@@ -423,8 +465,13 @@ def quantize(bundle: Path, data_dir: Path, out_dir: Path | None, config: Quantiz
         shutil.copy(Path(bundle) / "items.json", tmp / "items.json")
         quant_meta = {fmt: {k: r[k] for k in ("scheme", "size_ratio", "valid_ndcg10_fp32", "valid_ndcg10_int8")}
                       for fmt, r in results.items()}
+        extra = {}
+        if meta.get("step_model"):
+            step = quantize_steps(Path(bundle), tmp, meta["step_model"]["files"], settings, sequences, log)
+            extra["step_model"] = {**meta["step_model"], "precision": "int8", "quantization": step}
+            manifest["step_quantization"] = step
         write_json(tmp / "metadata.json", {**meta, "files": files, "precision": "int8",
-                                           "quantization": quant_meta})
+                                           "quantization": quant_meta, **extra})
         manifest.update(target=target.to_dict(), files_by_format=files, fp32_bundle=str(bundle),
                         calibration={"method": settings.calibration, "sequences": len(sequences),
                                      "source": str(calibration_path)},

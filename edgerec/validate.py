@@ -227,6 +227,13 @@ def validate(bundle: Path, data_dir: Path, config: ValidateConfig, *, teacher: P
         other_meta, _ = load_bundle(other, target)
         compared[label] = run_bundle(other, other_meta, target, histories, targets, data.num_items,
                                      config.warmup, teacher_top, device)
+    step = None
+    if meta.get("step_model"):
+        from edgerec.incremental import validate_steps
+
+        log("step model: replaying every history item by item")
+        step = validate_steps(bundle, meta["step_model"], target, histories, targets, data.num_items,
+                              runs, config.warmup, device)
     teacher_ndcg = references["teacher"]["metrics"]["NDCG@10"]["mean"] if teacher else None
     beyond = beyond_accuracy(data, runs, references, meta.get("precision", "fp32"))
     budgets = check_budgets(target, runs, teacher_ndcg, config.device or "this machine")
@@ -240,7 +247,7 @@ def validate(bundle: Path, data_dir: Path, config: ValidateConfig, *, teacher: P
         "runtimes": _public(runs), "compare": {k: _public(v) for k, v in compared.items()},
         "references": {k: {kk: vv for kk, vv in v.items() if kk not in ("top", "per_user_ndcg10")}
                        for k, v in references.items()},
-        "beyond_accuracy": beyond, "budgets": budgets, "passed": passed,
+        "beyond_accuracy": beyond, "budgets": budgets, "passed": passed, "step_model": step,
         "device": config.device or "this machine",
         "note": (f"latency measured on {config.device}" if config.device else "latency measured on this machine")
         + f"; the budget is for {target.budgets.reference_device}"}

@@ -2,12 +2,16 @@
 
     python examples/app.py dist/arm64 --history 50,258,100 [--explain] [--k 10]
     python examples/app.py dist/rpi4  --history 50,258,100      # TFLite: tflite-runtime 2.14 on a Pi
+    python examples/app.py dist/arm64 --history 50,258,100 --incremental   # the step model
 
 Reads `metadata.json` (input name, dtype, max length, padding) and `items.json` (model index <->
 your item ids and titles), encodes the history exactly as the bundle describes (most recent item
 last, left-padded with 0), runs the model and prints the 10 best items the user has not seen.
 `--explain` reruns the model with each history item left out and names the items whose absence
 lowers a recommendation's score most: an explanation computed by the device model itself.
+`--incremental` feeds the history one item at a time through the bundle's step model (as an app
+does when the user taps), carrying the state tensor between calls and rolling the window the way
+metadata.json's `step_model.roll` says.
 """
 
 import argparse
@@ -44,6 +48,64 @@ def load(bundle: Path):
     return meta, items, run
 
 
+def load_step(bundle: Path, meta):
+    """The step model as `step(item, position, state) -> (outputs, next state)`, and its initial state."""
+    step = meta.get("step_model")
+    if not step:
+        raise SystemExit("error: this bundle has no step model (edgerec export --step)")
+    fmt = "onnx" if "onnx" in step["files"] else "tflite"
+
+    def dtype(spec):
+        name = spec["dtype"][fmt] if isinstance(spec["dtype"], dict) else spec["dtype"]
+        return np.dtype(name)
+
+    inputs = step["inputs"]
+    initial = {name: np.zeros([1] + spec["shape"][1:], dtype(spec)) for name, spec in inputs.items()
+               if name not in ("item", "position")}  # every state input starts at zeros
+    if fmt == "onnx":
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(str(bundle / step["files"]["onnx"]), providers=["CPUExecutionProvider"])
+        names = [o.name for o in session.get_outputs()]
+
+        def call(feeds):
+            return dict(zip(names, session.run(names, feeds)))
+    else:
+        try:
+            from tflite_runtime.interpreter import Interpreter
+        except ImportError:
+            from ai_edge_litert.interpreter import Interpreter
+        interpreter = Interpreter(model_path=str(bundle / step["files"]["tflite"]))
+        runner = interpreter.get_signature_runner(next(iter(interpreter.get_signature_list())))
+
+        def call(feeds):
+            out = runner(**feeds)
+            return {name: out[f"output_{i}"] for i, name in enumerate(step["tflite_outputs"])}
+
+    def run(item, position, state):
+        feeds = {"item": np.array([item], dtype(inputs["item"])),
+                 "position": np.array([position], dtype(inputs["position"])), **state}
+        out = call(feeds)
+        return out, {name: out["next_" + name] for name in state}
+    return step, initial, run
+
+
+def incremental(bundle: Path, meta, history):
+    """Feed the history one item at a time; returns the last call's outputs."""
+    step, initial, run = load_step(bundle, meta)
+    window, keep = step["layout"]["window"], step["roll"]["keep"]
+    state, in_window, out = dict(initial), [], None
+    for item in history:
+        if len(in_window) == window:  # full: start over from the newest `keep` items
+            state, replay, in_window = dict(initial), in_window[-keep:], []
+            for old in replay:
+                out, state = run(old, len(in_window), state)
+                in_window.append(old)
+        out, state = run(item, len(in_window), state)
+        in_window.append(item)
+    return out
+
+
 def encode(histories, max_len):
     batch = np.zeros((len(histories), max_len), dtype=np.int64)  # 0 = padding, on the left
     for row, history in enumerate(histories):
@@ -58,6 +120,8 @@ def main():
     parser.add_argument("--history", required=True, help="your item ids, oldest first, comma-separated")
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--explain", action="store_true")
+    parser.add_argument("--incremental", action="store_true",
+                        help="feed the history item by item through the bundle's step model")
     args = parser.parse_args()
 
     meta, items, run = load(args.bundle)
@@ -67,9 +131,20 @@ def main():
     if not ids or unknown:
         raise SystemExit(f"error: unknown item ids {unknown}" if unknown else "error: empty history")
     history = [index_of[i] for i in ids]
+    if args.incremental:
+        if args.explain:
+            raise SystemExit("error: --explain uses the full model; drop --incremental")
+        out = incremental(args.bundle, meta, history)
+        if "items" in out:  # a top-K step file: the K best unseen items, already ranked
+            for rank, (index, score) in enumerate(zip(out["items"][0][: args.k], out["scores"][0]), start=1):
+                entry = items[int(index) - 1]
+                print(f"{rank:2d}. {entry.get('title') or entry['id']}  [{entry['id']}]  {score:.3f}")
+            return
+        scores = out["scores"]
     window = history[-meta["max_len"]:]
     variants = [history] + ([window[:j] + window[j + 1:] for j in range(len(window))] if args.explain else [])
-    scores = run(encode(variants, meta["max_len"]))  # column j scores model index j + 1
+    if not args.incremental:
+        scores = run(encode(variants, meta["max_len"]))  # column j scores model index j + 1
     ranked = scores[0].copy()
     ranked[np.asarray(history) - 1] = -np.inf  # never recommend what the user already has
     best = np.argsort(-ranked, kind="stable")[: args.k]

@@ -47,7 +47,7 @@ def test_step_model_replays_to_the_full_models_answer_on_every_runtime(tmp_path,
         if top_k:
             assert check["identical_top_k_lists"] == 1.0
     meta = json.loads((tmp_path / "d" / "metadata.json").read_text())
-    assert meta["step_model"]["inputs"]["state"]["shape"] == ["batch", 2 * 2 * STUDENT.layers, STUDENT.max_len, 8]
+    assert meta["step_model"]["inputs"]["state"]["shape"] == ["batch", STUDENT.layers, STUDENT.max_len, STUDENT.hidden]
     for fmt in manifest["target"]["formats"]:
         assert (tmp_path / "d" / f"step.{fmt}").is_file()
     assert not list((tmp_path / "d").glob("step-parity*"))
@@ -71,11 +71,21 @@ def test_step_session_matches_the_full_model_and_rolls_the_window(tmp_path, data
 def test_step_session_rejects_a_foreign_state_and_a_missing_file(tmp_path, data_dir, artifacts):
     export(artifacts / "start", data_dir, tmp_path / "d", ExportConfig(target="x86_64-avx2", step=True))
     session = StepSession(tmp_path / "d" / "step.onnx")
+    for item in (1, 2, 3):
+        first = session.add(item)
+    saved = session.save_state()
+    resumed = StepSession(tmp_path / "d" / "step.onnx")
+    resumed.load_state(saved)  # e.g. after an app restart: the same answers from there on
+    np.testing.assert_allclose(resumed.add(4), session.add(4), atol=1e-6)
+    with pytest.raises(EdgerecError, match="shape"):
+        resumed.load_state({**saved, "state": np.zeros((1, 4, 12, 8), np.float32)})
+    export(artifacts / "start", data_dir, tmp_path / "e", ExportConfig(target="x86_64-vnni", step=True))
+    other = StepSession(tmp_path / "e" / "step.onnx")
     with pytest.raises(EdgerecError, match="another model"):
-        session.set_state({"state": np.zeros((1, 2, 12, 8), np.float32)})
-    session.add(1)
-    saved = dict(session.state)
-    session.set_state(saved)  # a state saved from the same model is accepted
+        other.load_state(saved)
+    with pytest.raises(EdgerecError, match="holds 13 items"):  # more items than the window
+        resumed.load_state({**saved, "items": list(range(1, 14))})
+    assert first.shape[1] > 0
     with pytest.raises(EdgerecError, match="no such step model"):
         StepSession(tmp_path / "missing.onnx")
 
@@ -95,7 +105,7 @@ def test_step_graph_in_pytorch_with_pruned_heads():
     rec = RecModel(model, {"kind": "causal", "num_items": 28, "max_len": 12, "positions": "start"})
     graph = step_graph(rec)
     state = step_inputs(layout(rec), "int64", None)["state"]
-    assert list(state.shape) == [1, 2 * 2 + 2 * 1, 12, 8]
+    assert list(state.shape) == [1, 2, 12, STUDENT.hidden]
     history = [3, 7, 1, 9, 12, 4]
     with torch.inference_mode():
         for position, item in enumerate(history):
@@ -128,3 +138,54 @@ def test_export_cli_step_flag(tmp_path, data_dir, artifacts):
     bad = CliRunner().invoke(app, ["export", "--target", "x86_64-avx2", "--model", str(artifacts / "end"),
                                    "--data", str(data_dir), "--out", str(tmp_path / "e"), "--step"])
     assert bad.exit_code == 2 and "positions start" in bad.output and "Traceback" not in bad.output
+
+
+@pytest.mark.parametrize("target,top_k", [("x86_64-avx2", None), ("arm64", 4),
+                                          pytest.param("rpi4", None, marks=pytest.mark.slow)])
+def test_example_app_incremental_mode_gives_the_full_models_list(tmp_path, data_dir, artifacts, target, top_k):
+    """examples/app.py --incremental (NumPy + the runtime, no edgerec) rolls through a history
+    longer than the window and lists what the full model lists for the items in its window."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from edgerec.envs import python_for
+
+    app = Path(__file__).resolve().parents[1] / "examples" / "app.py"
+    no_edgerec = ("import runpy, sys; sys.modules['edgerec'] = None; sys.argv = sys.argv[1:]; "
+                  "runpy.run_path(sys.argv[0], run_name='__main__')")
+    export(artifacts / "start", data_dir, tmp_path / "d", ExportConfig(target=target, top_k=top_k, step=True))
+    items = json.loads((tmp_path / "d" / "items.json").read_text())
+    picks = [int(i) for i in np.random.default_rng(1).choice(len(items), size=15, replace=False)]
+    ids = [items[i]["id"] for i in picks]
+    python = python_for("tflite-runtime") if target == "rpi4" else sys.executable
+    run = subprocess.run([str(python), "-c", no_edgerec, str(app), str(tmp_path / "d"), "--history", ",".join(ids),
+                          "--incremental", "--k", "4"], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-600:]
+    listed = [line.split("[")[1].split("]")[0] for line in run.stdout.splitlines() if "[" in line]
+    # 15 items, window 12, keep 6: the step state holds the last 9 items
+    rec = load_model(artifacts / "start" / "model")
+    scores = rec.scores([[i + 1 for i in picks[-9:]]])[0, 1:]
+    scores[np.asarray(picks[-9:] if top_k else picks)] = -np.inf  # the app masks its whole history
+    expected = [items[int(j)]["id"] for j in np.argsort(-scores, kind="stable")[:4]]
+    assert listed == expected
+
+
+def test_quantize_and_validate_cover_the_step_model(tmp_path, data_dir, artifacts):
+    from edgerec.quantize import QuantizeConfig, quantize
+    from edgerec.validate import ValidateConfig, validate
+
+    export(artifacts / "start", data_dir, tmp_path / "fp32", ExportConfig(target="arm64", step=True))
+    fp32 = validate(tmp_path / "fp32", data_dir, ValidateConfig(target="arm64", users=40), log=lambda m: None)
+    for runtime, r in fp32["step_model"].items():
+        assert r["identical_top10"] == 1.0 and r["users"] == 40, runtime
+        assert r["updates"] > 40 and r["latency_per_update"]["p50_ms"] > 0
+    manifest = quantize(tmp_path / "fp32", data_dir, tmp_path / "int8", QuantizeConfig(target="arm64"),
+                        log=lambda m: None)
+    for fmt, q in manifest["step_quantization"].items():
+        assert q["int8_bytes"] < q["fp32_bytes"], fmt
+    meta = json.loads((tmp_path / "int8" / "metadata.json").read_text())
+    assert meta["step_model"]["precision"] == "int8"
+    int8 = validate(tmp_path / "int8", data_dir, ValidateConfig(target="arm64", users=40), log=lambda m: None)
+    for runtime, r in int8["step_model"].items():  # reported, not required to be identical
+        assert 0 <= r["top10_agreement_with_full_model"] <= 1 and np.isfinite(r["metrics"]["NDCG@10"]["mean"])

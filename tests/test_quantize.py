@@ -13,6 +13,7 @@ from edgerec.quantize import (
     QuantizeConfig,
     calibrate_onnx,
     fit_tolerance,
+    input_feeds,
     load_calibration,
     quantize,
 )
@@ -121,7 +122,8 @@ def test_nan_model_and_wrong_target_fail_without_artifact(tmp_path, data_dir, bu
     big.CopyFrom(numpy_helper.from_array(np.full(tuple(big.dims), np.nan, np.float32), big.name))
     onnx.save(model, str(tmp_path / "nan.onnx"))
     with pytest.raises(EdgerecError, match="NaN"):
-        calibrate_onnx(tmp_path / "nan.onnx", [np.array([1, 2, 3])], "minmax", 12, "int64", tmp_path / "r.json")
+        calibrate_onnx(tmp_path / "nan.onnx", input_feeds([np.array([1, 2, 3])], 12, "int64"), "minmax",
+                       tmp_path / "r.json")
     with pytest.raises(EdgerecError, match="exported for target 'arm64'"):
         quantize(bundles["arm64"], data_dir, tmp_path / "q", QuantizeConfig(target="x86_64-vnni"))
     with pytest.raises(EdgerecError, match="calibration set not found"):

@@ -22,6 +22,19 @@ def print_beyond_and_budgets(report: dict) -> None:
                 [[b["budget"], b["where"], str(b["value"]), b["limit"], b["status"]] for b in report["budgets"]])
 
 
+def print_step_model(step: dict | None) -> None:
+    """The step model's replay: identical top-10 with the full model, per-update latency."""
+    if not step:
+        return
+    typer.echo("")
+    plain_table(["step model (replayed)", "file", "identical top-10", "top-10 agreement", "NDCG@10",
+                 "update p50 ms", "p95 ms", "p99 ms", "p50 / full call"],
+                [[name, r["file"], f"{r['identical_top10']:.3f}", f"{r['top10_agreement_with_full_model']:.3f}",
+                  f"{r['metrics']['NDCG@10']['mean']:.4f}", f"{r['latency_per_update']['p50_ms']:.3f}",
+                  f"{r['latency_per_update']['p95_ms']:.3f}", f"{r['latency_per_update']['p99_ms']:.3f}",
+                  f"{r['p50_vs_full_call']:.2f}x"] for name, r in step.items()])
+
+
 def validate(
     target: Annotated[str, typer.Option("--target", "-T", help="Target profile (edgerec targets list).")],
     bundle: Annotated[Optional[Path], typer.Option(
@@ -70,6 +83,7 @@ def validate(
                          f"{ref['bytes'] / 1e6:.3f}"])
         plain_table(["runtime", "file", "NDCG@10", "HR@10", "p50 ms", "p95 ms", "p99 ms", "load ms",
                      "peak RSS MB", "MB"], rows)
+        print_step_model(result.get("step_model"))
         print_beyond_and_budgets(result)
         typer.echo(f"\n{'PASS' if result['passed'] else 'FAIL'}  report -> {(report or Path(result['bundle'])) / 'report.html'}")
     raise typer.Exit(0 if result["passed"] else 1)
