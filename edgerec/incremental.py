@@ -100,7 +100,7 @@ def step_graph(rec, top_k: int | None = None, window: int | None = None):
         def forward(self, item, position, state, history=None):
             item, position = item.long(), position.long()
             slot = (torch.arange(n).view(1, n) == position.view(-1, 1))  # [B, n]: where the item goes
-            write = slot.to(state.dtype).view(-1, 1, n, 1)
+            write = slot.view(-1, 1, n, 1)
             # empty slots and the future are blocked; the new item sees itself
             blocked = (torch.arange(n).view(1, n) > position.view(-1, 1)).to(state.dtype)
             blocked = (blocked * torch.finfo(state.dtype).min).view(-1, 1, 1, n)
@@ -111,7 +111,7 @@ def step_graph(rec, top_k: int | None = None, window: int | None = None):
             for index, layer in enumerate(bert.encoder.layer):
                 # the layer's input at every slot, the new item's written in: keys and values
                 # are linear in it, and absorbed into the query (models.absorbed_attention)
-                inputs = torch.narrow(state, 1, index, 1) * (1 - write) + x.view(-1, 1, 1, width) * write
+                inputs = torch.where(write, x.view(-1, 1, 1, width), torch.narrow(state, 1, index, 1))
                 cached.append(inputs)
                 context = absorbed_attention(layer.attention.self, x, inputs, blocked)
                 attended = layer.attention.output(context, x)

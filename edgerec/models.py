@@ -234,7 +234,9 @@ def start_positions(input_ids):
     import torch
 
     pad = (input_ids == 0).sum(dim=1, keepdim=True)
-    return (torch.arange(input_ids.shape[1], dtype=input_ids.dtype) - pad).clamp(min=0)
+    # a Python int: exported graphs get a constant instead of a Shape/Gather/Range chain
+    length = int(input_ids.shape[1])
+    return (torch.arange(length, dtype=input_ids.dtype) - pad).clamp(min=0)
 
 
 def last_position_logits(model, input_ids, attention_mask, position_ids=None):

@@ -189,3 +189,18 @@ def test_quantize_and_validate_cover_the_step_model(tmp_path, data_dir, artifact
     int8 = validate(tmp_path / "int8", data_dir, ValidateConfig(target="arm64", users=40), log=lambda m: None)
     for runtime, r in int8["step_model"].items():  # reported, not required to be identical
         assert 0 <= r["top10_agreement_with_full_model"] <= 1 and np.isfinite(r["metrics"]["NDCG@10"]["mean"])
+
+
+def test_a_profile_can_ask_for_the_step_model(tmp_path, data_dir, artifacts):
+    from edgerec.targets import SHIPPED, load_target
+
+    profiles = tmp_path / "targets"
+    profiles.mkdir()
+    text = (SHIPPED / "x86_64-avx2.toml").read_text().replace('name = "x86_64-avx2"', 'name = "kiosk"')
+    (profiles / "kiosk.toml").write_text(text.replace("threads = 2", "threads = 2\nstep_model = true", 1))
+    assert load_target("kiosk", profiles).step_model and not load_target("x86_64-avx2").step_model
+    manifest = export(artifacts / "start", data_dir, tmp_path / "d", ExportConfig(target="kiosk"),
+                      targets_dir=profiles)
+    assert manifest["step_model"]["files"] == {"onnx": "step.onnx"}
+    plain = export(artifacts / "start", data_dir, tmp_path / "e", ExportConfig(target="x86_64-avx2"))
+    assert plain["step_model"] is None and not (tmp_path / "e" / "step.onnx").exists()
