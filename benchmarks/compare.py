@@ -64,6 +64,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path("runs/bench-teacher/data"))
     parser.add_argument("--runs", type=int, default=600)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--name", default="compare", help="results file name (benchmarks/results/NAME.json)")
     args = parser.parse_args()
 
     import onnxruntime as ort
@@ -185,7 +186,7 @@ def main() -> None:
                  for k, v in ratios.items()])
     payload = {"teacher": str(args.teacher), "student": str(args.student), "runs": args.runs, "threads": args.threads,
                "batch": 1, "machine": machine(), "results": results, "ratios": ratios, "final": final}
-    print(f"wrote {save('compare', payload)}")
+    print(f"wrote {save(args.name, payload)}")
 
 
 def _calibrate_plain(model: Path, sequences, max_len: int, out: Path) -> None:

@@ -10,6 +10,7 @@ missing). Prints a table, paired tests, and writes benchmarks/results/distill.js
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from dataclasses import replace
@@ -24,6 +25,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=Path("runs/bench-teacher"))
     parser.add_argument("--minutes", type=float, default=10.0, help="training budget per student")
+    parser.add_argument("--name", default="distill", help="results file name (benchmarks/results/NAME.json)")
     args = parser.parse_args()
 
     from edgerec.data import load_data, make_data
@@ -78,7 +80,8 @@ def main() -> None:
     payload = {"dataset": "movielens-100k", "users": len(data.users), "machine": machine(),
                "protocol": "leave-one-out, full ranking, history masked", "results": results,
                "paired_ndcg10": tests, "parameter_ratio": ratio}
-    print(f"wrote {save('distill', payload)}")
+    payload["teacher_config"] = json.loads((teacher_dir / "manifest.json").read_text())["config"]
+    print(f"wrote {save(args.name, payload)}")
 
 
 if __name__ == "__main__":

@@ -83,7 +83,7 @@ def build(config: BuildConfig, *, targets_dir: Path | None = None, teacher_confi
     from edgerec.prune import PruneConfig, prune
     from edgerec.quantize import QuantizeConfig, quantize
     from edgerec.targets import load_target
-    from edgerec.teacher import TeacherConfig, train_teacher
+    from edgerec.teacher import QUICK_TEACHER_SHAPE, TeacherConfig, train_teacher
     from edgerec.training import TrainConfig
     from edgerec.validate import ValidateConfig, validate
 
@@ -120,7 +120,8 @@ def build(config: BuildConfig, *, targets_dir: Path | None = None, teacher_confi
         log(f"[2/{total}] teacher   given   {paths['teacher']}")
         stages["teacher"] = {"status": "given", "seconds": 0.0, "path": str(paths["teacher"])}
     else:
-        teacher_config = teacher_config or TeacherConfig(train=TrainConfig(max_minutes=config.teacher_minutes))
+        teacher_config = teacher_config or TeacherConfig(shape=QUICK_TEACHER_SHAPE,
+                                                         train=TrainConfig(max_minutes=config.teacher_minutes))
         stage(2, "teacher", paths["teacher"],
               is_current(paths["teacher"], "teacher", teacher_config, {"data": paths["data"]}),
               lambda: train_teacher(paths["data"], paths["teacher"], teacher_config, overwrite=True))

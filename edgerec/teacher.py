@@ -21,11 +21,23 @@ from edgerec.models import Shape
 from edgerec.training import TrainConfig
 
 
+# The default teacher is what a team brings to edgerec: a BERT recommender far too big for the
+# device. 2.1M parameters on MovieLens-100K (hidden 256, 2 layers, 4 heads, FFN 1024), about 15
+# minutes on 2 CPU cores. A post-LN BERT this wide stays on the popularity plateau at lr 1e-3
+# unless the learning rate warms up; 45 steps (3 epochs of MovieLens-100K at batch 64) was
+# enough (benchmarks/distill.py --work runs/bench-big; 300 steps, i.e. 20 epochs, was not).
+TEACHER_SHAPE = Shape(hidden=256, layers=2, heads=4, intermediate=1024)
+TEACHER_TRAIN = TrainConfig(warmup_steps=45, patience=15)
+# What `edgerec build` trains when given no teacher: 227K parameters in about 6 minutes, so the
+# built-in demo stays near 15 minutes on 2 cores. Bring your own teacher with --teacher.
+QUICK_TEACHER_SHAPE = Shape()
+
+
 @dataclass(frozen=True)
 class TeacherConfig:
     kind: str = "causal"  # measured better than "masked" on movielens-100k: see README
-    shape: Shape = field(default_factory=Shape)
-    train: TrainConfig = field(default_factory=TrainConfig)
+    shape: Shape = field(default_factory=lambda: TEACHER_SHAPE)
+    train: TrainConfig = field(default_factory=lambda: TEACHER_TRAIN)
     mask_prob: float = 0.2  # masked kind: share of positions hidden per sequence
     text_max_tokens: int = 128  # text kind: tokens read from the rendered history
 
