@@ -107,6 +107,14 @@ def write_report(directory: Path, report: dict, runs: dict, compared: dict, refe
     beyond_rows = [[name, f"{b['coverage']:.3f}", f"{b['mean_popularity']:.1f}", f"{b['gini']:.3f}",
                     f"{b['tail_share']:.3f}",
                     f"{b['vs_teacher']['coverage']:.2f}" if b.get("vs_teacher") else "-"] for name, b in beyond.items()]
+    step = report.get("step_model") or {}
+    step_rows = [[name, r["file"], f"{r['identical_top10']:.3f}", f"{r['top10_agreement_with_full_model']:.3f}",
+                  f"{r['metrics']['NDCG@10']['mean']:.4f}", f"{r['latency_per_update']['p50_ms']:.4f}",
+                  f"{r['latency_per_update']['p95_ms']:.4f}", f"{r['latency_per_update']['p99_ms']:.4f}",
+                  f"{r['p50_vs_full_call']:.2f}x"] for name, r in step.items()]
+    step_html = ("<h2>Step model (every history replayed item by item)</h2>" + _table(
+        ["runtime", "file", "identical top-10", "top-10 agreement with full model", "NDCG@10",
+         "update p50 ms", "p95 ms", "p99 ms", "p50 / full call"], step_rows)) if step_rows else ""
     verdict = "PASS" if report["passed"] else "FAIL"
     imgs = "".join(f'<figure><img alt="{html.escape(t)}" src="data:image/png;base64,{b}"><figcaption>'
                    f"{html.escape(t)}</figcaption></figure>" for t, b in images.items())
@@ -119,6 +127,7 @@ td,th{{border:1px solid #ccc;padding:3px 8px;font-size:13px}}figure{{display:inl
 <h2>Budgets</h2>{_table(["budget", "where", "value", "limit", "status"], budget_rows)}
 <h2>On the target's runtimes</h2>{_table(["runtime", "file", "HR@10", "NDCG@10", "MRR", "top-10 agreement vs teacher",
                                           "p50 ms", "p95 ms", "p99 ms", "load ms", "peak RSS MB"], runtime_rows)}
+{step_html}
 <h2>All models</h2>{_table(["model", "NDCG@10", "MB", "p50 ms"], accuracy_rows)}
 <h2>Beyond accuracy (top-10, same users)</h2>{_table(["model", "coverage", "mean popularity", "Gini", "tail share",
                                                        "coverage vs teacher"], beyond_rows)}

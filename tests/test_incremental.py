@@ -180,6 +180,7 @@ def test_quantize_and_validate_cover_the_step_model(tmp_path, data_dir, artifact
     for runtime, r in fp32["step_model"].items():
         assert r["identical_top10"] == 1.0 and r["users"] == 40, runtime
         assert r["updates"] > 40 and r["latency_per_update"]["p50_ms"] > 0
+    assert "Step model (every history replayed" in (tmp_path / "fp32" / "report.html").read_text()
     manifest = quantize(tmp_path / "fp32", data_dir, tmp_path / "int8", QuantizeConfig(target="arm64"),
                         log=lambda m: None)
     for fmt, q in manifest["step_quantization"].items():

@@ -21,8 +21,8 @@ def export(
     step: Annotated[Optional[bool], typer.Option(
         "--step/--no-step",
         help="Also export the incremental step model (step.onnx / step.tflite: one call per new "
-             "item, keys and values cached in a state tensor). Needs a causal student distilled "
-             "with --positions start. Default: the profile's step_model.")] = None,
+             "item, each layer's input cached in a state tensor the app carries). Needs a causal "
+             "student distilled with --positions start. Default: the profile's step_model.")] = None,
     targets_dir: TargetsDir = None,
     overwrite: Overwrite = False,
     json_out: JsonOut = False,
