@@ -94,19 +94,28 @@ def top_k_unseen(scores, history, top_k: int):
 
 def export_onnx(graph, path: Path, max_len: int, opset: int, dtype: str, top_k: int | None,
                 metadata: dict) -> None:
-    import onnx
     import torch
 
     example = torch.ones((2, max_len), dtype=getattr(torch, dtype))
-    outputs = ["items", "scores"] if top_k else ["scores"]
+    write_onnx(graph, {"input_ids": example}, ["items", "scores"] if top_k else ["scores"], path, opset,
+               metadata)
+
+
+def write_onnx(graph, inputs: dict, outputs: list[str], path: Path, opset: int, metadata: dict,
+               what: str = "ONNX export") -> None:
+    """torch.onnx.export with every input and output batch-dynamic, then the bundle's facts in
+    `metadata_props`, compact names and the checker."""
+    import onnx
+    import torch
+
     try:
-        torch.onnx.export(graph, (example,), str(path), input_names=["input_ids"],
+        torch.onnx.export(graph, tuple(inputs.values()), str(path), input_names=list(inputs),
                           output_names=outputs, opset_version=opset, dynamo=False,
-                          dynamic_axes={"input_ids": {0: "batch"}, **{o: {0: "batch"} for o in outputs}},
+                          dynamic_axes={name: {0: "batch"} for name in [*inputs, *outputs]},
                           do_constant_folding=True)
     except Exception as exc:  # unsupported opset or operator: one line naming the profile's choice
         first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
-        raise EdgerecError(f"ONNX export at opset {opset} failed: {first}") from None
+        raise EdgerecError(f"{what} at opset {opset} failed: {first}") from None
     model = onnx.load(str(path))
     # Apps read these with OnnxModelMetadata.getCustomMetadata() (Android) / ORT's modelmeta.
     for key, value in metadata.items():
@@ -145,15 +154,19 @@ def compact_names(model) -> None:
 
 
 def export_tflite(graph, path: Path, max_len: int) -> None:
-    import litert_torch
     import torch
 
     # int32 ids: TFLite's GATHER takes int32 indices natively (the converter narrows int64 anyway).
-    example = torch.ones((1, max_len), dtype=torch.int32)
+    write_tflite(graph, {"input_ids": torch.ones((1, max_len), dtype=torch.int32)}, path)
+
+
+def write_tflite(graph, inputs: dict, path: Path, what: str = "TFLite conversion") -> None:
+    import litert_torch
+
     try:
-        edge = litert_torch.convert(graph, sample_kwargs={"input_ids": example})
+        edge = litert_torch.convert(graph, sample_kwargs=inputs)
     except Exception as exc:  # the converter raises many types; one line for the user
-        raise EdgerecError(f"TFLite conversion failed: {str(exc).splitlines()[0][:300]}") from None
+        raise EdgerecError(f"{what} failed: {str(exc).splitlines()[0][:300]}") from None
     edge.export(str(path))
 
 

@@ -34,7 +34,6 @@ TFLite and tflite-runtime 2.14 cannot run.
 from __future__ import annotations
 
 import hashlib
-import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -146,38 +145,17 @@ def output_names(top_k: int | None) -> list[str]:
 
 def export_step_onnx(graph, path: Path, spec: StateLayout, opset: int, dtype: str,
                      top_k: int | None, metadata: dict) -> None:
-    import onnx
-    import torch
+    from edgerec.export import write_onnx
 
-    from edgerec.export import compact_names
-
-    inputs = step_inputs(spec, dtype, top_k, batch=2)
-    outputs = output_names(top_k)
-    try:
-        torch.onnx.export(graph, tuple(inputs.values()), str(path), input_names=list(inputs),
-                          output_names=outputs, opset_version=opset, dynamo=False,
-                          dynamic_axes={name: {0: "batch"} for name in [*inputs, *outputs]},
-                          do_constant_folding=True)
-    except Exception as exc:
-        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
-        raise EdgerecError(f"step model ONNX export at opset {opset} failed: {first}") from None
-    model = onnx.load(str(path))
-    for key, value in metadata.items():
-        entry = model.metadata_props.add()
-        entry.key, entry.value = f"edgerec.{key}", value if isinstance(value, str) else json.dumps(value)
-    compact_names(model)
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
+    write_onnx(graph, step_inputs(spec, dtype, top_k, batch=2), output_names(top_k), path, opset, metadata,
+               "step model ONNX export")
 
 
 def export_step_tflite(graph, path: Path, spec: StateLayout, top_k: int | None) -> None:
-    import litert_torch
+    from edgerec.export import write_tflite
 
-    try:  # int32 ids, as the full TFLite model; fixed batch of 1
-        edge = litert_torch.convert(graph, sample_kwargs=step_inputs(spec, "int32", top_k))
-    except Exception as exc:
-        raise EdgerecError(f"step model TFLite conversion failed: {str(exc).splitlines()[0][:300]}") from None
-    edge.export(str(path))
+    # int32 ids, as the full TFLite model; fixed batch of 1
+    write_tflite(graph, step_inputs(spec, "int32", top_k), path, "step model TFLite conversion")
 
 
 def describe(spec: StateLayout, dtype: dict, top_k: int | None, roll_keep: int) -> dict:
