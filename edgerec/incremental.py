@@ -7,9 +7,10 @@ item (`distill --positions start`). The step model caches it in one state tensor
 the new item's work: L x (4d^2 + 2d x ff + 2nd) multiply-adds plus the output layer.
 
 What is cached is each layer's *input* at every slot, not its keys and values: both are linear in
-it, so they are absorbed into the single query (`models.absorbed_attention`, the same exact
-rewrite the full graph uses). That halves the state (d per layer and slot instead of 2d) and
-removes the key and value projections and their reshapes from every update.
+it, so they are absorbed into the single query (the rewrite of `models.absorbed_attention`, which
+the full graph uses, here with the weight products taken at export: `composed_attention`). That
+halves the state (d per layer and slot instead of 2d) and removes the key and value projections
+and their reshapes from every update.
 
 The step graph (ONNX and TFLite, beside the full model in a bundle, `step.onnx` / `step.tflite`):
 
@@ -78,49 +79,91 @@ def layout(rec, window: int | None = None) -> StateLayout:
                        tuple(int(layer.attention.self.num_attention_heads) for layer in layers), window)
 
 
+def composed_attention(layer):
+    """One BERT layer's attention as two matrices for a single query row x [B, H] against the
+    cached inputs X [B, n, H] (`models.absorbed_attention` with the products taken at export):
+        scores_h = x A_h + c_h  .  X^T          A_h = Wq_h^T Wk_h / sqrt(size), c_h = bq_h Wk_h / sqrt(size)
+        output   = sum_h softmax(scores_h) X Bm_h + b    Bm_h = Wv_h^T Wo_h^T, b = bv Wo^T + bo
+    (the query's bias on the keys is the same for every slot and cancels in the softmax; the
+    softmax weights sum to 1, so the value bias passes through). Returns float32 tensors
+    A^T [heads*H, H], c [heads*H], Bm^T [H, heads*H], b [H], computed in float64. With
+    heads*size = H and 2 heads they hold as many numbers as Wq, Wk, Wv, Wo; the update runs two
+    matrix products where the plain layer runs four plus the per-head reshapes."""
+    import math
+
+    import torch
+
+    att, out = layer.attention.self, layer.attention.output.dense
+    heads, size = att.num_attention_heads, att.attention_head_size
+    width = out.out_features
+    f64 = {"dtype": torch.float64}
+    wq = att.query.weight.detach().to(**f64).reshape(heads, size, width)
+    bq = att.query.bias.detach().to(**f64).reshape(heads, size)
+    wk = att.key.weight.detach().to(**f64).reshape(heads, size, width)
+    wv = att.value.weight.detach().to(**f64).reshape(heads, size, width)
+    wo = out.weight.detach().to(**f64).reshape(width, heads, size)
+    a = torch.einsum("hsi,hsj->hji", wq, wk).reshape(heads * width, width) / math.sqrt(size)
+    c = torch.einsum("hs,hsj->hj", bq, wk).reshape(heads * width) / math.sqrt(size)
+    bm = torch.einsum("hsi,jhs->jhi", wv, wo).reshape(width, heads * width)
+    b = out.weight.detach().to(**f64) @ att.value.bias.detach().to(**f64) + out.bias.detach().to(**f64)
+    return [t.float().contiguous() for t in (a, c, bm, b)]
+
+
 def step_graph(rec, top_k: int | None = None, window: int | None = None):
-    """The torch module exported as the step model (see the module docstring)."""
+    """The torch module exported as the step model (see the module docstring).
+
+    Written for the fewest runtime operators, since at this size an update costs its operator
+    count more than its arithmetic: the attention's four projections are two precomputed
+    matrices (`composed_attention`), the new item's row stays 2-D, masks are single selects,
+    and a one-layer state is written in place of a slice-and-concatenate."""
     import torch
 
     from edgerec.export import top_k_unseen
-
-    from edgerec.models import absorbed_attention
 
     spec = layout(rec, window)
     n, num_items, width = spec.window, rec.num_items, spec.hidden
     bert = rec.model.bert
     embeddings = bert.embeddings
+    minimum = torch.finfo(torch.float32).min
 
     class StepGraph(torch.nn.Module):
         def __init__(self):
             super().__init__()
             self.model = rec.model
+            # position + token-type rows for slots 0..n-1, one lookup table
+            self.register_buffer("slots", (embeddings.position_embeddings.weight[:n]
+                                           + embeddings.token_type_embeddings.weight[0]).detach().clone())
+            self.heads = [layer.attention.self.num_attention_heads for layer in bert.encoder.layer]
+            for index, layer in enumerate(bert.encoder.layer):
+                for name, value in zip(("a", "c", "bm", "b"), composed_attention(layer)):
+                    self.register_buffer(f"{name}{index}", value)
 
         def forward(self, item, position, state, history=None):
             item, position = item.long(), position.long()
-            slot = (torch.arange(n).view(1, n) == position.view(-1, 1))  # [B, n]: where the item goes
-            write = slot.view(-1, 1, n, 1)
+            ahead = torch.arange(n).view(1, n)
+            slot = (ahead == position.view(-1, 1)).view(-1, 1, n, 1)  # where the new item goes
             # empty slots and the future are blocked; the new item sees itself
-            blocked = (torch.arange(n).view(1, n) > position.view(-1, 1)).to(state.dtype)
-            blocked = (blocked * torch.finfo(state.dtype).min).view(-1, 1, 1, n)
-            x = embeddings.LayerNorm(embeddings.word_embeddings(item.view(-1, 1))
-                                     + embeddings.position_embeddings(position.view(-1, 1))
-                                     + embeddings.token_type_embeddings.weight[0])  # [B, 1, H]
-            cached = []
+            blocked = torch.where(ahead > position.view(-1, 1), minimum, 0.0).view(-1, 1, n)
+            x = embeddings.LayerNorm(embeddings.word_embeddings(item)
+                                     + torch.nn.functional.embedding(position, self.slots))  # [B, H]
+            written = []
             for index, layer in enumerate(bert.encoder.layer):
-                # the layer's input at every slot, the new item's written in: keys and values
-                # are linear in it, and absorbed into the query (models.absorbed_attention)
-                inputs = torch.where(write, x.view(-1, 1, 1, width), torch.narrow(state, 1, index, 1))
-                cached.append(inputs)
-                context = absorbed_attention(layer.attention.self, x, inputs, blocked)
-                attended = layer.attention.output(context, x)
+                # the layer's input at every slot, the new item's written in
+                own = state if len(self.heads) == 1 else torch.narrow(state, 1, index, 1)
+                inputs = torch.where(slot, x.view(-1, 1, 1, width), own)  # [B, 1, n, H]
+                written.append(inputs)
+                cached = inputs.view(-1, n, width)
+                a, c, bm, b = (getattr(self, f"{name}{index}") for name in ("a", "c", "bm", "b"))
+                query = torch.nn.functional.linear(x, a, c).view(-1, self.heads[index], width)
+                weights = torch.softmax(query @ cached.transpose(1, 2) + blocked, dim=-1)
+                mixed = (weights @ cached).view(-1, self.heads[index] * width)
+                attended = layer.attention.output.LayerNorm(torch.nn.functional.linear(mixed, bm, b) + x)
                 x = layer.output(layer.intermediate(attended), attended)
-            logits = rec.model.cls(x.reshape(-1, x.shape[-1]))
-            scores = torch.narrow(logits, 1, 1, num_items)
-            next_state = torch.cat(cached, dim=1)
+            scores = torch.narrow(rec.model.cls(x), 1, 1, num_items)
+            next_state = written[0] if len(written) == 1 else torch.cat(written, dim=1)
             if top_k is None:
                 return scores, next_state
-            next_history = torch.where(slot, item.view(-1, 1), history.long()).to(history.dtype)
+            next_history = torch.where(slot.view(-1, n), item.view(-1, 1), history.long()).to(history.dtype)
             items, best = top_k_unseen(scores, next_history, top_k)
             return items, best, next_state, next_history
 

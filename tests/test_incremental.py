@@ -96,16 +96,19 @@ def test_step_export_refuses_models_it_would_not_be_exact_for(tmp_path, data_dir
     assert not (tmp_path / "d").exists()
 
 
-def test_step_graph_in_pytorch_with_pruned_heads():
+@pytest.mark.parametrize("layers", [1, 2])  # one layer: the state is written whole, no slicing
+def test_step_graph_in_pytorch_with_pruned_heads(layers):
+    import dataclasses
+
     import torch
 
     torch.manual_seed(0)
-    model = build_id_model("causal", 30, STUDENT)
-    model.bert.encoder.layer[1].attention.prune_heads([0])  # layers with different head counts
+    model = build_id_model("causal", 30, dataclasses.replace(STUDENT, layers=layers, heads=4))
+    model.bert.encoder.layer[-1].attention.prune_heads([0])  # 3 heads of size 4 in a width of 16
     rec = RecModel(model, {"kind": "causal", "num_items": 28, "max_len": 12, "positions": "start"})
     graph = step_graph(rec)
     state = step_inputs(layout(rec), "int64", None)["state"]
-    assert list(state.shape) == [1, 2, 12, STUDENT.hidden]
+    assert list(state.shape) == [1, layers, 12, STUDENT.hidden]
     history = [3, 7, 1, 9, 12, 4]
     with torch.inference_mode():
         for position, item in enumerate(history):
