@@ -140,8 +140,14 @@ def compact_names(model) -> None:
     keep = {v.name for v in graph.input} | {v.name for v in graph.output} | {""}
     names: dict[str, str] = {}
 
+    counter = iter(range(10**9))
+
     def short(name: str) -> str:
-        return name if name in keep else names.setdefault(name, f"t{len(names)}")
+        if name in keep:
+            return name
+        if name not in names:  # never a name the interface already uses
+            names[name] = next(n for n in (f"t{i}" for i in counter) if n not in keep)
+        return names[name]
 
     for tensor in graph.initializer:
         tensor.name = short(tensor.name)

@@ -172,3 +172,22 @@ def test_in_graph_top_k_in_tflite(tmp_path, data_dir, models, target):
     assert checks and all(c["identical_lists"] == 1.0 for c in checks.values())
     assert {k.split(" on ")[0] for k in checks} == set(manifest["files_by_format"])
     assert not list((tmp_path / "d").glob("parity.*"))
+
+
+def test_compact_names_never_reuse_an_interface_name():
+    import onnx
+    from onnx import TensorProto, helper
+
+    from edgerec.export import compact_names
+
+    # inputs called like the short names (e.g. a graph cut out of an exported one)
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["t0"], ["/long/module/path/relu"]),
+         helper.make_node("Neg", ["/long/module/path/relu"], ["t1"])], "g",
+        [helper.make_tensor_value_info("t0", TensorProto.FLOAT, [2])],
+        [helper.make_tensor_value_info("t1", TensorProto.FLOAT, [2])])
+    model = helper.make_model(graph)
+    compact_names(model)
+    onnx.checker.check_model(model, full_check=True)
+    assert model.graph.node[0].output[0] not in ("t0", "t1")
+    assert [model.graph.input[0].name, model.graph.output[0].name] == ["t0", "t1"]
