@@ -13,7 +13,10 @@ student it needs against the bidirectional one. Same test users, full ranking.
 3. Latency at batch 1 for windows n = 50 and 200, one process, engines timed in round-robin
    blocks: one step-model update vs one pass of edgerec's full graph (which already computes
    only the last position in the final layer) vs a plain full re-encoding (the HF forward over
-   every position, what the issue's cost formula describes).
+   every position, what the issue's cost formula describes). Beside them, the least any step
+   model can do, in a graph with the step model's inputs and outputs: look the new item up,
+   write it into the state, score every item with the output layer. Its time over a full pass
+   bounds the ratio any step graph could reach on this runtime and CPU.
 
 Reuses the data, teacher and default student that benchmarks/distill.py leaves in --work and
 trains the two other students if missing. Writes benchmarks/results/incremental.json.
@@ -133,18 +136,20 @@ def latency(work: Path, windows: list[int], runs: int, threads: int, folder: Pat
                                     position_ids=start_positions(ids)).last_hidden_state
                 return torch.narrow(self.model.cls(torch.narrow(hidden, 1, n - 1, 1)), 2, 1, rec.num_items)
 
-        class Head(torch.nn.Module):  # the output layer alone: the floor of any per-item update
+        class Least(torch.nn.Module):  # the work no per-item update can skip
             def __init__(self):
                 super().__init__()
                 self.model = model
 
-            def forward(self, hidden):
-                return torch.narrow(self.model.cls(hidden), 1, 1, rec.num_items)
+            def forward(self, item, position, state):
+                x = self.model.bert.embeddings.word_embeddings(item.long())  # [B, H]
+                slot = (torch.arange(n).view(1, n) == position.long().view(-1, 1)).view(-1, 1, n, 1)
+                written = torch.where(slot, x.view(-1, 1, 1, x.shape[-1]), state)
+                return torch.narrow(self.model.cls(x), 1, 1, rec.num_items), written
 
-        paths = {k: folder / f"{k}-{layers}-{n}" for k in ("full.onnx", "step.onnx", "reencode.onnx", "head.onnx",
+        paths = {k: folder / f"{k}-{layers}-{n}" for k in ("full.onnx", "step.onnx", "reencode.onnx", "least.onnx",
                                                              "full.tflite", "step.tflite")}
-        torch.onnx.export(Head().eval(), (torch.zeros(1, _dims(rec)[-1][0]),), str(paths["head.onnx"]),
-                          input_names=["hidden"], opset_version=17, dynamo=False)
+        export_step_onnx(Least().eval(), paths["least.onnx"], spec, 17, "int64", None, {})
         export_onnx(scoring_graph(rec), paths["full.onnx"], n, 17, "int64", None, {})
         export_onnx(Reencode().eval(), paths["reencode.onnx"], n, 17, "int64", None, {})
         export_step_onnx(step_graph(rec, window=n), paths["step.onnx"], spec, 17, "int64", None, {})
@@ -154,14 +159,13 @@ def latency(work: Path, windows: list[int], runs: int, threads: int, folder: Pat
         options = ort.SessionOptions()
         options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
         sessions = {k: ort.InferenceSession(str(paths[k]), options, providers=["CPUExecutionProvider"])
-                    for k in ("full.onnx", "step.onnx", "reencode.onnx", "head.onnx")}
+                    for k in ("full.onnx", "step.onnx", "reencode.onnx", "least.onnx")}
         runners = {k: Interpreter(model_path=str(paths[k]), num_threads=threads).get_signature_runner()
                    for k in ("full.tflite", "step.tflite")}
         rng = np.random.default_rng(0)
         ids = np.zeros((1, n), np.int64)
         ids[0] = rng.integers(1, rec.num_items + 1, size=n)  # a full window: the most work a pass does
         state = np.zeros(spec.shape(1), np.float32)
-        hidden = rng.standard_normal((1, _dims(rec)[-1][0])).astype(np.float32)
         positions = np.arange(runs) % n
         items = rng.integers(1, rec.num_items + 1, size=runs)
         step_onnx, step_tfl = sessions["step.onnx"], runners["step.tflite"]
@@ -170,7 +174,8 @@ def latency(work: Path, windows: list[int], runs: int, threads: int, folder: Pat
             "onnxruntime: edgerec full graph": lambda i: sessions["full.onnx"].run(None, {"input_ids": ids}),
             "onnxruntime: step update": lambda i: step_onnx.run(None, {
                 "item": items[i: i + 1], "position": positions[i: i + 1], "state": state}),
-            "onnxruntime: output layer alone": lambda i: sessions["head.onnx"].run(None, {"hidden": hidden}),
+            "onnxruntime: least possible step": lambda i: sessions["least.onnx"].run(None, {
+                "item": items[i: i + 1], "position": positions[i: i + 1], "state": state}),
             "litert: edgerec full graph": lambda i: runners["full.tflite"](input_ids=ids.astype(np.int32)),
             "litert: step update": lambda i: step_tfl(item=items[i: i + 1].astype(np.int32),
                                                       position=positions[i: i + 1].astype(np.int32), state=state),
@@ -195,7 +200,11 @@ def latency(work: Path, windows: list[int], runs: int, threads: int, folder: Pat
             "output layer": rec.num_items * _dims(rec)[-1][0]}
         ratios = {"onnxruntime step / edgerec full graph": ("onnxruntime: step update", "onnxruntime: edgerec full graph"),
                   "onnxruntime step / plain full re-encode": ("onnxruntime: step update", "onnxruntime: plain full re-encode"),
-                  "litert step / edgerec full graph": ("litert: step update", "litert: edgerec full graph")}
+                  "litert step / edgerec full graph": ("litert: step update", "litert: edgerec full graph"),
+                  "onnxruntime least possible step / edgerec full graph": (
+                      "onnxruntime: least possible step", "onnxruntime: edgerec full graph"),
+                  "onnxruntime least possible step / plain full re-encode": (
+                      "onnxruntime: least possible step", "onnxruntime: plain full re-encode")}
         result[f"{layers} layer{'s' if layers > 1 else ''}, n = {n}"] = {
             "layers": layers, "window": n, "trained": layers == 1, "latency": stats, "macs": macs,
             "file_bytes": {k: p.stat().st_size for k, p in paths.items()},
