@@ -2,7 +2,9 @@
 
 The baseline ("pytorch eager") is the HF model's forward with the head applied at the last
 position; "pytorch eager (export graph)" runs the exported graph itself (final layer computed for
-the last position only) eagerly, to separate the graph's savings from the runtime's.
+the last position only) eagerly, to separate the graph's savings from the runtime's. "litert
+(torch LayerNorm lowering)" is the same graph converted without edgerec's decomposed LayerNorms
+(`export.decomposed_layer_norms`), to measure what they buy.
 
     python benchmarks/export.py [--model runs/bench-teacher/student-distilled] [--runs 300]
 
@@ -34,6 +36,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
 
+    import litert_torch
     import torch
 
     from edgerec.data import load_data
@@ -50,6 +53,10 @@ def main() -> None:
         onnx = OnnxScorer(Path(tmp) / "b" / "model.onnx", rec.max_len, rec.num_items, "int64", args.threads)
         tfl = LiteRTScorer(Path(tmp) / "b" / "model.tflite", rec.max_len, rec.num_items, args.threads)
         graph = scoring_graph(rec)
+        plain = Path(tmp) / "plain-norms.tflite"
+        litert_torch.convert(graph, sample_kwargs={"input_ids": torch.ones((1, rec.max_len), dtype=torch.int32)}
+                             ).export(str(plain))
+        tfl_plain = LiteRTScorer(plain, rec.max_len, rec.num_items, args.threads)
         inputs = [encode([histories[i % len(histories)]], rec.max_len, "int64") for i in range(args.runs)]
 
         def torch_hf(ids):  # what a PyTorch user runs: the HF forward, head at the last position
@@ -63,7 +70,8 @@ def main() -> None:
 
         engines = {"pytorch eager": torch_hf, "pytorch eager (export graph)": torch_graph,
                    "onnxruntime": onnx.run,
-                   "litert (tflite)": lambda ids: tfl.run(ids.astype(np.int32))}
+                   "litert (tflite)": lambda ids: tfl.run(ids.astype(np.int32)),
+                   "litert (torch LayerNorm lowering)": lambda ids: tfl_plain.run(ids.astype(np.int32))}
         for run in engines.values():  # warm-up
             for ids in inputs[:20]:
                 run(ids)

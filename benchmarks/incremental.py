@@ -102,12 +102,13 @@ def exactness(work: Path, target: str, out: Path) -> dict:
 
 
 def latency(work: Path, windows: list[int], runs: int, threads: int, folder: Path) -> dict:
+    import litert_torch
     import onnxruntime as ort
     import torch
     from ai_edge_litert.interpreter import Interpreter
 
     from edgerec.export import export_onnx, export_tflite, scoring_graph
-    from edgerec.incremental import export_step_onnx, export_step_tflite, layout, step_graph
+    from edgerec.incremental import export_step_onnx, export_step_tflite, layout, step_graph, step_inputs
     from edgerec.distill import STUDENT_SHAPE
     from edgerec.models import RecModel, build_id_model, load_model, start_positions
 
@@ -155,6 +156,9 @@ def latency(work: Path, windows: list[int], runs: int, threads: int, folder: Pat
         export_step_onnx(step_graph(rec, window=n), paths["step.onnx"], spec, 17, "int64", None, {})
         export_tflite(scoring_graph(rec), paths["full.tflite"], n)
         export_step_tflite(step_graph(rec, window=n), paths["step.tflite"], spec, None)
+        # the same step graph converted without edgerec's decomposed LayerNorms, to measure them
+        litert_torch.convert(step_graph(rec, window=n), sample_kwargs=step_inputs(spec, "int32", None)).export(
+            str(folder / f"step-plain-norms-{layers}-{n}.tflite"))
 
         options = ort.SessionOptions()
         options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
@@ -162,6 +166,8 @@ def latency(work: Path, windows: list[int], runs: int, threads: int, folder: Pat
                     for k in ("full.onnx", "step.onnx", "reencode.onnx", "least.onnx")}
         runners = {k: Interpreter(model_path=str(paths[k]), num_threads=threads).get_signature_runner()
                    for k in ("full.tflite", "step.tflite")}
+        runners["step-plain-norms"] = Interpreter(model_path=str(folder / f"step-plain-norms-{layers}-{n}.tflite"),
+                                                  num_threads=threads).get_signature_runner()
         rng = np.random.default_rng(0)
         ids = np.zeros((1, n), np.int64)
         ids[0] = rng.integers(1, rec.num_items + 1, size=n)  # a full window: the most work a pass does
@@ -179,6 +185,8 @@ def latency(work: Path, windows: list[int], runs: int, threads: int, folder: Pat
             "litert: edgerec full graph": lambda i: runners["full.tflite"](input_ids=ids.astype(np.int32)),
             "litert: step update": lambda i: step_tfl(item=items[i: i + 1].astype(np.int32),
                                                       position=positions[i: i + 1].astype(np.int32), state=state),
+            "litert: step update (torch LayerNorm lowering)": lambda i: runners["step-plain-norms"](
+                item=items[i: i + 1].astype(np.int32), position=positions[i: i + 1].astype(np.int32), state=state),
         }
         for run in engines.values():
             for i in range(20):
@@ -201,6 +209,8 @@ def latency(work: Path, windows: list[int], runs: int, threads: int, folder: Pat
         ratios = {"onnxruntime step / edgerec full graph": ("onnxruntime: step update", "onnxruntime: edgerec full graph"),
                   "onnxruntime step / plain full re-encode": ("onnxruntime: step update", "onnxruntime: plain full re-encode"),
                   "litert step / edgerec full graph": ("litert: step update", "litert: edgerec full graph"),
+                  "litert step, decomposed / torch LayerNorm lowering": (
+                      "litert: step update", "litert: step update (torch LayerNorm lowering)"),
                   "onnxruntime least possible step / edgerec full graph": (
                       "onnxruntime: least possible step", "onnxruntime: edgerec full graph"),
                   "onnxruntime least possible step / plain full re-encode": (

@@ -191,3 +191,21 @@ def test_compact_names_never_reuse_an_interface_name():
     onnx.checker.check_model(model, full_check=True)
     assert model.graph.node[0].output[0] not in ("t0", "t1")
     assert [model.graph.input[0].name, model.graph.output[0].name] == ["t0", "t1"]
+
+
+def test_decomposed_layer_norms_match_and_are_restored():
+    import torch
+
+    from edgerec.export import decomposed_layer_norms
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.LayerNorm(8, eps=1e-12))
+    torch.nn.init.normal_(model[1].weight)
+    torch.nn.init.normal_(model[1].bias)
+    x = torch.randn(3, 5, 8) * 10
+    expected = model(x)
+    with decomposed_layer_norms(model):
+        assert "forward" in vars(model[1])
+        got = model(x)
+    assert "forward" not in vars(model[1])
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
