@@ -40,7 +40,7 @@ def scoring_graph(rec, top_k: int | None = None):
     """The torch module that is exported: ids -> item scores (or top-K items and scores)."""
     import torch
 
-    from edgerec.models import last_position_hidden
+    from edgerec.models import composed_attention, last_position_hidden
 
     kind, n, max_len = rec.kind, rec.num_items, rec.max_len
     token_of = torch.as_tensor(rec.token_of, dtype=torch.long)
@@ -51,6 +51,8 @@ def scoring_graph(rec, top_k: int | None = None):
         def __init__(self):
             super().__init__()
             self.model = rec.model
+            for name, value in zip(("a", "c", "bm", "b"), composed_attention(rec.model.bert.encoder.layer[-1])):
+                self.register_buffer(name, value)
 
         def forward(self, input_ids):
             ids = input_ids.long()
@@ -60,7 +62,8 @@ def scoring_graph(rec, top_k: int | None = None):
             if kind == "masked":
                 ids = torch.cat([torch.narrow(ids, 1, 1, max_len - 1),
                                  torch.full_like(torch.narrow(ids, 1, 0, 1), mask_token)], dim=1)
-            logits = self.model.cls(last_position_hidden(self.model, ids, rec.positions))
+            logits = self.model.cls(last_position_hidden(self.model, ids, rec.positions,
+                                                         (self.a, self.c, self.bm, self.b)))
             scores = logits[:, token_of[1:]] if not identity else torch.narrow(logits, 1, 1, n)
             if top_k is None:
                 return scores

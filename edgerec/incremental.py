@@ -7,10 +7,9 @@ item (`distill --positions start`). The step model caches it in one state tensor
 the new item's work: L x (4d^2 + 2d x ff + 2nd) multiply-adds plus the output layer.
 
 What is cached is each layer's *input* at every slot, not its keys and values: both are linear in
-it, so they are absorbed into the single query (the rewrite of `models.absorbed_attention`, which
-the full graph uses, here with the weight products taken at export: `composed_attention`). That
-halves the state (d per layer and slot instead of 2d) and removes the key and value projections
-and their reshapes from every update.
+it, so they are absorbed into the single query (`models.composed_attention`, the rewrite the
+full graph's last layer uses too). That halves the state (d per layer and slot instead of 2d)
+and removes the key and value projections and their reshapes from every update.
 
 The step graph (ONNX and TFLite, beside the full model in a bundle, `step.onnx` / `step.tflite`):
 
@@ -79,36 +78,6 @@ def layout(rec, window: int | None = None) -> StateLayout:
                        tuple(int(layer.attention.self.num_attention_heads) for layer in layers), window)
 
 
-def composed_attention(layer):
-    """One BERT layer's attention as two matrices for a single query row x [B, H] against the
-    cached inputs X [B, n, H] (`models.absorbed_attention` with the products taken at export):
-        scores_h = x A_h + c_h  .  X^T          A_h = Wq_h^T Wk_h / sqrt(size), c_h = bq_h Wk_h / sqrt(size)
-        output   = sum_h softmax(scores_h) X Bm_h + b    Bm_h = Wv_h^T Wo_h^T, b = bv Wo^T + bo
-    (the query's bias on the keys is the same for every slot and cancels in the softmax; the
-    softmax weights sum to 1, so the value bias passes through). Returns float32 tensors
-    A^T [heads*H, H], c [heads*H], Bm^T [H, heads*H], b [H], computed in float64. With
-    heads*size = H and 2 heads they hold as many numbers as Wq, Wk, Wv, Wo; the update runs two
-    matrix products where the plain layer runs four plus the per-head reshapes."""
-    import math
-
-    import torch
-
-    att, out = layer.attention.self, layer.attention.output.dense
-    heads, size = att.num_attention_heads, att.attention_head_size
-    width = out.out_features
-    f64 = {"dtype": torch.float64}
-    wq = att.query.weight.detach().to(**f64).reshape(heads, size, width)
-    bq = att.query.bias.detach().to(**f64).reshape(heads, size)
-    wk = att.key.weight.detach().to(**f64).reshape(heads, size, width)
-    wv = att.value.weight.detach().to(**f64).reshape(heads, size, width)
-    wo = out.weight.detach().to(**f64).reshape(width, heads, size)
-    a = torch.einsum("hsi,hsj->hji", wq, wk).reshape(heads * width, width) / math.sqrt(size)
-    c = torch.einsum("hs,hsj->hj", bq, wk).reshape(heads * width) / math.sqrt(size)
-    bm = torch.einsum("hsi,jhs->jhi", wv, wo).reshape(width, heads * width)
-    b = out.weight.detach().to(**f64) @ att.value.bias.detach().to(**f64) + out.bias.detach().to(**f64)
-    return [t.float().contiguous() for t in (a, c, bm, b)]
-
-
 def step_graph(rec, top_k: int | None = None, window: int | None = None):
     """The torch module exported as the step model (see the module docstring).
 
@@ -119,6 +88,7 @@ def step_graph(rec, top_k: int | None = None, window: int | None = None):
     import torch
 
     from edgerec.export import top_k_unseen
+    from edgerec.models import composed_attention
 
     spec = layout(rec, window)
     n, num_items, width = spec.window, rec.num_items, spec.hidden

@@ -247,14 +247,16 @@ def last_position_logits(model, input_ids, attention_mask, position_ids=None):
     return model.cls(hidden[:, -1, :])
 
 
-def last_position_hidden(model, input_ids, positions: str = "end"):
+def last_position_hidden(model, input_ids, positions: str = "end", composed=None):
     """The encoder output at the last position only, computing no more than that needs.
 
     Every layer but the last runs as usual; the last layer computes its query, attention and FFN
-    for the last position alone (keys and values still cover the whole history). Only the last
-    position is ever read, so this removes (max_len - 1) / max_len of the final layer's FFN and
-    attention-output work: with one layer, most of the model. Written by hand because HF BERT
-    has no "last token only" mode; the exported graph is parity-checked against the plain model.
+    for the last position alone, attending over the whole history through `composed_attention`
+    (`composed`: its result for the last layer, precomputed by a module being exported, since
+    the tracers would record the float64 products). Only the last position is ever read, so this
+    removes (max_len - 1) / max_len of the final layer's FFN and attention-output work: with one
+    layer, most of the model. Written by hand because HF BERT has no "last token only" mode; the
+    exported graph is parity-checked against the plain model.
     """
     import torch
 
@@ -286,35 +288,46 @@ def last_position_hidden(model, input_ids, positions: str = "end"):
         mask = bert.get_extended_attention_mask((input_ids != 0).long(), input_ids.shape)
         for layer in early:
             hidden = layer(hidden, attention_mask=mask)[0]
-    now = torch.narrow(hidden, 1, length - 1, 1)  # [B, 1, H]
-    context = absorbed_attention(last.attention.self, now, hidden[:, None], blocked)
-    attended = last.attention.output(context, now)
-    return last.output(last.intermediate(attended), attended).reshape(-1, width)
+    now = torch.narrow(hidden, 1, length - 1, 1).reshape(-1, width)  # [B, H]
+    heads = last.attention.self.num_attention_heads
+    a, c, bm, b = composed if composed is not None else composed_attention(last)
+    query = torch.nn.functional.linear(now, a, c).view(-1, heads, width)
+    weights = torch.softmax(query @ hidden.transpose(1, 2) + blocked.view(-1, 1, length), dim=-1)
+    mixed = (weights @ hidden).view(-1, heads * width)
+    attended = last.attention.output.LayerNorm(torch.nn.functional.linear(mixed, bm, b) + now)
+    return last.output(last.intermediate(attended), attended)
 
 
-def absorbed_attention(attention, now, history, blocked):
-    """One query position `now` [B, 1, H] of a BERT self-attention against `history` [B, 1, L, H]
-    (the layer's input at every position it may see; `blocked` [B, 1, 1, L] adds -inf-like
-    values where it may not): the context [B, 1, heads * size], with the key and value
-    projections absorbed into the query:
-      q_h . (x Wk_h + bk_h) = (q_h Wk_h^T) . x + const   (the constant cancels in the softmax)
-      softmax(s_h) (X Wv_h + bv_h) = (softmax(s_h) X) Wv_h + bv_h   (the weights sum to 1)
-    so the history is never projected: O(L * H * heads) instead of O(L * H^2). Exact up to float
-    rounding; every export is parity-checked against the plain HF forward.
-    """
+def composed_attention(layer):
+    """One BERT layer's attention for a single query row x [B, H] against the layer's inputs X
+    [B, n, H] at every position it may see, as two matrices, with the key and value projections
+    absorbed (the history is never projected: O(n * H * heads) instead of O(n * H^2)):
+        scores_h = x A_h + c_h  .  X^T          A_h = Wq_h^T Wk_h / sqrt(size), c_h = bq_h Wk_h / sqrt(size)
+        output   = sum_h softmax(scores_h) X Bm_h + b    Bm_h = Wv_h^T Wo_h^T, b = bv Wo^T + bo
+    (the query's bias on the keys is the same for every slot and cancels in the softmax; the
+    softmax weights sum to 1, so the value bias passes through). Returns float32 tensors
+    A^T [heads*H, H], c [heads*H], Bm^T [H, heads*H], b [H], computed in float64. With
+    heads*size = H and 2 heads they hold as many numbers as Wq, Wk, Wv, Wo; a query row costs two
+    matrix products where the plain layer runs four plus the per-head reshapes. Exact up to float
+    rounding; every export is parity-checked against the plain HF forward."""
     import math
 
     import torch
 
-    heads, size = attention.num_attention_heads, attention.attention_head_size
-    width = int(history.shape[-1])
-    query = attention.query(now).reshape(-1, heads, 1, size)  # [B, heads, 1, size]
-    key_t = attention.key.weight.reshape(heads, size, width)  # Wk_h^T per head
-    value_w = attention.value.weight.reshape(heads, size, width).transpose(1, 2)  # Wv_h per head
-    scores = (query @ key_t) @ history.transpose(-1, -2) / math.sqrt(size) + blocked
-    mixed = torch.softmax(scores, dim=-1) @ history  # [B, heads, 1, H]
-    # heads * size == width unless heads were pruned (edgerec prune)
-    return (mixed @ value_w).reshape(-1, 1, heads * size) + attention.value.bias
+    att, out = layer.attention.self, layer.attention.output.dense
+    heads, size = att.num_attention_heads, att.attention_head_size
+    width = out.out_features
+    f64 = {"dtype": torch.float64}
+    wq = att.query.weight.detach().to(**f64).reshape(heads, size, width)
+    bq = att.query.bias.detach().to(**f64).reshape(heads, size)
+    wk = att.key.weight.detach().to(**f64).reshape(heads, size, width)
+    wv = att.value.weight.detach().to(**f64).reshape(heads, size, width)
+    wo = out.weight.detach().to(**f64).reshape(width, heads, size)
+    a = torch.einsum("hsi,hsj->hji", wq, wk).reshape(heads * width, width) / math.sqrt(size)
+    c = torch.einsum("hs,hsj->hj", bq, wk).reshape(heads * width) / math.sqrt(size)
+    bm = torch.einsum("hsi,jhs->jhi", wv, wo).reshape(width, heads * width)
+    b = out.weight.detach().to(**f64) @ att.value.bias.detach().to(**f64) + out.bias.detach().to(**f64)
+    return [t.float().contiguous() for t in (a, c, bm, b)]
 
 
 def render_history(history, titles: list[str], limit: int = 20) -> str:
