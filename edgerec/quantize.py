@@ -323,39 +323,62 @@ def quantize_steps(bundle: Path, folder: Path, files: dict, settings, sequences,
 
 # --------------------------------------------------------------------------- accuracy-aware
 
-def validation_ndcg(scorer, data) -> float:
+def validation_ndcg(scorer, data) -> np.ndarray:
+    """Per-user NDCG@10 on the validation users (full ranking, history masked)."""
     from edgerec.evaluate import rank_users
 
     histories, targets = data.examples("valid")
     ranks, _ = rank_users(scorer, histories, targets, data.num_items)
-    return float(np.mean(np.where(ranks < 10, 1.0 / np.log2(ranks + 2.0), 0.0)))
+    return np.where(ranks < 10, 1.0 / np.log2(ranks + 2.0), 0.0)
 
 
-def fit_tolerance(quantize, score, units: list[str], reference: float, max_drop: float, log) -> dict:
-    """Quantize everything; if NDCG@10 drops by more than `max_drop` (relative), measure each
-    unit alone and keep the costliest in float until the drop fits. `quantize(units) -> path`."""
-    floor = reference * (1.0 - max_drop)
+def judge(got: np.ndarray, reference: np.ndarray, max_drop: float) -> dict:
+    """Does int8's per-user validation NDCG@10 `got` fit the tolerance against fp32's?
+
+    It fails only when the mean drop is larger than `max_drop` (relative) *and* real: the paired
+    bootstrap 95% interval of int8 - fp32 lies below 0 (design.md's protocol: one number on 943
+    users is not evidence). Without the second condition a 0.0015 NDCG@10 wobble on MovieLens-100K
+    (1.3%, paired interval across 0) kept the item table in float and the file at 0.74x of fp32."""
+    from edgerec import metrics
+
+    test = metrics.paired_bootstrap(got, reference)
+    floor = float(np.mean(reference)) * (1.0 - max_drop)
+    beyond = float(np.mean(got)) < floor
+    return {"ndcg10": float(np.mean(got)), "floor": floor, "paired_vs_fp32": test,
+            "fits": not (beyond and test["ci95"][1] < 0),
+            "why": ("within the tolerance" if not beyond else
+                    "the drop is not significant (paired 95% interval reaches 0)" if test["ci95"][1] >= 0
+                    else "the drop is larger than the tolerance and significant")}
+
+
+def fit_tolerance(quantize, score, units: list[str], reference: np.ndarray, max_drop: float, log) -> dict:
+    """Quantize everything; if validation NDCG@10 drops beyond `max_drop` (relative, and
+    significantly: `judge`), measure each unit alone and keep the costliest in float until it
+    fits. `quantize(units) -> path`, `score(path) -> per-user NDCG@10`."""
+    mean = float(np.mean(reference))
     path = quantize(units)
-    got = score(path)
-    trail = [{"float": [], "ndcg10": got}]
-    if got >= floor:
-        return {"path": path, "ndcg10": got, "kept_float": [], "sensitivity": {}, "trail": trail}
-    log(f"int8 NDCG@10 {got:.4f} < {floor:.4f}: ranking {len(units)} units by sensitivity")
-    sensitivity = {u: reference - score(quantize([u])) for u in units}
+    verdict = judge(score(path), reference, max_drop)
+    trail = [{"float": [], **verdict}]
+    if verdict["fits"]:
+        return {"path": path, "kept_float": [], "sensitivity": {}, "trail": trail, **verdict}
+    log(f"int8 NDCG@10 {verdict['ndcg10']:.4f} < {verdict['floor']:.4f} (paired interval "
+        f"{verdict['paired_vs_fp32']['ci95'][0]:+.4f}, {verdict['paired_vs_fp32']['ci95'][1]:+.4f}): "
+        f"ranking {len(units)} units by sensitivity")
+    sensitivity = {u: mean - float(np.mean(score(quantize([u])))) for u in units}
     order = sorted(units, key=lambda u: -sensitivity[u])
     kept: list[str] = []
     for unit in order:
         kept.append(unit)
         path = quantize([u for u in units if u not in kept])
-        got = score(path)
-        trail.append({"float": list(kept), "ndcg10": got})
-        if got >= floor:
+        verdict = judge(score(path), reference, max_drop)
+        trail.append({"float": list(kept), **verdict})
+        if verdict["fits"]:
             break
-    if got < floor:
-        raise EdgerecError(f"int8 NDCG@10 stays below {floor:.4f} even with every unit in float")
+    if not verdict["fits"]:
+        raise EdgerecError(f"int8 NDCG@10 stays below {verdict['floor']:.4f} even with every unit in float")
     reasons = [{"unit": u, "why": f"quantized alone it cost {sensitivity[u]:+.4f} validation NDCG@10, "
                                  f"the most of the remaining units"} for u in kept]
-    return {"path": path, "ndcg10": got, "kept_float": reasons, "sensitivity": sensitivity, "trail": trail}
+    return {"path": path, "kept_float": reasons, "sensitivity": sensitivity, "trail": trail, **verdict}
 
 
 # ----------------------------------------------------------------------------------- driver
@@ -436,16 +459,18 @@ def quantize(bundle: Path, data_dir: Path, out_dir: Path | None, config: Quantiz
                     quantize_tflite(_src, path, _scheme, settings.per_channel, _cal, chosen)
                     return path
 
-            reference = validation_ndcg(scorer(local, src), data)
+            per_user = validation_ndcg(scorer(local, src), data)
+            reference = float(np.mean(per_user))
 
             def score(path, _local=local):
                 return validation_ndcg(scorer(_local, path), data)
 
-            fit = fit_tolerance(run, score, units, reference, max_drop, log)
+            fit = fit_tolerance(run, score, units, per_user, max_drop, log)
             shutil.copy(fit["path"], tmp / name)
             # The final file must load and rank on every runtime the profile names (e.g.
             # tflite-runtime 2.14 for rpi4), not only the one the tolerance loop used.
-            on_runtimes = {r.name: (fit["ndcg10"] if r is local else score(tmp / name, r)) for r in runtimes}
+            on_runtimes = {r.name: (fit["ndcg10"] if r is local else float(np.mean(score(tmp / name, r))))
+                           for r in runtimes}
             fp32_size, int8_size = src.stat().st_size, (tmp / name).stat().st_size
             results[fmt] = {
                 "scheme": scheme, "runtime": local.name, "fp32_bytes": fp32_size, "int8_bytes": int8_size,
@@ -457,6 +482,7 @@ def quantize(bundle: Path, data_dir: Path, out_dir: Path | None, config: Quantiz
                 "kept_float": fit["kept_float"] + [{"unit": u, "why": why} for u, why in structural.items()]
                 + [{"unit": t, "why": "keep_float in the target profile"}
                    for t in (settings.keep_float if fmt == "onnx" else ())],
+                "paired_vs_fp32": fit["paired_vs_fp32"], "accepted": fit["why"],
                 "sensitivity": fit["sensitivity"], "trail": fit["trail"],
                 "seconds": round(time.perf_counter() - started, 2)}
             log(f"{name}: {fp32_size / 1e6:.3f} -> {int8_size / 1e6:.3f} MB, validation NDCG@10 "

@@ -56,7 +56,7 @@ class Quantization:
     reduce_range: bool = False
     calibration: str = "minmax"  # minmax | entropy | percentile
     keep_float: tuple[str, ...] = ()  # op types left in float
-    max_ndcg_drop: float = 0.01  # tolerated relative NDCG@10 drop vs the fp32 model
+    max_ndcg_drop: float = 0.01  # tolerated relative NDCG@10 drop vs fp32 (when significant)
 
 
 @dataclass(frozen=True)

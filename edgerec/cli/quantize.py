@@ -24,7 +24,8 @@ def quantize(
         help="minmax, entropy or percentile (default: the profile's).")] = None,
     max_ndcg_drop: Annotated[Optional[float], typer.Option(
         help="Tolerated relative drop of validation NDCG@10 vs fp32 before layers are kept in "
-             "float (default: the profile's).")] = None,
+             "float; a larger drop counts only when significant (paired bootstrap 95% interval "
+             "below 0). Default: the profile's.")] = None,
     targets_dir: TargetsDir = None,
     overwrite: Overwrite = False,
     json_out: JsonOut = False,
