@@ -187,8 +187,8 @@ def decomposed_layer_norms(module):
     TFLite converter traces it. TFLite has no LayerNorm builtin and litert-torch's lowering of
     torch's op adds four RESHAPEs and a SQUARED_DIFFERENCE per norm (14 ops; this is 9): the
     default one-layer student's full graph goes from 96 to 76 ops and its step graph from 92 to
-    66 (same results to 1e-6). LiteRT p50 0.94x for the full graph (benchmarks/export.py),
-    0.93-0.99x for step updates (benchmarks/incremental.py). ONNX keeps its single
+    66 (same results to 1e-6). LiteRT p50 0.94-0.97x for the full graph (benchmarks/export.py),
+    within noise for step updates (benchmarks/incremental.py). ONNX keeps its single
     LayerNormalization node. Hand-written because neither converter has such an option."""
     import types
 
