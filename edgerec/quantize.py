@@ -172,9 +172,10 @@ def _per_tensor_weights(model_path: Path) -> list[str]:
 
 def structural_float(model_path: Path, settings) -> dict[str, str]:
     """Nodes the profile's format cannot quantize, with the reason: per-channel QLinearMatMul
-    (static QOperator) and per-channel MatMulInteger (dynamic) take 2-D weights only, so the
-    absorbed attention's batched constants stay float (ORT 1.32 fails at run time otherwise:
-    "b zero point is not valid")."""
+    (static QOperator) and per-channel MatMulInteger (dynamic) take 2-D weights only, so batched
+    (3-D) MatMul constants stay float (ORT 1.32 fails at run time otherwise: "b zero point is not
+    valid"). edgerec's own graphs no longer have any since the attention is folded into 2-D
+    matrices (`models.composed_attention`); bundles exported by earlier versions have."""
     if not settings.per_channel:
         return {}
     if settings.scheme == "static" and settings.format == "QOperator":
