@@ -119,7 +119,7 @@ def step_graph(rec, top_k: int | None = None, window: int | None = None):
             written = []
             for index, layer in enumerate(bert.encoder.layer):
                 # the layer's input at every slot, the new item's written in
-                own = state if len(self.heads) == 1 else torch.narrow(state, 1, index, 1)
+                own = state if spec.layers == 1 else torch.narrow(state, 1, index, 1)
                 inputs = torch.where(slot, x.view(-1, 1, 1, width), own)  # [B, 1, n, H]
                 written.append(inputs)
                 cached = inputs.view(-1, n, width)
