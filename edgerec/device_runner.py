@@ -5,8 +5,8 @@ edgerec, so it can be copied next to a bundle and run with whatever Python the d
 
     python device_runner.py MODEL INPUTS.npy OUTPUT.npz [--threads N] [--warmup W] [--step]
 
-INPUTS.npy holds encoded `input_ids` [N, max_len]; OUTPUT.npz gets `scores` [N, num_items] (one
-batch-1 call per row, as an app makes them), `seconds` per call (after W untimed warm-up calls),
+INPUTS.npy holds encoded `input_ids` [N, max_len]; OUTPUT.npz gets `scores` [N, num_items] (for
+a top-K file its `items` [N, K] instead; one batch-1 call per row, as an app makes them), `seconds` per call (after W untimed warm-up calls),
 `load_seconds` (model load, the app's cold start) and `peak_rss_bytes` of this process, which
 does nothing but load and run the model.
 
@@ -44,7 +44,9 @@ def _onnx(path, threads):
     options.intra_op_num_threads = threads
     session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
     dtype = {"tensor(int32)": np.int32}.get(session.get_inputs()[0].type, np.int64)
-    return lambda ids: session.run(["scores"], {"input_ids": ids.astype(dtype)})[0]
+    # a top-K file: its ranking is `items` (TFLite's first output is the same, output_0)
+    output = "items" if "items" in [o.name for o in session.get_outputs()] else "scores"
+    return lambda ids: session.run([output], {"input_ids": ids.astype(dtype)})[0]
 
 
 # output order of a step model; TFLite names them output_0, output_1, ... in this order

@@ -185,6 +185,7 @@ def describe(spec: StateLayout, dtype: dict, top_k: int | None, roll_keep: int) 
         },
         "outputs": {"scores": "as the full model's scores, after the new item",
                     "next_state": "feed back as `state` on the next call"},
+        "top_k": top_k,  # None: scores over every item
         "tflite_outputs": output_names(top_k),  # TFLite's output_0, output_1, ... in this order
         "layout": spec.to_dict(),
         "roll": {"when": f"position would be {spec.window} (the window is full)", "keep": roll_keep,
@@ -307,7 +308,7 @@ def validate_steps(bundle: Path, entry: dict, target, histories, targets, num_it
     the two files are quantized separately, so agreement is reported), accuracy, and per-update
     latency beside the full model's per-call latency."""
     from edgerec.runtimes import RUNTIMES, encode
-    from edgerec.validate import _accuracy, latency_stats
+    from edgerec.validate import latency_stats, score_outputs
 
     out = {}
     for runtime in target.runtimes:
@@ -318,13 +319,9 @@ def validate_steps(bundle: Path, entry: dict, target, histories, targets, num_it
         dtype = target.onnx.input_dtype if fmt == "onnx" else "int32"
         result = replay(runtime, Path(bundle) / name, encode(histories, entry["layout"]["window"], dtype),
                         target.threads, warmup, device)
-        scores = np.asarray(result["scores"])
-        if scores.ndim != 2 or scores.shape[1] != num_items or not np.isfinite(scores).all():
-            raise EdgerecError(f"{bundle}: {name} on {runtime.name} gave no finite [users, {num_items}] scores")
-        full = np.full((len(scores), num_items + 1), -np.inf, np.float32)
-        full[:, 1:] = scores
         reference = full_runs[runtime.name]["top"]
-        summary, top, _ = _accuracy(full, histories, targets, num_items, reference)
+        summary, top, _ = score_outputs(result["scores"], entry.get("top_k"), num_items, histories, targets,
+                                        reference, f"{bundle}: {name} on {runtime.name}")
         latency = latency_stats(result["seconds"])
         out[runtime.name] = {
             "file": name, "bytes": (Path(bundle) / name).stat().st_size, "users": len(histories),

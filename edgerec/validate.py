@@ -84,15 +84,49 @@ def latency_stats(seconds) -> dict:
             "mean_ms": float(ms.mean()), "std_ms": float(ms.std())}
 
 
-def _accuracy(full_scores, histories, targets, num_items: int, reference_top=None) -> tuple[dict, np.ndarray, dict]:
+def _accuracy(full_scores, histories, targets, num_items: int, reference_top=None, top=None,
+              truncated_at: int | None = None) -> tuple[dict, np.ndarray, dict]:
+    """Full-ranking metrics of `full_scores` [users, num_items + 1]. For a top-K output
+    (`truncated_at` = K) only ranks below K are known: cut-offs above K are left out and MRR
+    counts ranks below K only; `top` is then the lists the model returned."""
     from edgerec import metrics
 
     ranks = metrics.target_ranks(full_scores, targets, num_items, histories)
-    top = metrics.top_k(full_scores, 10, num_items, histories)
+    if top is None:
+        top = metrics.top_k(full_scores, 10, num_items, histories)
     per_user = metrics.per_user_metrics(ranks)
+    if truncated_at is not None:
+        per_user = {name: values for name, values in per_user.items()
+                    if "@" not in name or int(name.split("@")[1]) <= truncated_at}
+        per_user["MRR"] = np.where(ranks < truncated_at, per_user["MRR"], 0.0)
     if reference_top is not None:
         per_user["top10_agreement"] = metrics.topk_agreement(top, reference_top)
     return metrics.summarize(per_user), top, per_user
+
+
+def score_outputs(output, top_k: int | None, num_items: int, histories, targets, reference_top, where: str):
+    """`_accuracy` of what a runner returned: scores [users, num_items], or for a top-K file its
+    `items` [users, K] (item indices, best first), ranked K, K-1, ... 1 and every other item
+    below them. Checks the shape and values first; `where` names the file and runtime."""
+    output = np.asarray(output)
+    if not top_k:
+        if output.ndim != 2 or output.shape[1] != num_items:
+            raise EdgerecError(f"{where} outputs {output.shape[-1]} scores per user but items.json lists "
+                               f"{num_items} items")
+        if not np.isfinite(output).all():
+            raise EdgerecError(f"{where} produced NaN/inf scores")
+        full = np.full((len(output), num_items + 1), -np.inf, np.float32)
+        full[:, 1:] = output
+        return _accuracy(full, histories, targets, num_items, reference_top)
+    if top_k < 10:
+        raise EdgerecError(f"{where} returns its top {top_k}; validate needs at least 10 (the accuracy "
+                           "budget, agreement and coverage are at 10): export with --top-k 10 or more")
+    if output.ndim != 2 or output.shape[1] != top_k or output.min(initial=1) < 1 or output.max(initial=1) > num_items:
+        raise EdgerecError(f"{where} did not return [users, {top_k}] item indices in 1..{num_items}")
+    items = output.astype(np.int64)
+    full = np.full((len(items), num_items + 1), -np.inf, np.float32)
+    np.put_along_axis(full, items, np.arange(top_k, 0, -1, dtype=np.float32)[None, :], axis=1)
+    return _accuracy(full, histories, targets, num_items, reference_top, top=items[:, :10], truncated_at=top_k)
 
 
 def run_bundle(bundle: Path, meta: dict, target, histories, targets, num_items: int, warmup: int,
@@ -115,15 +149,8 @@ def run_bundle(bundle: Path, meta: dict, target, histories, targets, num_items: 
         else:
             python = python_for(runtime.name) if runtime.environment == "isolated" else sys.executable
             out = run_runner(python, runtime.name, Path(bundle) / name, ids, target.threads, warmup)
-        scores = out["scores"]
-        if scores.ndim != 2 or scores.shape[1] != num_items:
-            raise EdgerecError(f"{bundle}: {name} outputs {scores.shape[-1]} scores per user but items.json "
-                               f"lists {num_items} items")
-        if not np.isfinite(scores).all():
-            raise EdgerecError(f"{bundle}: {name} produced NaN/inf scores on {runtime.name}")
-        full = np.full((len(scores), num_items + 1), -np.inf, np.float32)
-        full[:, 1:] = scores
-        summary, top, per_user = _accuracy(full, histories, targets, num_items, teacher_top)
+        summary, top, per_user = score_outputs(out["scores"], meta.get("top_k"), num_items, histories, targets,
+                                               teacher_top, f"{bundle}: {name} on {runtime.name}")
         results[runtime.name] = {"top": top,
             "file": name, "bytes": (Path(bundle) / name).stat().st_size, "metrics": summary,
             "per_user_ndcg10": per_user["NDCG@10"], "latency": latency_stats(out["seconds"]),

@@ -208,3 +208,13 @@ def test_a_profile_can_ask_for_the_step_model(tmp_path, data_dir, artifacts):
     assert manifest["step_model"]["files"] == {"onnx": "step.onnx"}
     plain = export(artifacts / "start", data_dir, tmp_path / "e", ExportConfig(target="x86_64-avx2"))
     assert plain["step_model"] is None and not (tmp_path / "e" / "step.onnx").exists()
+
+
+def test_validate_replays_a_top_k_step_model(tmp_path, data_dir, artifacts):
+    from edgerec.validate import ValidateConfig, validate
+
+    export(artifacts / "start", data_dir, tmp_path / "d", ExportConfig(target="x86_64-avx2", top_k=10, step=True))
+    report = validate(tmp_path / "d", data_dir, ValidateConfig(target="x86_64-avx2", warmup=2), log=lambda m: None)
+    step = report["step_model"]["onnxruntime"]
+    assert step["identical_top10"] == 1.0 and "HR@20" not in step["metrics"]  # fp32: the full file's lists
+    assert step["metrics"]["NDCG@10"]["mean"] == pytest.approx(report["runtimes"]["onnxruntime"]["metrics"]["NDCG@10"]["mean"])

@@ -133,3 +133,33 @@ def test_build_runs_every_stage_then_reuses_them(tmp_path, interactions_csv):
     assert {p["model"].split()[0] for p in first["report"]["points"]} >= {"teacher", "student", "int8", "fp32"}
     second = build(config, **kwargs)
     assert [second["stages"][s]["status"] for s in ("data", "teacher", "distill", "export", "quantize")] == ["reused"] * 5
+
+
+def test_top_k_outputs_are_ranked_from_the_items_they_return():
+    import numpy as np
+
+    from edgerec.validate import score_outputs
+
+    items = np.array([[5, 3, 7, 1, 2, 4, 6, 8, 9, 10], [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]])
+    summary, top, per_user = score_outputs(items, 10, 20, [[11], [12]], [3, 15], None, "b")
+    assert per_user["HR@1"].tolist() == [0.0, 0.0] and per_user["HR@5"].tolist() == [1.0, 0.0]
+    assert per_user["NDCG@10"][0] == pytest.approx(1 / np.log2(3)) and per_user["MRR"].tolist() == [0.5, 0.0]
+    assert "HR@20" not in summary and "NDCG@20" not in summary  # unknown beyond K
+    assert (top == items).all()
+    with pytest.raises(EdgerecError, match="at least 10"):
+        score_outputs(items[:, :5], 5, 20, [[11], [12]], [3, 15], None, "b")
+    with pytest.raises(EdgerecError, match="item indices in 1..20"):
+        score_outputs(items + 15, 10, 20, [[11], [12]], [3, 15], None, "b")
+
+
+def test_validate_takes_a_top_k_bundle_on_every_runtime(tmp_path, data_dir, bundles):
+    export(bundles / "teacher", data_dir, tmp_path / "topk", ExportConfig(target="arm64", top_k=10))
+    report = validate(tmp_path / "topk", data_dir, ValidateConfig(target="arm64", warmup=2), log=lambda m: None)
+    full = validate(_copy(bundles, tmp_path, "fp32"), data_dir, ValidateConfig(target="arm64", warmup=2),
+                    log=lambda m: None)
+    assert set(report["runtimes"]) == {"onnxruntime", "litert"}
+    for runtime, r in report["runtimes"].items():
+        assert "NDCG@10" in r["metrics"] and "HR@20" not in r["metrics"], runtime
+        # the same model: its top-10 lists can differ from the full file's only where a history
+        # is longer than the window (the graph excludes the window's items, the metric the history)
+        assert abs(r["metrics"]["NDCG@10"]["mean"] - full["runtimes"][runtime]["metrics"]["NDCG@10"]["mean"]) < 0.02
