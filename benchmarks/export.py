@@ -4,7 +4,10 @@ The baseline ("pytorch eager") is the HF model's forward with the head applied a
 position; "pytorch eager (export graph)" runs the exported graph itself (final layer computed for
 the last position only) eagerly, to separate the graph's savings from the runtime's. "litert
 (torch LayerNorm lowering)" is the same graph converted without edgerec's decomposed LayerNorms
-(`export.decomposed_layer_norms`), to measure what they buy.
+(`export.decomposed_layer_norms`), to measure what they buy. "onnxruntime, top-10 in graph" is the
+`--top-k 10` graph as exported (one scatter masks the history, then TopK 10) beside the portable
+form the TFLite files use (TopK of 10 + max_len, compare, one-hot pick), exported to ONNX here
+only to time it.
 
     python benchmarks/export.py [--model runs/bench-teacher/student-distilled] [--runs 300]
 
@@ -37,8 +40,10 @@ def main() -> None:
     args = parser.parse_args()
 
     import litert_torch
+    import onnxruntime as ort
     import torch
 
+    from edgerec import export as export_module
     from edgerec.data import load_data
     from edgerec.export import ExportConfig, export, scoring_graph
     from edgerec.models import load_model
@@ -57,6 +62,17 @@ def main() -> None:
         litert_torch.convert(graph, sample_kwargs={"input_ids": torch.ones((1, rec.max_len), dtype=torch.int32)}
                              ).export(str(plain))
         tfl_plain = LiteRTScorer(plain, rec.max_len, rec.num_items, args.threads)
+        top_k = {}
+        for form, portable in (("scatter", False), ("portable", True)):
+            path = Path(tmp) / f"top10-{form}.onnx"
+            token = export_module._PORTABLE_TOP_K.set(portable)
+            try:
+                export_module.export_onnx(scoring_graph(rec, 10), path, rec.max_len, 17, "int64", 10, {})
+            finally:
+                export_module._PORTABLE_TOP_K.reset(token)
+            options = ort.SessionOptions()
+            options.intra_op_num_threads, options.inter_op_num_threads = args.threads, 1
+            top_k[form] = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         inputs = [encode([histories[i % len(histories)]], rec.max_len, "int64") for i in range(args.runs)]
 
         def torch_hf(ids):  # what a PyTorch user runs: the HF forward, head at the last position
@@ -71,7 +87,10 @@ def main() -> None:
         engines = {"pytorch eager": torch_hf, "pytorch eager (export graph)": torch_graph,
                    "onnxruntime": onnx.run,
                    "litert (tflite)": lambda ids: tfl.run(ids.astype(np.int32)),
-                   "litert (torch LayerNorm lowering)": lambda ids: tfl_plain.run(ids.astype(np.int32))}
+                   "litert (torch LayerNorm lowering)": lambda ids: tfl_plain.run(ids.astype(np.int32)),
+                   "onnxruntime, top-10 in graph": lambda ids: top_k["scatter"].run(None, {"input_ids": ids}),
+                   "onnxruntime, top-10 in graph (portable form)":
+                       lambda ids: top_k["portable"].run(None, {"input_ids": ids})}
         for run in engines.values():  # warm-up
             for ids in inputs[:20]:
                 run(ids)
