@@ -6,9 +6,9 @@ edgerec, so it can be copied next to a bundle and run with whatever Python the d
     python device_runner.py MODEL INPUTS.npy OUTPUT.npz [--threads N] [--warmup W] [--step]
 
 INPUTS.npy holds encoded `input_ids` [N, max_len]; OUTPUT.npz gets `scores` [N, num_items] (for
-a top-K file its `items` [N, K] instead; one batch-1 call per row, as an app makes them), `seconds` per call (after W untimed warm-up calls),
-`load_seconds` (model load, the app's cold start) and `peak_rss_bytes` of this process, which
-does nothing but load and run the model.
+a top-K file its `items` [N, K] instead; one batch-1 call per row, as an app makes them),
+`seconds` per call (after W untimed warm-up calls), `load_seconds` (model load, the app's cold
+start) and `peak_rss_bytes` of this process, which does nothing but load and run the model.
 
 With --step, MODEL is an incremental step model (edgerec.incremental): each row's items are fed
 one call at a time from an empty state, as an app feeds taps; `scores` holds the output after the

@@ -92,6 +92,11 @@ def _accuracy(full_scores, histories, targets, num_items: int, reference_top=Non
     from edgerec import metrics
 
     ranks = metrics.target_ranks(full_scores, targets, num_items, histories)
+    if truncated_at is not None:
+        # a target the file did not return is a miss at every cut-off (masking returned history
+        # items would otherwise let a small item index tie its way above the cut-off)
+        returned = np.isfinite(np.asarray(full_scores)[np.arange(len(targets)), np.asarray(targets)])
+        ranks = np.where(returned, ranks, num_items)
     if top is None:
         top = metrics.top_k(full_scores, 10, num_items, histories)
     per_user = metrics.per_user_metrics(ranks)

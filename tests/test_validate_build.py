@@ -146,6 +146,10 @@ def test_top_k_outputs_are_ranked_from_the_items_they_return():
     assert per_user["NDCG@10"][0] == pytest.approx(1 / np.log2(3)) and per_user["MRR"].tolist() == [0.5, 0.0]
     assert "HR@20" not in summary and "NDCG@20" not in summary  # unknown beyond K
     assert (top == items).all()
+    # two returned items are history (masked by the protocol); target 1 was not returned
+    returned = np.array([[5, 3, 7, 8, 9, 10, 11, 12, 13, 14]])
+    _, _, per_user = score_outputs(returned, 10, 20, [[5, 3]], [1], None, "b")
+    assert per_user["HR@10"].tolist() == [0.0] and per_user["MRR"].tolist() == [0.0]
     with pytest.raises(EdgerecError, match="at least 10"):
         score_outputs(items[:, :5], 5, 20, [[11], [12]], [3, 15], None, "b")
     with pytest.raises(EdgerecError, match="item indices in 1..20"):
