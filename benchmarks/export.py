@@ -43,9 +43,8 @@ def main() -> None:
     import onnxruntime as ort
     import torch
 
-    from edgerec import export as export_module
     from edgerec.data import load_data
-    from edgerec.export import ExportConfig, export, scoring_graph
+    from edgerec.export import ExportConfig, export, export_onnx, portable_top_k, scoring_graph
     from edgerec.models import load_model
     from edgerec.runtimes import LiteRTScorer, OnnxScorer, encode
 
@@ -65,11 +64,8 @@ def main() -> None:
         top_k = {}
         for form, portable in (("scatter", False), ("portable", True)):
             path = Path(tmp) / f"top10-{form}.onnx"
-            token = export_module._PORTABLE_TOP_K.set(portable)
-            try:
-                export_module.export_onnx(scoring_graph(rec, 10), path, rec.max_len, 17, "int64", 10, {})
-            finally:
-                export_module._PORTABLE_TOP_K.reset(token)
+            with portable_top_k(portable):
+                export_onnx(scoring_graph(rec, 10), path, rec.max_len, 17, "int64", 10, {})
             options = ort.SessionOptions()
             options.intra_op_num_threads, options.inter_op_num_threads = args.threads, 1
             top_k[form] = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])

@@ -77,6 +77,16 @@ def scoring_graph(rec, top_k: int | None = None):
 _PORTABLE_TOP_K = contextvars.ContextVar("edgerec_portable_top_k", default=False)
 
 
+@contextlib.contextmanager
+def portable_top_k(on: bool = True):
+    """Trace `top_k_unseen` in its scatter-free form (what TFLite files get) while inside."""
+    token = _PORTABLE_TOP_K.set(on)
+    try:
+        yield
+    finally:
+        _PORTABLE_TOP_K.reset(token)
+
+
 def top_k_unseen(scores, history, top_k: int):
     """In-graph top-K of `scores` [B, items] (column j = item j + 1) over the items not in
     `history` [B, L] (item ids, 0 = empty): (items int64 [B, K], scores [B, K]).
@@ -186,12 +196,8 @@ def write_tflite(graph, inputs: dict, path: Path, what: str = "TFLite conversion
     import litert_torch
 
     try:
-        with decomposed_layer_norms(graph):
-            portable = _PORTABLE_TOP_K.set(True)
-            try:
-                edge = litert_torch.convert(graph, sample_kwargs=inputs)
-            finally:
-                _PORTABLE_TOP_K.reset(portable)
+        with decomposed_layer_norms(graph), portable_top_k():
+            edge = litert_torch.convert(graph, sample_kwargs=inputs)
     except Exception as exc:  # the converter raises many types; one line for the user
         raise EdgerecError(f"{what} failed: {str(exc).splitlines()[0][:300]}") from None
     edge.export(str(path))
