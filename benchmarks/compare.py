@@ -78,7 +78,7 @@ def main() -> None:
     from edgerec.export import ExportConfig, export
     from edgerec.models import load_model
     from edgerec.quantize import QuantizeConfig, quantize
-    from edgerec.runtimes import LiteRTScorer, OnnxScorer, _Scorer, encode
+    from edgerec.runtimes import LiteRTScorer, OnnxScorer, Scorer, encode
 
     torch.set_num_threads(args.threads)
     data = load_data(args.data)
@@ -86,7 +86,7 @@ def main() -> None:
     histories = data.examples("test")[0]
     n, max_len = data.num_items, teacher.max_len
 
-    class PlainOnnx(_Scorer):  # the HF forward as exported: logits at every position
+    class PlainOnnx(Scorer):  # the HF forward as exported: logits at every position
         def __init__(self, path):
             options = ort.SessionOptions()
             options.intra_op_num_threads = args.threads

@@ -4,7 +4,7 @@ The baseline ("pytorch eager") is the HF model's forward with the head applied a
 position; "pytorch eager (export graph)" runs the exported graph itself (final layer computed for
 the last position only) eagerly, to separate the graph's savings from the runtime's. "litert
 (torch LayerNorm lowering)" is the same graph converted without edgerec's decomposed LayerNorms
-(`export.decomposed_layer_norms`), to measure what they buy. "onnxruntime, top-10 in graph" is the
+(`writers.decomposed_layer_norms`), to measure what they buy. "onnxruntime, top-10 in graph" is the
 `--top-k 10` graph as exported (one scatter masks the history, then TopK 10) beside the portable
 form the TFLite files use (TopK of 10 + max_len, compare, one-hot pick), exported to ONNX here
 only to time it.
@@ -44,7 +44,9 @@ def main() -> None:
     import torch
 
     from edgerec.data import load_data
-    from edgerec.export import ExportConfig, export, export_onnx, portable_top_k, scoring_graph
+    from edgerec.export import ExportConfig, export
+    from edgerec.graphs import portable_top_k, scoring_graph
+    from edgerec.writers import export_onnx
     from edgerec.models import load_model
     from edgerec.runtimes import LiteRTScorer, OnnxScorer, encode
 

@@ -107,8 +107,8 @@ def latency(work: Path, windows: list[int], runs: int, threads: int, folder: Pat
     import torch
     from ai_edge_litert.interpreter import Interpreter
 
-    from edgerec.export import export_onnx, export_tflite, scoring_graph
-    from edgerec.incremental import export_step_onnx, export_step_tflite, layout, step_graph, step_inputs
+    from edgerec.graphs import scoring_graph, step_graph, step_inputs, step_layout
+    from edgerec.writers import export_onnx, export_step_onnx, export_step_tflite, export_tflite
     from edgerec.distill import STUDENT_SHAPE
     from edgerec.models import RecModel, build_id_model, load_model, start_positions
 
@@ -123,7 +123,7 @@ def latency(work: Path, windows: list[int], runs: int, threads: int, folder: Pat
             rec = RecModel(build_id_model("causal", rec.model.config.vocab_size, replace(
                 STUDENT_SHAPE, layers=layers)), rec.meta)
         rec.max_len = n  # the same weights with a window of n items (positions 0..n-1)
-        spec = layout(rec, n)
+        spec = step_layout(rec, n)
         model = rec.model
 
         class Reencode(torch.nn.Module):  # a plain full pass: every position, every layer

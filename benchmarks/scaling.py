@@ -49,7 +49,8 @@ def main() -> None:
     import torch
 
     from edgerec.distill import STUDENT_SHAPE
-    from edgerec.export import export_onnx, scoring_graph
+    from edgerec.graphs import scoring_graph
+    from edgerec.writers import export_onnx
     from edgerec.models import RecModel, build_id_model
     from edgerec.quantize import calibrate_onnx, input_feeds, onnx_units, quantize_onnx
     from edgerec.runtimes import OnnxScorer

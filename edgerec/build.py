@@ -15,8 +15,17 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgerec.artifacts import _jsonable, artifact_hash, read_manifest
+from edgerec.artifacts import _jsonable, artifact_hash, read_manifest, sha256_file
+from edgerec.data import DataConfig, make_data
+from edgerec.distill import DistillConfig, distill
 from edgerec.errors import EdgerecError
+from edgerec.export import ExportConfig, export
+from edgerec.prune import PruneConfig, prune
+from edgerec.quantize import QuantizeConfig, quantize
+from edgerec.targets import load_target
+from edgerec.teacher import QUICK_TEACHER_SHAPE, TeacherConfig, train_teacher
+from edgerec.training import TrainConfig
+from edgerec.validate import ValidateConfig, validate
 
 
 @dataclass(frozen=True)
@@ -50,8 +59,6 @@ def is_current(out_dir: Path, stage: str, config, inputs: dict[str, Path], extra
 
 
 def _data_current(out_dir: Path, config, dataset: str | None, interactions: Path | None) -> bool:
-    from edgerec.artifacts import sha256_file
-
     try:
         manifest = read_manifest(out_dir, "data")
     except EdgerecError:
@@ -77,16 +84,6 @@ def build(config: BuildConfig, *, targets_dir: Path | None = None, teacher_confi
           distill_config=None, log=print) -> dict:
     """Run (or reuse) every stage; returns {stage: {"status", "seconds", "path"}} and the report.
     `teacher_config` / `distill_config` replace the defaults (shapes, training) from Python."""
-    from edgerec.data import DataConfig, make_data
-    from edgerec.distill import DistillConfig, distill
-    from edgerec.export import ExportConfig, export
-    from edgerec.prune import PruneConfig, prune
-    from edgerec.quantize import QuantizeConfig, quantize
-    from edgerec.targets import load_target
-    from edgerec.teacher import QUICK_TEACHER_SHAPE, TeacherConfig, train_teacher
-    from edgerec.training import TrainConfig
-    from edgerec.validate import ValidateConfig, validate
-
     target = load_target(config.target, targets_dir)  # fail fast on a bad name
     work, dist = Path(config.work), Path(config.dist)
     paths = {"data": work / "data", "teacher": Path(config.teacher) if config.teacher else work / "teacher",

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from edgerec import datasets
 from edgerec.artifacts import atomic_artifact, read_manifest, sha256_file, write_json
 from edgerec.errors import EdgerecError
 
@@ -279,8 +280,6 @@ def make_data(
     overwrite: bool = False,
 ) -> dict:
     """Build a data artifact from a file of interactions or a built-in dataset; returns its manifest."""
-    from edgerec import datasets
-
     if config.min_interactions < 3:
         raise EdgerecError("--min-interactions must be >= 3 (train, validation and test need one each)")
     sources: dict[str, Path] = {}

@@ -31,9 +31,37 @@ from pathlib import Path
 import numpy as np
 
 from edgerec.artifacts import artifact_hash, atomic_artifact, read_manifest, write_json
+from edgerec.data import load_data
+from edgerec.datasets import cache_dir
 from edgerec.errors import EdgerecError
-from edgerec.models import Shape
-from edgerec.training import TrainConfig
+from edgerec.evaluate import (
+    check_compatible,
+    evaluate,
+    headline,
+    item_ids_hash,
+    public,
+    resolve_model_dir,
+)
+from edgerec.metrics import item_popularity
+from edgerec.models import (
+    RecModel,
+    Shape,
+    build_id_model,
+    factorize_items,
+    item_rank,
+    left_pad,
+    load_model,
+    save_model,
+)
+from edgerec.teacher import (
+    _prepare_work_dir,
+    batches_of,
+    causal_batches,
+    trim,
+    validator,
+    work_dir_for,
+)
+from edgerec.training import TrainConfig, fit, setup_distributed
 
 CACHE_VERSION = 1
 
@@ -213,8 +241,6 @@ def _causal_all_positions(teacher, windows) -> list[np.ndarray]:
     """Teacher item logits after every position of each (left-padded) window."""
     import torch
 
-    from edgerec.models import left_pad
-
     tokens = [teacher.token_of[np.asarray(w, dtype=np.int64)] for w in windows]
     ids = torch.from_numpy(left_pad(tokens, teacher.max_len))
     with torch.inference_mode():
@@ -227,10 +253,6 @@ def _causal_all_positions(teacher, windows) -> list[np.ndarray]:
 
 
 def load_or_compute_targets(teacher_dir: Path, data, config: DistillConfig, dist) -> dict:
-    from edgerec.datasets import cache_dir
-    from edgerec.evaluate import check_compatible, resolve_model_dir
-    from edgerec.models import load_model
-
     teacher = load_model(resolve_model_dir(teacher_dir))
     check_compatible(teacher, data)
     key = cache_key(teacher_dir, data.path, config, teacher.kind)
@@ -267,8 +289,6 @@ def masked_student_batches(sequences, max_len: int, batch_size: int, mask_token:
     randomly hidden history items (ground truth only: the teacher scores next items, not gaps).
     """
     import torch
-
-    from edgerec.teacher import batches_of, trim
 
     room = max_len - 1
 
@@ -340,10 +360,6 @@ def distill_loss_module(student, targets, num_items: int, alpha: float, temperat
 def distill(teacher_dir: Path, data_dir: Path, out_dir: Path, config: DistillConfig = DistillConfig(),
             *, overwrite: bool = False) -> dict | None:
     """Distil a teacher artifact into a student artifact; returns the manifest on rank 0."""
-    from edgerec.data import load_data
-    from edgerec.models import build_id_model, factorize_items
-    from edgerec.training import setup_distributed
-
     config.validate()
     if Path(out_dir).exists() and not overwrite:
         raise EdgerecError(f"{out_dir}: already exists (pass --overwrite to replace it)")
@@ -372,16 +388,6 @@ def train_student(make_student, teacher_dir: Path, data, config: DistillConfig, 
     cached teacher targets; the seed is set after the targets are ready, before it is built."""
     import torch
 
-    from edgerec.evaluate import item_ids_hash
-    from edgerec.models import item_rank
-    from edgerec.teacher import (
-        _prepare_work_dir,
-        causal_batches,
-        validator,
-        work_dir_for,
-    )
-    from edgerec.training import fit
-
     sequences = data.train_sequences()
     usable = usable if usable is not None else [u for u, s in enumerate(sequences) if len(s) >= 2]
     started = time.perf_counter()
@@ -403,8 +409,6 @@ def train_student(make_student, teacher_dir: Path, data, config: DistillConfig, 
     else:
         batches = causal_batches(seqs, config.student.max_len, config.train.batch_size,
                                  kd_rows=[rows[u] for u in usable], positions=config.positions)
-    from edgerec.metrics import item_popularity
-
     loss_module = distill_loss_module(student, targets, data.num_items, config.alpha, config.temperature,
                                       item_popularity(sequences, data.num_items), config.tail_boost)
     work = _prepare_work_dir(out_dir, {"config": asdict(config), "teacher": str(teacher_dir),
@@ -420,9 +424,6 @@ def train_student(make_student, teacher_dir: Path, data, config: DistillConfig, 
 def _write_student(out_dir, data, *, student, meta, teacher, teacher_dir, config, result, cache_path,
                    target_seconds, work, overwrite=False, stage="student", manifest_config=None,
                    extra=None):
-    from edgerec.evaluate import evaluate, headline, public
-    from edgerec.models import RecModel, save_model
-
     student.cpu()
     rec = RecModel(student, meta)
     test = evaluate(rec, data, "test", reference=teacher)

@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from edgerec.datasets import cache_dir
 from edgerec.errors import EdgerecError
 
 ENVIRONMENTS = {
@@ -22,8 +23,6 @@ ENVIRONMENTS = {
 
 def python_for(runtime: str) -> Path:
     """The interpreter of the runtime's environment, created (once) if needed."""
-    from edgerec.datasets import cache_dir
-
     if runtime not in ENVIRONMENTS:
         raise EdgerecError(f"no isolated environment is defined for runtime '{runtime}'")
     folder = cache_dir() / "envs" / runtime

@@ -12,7 +12,9 @@ from typing import Protocol
 import numpy as np
 
 from edgerec import metrics
+from edgerec.data import load_data
 from edgerec.errors import EdgerecError
+from edgerec.models import load_model
 
 
 class Scorer(Protocol):
@@ -64,9 +66,6 @@ def public(report: dict) -> dict:
 
 def evaluate_artifact(model_dir: Path, data_dir: Path, split: str = "test",
                       mask_history: bool = True) -> dict:
-    from edgerec.data import load_data
-    from edgerec.models import load_model
-
     data = load_data(data_dir)
     model = load_model(resolve_model_dir(model_dir))
     check_compatible(model, data)

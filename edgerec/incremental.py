@@ -11,164 +11,29 @@ it, so they are absorbed into the single query (`models.composed_attention`, the
 full graph's last layer uses too). That halves the state (d per layer and slot instead of 2d)
 and removes the key and value projections and their reshapes from every update.
 
-The step graph (ONNX and TFLite, beside the full model in a bundle, `step.onnx` / `step.tflite`):
+The step graph itself (`step.onnx` / `step.tflite` beside the full model in a bundle, its inputs
+and outputs) is built in `graphs.step_graph`, written by `writers`, exported and replay-checked
+by `export`, quantized by `quantize` and validated by `validate`. This module is what is the
+step model's own beyond that: the metadata an app reads, the calibration feeds that replaying
+produces, and `StepSession`, which drives a step file from Python with the checks the graph
+leaves to the app.
 
-    inputs   item      [batch]          the new item (items.json index)
-             position  [batch]          its slot in the window: 0 for the first item, then 1, 2...
-             state     [batch, L, n, d] every layer's input at every slot (zeros to start)
-             history   [batch, n]       (top-K graphs only) the items in the window, 0 = empty
-    outputs  scores    [batch, items]   as the full model's `scores` (or items, scores: top-K)
-             next_state, next_history   fed back as `state` / `history` on the next call
-
-L = layers, n = the window (max_len), d = the hidden size. TFLite names outputs output_0,
-output_1, ... in the order above.
-
-Rolling the window: a step with `position == n` is out of range. When the window is full the app
+Rolling the window: a step with `position` equal to the window is out of range. When the window is full the app
 starts over: zero the state and feed the newest `roll_keep` items (metadata) from position 0,
 then go on. Between rolls the result is the full model's on the items since the last roll (at
-least `roll_keep`). Written by hand: no exporter in the stack (optimum, litert-torch) makes a
-cached step graph for a BERT encoder, and HF's cache classes trace to dynamic shapes that
-TFLite and tflite-runtime 2.14 cannot run.
+least `roll_keep`).
 """
 
 from __future__ import annotations
 
 import hashlib
-import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from edgerec import device_runner
 from edgerec.errors import EdgerecError
-
-
-@dataclass(frozen=True)
-class StateLayout:
-    layers: int
-    hidden: int
-    heads: tuple[int, ...]  # per layer (pruned layers may have fewer); for the description
-    window: int
-
-    def shape(self, batch: int | str = 1) -> list:
-        return [batch, self.layers, self.window, self.hidden]
-
-    def to_dict(self) -> dict:
-        return {"layers": self.layers, "hidden": self.hidden, "heads_per_layer": list(self.heads),
-                "window": self.window}
-
-
-def layout(rec, window: int | None = None) -> StateLayout:
-    """The state a step model of `rec` carries; refuses models it would not be exact for."""
-    if rec.kind != "causal":
-        raise EdgerecError(f"a step model needs a causal student, not a {rec.kind!r} model: with "
-                           "bidirectional attention every item's state changes with each new one")
-    if rec.positions != "start":
-        raise EdgerecError("a step model needs positions counted from the window start (distill "
-                           "--positions start): with the default 'end' positions each new item "
-                           "moves every cached one")
-    if not rec.token_of.tolist() == list(range(len(rec.token_of))):
-        raise EdgerecError("a step model is exported for students edgerec trained (identity item order)")
-    layers = rec.model.bert.encoder.layer
-    window = int(window or rec.max_len)
-    if not 1 <= window <= rec.model.config.max_position_embeddings:
-        raise EdgerecError(f"window must be in [1, {rec.model.config.max_position_embeddings}], got {window}")
-    return StateLayout(len(layers), int(rec.model.config.hidden_size),
-                       tuple(int(layer.attention.self.num_attention_heads) for layer in layers), window)
-
-
-def step_graph(rec, top_k: int | None = None, window: int | None = None):
-    """The torch module exported as the step model (see the module docstring).
-
-    Written for the fewest runtime operators, since at this size an update costs its operator
-    count more than its arithmetic: the attention's four projections are two precomputed
-    matrices (`composed_attention`), the new item's row stays 2-D, masks are single selects,
-    and a one-layer state is written in place of a slice-and-concatenate."""
-    import torch
-
-    from edgerec.export import top_k_unseen
-    from edgerec.models import composed_attention
-
-    spec = layout(rec, window)
-    n, num_items, width = spec.window, rec.num_items, spec.hidden
-    bert = rec.model.bert
-    embeddings = bert.embeddings
-    minimum = torch.finfo(torch.float32).min
-
-    class StepGraph(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.model = rec.model
-            # position + token-type rows for slots 0..n-1, one lookup table
-            self.register_buffer("slots", (embeddings.position_embeddings.weight[:n]
-                                           + embeddings.token_type_embeddings.weight[0]).detach().clone())
-            self.heads = [layer.attention.self.num_attention_heads for layer in bert.encoder.layer]
-            for index, layer in enumerate(bert.encoder.layer):
-                for name, value in zip(("a", "c", "bm", "b"), composed_attention(layer)):
-                    self.register_buffer(f"{name}{index}", value)
-
-        def forward(self, item, position, state, history=None):
-            item, position = item.long(), position.long()
-            ahead = torch.arange(n).view(1, n)
-            slot = (ahead == position.view(-1, 1)).view(-1, 1, n, 1)  # where the new item goes
-            # empty slots and the future are blocked; the new item sees itself
-            blocked = torch.where(ahead > position.view(-1, 1), minimum, 0.0).view(-1, 1, n)
-            x = embeddings.LayerNorm(embeddings.word_embeddings(item)
-                                     + torch.nn.functional.embedding(position, self.slots))  # [B, H]
-            written = []
-            for index, layer in enumerate(bert.encoder.layer):
-                # the layer's input at every slot, the new item's written in
-                own = state if spec.layers == 1 else torch.narrow(state, 1, index, 1)
-                inputs = torch.where(slot, x.view(-1, 1, 1, width), own)  # [B, 1, n, H]
-                written.append(inputs)
-                cached = inputs.view(-1, n, width)
-                a, c, bm, b = (getattr(self, f"{name}{index}") for name in ("a", "c", "bm", "b"))
-                query = torch.nn.functional.linear(x, a, c).view(-1, self.heads[index], width)
-                weights = torch.softmax(query @ cached.transpose(1, 2) + blocked, dim=-1)
-                mixed = (weights @ cached).view(-1, self.heads[index] * width)
-                attended = layer.attention.output.LayerNorm(torch.nn.functional.linear(mixed, bm, b) + x)
-                x = layer.output(layer.intermediate(attended), attended)
-            scores = torch.narrow(rec.model.cls(x), 1, 1, num_items)
-            next_state = written[0] if len(written) == 1 else torch.cat(written, dim=1)
-            if top_k is None:
-                return scores, next_state
-            next_history = torch.where(slot.view(-1, n), item.view(-1, 1), history.long()).to(history.dtype)
-            items, best = top_k_unseen(scores, next_history, top_k)
-            return items, best, next_state, next_history
-
-    return StepGraph().eval()
-
-
-def step_inputs(spec: StateLayout, dtype: str, top_k: int | None, batch: int = 1) -> dict:
-    """Example inputs (the initial state) for export and for a first call."""
-    import torch
-
-    inputs = {"item": torch.ones(batch, dtype=getattr(torch, dtype)),
-              "position": torch.zeros(batch, dtype=getattr(torch, dtype)),
-              "state": torch.zeros(spec.shape(batch))}
-    if top_k:
-        inputs["history"] = torch.zeros((batch, spec.window), dtype=getattr(torch, dtype))
-    return inputs
-
-
-def output_names(top_k: int | None) -> list[str]:
-    return ["items", "scores", "next_state", "next_history"] if top_k else ["scores", "next_state"]
-
-
-def export_step_onnx(graph, path: Path, spec: StateLayout, opset: int, dtype: str,
-                     top_k: int | None, metadata: dict) -> None:
-    from edgerec.export import write_onnx
-
-    write_onnx(graph, step_inputs(spec, dtype, top_k, batch=2), output_names(top_k), path, opset, metadata,
-               "step model ONNX export")
-
-
-def export_step_tflite(graph, path: Path, spec: StateLayout, top_k: int | None) -> None:
-    from edgerec.export import write_tflite
-
-    # int32 ids, as the full TFLite model; fixed batch of 1
-    write_tflite(graph, step_inputs(spec, "int32", top_k), path, "step model TFLite conversion")
+from edgerec.graphs import StateLayout, step_output_names
 
 
 def describe(spec: StateLayout, dtype: dict, top_k: int | None, roll_keep: int) -> dict:
@@ -186,7 +51,7 @@ def describe(spec: StateLayout, dtype: dict, top_k: int | None, roll_keep: int) 
         "outputs": {"scores": "as the full model's scores, after the new item",
                     "next_state": "feed back as `state` on the next call"},
         "top_k": top_k,  # None: scores over every item
-        "tflite_outputs": output_names(top_k),  # TFLite's output_0, output_1, ... in this order
+        "tflite_outputs": step_output_names(top_k),  # TFLite's output_0, output_1, ... in this order
         "layout": spec.to_dict(),
         "roll": {"when": f"position would be {spec.window} (the window is full)", "keep": roll_keep,
                  "how": f"zero the state (and history), then feed the newest {roll_keep} items from "
@@ -223,114 +88,6 @@ def calibration_feeds(path: Path, sequences, chunk: int = 64):
             out = call(feed)
             for name in state:
                 state[name][active] = out["next_" + name]
-
-
-def replay(runtime, path: Path, input_ids, threads: int = 1, warmup: int = 0, device=None) -> dict:
-    """Replay each row of `input_ids` (left-padded, as the full model takes them) through a step
-    file item by item from an empty state, in the runtime's own runner process (on `device`
-    when given): the final `scores` (top-K `items`) per row and every update's `seconds`."""
-    from edgerec.envs import python_for, run_runner
-
-    if device is not None:
-        return device.run_runner(runtime.name, Path(path), input_ids, threads, warmup, step=True)
-    python = python_for(runtime.name) if runtime.environment == "isolated" else sys.executable
-    return run_runner(python, runtime.name, Path(path), input_ids, threads, warmup, step=True)
-
-
-def _replay_scorer(runtime, path: Path, max_len: int, num_items: int, dtype: str, threads: int):
-    from edgerec.runtimes import _Scorer
-
-    class Replayed(_Scorer):
-        def run(self, input_ids):
-            return replay(runtime, path, input_ids, threads)["scores"]
-
-        def scores(self, histories, batch_size: int = 100_000):
-            return super().scores(histories, batch_size)  # one runner process for the whole set
-
-    scorer = Replayed()
-    scorer.max_len, scorer.num_items, scorer.dtype = max_len, num_items, dtype
-    return scorer
-
-
-def export_steps(rec, folder: Path, target, top_k: int | None, histories, metadata: dict,
-                 roll_keep: int | None = None) -> dict:
-    """Write `step.<fmt>` for every format of the profile into `folder`, replay test histories
-    through each runtime's file and require the full PyTorch model's scores (and top-K lists);
-    returns metadata.json's `step_model` entry."""
-    import torch
-
-    from edgerec.export import parity, scoring_graph
-    from edgerec.runtimes import RUNTIMES, encode
-
-    spec = layout(rec)
-    graph = step_graph(rec, top_k)
-    plain = step_graph(rec) if top_k else graph  # parity is checked on the scores
-    files = {}
-    for fmt in target.formats:
-        files[fmt] = f"step.{fmt}"
-        twins = [(graph, files[fmt], top_k)] + ([(plain, f"step-parity.{fmt}", None)] if top_k else [])
-        for module, name, k in twins:
-            if fmt == "onnx":
-                export_step_onnx(module, folder / name, spec, target.onnx.opset, target.onnx.input_dtype,
-                                 k, metadata)
-            else:
-                export_step_tflite(module, folder / name, spec, k)
-    checks = {}
-    for runtime in target.runtimes:
-        fmt = RUNTIMES[runtime.name][0]
-        dtype = target.onnx.input_dtype if fmt == "onnx" else "int32"
-        users = histories[:64] if fmt == "onnx" else histories[:16]  # every update is one call
-        path = folder / (f"step-parity.{fmt}" if top_k else files[fmt])
-        scorer = _replay_scorer(runtime, path, spec.window, rec.num_items, dtype, target.threads)
-        checks[runtime.name] = parity(rec, scorer, users, target.budgets.parity_atol,
-                                      f"step model ({fmt}) on {runtime.name}, replayed")
-        if top_k:
-            ids = encode(users, spec.window, dtype)
-            with torch.inference_mode():
-                expected = scoring_graph(rec, top_k)(torch.from_numpy(ids.astype(np.int64)))[0].numpy()
-            got = replay(runtime, folder / files[fmt], ids, target.threads)["scores"]
-            same = float((np.asarray(got) == expected).all(axis=1).mean())
-            if same < 1.0:
-                raise EdgerecError(f"step model top-K ({fmt}) on {runtime.name} differs from the full "
-                                   f"model for {1 - same:.1%} of users")
-            checks[runtime.name]["identical_top_k_lists"] = same
-    for fmt in target.formats:
-        (folder / f"step-parity.{fmt}").unlink(missing_ok=True)
-    entry = describe(spec, {"onnx": target.onnx.input_dtype, "tflite": "int32"}, top_k,
-                     roll_keep or max(1, spec.window // 2))
-    return {"files": files, **entry, "replay_check": checks}
-
-
-def validate_steps(bundle: Path, entry: dict, target, histories, targets, num_items: int,
-                   full_runs: dict, warmup: int = 0, device=None) -> dict:
-    """Replay every test history through the bundle's step files on each runtime of the profile:
-    the final top-10 against the full model's on the same runtime (identical in fp32; after int8
-    the two files are quantized separately, so agreement is reported), accuracy, and per-update
-    latency beside the full model's per-call latency."""
-    from edgerec.runtimes import RUNTIMES, encode
-    from edgerec.validate import latency_stats, score_outputs
-
-    out = {}
-    for runtime in target.runtimes:
-        fmt = RUNTIMES[runtime.name][0]
-        name = entry["files"].get(fmt)
-        if name is None or runtime.name not in full_runs:
-            continue
-        dtype = target.onnx.input_dtype if fmt == "onnx" else "int32"
-        result = replay(runtime, Path(bundle) / name, encode(histories, entry["layout"]["window"], dtype),
-                        target.threads, warmup, device)
-        reference = full_runs[runtime.name]["top"]
-        summary, top, _ = score_outputs(result["scores"], entry.get("top_k"), num_items, histories, targets,
-                                        reference, f"{bundle}: {name} on {runtime.name}")
-        latency = latency_stats(result["seconds"])
-        out[runtime.name] = {
-            "file": name, "bytes": (Path(bundle) / name).stat().st_size, "users": len(histories),
-            "updates": latency["runs"], "metrics": summary,
-            "identical_top10": float((top == reference).all(axis=1).mean()),
-            "top10_agreement_with_full_model": summary["top10_agreement"]["mean"],
-            "latency_per_update": latency,
-            "p50_vs_full_call": latency["p50_ms"] / full_runs[runtime.name]["latency"]["p50_ms"]}
-    return out
 
 
 class StepSession:
@@ -400,4 +157,3 @@ class StepSession:
         out, self.state = device_runner.step_once(self.call, self.specs, item, position, self.state)
         self.items.append(item)
         return (out["items"], out["scores"]) if "items" in out else out["scores"]
-

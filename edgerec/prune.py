@@ -26,8 +26,14 @@ from pathlib import Path
 import numpy as np
 
 from edgerec.artifacts import artifact_hash, read_manifest
+from edgerec.data import load_data
+from edgerec.distill import DistillConfig, _write_student, train_student
 from edgerec.errors import EdgerecError
-from edgerec.training import TrainConfig
+from edgerec.evaluate import check_compatible, evaluate, headline, resolve_model_dir
+from edgerec.graphs import scoring_graph
+from edgerec.models import RecModel, Shape, factorize_items, item_rank, load_model
+from edgerec.training import TrainConfig, setup_distributed
+from edgerec.writers import export_onnx
 
 
 @dataclass(frozen=True)
@@ -76,8 +82,6 @@ def importance(model, data, max_len: int, batch_size: int = 128,
     users (next-item cross-entropy at the answer position). `meta`: the model's edgerec.json
     (kind, position convention); a causal model with "end" positions when omitted."""
     import torch
-
-    from edgerec.models import RecModel
 
     layers = model.bert.encoder.layer
     heads = [np.zeros(layer.attention.self.num_attention_heads) for layer in layers]
@@ -190,8 +194,6 @@ def onnx_bytes(rec) -> int:
 
     import torch
 
-    from edgerec.export import export_onnx, scoring_graph
-
     with tempfile.TemporaryDirectory() as tmp, torch.inference_mode():
         path = Path(tmp) / "model.onnx"
         export_onnx(scoring_graph(rec), path, rec.max_len, 17, "int64", None, {})
@@ -201,12 +203,6 @@ def onnx_bytes(rec) -> int:
 def prune(student_dir: Path, teacher_dir: Path, data_dir: Path, out_dir: Path, config: PruneConfig = PruneConfig(),
           *, overwrite: bool = False, log=print) -> dict | None:
     """Prune a student artifact, recover it by distillation, write a `pruned` artifact."""
-    from edgerec.data import load_data
-    from edgerec.distill import DistillConfig, _write_student, train_student
-    from edgerec.evaluate import check_compatible, evaluate, headline, resolve_model_dir
-    from edgerec.models import Shape, factorize_items, item_rank, load_model
-    from edgerec.training import setup_distributed
-
     config.validate()
     if Path(out_dir).exists() and not overwrite:
         raise EdgerecError(f"{out_dir}: already exists (pass --overwrite to replace it)")
@@ -268,8 +264,6 @@ def prune(student_dir: Path, teacher_dir: Path, data_dir: Path, out_dir: Path, c
                       "seconds": round(trained["result"].seconds, 1)})
     if not dist.is_main:
         return None
-    from edgerec.models import RecModel
-
     after_bytes = onnx_bytes(RecModel(model.cpu().eval(), trained["meta"]))
     extra = {"pruning": {
         "exported_onnx_bytes_before": before_bytes, "exported_onnx_bytes_after": after_bytes,

@@ -39,8 +39,15 @@ from pathlib import Path
 
 import numpy as np
 
+from edgerec import metrics
 from edgerec.artifacts import atomic_artifact, read_manifest, write_json
+from edgerec.data import load_data
 from edgerec.errors import EdgerecError
+from edgerec.evaluate import rank_users
+from edgerec.incremental import calibration_feeds
+from edgerec.runtimes import RUNTIMES, encode, open_model
+from edgerec.targets import load_target
+from edgerec.writers import compact_names
 
 WEIGHT_OPS = ("MatMul", "Gemm", "Gather")
 TFLITE_UNITS = ("FULLY_CONNECTED", "BATCH_MATMUL", "EMBEDDING_LOOKUP")
@@ -94,8 +101,6 @@ def load_calibration(path: Path, num_items: int, max_len: int) -> list[np.ndarra
 
 def input_feeds(sequences, max_len: int, dtype: str, size: int = CHUNK):
     """Calibration feeds for a full model: chunks of `size` encoded histories."""
-    from edgerec.runtimes import encode
-
     for start in range(0, len(sequences), size):
         yield {"input_ids": encode(sequences[start: start + size], max_len, dtype)}
 
@@ -223,8 +228,6 @@ def quantize_onnx(src: Path, dst: Path, settings, ranges: Path | None, units: li
 def _compact(path: Path) -> None:
     import onnx
 
-    from edgerec.export import compact_names
-
     model = onnx.load(str(path))
     compact_names(model)
     onnx.save(model, str(path))
@@ -264,8 +267,6 @@ def calibrate_tflite(src: Path, sequences, max_len: int, out: Path) -> dict:
     """ai-edge-quantizer's calibration (min/max of every tensor), saved as JSON."""
     from ai_edge_litert.interpreter import Interpreter
 
-    from edgerec.runtimes import encode
-
     signature = next(iter(Interpreter(model_path=str(src)).get_signature_list()))
     q = _tflite_quantizer(src, "static", False, TFLITE_UNITS)
     result = None
@@ -297,8 +298,6 @@ def quantize_steps(bundle: Path, folder: Path, files: dict, settings, sequences,
     dynamic: `quantize_dynamic`. TFLite: the `dynamic` recipe (a full-integer step model has
     the same LayerNorm problem as the full one). How far the int8 step model's answers move is
     measured by `edgerec validate` against the int8 full model."""
-    from edgerec.incremental import calibration_feeds
-
     out = {}
     for fmt, name in files.items():
         src, dst = bundle / name, folder / name
@@ -326,8 +325,6 @@ def quantize_steps(bundle: Path, folder: Path, files: dict, settings, sequences,
 
 def validation_ndcg(scorer, data) -> np.ndarray:
     """Per-user NDCG@10 on the validation users (full ranking, history masked)."""
-    from edgerec.evaluate import rank_users
-
     histories, targets = data.examples("valid")
     ranks, _ = rank_users(scorer, histories, targets, data.num_items)
     return np.where(ranks < 10, 1.0 / np.log2(ranks + 2.0), 0.0)
@@ -340,8 +337,6 @@ def judge(got: np.ndarray, reference: np.ndarray, max_drop: float) -> dict:
     bootstrap 95% interval of int8 - fp32 lies below 0 (design.md's protocol: one number on 943
     users is not evidence). Without the second condition a 0.0015 NDCG@10 wobble on MovieLens-100K
     (1.3%, paired interval across 0) kept the item table in float and the file at 0.74x of fp32."""
-    from edgerec import metrics
-
     test = metrics.paired_bootstrap(got, reference)
     floor = float(np.mean(reference)) * (1.0 - max_drop)
     beyond = float(np.mean(got)) < floor
@@ -387,10 +382,6 @@ def fit_tolerance(quantize, score, units: list[str], reference: np.ndarray, max_
 def quantize(bundle: Path, data_dir: Path, out_dir: Path | None, config: QuantizeConfig, *,
              targets_dir: Path | None = None, overwrite: bool = False, log=print) -> dict:
     """Read an fp32 bundle (edgerec export), write an int8 bundle (default dist/<target>-int8)."""
-    from edgerec.data import load_data
-    from edgerec.runtimes import RUNTIMES, open_model
-    from edgerec.targets import load_target
-
     target = load_target(config.target, targets_dir)
     source = read_manifest(bundle, "export")
     if source.get("target", {}).get("name") != target.name:

@@ -14,7 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
+from edgerec import metrics
 from edgerec.errors import EdgerecError
+from edgerec.runtimes import LiteRTScorer, OnnxScorer
 
 
 class Recommender:
@@ -28,13 +30,9 @@ class Recommender:
         self.index_of = {str(entry["id"]): i + 1 for i, entry in enumerate(self.items)}
         files = self.meta.get("files", {})
         if "onnx" in files:
-            from edgerec.runtimes import OnnxScorer
-
             dtype = self.meta["inputs"]["input_ids"]["dtype"]["onnx"]
             self.scorer = OnnxScorer(bundle / files["onnx"], self.meta["max_len"], self.meta["num_items"], dtype, threads)
         elif "tflite" in files:
-            from edgerec.runtimes import LiteRTScorer
-
             self.scorer = LiteRTScorer(bundle / files["tflite"], self.meta["max_len"], self.meta["num_items"], threads)
         else:
             raise EdgerecError(f"{bundle}: no model file in metadata.json")
@@ -53,8 +51,6 @@ class Recommender:
     def recommend(self, history_ids, k: int = 10, explain: bool = False, reasons: int = 3) -> list[dict]:
         """The k best items not in the history; with `explain`, each gets its top history items
         by contribution (score drop when left out)."""
-        from edgerec import metrics
-
         history = self.indices(history_ids)
         window = history[-self.meta["max_len"]:]  # what the model reads
         variants = [history] + ([window[:j] + window[j + 1:] for j in range(len(window))] if explain else [])

@@ -13,16 +13,16 @@ from pathlib import Path
 
 import numpy as np
 
+from edgerec.envs import run_isolated
 from edgerec.errors import EdgerecError
+from edgerec.models import left_pad
 
 
 def encode(histories, max_len: int, dtype: str) -> np.ndarray:
-    from edgerec.models import left_pad
-
     return left_pad(histories, max_len).astype(np.dtype(dtype))
 
 
-class _Scorer(abc.ABC):
+class Scorer(abc.ABC):
     max_len: int
     dtype: str
     num_items: int
@@ -48,7 +48,7 @@ class _Scorer(abc.ABC):
         return np.concatenate(out) if out else np.zeros((0, self.num_items + 1), np.float32)
 
 
-class OnnxScorer(_Scorer):
+class OnnxScorer(Scorer):
     def __init__(self, path: Path, max_len: int, num_items: int, dtype: str = "int64",
                  threads: int = 1, provider: str = "CPUExecutionProvider"):
         import onnxruntime as ort
@@ -66,7 +66,7 @@ class OnnxScorer(_Scorer):
         return self.session.run(["scores"], {"input_ids": input_ids})[0]
 
 
-class LiteRTScorer(_Scorer):
+class LiteRTScorer(Scorer):
     """ai-edge-litert's interpreter; the TFLite graph has a fixed batch of 1."""
 
     fixed_batch = 1
@@ -89,7 +89,7 @@ class LiteRTScorer(_Scorer):
         return self.runner(input_ids=input_ids)[self.output]
 
 
-class IsolatedScorer(_Scorer):
+class IsolatedScorer(Scorer):
     """A runtime in its own environment (e.g. tflite-runtime 2.14 with NumPy 1.x), driven through
     the standalone device runner."""
 
@@ -99,8 +99,6 @@ class IsolatedScorer(_Scorer):
         self.max_len, self.num_items, self.dtype = max_len, num_items, dtype
 
     def run(self, input_ids):
-        from edgerec.envs import run_isolated
-
         scores, _ = run_isolated(self.runtime, self.path, input_ids, self.threads)
         return scores
 

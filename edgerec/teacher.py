@@ -15,10 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
+from edgerec import metrics
 from edgerec.artifacts import atomic_artifact, write_json
+from edgerec.data import load_data
 from edgerec.errors import EdgerecError
-from edgerec.models import Shape
-from edgerec.training import TrainConfig
+from edgerec.evaluate import evaluate, headline, item_ids_hash, public, rank_users
+from edgerec.models import RecModel, Shape, build_id_model, render_history, save_model
+from edgerec.training import TrainConfig, fit, setup_distributed
 
 
 # The default teacher is what a team brings to edgerec: a BERT recommender far too big for the
@@ -146,10 +149,6 @@ def masked_batches(sequences, max_len: int, batch_size: int, mask_token: int, ma
 
 def validator(data, meta: dict, tokenizer=None):
     """Validation NDCG@10 sum and count over this rank's shard of users."""
-    from edgerec import metrics
-    from edgerec.evaluate import rank_users
-    from edgerec.models import RecModel
-
     histories, targets = data.examples("valid")
 
     def run(model, dist):
@@ -189,11 +188,6 @@ def train_teacher(data_dir: Path, out_dir: Path, config: TeacherConfig = Teacher
     Runs under torchrun / accelerate launch; returns the manifest on rank 0, None elsewhere.
     """
     import torch
-
-    from edgerec.data import load_data
-    from edgerec.evaluate import item_ids_hash
-    from edgerec.models import build_id_model
-    from edgerec.training import fit, setup_distributed
 
     config.shape.validate()
     config.train.validate()
@@ -239,9 +233,6 @@ def train_teacher(data_dir: Path, out_dir: Path, config: TeacherConfig = Teacher
 
 
 def _write_teacher(out_dir, data, model, meta, tokenizer, config, result, base, overwrite):
-    from edgerec.evaluate import evaluate, headline, public
-    from edgerec.models import RecModel, save_model
-
     model.cpu()
     rec = RecModel(model, meta, tokenizer)
     started = time.perf_counter()
@@ -310,8 +301,6 @@ def _text_training(model, tokenizer, sequences, meta, config: TeacherConfig):
     """One example per user per epoch: a random prefix of the history -> the item after it."""
     import torch
 
-    from edgerec.models import render_history
-
     class SequenceLoss(torch.nn.Module):
         def __init__(self):
             super().__init__()
@@ -344,10 +333,6 @@ def _text_training(model, tokenizer, sequences, meta, config: TeacherConfig):
 def import_teacher(path: Path, data_dir: Path, out_dir: Path, *, overwrite: bool = False) -> dict:
     """Adopt an existing fine-tuned checkpoint, aligning its vocabulary with the data's items."""
     import transformers
-
-    from edgerec.data import load_data
-    from edgerec.evaluate import evaluate, headline, item_ids_hash, public
-    from edgerec.models import RecModel, save_model
 
     path = Path(path)
     data = load_data(data_dir)

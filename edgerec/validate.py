@@ -9,12 +9,15 @@ of a process that does nothing else. tflite-runtime 2.14 runs in its own environ
 Accuracy is full-ranking on the test users with the history masked, next to the teacher and the
 fp32 student (PyTorch) on the same users, found through the bundle's lineage (its manifests) or
 given explicitly. Budgets come from the profile; latency is measured on this machine, which is
-not the profile's reference device, and the report says so.
+not the profile's reference device, and the report says so. A bundle with a step model is also
+replayed item by item through it on every runtime (`validate_steps`).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import platform
 import sys
 import time
 from dataclasses import dataclass
@@ -22,8 +25,18 @@ from pathlib import Path
 
 import numpy as np
 
+from edgerec import metrics
 from edgerec.artifacts import read_manifest
+from edgerec.checks import accuracy, latency_stats, replay, score_outputs
+from edgerec.data import load_data
+from edgerec.device import SshDevice
+from edgerec.envs import python_for, run_runner
 from edgerec.errors import EdgerecError
+from edgerec.evaluate import item_ids_hash, resolve_model_dir
+from edgerec.models import load_model
+from edgerec.report import write_report
+from edgerec.runtimes import RUNTIMES, encode
+from edgerec.targets import load_target
 
 
 @dataclass(frozen=True)
@@ -77,70 +90,10 @@ def load_bundle(bundle: Path, target) -> tuple[dict, list]:
     return meta, items
 
 
-def latency_stats(seconds) -> dict:
-    ms = np.asarray(seconds, dtype=np.float64) * 1e3
-    return {"runs": int(ms.size), "p50_ms": float(np.percentile(ms, 50)), "p90_ms": float(np.percentile(ms, 90)),
-            "p95_ms": float(np.percentile(ms, 95)), "p99_ms": float(np.percentile(ms, 99)),
-            "mean_ms": float(ms.mean()), "std_ms": float(ms.std())}
-
-
-def _accuracy(full_scores, histories, targets, num_items: int, reference_top=None, top=None,
-              truncated_at: int | None = None) -> tuple[dict, np.ndarray, dict]:
-    """Full-ranking metrics of `full_scores` [users, num_items + 1]. For a top-K output
-    (`truncated_at` = K) only ranks below K are known: cut-offs above K are left out and MRR
-    counts ranks below K only; `top` is then the lists the model returned."""
-    from edgerec import metrics
-
-    ranks = metrics.target_ranks(full_scores, targets, num_items, histories)
-    if truncated_at is not None:
-        # a target the file did not return is a miss at every cut-off (masking returned history
-        # items would otherwise let a small item index tie its way above the cut-off)
-        returned = np.isfinite(np.asarray(full_scores)[np.arange(len(targets)), np.asarray(targets)])
-        ranks = np.where(returned, ranks, num_items)
-    if top is None:
-        top = metrics.top_k(full_scores, 10, num_items, histories)
-    per_user = metrics.per_user_metrics(ranks)
-    if truncated_at is not None:
-        per_user = {name: values for name, values in per_user.items()
-                    if "@" not in name or int(name.split("@")[1]) <= truncated_at}
-        per_user["MRR"] = np.where(ranks < truncated_at, per_user["MRR"], 0.0)
-    if reference_top is not None:
-        per_user["top10_agreement"] = metrics.topk_agreement(top, reference_top)
-    return metrics.summarize(per_user), top, per_user
-
-
-def score_outputs(output, top_k: int | None, num_items: int, histories, targets, reference_top, where: str):
-    """`_accuracy` of what a runner returned: scores [users, num_items], or for a top-K file its
-    `items` [users, K] (item indices, best first), ranked K, K-1, ... 1 and every other item
-    below them. Checks the shape and values first; `where` names the file and runtime."""
-    output = np.asarray(output)
-    if not top_k:
-        if output.ndim != 2 or output.shape[1] != num_items:
-            raise EdgerecError(f"{where} outputs {output.shape[-1]} scores per user but items.json lists "
-                               f"{num_items} items")
-        if not np.isfinite(output).all():
-            raise EdgerecError(f"{where} produced NaN/inf scores")
-        full = np.full((len(output), num_items + 1), -np.inf, np.float32)
-        full[:, 1:] = output
-        return _accuracy(full, histories, targets, num_items, reference_top)
-    if top_k < 10:
-        raise EdgerecError(f"{where} returns its top {top_k}; validate needs at least 10 (the accuracy "
-                           "budget, agreement and coverage are at 10): export with --top-k 10 or more")
-    if output.ndim != 2 or output.shape[1] != top_k or output.min(initial=1) < 1 or output.max(initial=1) > num_items:
-        raise EdgerecError(f"{where} did not return [users, {top_k}] item indices in 1..{num_items}")
-    items = output.astype(np.int64)
-    full = np.full((len(items), num_items + 1), -np.inf, np.float32)
-    np.put_along_axis(full, items, np.arange(top_k, 0, -1, dtype=np.float32)[None, :], axis=1)
-    return _accuracy(full, histories, targets, num_items, reference_top, top=items[:, :10], truncated_at=top_k)
-
-
 def run_bundle(bundle: Path, meta: dict, target, histories, targets, num_items: int, warmup: int,
                teacher_top=None, device=None) -> dict:
     """Every runtime of the profile on the bundle, each in its own runner process (on `device`
     when given: an `SshDevice`)."""
-    from edgerec.envs import python_for, run_runner
-    from edgerec.runtimes import RUNTIMES, encode
-
     results = {}
     for runtime in target.runtimes:
         fmt = RUNTIMES[runtime.name][0]
@@ -164,13 +117,39 @@ def run_bundle(bundle: Path, meta: dict, target, histories, targets, num_items: 
     return results
 
 
-def _pytorch(model_dir: Path, data, histories, targets, teacher_top=None, timed: int = 200) -> dict:
-    from edgerec.evaluate import resolve_model_dir
-    from edgerec.models import load_model
+def validate_steps(bundle: Path, entry: dict, target, histories, targets, num_items: int,
+                   full_runs: dict, warmup: int = 0, device=None) -> dict:
+    """Replay every test history through the bundle's step files on each runtime of the profile:
+    the final top-10 against the full model's on the same runtime (identical in fp32; after int8
+    the two files are quantized separately, so agreement is reported), accuracy, and per-update
+    latency beside the full model's per-call latency."""
+    out = {}
+    for runtime in target.runtimes:
+        fmt = RUNTIMES[runtime.name][0]
+        name = entry["files"].get(fmt)
+        if name is None or runtime.name not in full_runs:
+            continue
+        dtype = target.onnx.input_dtype if fmt == "onnx" else "int32"
+        result = replay(runtime, Path(bundle) / name, encode(histories, entry["layout"]["window"], dtype),
+                        target.threads, warmup, device)
+        reference = full_runs[runtime.name]["top"]
+        summary, top, _ = score_outputs(result["scores"], entry.get("top_k"), num_items, histories, targets,
+                                        reference, f"{bundle}: {name} on {runtime.name}")
+        latency = latency_stats(result["seconds"])
+        out[runtime.name] = {
+            "file": name, "bytes": (Path(bundle) / name).stat().st_size, "users": len(histories),
+            "updates": latency["runs"], "metrics": summary,
+            "identical_top10": float((top == reference).all(axis=1).mean()),
+            "top10_agreement_with_full_model": summary["top10_agreement"]["mean"],
+            "latency_per_update": latency,
+            "p50_vs_full_call": latency["p50_ms"] / full_runs[runtime.name]["latency"]["p50_ms"]}
+    return out
 
+
+def _pytorch(model_dir: Path, data, histories, targets, teacher_top=None, timed: int = 200) -> dict:
     rec = load_model(resolve_model_dir(model_dir))
     scores = rec.scores(histories)
-    summary, top, per_user = _accuracy(scores, histories, targets, data.num_items, teacher_top)
+    summary, top, per_user = accuracy(scores, histories, targets, data.num_items, teacher_top)
     seconds = []
     for history in histories[:timed]:  # batch-1 eager calls, as a PyTorch user would run it
         started = time.perf_counter()
@@ -223,12 +202,6 @@ def validate(bundle: Path, data_dir: Path, config: ValidateConfig, *, teacher: P
              targets_dir: Path | None = None, report_dir: Path | None = None, log=print) -> dict:
     """Measure the bundle (and `compare` bundles, for the report's plots); write report.json and
     report.html into `report_dir` (default: the bundle). Returns the report."""
-    from edgerec.data import load_data
-    from edgerec.device import SshDevice
-    from edgerec.evaluate import item_ids_hash
-    from edgerec.report import write_report
-    from edgerec.targets import load_target
-
     target = load_target(config.target, targets_dir)
     device = SshDevice.parse(config.device, config.device_python, config.ssh_key) if config.device else None
     bundle = Path(bundle)
@@ -261,8 +234,6 @@ def validate(bundle: Path, data_dir: Path, config: ValidateConfig, *, teacher: P
                                      config.warmup, teacher_top, device)
     step = None
     if meta.get("step_model"):
-        from edgerec.incremental import validate_steps
-
         log("step model: replaying every history item by item")
         step = validate_steps(bundle, meta["step_model"], target, histories, targets, data.num_items,
                               runs, config.warmup, device)
@@ -284,8 +255,6 @@ def validate(bundle: Path, data_dir: Path, config: ValidateConfig, *, teacher: P
         "note": (f"latency measured on {config.device}" if config.device else "latency measured on this machine")
         + f"; the budget is for {target.budgets.reference_device}"}
     if teacher:
-        from edgerec import metrics
-
         report["paired_vs_teacher"] = {
             runtime: metrics.paired_bootstrap(r["per_user_ndcg10"], references["teacher"]["per_user_ndcg10"])
             for runtime, r in runs.items()}
@@ -301,8 +270,6 @@ def _public(runs: dict) -> dict:
 def beyond_accuracy(data, runs: dict, references: dict, label: str) -> dict:
     """Coverage, popularity, Gini and tail share of every model's top-10 on the same users, and
     each one's ratio to the teacher's."""
-    from edgerec import metrics
-
     popularity = metrics.item_popularity(data.train_sequences(), data.num_items)
     models = {f"{name} (PyTorch)": ref["top"] for name, ref in references.items()}
     models.update({f"{label} {r['file']} ({runtime})": r["top"] for runtime, r in runs.items()})
@@ -321,9 +288,6 @@ def beyond_accuracy(data, runs: dict, references: dict, label: str) -> dict:
 
 
 def _machine() -> dict:
-    import os
-    import platform
-
     cpu = ""
     try:
         cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()

@@ -178,7 +178,7 @@ def test_compact_names_never_reuse_an_interface_name():
     import onnx
     from onnx import TensorProto, helper
 
-    from edgerec.export import compact_names
+    from edgerec.writers import compact_names
 
     # inputs called like the short names (e.g. a graph cut out of an exported one)
     graph = helper.make_graph(
@@ -196,7 +196,7 @@ def test_compact_names_never_reuse_an_interface_name():
 def test_decomposed_layer_norms_match_and_are_restored():
     import torch
 
-    from edgerec.export import decomposed_layer_norms
+    from edgerec.writers import decomposed_layer_norms
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.LayerNorm(8, eps=1e-12))

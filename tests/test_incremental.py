@@ -9,7 +9,8 @@ import pytest
 from edgerec.distill import DistillConfig, distill
 from edgerec.errors import EdgerecError
 from edgerec.export import ExportConfig, export
-from edgerec.incremental import StepSession, layout, step_graph, step_inputs
+from edgerec.graphs import step_graph, step_inputs, step_layout
+from edgerec.incremental import StepSession
 from edgerec.models import Shape, build_id_model, last_position_hidden, load_model, RecModel
 from edgerec.teacher import TeacherConfig, train_teacher
 from edgerec.training import TrainConfig
@@ -107,7 +108,7 @@ def test_step_graph_in_pytorch_with_pruned_heads(layers):
     model.bert.encoder.layer[-1].attention.prune_heads([0])  # 3 heads of size 4 in a width of 16
     rec = RecModel(model, {"kind": "causal", "num_items": 28, "max_len": 12, "positions": "start"})
     graph = step_graph(rec)
-    state = step_inputs(layout(rec), "int64", None)["state"]
+    state = step_inputs(step_layout(rec), "int64", None)["state"]
     assert list(state.shape) == [1, layers, 12, STUDENT.hidden]
     history = [3, 7, 1, 9, 12, 4]
     with torch.inference_mode():

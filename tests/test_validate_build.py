@@ -138,7 +138,7 @@ def test_build_runs_every_stage_then_reuses_them(tmp_path, interactions_csv):
 def test_top_k_outputs_are_ranked_from_the_items_they_return():
     import numpy as np
 
-    from edgerec.validate import score_outputs
+    from edgerec.checks import score_outputs
 
     items = np.array([[5, 3, 7, 1, 2, 4, 6, 8, 9, 10], [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]])
     summary, top, per_user = score_outputs(items, 10, 20, [[11], [12]], [3, 15], None, "b")
