@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import platform
 from pathlib import Path
+
+# Import-time noise of other libraries (torchao's optional CUDA kernels, a torch deprecation):
+# the scripts' own tables are what a reader wants to see.
+for _name in ("torchao", "torch.utils._pytree"):
+    logging.getLogger(_name).setLevel(logging.ERROR)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -44,3 +50,21 @@ def save(name: str, payload: dict) -> Path:
 
 def fmt_ci(summary: dict) -> str:
     return f"{summary['mean']:.4f} [{summary['ci95'][0]:.4f}, {summary['ci95'][1]:.4f}]"
+
+
+def run_benchmark(main, inputs_from: str | None = None) -> None:
+    """Run a benchmark's `main()`: an input that is missing or damaged (any edgerec error) ends
+    in one line on stderr, exit 2, naming the script that makes the inputs, not a traceback."""
+    import sys
+
+    from edgerec.errors import EdgerecError
+
+    try:
+        main()
+    except EdgerecError as exc:
+        hint = f" (the inputs come from `{inputs_from}`)" if inputs_from else ""
+        print(f"error: {exc}{hint}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)

@@ -28,7 +28,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import fmt_ci, machine, print_table, save  # noqa: E402
+from common import fmt_ci, machine, print_table, run_benchmark, save  # noqa: E402
 
 PEAK = textwrap.dedent('''
     import sys, numpy as np
@@ -227,4 +227,4 @@ def _peak(kind: str, path: Path, max_len: int, threads: int) -> int:
 
 
 if __name__ == "__main__":
-    main()
+    run_benchmark(main, "python benchmarks/distill.py")

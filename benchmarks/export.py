@@ -28,7 +28,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import machine, print_table, save  # noqa: E402
+from common import machine, print_table, run_benchmark, save  # noqa: E402
 
 
 def main() -> None:
@@ -119,4 +119,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_benchmark(main, "python benchmarks/distill.py")

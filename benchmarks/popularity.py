@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import fmt_ci, machine, print_table, save  # noqa: E402
+from common import fmt_ci, machine, print_table, run_benchmark, save  # noqa: E402
 
 
 def main() -> None:
@@ -89,4 +89,4 @@ def _ci(figures: dict, key: str, digits: int = 3) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    run_benchmark(main, "python benchmarks/distill.py")

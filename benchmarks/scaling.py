@@ -23,7 +23,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import machine, print_table, save  # noqa: E402
+from common import machine, print_table, run_benchmark, save  # noqa: E402
 
 
 def read_bandwidth(megabytes: int = 1024, repeats: int = 5) -> float:
@@ -104,4 +104,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_benchmark(main)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import errno
+import fcntl
 import hashlib
 import json
 import os
@@ -23,18 +25,11 @@ from typing import Any, Iterator
 
 from edgerec import __version__
 from edgerec.errors import EdgerecError
+from edgerec.files import read_json, sha256_file, verify
 
 MANIFEST = "manifest.json"
 # Libraries whose version decides what an artifact contains; recorded in every manifest.
 _TRACKED_LIBRARIES = ("torch", "transformers", "numpy", "onnx", "onnxruntime", "litert-torch")
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def library_versions() -> dict[str, str]:
@@ -69,20 +64,39 @@ def read_manifest(directory: Path, stage: str | tuple[str, ...] | None = None) -
     """Read an artifact's manifest, checking (optionally) which stage made it."""
     directory = Path(directory)
     path = directory / MANIFEST
+    if directory.is_file():
+        raise EdgerecError(f"{directory}: is a file, expected an artifact directory")
     if not directory.is_dir():
         raise EdgerecError(f"{directory}: no such artifact directory")
     if not path.is_file():
         raise EdgerecError(f"{directory}: not an edgerec artifact (no {MANIFEST})")
-    try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise EdgerecError(f"{path}: unreadable manifest ({exc.msg} at line {exc.lineno})") from None
+    manifest = read_json(path, "a manifest")
+    if not isinstance(manifest, dict) or "stage" not in manifest:
+        raise EdgerecError(f"{path}: not an edgerec manifest (no 'stage')")
     stages = (stage,) if isinstance(stage, str) else stage
     if stages and manifest.get("stage") not in stages:
         raise EdgerecError(
             f"{directory}: is a '{manifest.get('stage')}' artifact, expected {' or '.join(stages)}"
         )
     return manifest
+
+
+def verify_artifact(directory: Path, manifest: dict | None = None, under: str | None = None) -> dict:
+    """Check an artifact's files (those in the sub-folder `under`, when given) against the hashes
+    its manifest recorded; a changed, truncated or missing file is refused with one line.
+    Returns the manifest."""
+    manifest = manifest if manifest is not None else read_manifest(directory)
+    files = manifest.get("files", {})
+    names = [n for n in files if under is None or n.startswith(under.rstrip("/") + "/")]
+    verify(directory, files, names=names,
+           fix=f"re-run the {manifest.get('stage')} stage that made it")
+    return manifest
+
+
+def read_artifact(directory: Path, stage: str | tuple[str, ...]) -> dict:
+    """`read_manifest` of a `stage` artifact with every file it lists checked (`verify_artifact`):
+    what a stage calls on an input it will use later, so a bad one fails before any work."""
+    return verify_artifact(directory, read_manifest(directory, stage))
 
 
 def artifact_hash(directory: Path) -> str:
@@ -93,6 +107,75 @@ def artifact_hash(directory: Path) -> str:
     manifest = read_manifest(directory)
     files = manifest.get("files", {})
     return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
+
+
+# Write failures that mean "this disk or folder cannot take the artifact", not a bug.
+_WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO}
+BUNDLE_STAGES = ("export", "quantize")  # both make bundles; one may replace the other
+
+
+@contextlib.contextmanager
+def output_lock(out_dir: Path) -> Iterator[None]:
+    """Hold `.<name>.lock` beside `out_dir` while an artifact is written there; a second command
+    writing the same output fails at once with one line instead of racing the first's rename."""
+    lock = out_dir.parent / f".{out_dir.name}.lock"
+    handle = open(lock, "a+")
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise EdgerecError(f"{out_dir}: another edgerec command is writing it now; wait for it "
+                               "to finish or choose another output") from None
+        if not lock.exists() or os.stat(lock).st_ino != os.fstat(handle.fileno()).st_ino:
+            # the holder before us removed the file after we opened it: someone else may hold a new one
+            raise EdgerecError(f"{out_dir}: another edgerec command is writing it now; wait for it "
+                               "to finish or choose another output")
+        try:
+            yield
+        finally:
+            lock.unlink(missing_ok=True)
+    finally:
+        handle.close()
+
+
+def check_folder(path: Path, what: str) -> Path:
+    """`path` can be (or become) a folder for `what`: not a file, nor below one."""
+    path = Path(path)
+    for place in (path, *path.parents):
+        if place.exists():
+            if not place.is_dir():
+                raise EdgerecError(f"{path}: {place} is a file, expected a folder for {what}")
+            break
+    return path
+
+
+def check_file_output(path: Path, what: str) -> Path:
+    """`path` can be written as a file for `what`: not a folder, and its folder can exist."""
+    path = Path(path)
+    if path.is_dir():
+        raise EdgerecError(f"{path}: is a folder, expected a file name for {what}")
+    check_folder(path.parent, what)
+    return path
+
+
+def check_output(out_dir: Path, stage: str, overwrite: bool) -> None:
+    """Can a `stage` artifact be written to `out_dir`? Stages call it before any work, so a bad
+    output fails in a second, not after training; `atomic_artifact` checks again at the end."""
+    out_dir = Path(out_dir)
+    check_folder(out_dir.parent, f"the {stage} artifact")
+    if not out_dir.exists():
+        return
+    if not overwrite:
+        raise EdgerecError(f"{out_dir}: already exists (pass --overwrite to replace it)")
+    if not out_dir.is_dir() or not (out_dir / MANIFEST).is_file():
+        raise EdgerecError(f"{out_dir}: exists and is not an edgerec artifact; refusing to replace it")
+    try:
+        old = json.loads((out_dir / MANIFEST).read_text()).get("stage")
+    except (OSError, ValueError, AttributeError):
+        old = None
+    if old != stage and not (old in BUNDLE_STAGES and stage in BUNDLE_STAGES):
+        raise EdgerecError(f"{out_dir}: holds a {old!r} artifact; refusing to replace it with a "
+                           f"{stage!r} one (choose another output)")
 
 
 @contextlib.contextmanager
@@ -108,43 +191,53 @@ def atomic_artifact(
 
     The caller writes its files into the temporary directory and may add keys (metrics, counts)
     to the manifest dict. On any exception the temporary directory is removed and `out_dir` is
-    left exactly as it was.
+    left exactly as it was: a full disk or a read-only folder becomes one line naming the file,
+    and a second command writing the same output at the same time is refused (`output_lock`).
     """
     out_dir = Path(out_dir)
-    if out_dir.exists() and not overwrite:
-        raise EdgerecError(f"{out_dir}: already exists (pass --overwrite to replace it)")
-    if out_dir.exists() and not (out_dir / MANIFEST).is_file():
-        raise EdgerecError(f"{out_dir}: exists and is not an edgerec artifact; refusing to replace it")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it 0700; an artifact is an ordinary folder
-    manifest: dict[str, Any] = {
-        "stage": stage,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "versions": library_versions(),
-        "config": _jsonable(config) if config is not None else {},
-        "inputs": {
-            name: {"path": str(path), "hash": artifact_hash(path)}
-            for name, path in (inputs or {}).items()
-        },
-    }
+    check_output(out_dir, stage, overwrite)
     try:
-        yield tmp, manifest
-        manifest["files"] = {
-            str(p.relative_to(tmp)): sha256_file(p)
-            for p in sorted(tmp.rglob("*"))
-            if p.is_file() and p.name != MANIFEST
-        }
-        write_json(tmp / MANIFEST, manifest)
-        if out_dir.exists():
-            trash = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
-            os.replace(out_dir, trash / "old")
-            os.replace(tmp, out_dir)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise EdgerecError(f"{out_dir.parent}: cannot create the output folder ({exc.strerror})") from None
+    with output_lock(out_dir):
+        check_output(out_dir, stage, overwrite)  # again: another command may have finished meanwhile
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+        try:
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it 0700; an artifact is an ordinary folder
+            manifest: dict[str, Any] = {
+                "stage": stage,
+                "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                "versions": library_versions(),
+                "config": _jsonable(config) if config is not None else {},
+                "inputs": {
+                    name: {"path": str(path), "hash": artifact_hash(path)}
+                    for name, path in (inputs or {}).items()
+                },
+            }
+            yield tmp, manifest
+            manifest["files"] = {
+                str(p.relative_to(tmp)): sha256_file(p)
+                for p in sorted(tmp.rglob("*"))
+                if p.is_file() and p.name != MANIFEST
+            }
+            write_json(tmp / MANIFEST, manifest)
+            if out_dir.exists():
+                trash = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
+                os.replace(out_dir, trash / "old")
+                os.replace(tmp, out_dir)
+                shutil.rmtree(trash, ignore_errors=True)
+            else:
+                os.replace(tmp, out_dir)
+        except OSError as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if exc.errno not in _WRITE_ERRORS:
+                raise
+            where = exc.filename or out_dir
+            raise EdgerecError(f"{out_dir}: writing the artifact failed ({exc.strerror}: {where}); "
+                               "nothing was changed") from None
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise

@@ -15,11 +15,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgerec.artifacts import _jsonable, artifact_hash, read_manifest, sha256_file
-from edgerec.data import DataConfig, make_data
+from edgerec.artifacts import _jsonable, artifact_hash, check_folder, read_artifact, read_manifest
+from edgerec.data import DataConfig, make_data, table_kind
+from edgerec.datasets import BUILTIN, get_builtin
 from edgerec.distill import DistillConfig, distill
 from edgerec.errors import EdgerecError
 from edgerec.export import ExportConfig, export
+from edgerec.files import sha256_file
 from edgerec.prune import PruneConfig, prune
 from edgerec.quantize import QuantizeConfig, quantize
 from edgerec.targets import load_target
@@ -85,13 +87,22 @@ def build(config: BuildConfig, *, targets_dir: Path | None = None, teacher_confi
     """Run (or reuse) every stage; returns {stage: {"status", "seconds", "path"}} and the report.
     `teacher_config` / `distill_config` replace the defaults (shapes, training) from Python."""
     target = load_target(config.target, targets_dir)  # fail fast on a bad name
-    work, dist = Path(config.work), Path(config.dist)
+    work = check_folder(config.work, "the intermediate artifacts")
+    dist = check_folder(config.dist, "the app bundles")
     paths = {"data": work / "data", "teacher": Path(config.teacher) if config.teacher else work / "teacher",
              "student": work / "student", "pruned": work / "pruned", "fp32": work / f"export-{target.name}",
              "int8": dist / target.name}
     interactions = Path(config.interactions) if config.interactions else None
-    if interactions is not None and not interactions.is_file():
-        raise EdgerecError(f"{interactions}: no such interactions file")
+    dataset = config.dataset
+    if interactions is not None and not interactions.exists() and str(interactions) in BUILTIN:
+        interactions, dataset = None, str(interactions)  # `edgerec build movielens-100k`
+    # every input checked before the first stage writes anything
+    if interactions is not None:
+        table_kind(interactions)
+    else:
+        get_builtin(dataset)
+    if config.teacher:
+        read_artifact(config.teacher, "teacher")
     stages: dict[str, dict] = {}
     total = 6
 
@@ -109,9 +120,9 @@ def build(config: BuildConfig, *, targets_dir: Path | None = None, teacher_confi
         stages[name] = {"status": "built", "seconds": round(seconds, 1), "path": str(path)}
 
     data_config = DataConfig()
-    stage(1, "data", paths["data"], _data_current(paths["data"], data_config, config.dataset, interactions),
+    stage(1, "data", paths["data"], _data_current(paths["data"], data_config, dataset, interactions),
           lambda: make_data(paths["data"], interactions=interactions,
-                            dataset=None if interactions else config.dataset, config=data_config, overwrite=True))
+                            dataset=None if interactions else dataset, config=data_config, overwrite=True))
     if config.teacher:
         read_manifest(paths["teacher"], "teacher")
         log(f"[2/{total}] teacher   given   {paths['teacher']}")

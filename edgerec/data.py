@@ -8,7 +8,7 @@ train = s[:-2], validation = predict s[-2] from s[:-2], test = predict s[-1] fro
 
 from __future__ import annotations
 
-import json
+import difflib
 import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -17,8 +17,9 @@ from typing import Any
 import numpy as np
 
 from edgerec import datasets
-from edgerec.artifacts import atomic_artifact, read_manifest, sha256_file, write_json
+from edgerec.artifacts import atomic_artifact, check_output, read_manifest, verify_artifact, write_json
 from edgerec.errors import EdgerecError
+from edgerec.files import load_npz, read_json, sha256_file
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -50,7 +51,7 @@ class CalibrationRecipe:
             path = DEFAULT_RECIPE
         try:
             raw = tomllib.loads(Path(path).read_text())
-        except (OSError, tomllib.TOMLDecodeError) as exc:
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
             raise EdgerecError(f"{path}: cannot read calibration recipe ({exc})") from None
         allowed = {f.name: f for f in fields(cls)}
         for key, value in raw.items():
@@ -79,13 +80,16 @@ class DataConfig:
 # --------------------------------------------------------------------------- reading input
 
 
-def read_table(path: Path, separator: str | None = None):
-    """Read CSV / TSV / Parquet / JSONL into a DataFrame; every failure is one clear line."""
-    import pandas as pd
-
+def table_kind(path: Path) -> str:
+    """The format of an interactions or items file, checked without reading it (exists, has a
+    known suffix, not empty): what `build` checks before its first stage."""
     path = Path(path)
+    if path.is_dir():
+        raise EdgerecError(f"{path}: is a folder, expected an interactions or items file")
     if not path.is_file():
-        raise EdgerecError(f"{path}: no such file")
+        close = difflib.get_close_matches(str(path), datasets.BUILTIN, n=1, cutoff=0.6)
+        hint = f" (the built-in dataset is --dataset {close[0]})" if close else ""
+        raise EdgerecError(f"{path}: no such file{hint}")
     kind = SUPPORTED.get(path.suffix.lower())
     if kind is None:
         raise EdgerecError(
@@ -94,6 +98,15 @@ def read_table(path: Path, separator: str | None = None):
         )
     if path.stat().st_size == 0:
         raise EdgerecError(f"{path}: the file is empty")
+    return kind
+
+
+def read_table(path: Path, separator: str | None = None):
+    """Read CSV / TSV / Parquet / JSONL into a DataFrame; every failure is one clear line."""
+    import pandas as pd
+
+    path = Path(path)
+    kind = table_kind(path)
     try:
         if kind == "parquet":
             frame = pd.read_parquet(path)
@@ -210,8 +223,12 @@ def _item_metadata(frame, config: DataConfig, item_meta) -> dict[str, dict[str, 
     if item_meta is not None and item_col not in item_meta.columns:
         raise EdgerecError(f"items file: missing column '{item_col}' (--item-col)")
     out: dict[str, dict[str, Any]] = {}
+    for flag, col in (("--title-col", config.title_col), ("--genres-col", config.genres_col)):
+        if col is not None and col not in source.columns:  # a typo would silently drop every title
+            raise EdgerecError(f"{'items file' if item_meta is not None else 'interactions file'}: no "
+                               f"column {col!r} ({flag}); columns: {', '.join(map(str, source.columns))}")
     wanted = [(key, col) for key, col in (("title", config.title_col), ("genres", config.genres_col))
-              if col and col in source.columns]
+              if col is not None]
     if not wanted:
         return {}
     subset = source.drop_duplicates(subset=[item_col])
@@ -265,8 +282,8 @@ def pack(sequences: list[np.ndarray]) -> dict[str, np.ndarray]:
 
 
 def unpack(path: Path) -> list[np.ndarray]:
-    with np.load(path, allow_pickle=False) as archive:
-        flat, offsets = archive["items"], archive["offsets"]
+    archive = load_npz(path, "packed sequences")
+    flat, offsets = archive["items"], archive["offsets"]
     return [flat[offsets[i]: offsets[i + 1]] for i in range(len(offsets) - 1)]
 
 
@@ -282,10 +299,14 @@ def make_data(
     """Build a data artifact from a file of interactions or a built-in dataset; returns its manifest."""
     if config.min_interactions < 3:
         raise EdgerecError("--min-interactions must be >= 3 (train, validation and test need one each)")
+    check_output(out_dir, "data", overwrite)
     sources: dict[str, Path] = {}
     separator = None
+    if interactions is not None and dataset is None and not Path(interactions).exists() \
+            and str(interactions) in datasets.BUILTIN:  # `edgerec data movielens-100k`: the dataset
+        interactions, dataset = None, str(interactions)
     if interactions is None:
-        spec = datasets.get_builtin(dataset or "movielens-100k")
+        spec = datasets.get_builtin("movielens-100k" if dataset is None else dataset)
         folder = datasets.fetch(spec.name)
         interactions, items_file = folder / spec.interactions, folder / spec.items
         c = spec.columns
@@ -365,11 +386,11 @@ class Data:
 
 def load_data(path: Path) -> Data:
     path = Path(path)
-    manifest = read_manifest(path, "data")
+    manifest = verify_artifact(path, read_manifest(path, "data"))
     try:
         sequences = unpack(path / "sequences.npz")
-        users = json.loads((path / "users.json").read_text())
-        items = json.loads((path / "items.json").read_text())
-    except (OSError, ValueError, KeyError) as exc:
-        raise EdgerecError(f"{path}: damaged data artifact ({exc})") from None
+    except KeyError as exc:
+        raise EdgerecError(f"{path / 'sequences.npz'}: damaged data artifact (no array {exc})") from None
+    users = read_json(path / "users.json", "the data artifact's users")
+    items = read_json(path / "items.json", "the data artifact's items")
     return Data(path=path, users=users, sequences=sequences, items=items, manifest=manifest)

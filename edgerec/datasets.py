@@ -16,7 +16,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgerec.artifacts import sha256_file
+from edgerec.files import sha256_file
 from edgerec.errors import EdgerecError
 
 

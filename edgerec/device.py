@@ -36,6 +36,8 @@ class SshDevice:
 
     @classmethod
     def parse(cls, url: str, python: str = "python3", key: str | None = None) -> SshDevice:
+        if key is not None and not Path(key).is_file():
+            raise EdgerecError(f"{key}: no such key file (--ssh-key)")
         parsed = urlparse(url)
         if parsed.scheme != "ssh" or not parsed.hostname:
             raise EdgerecError(f"--device must look like ssh://user@host[:port], got {url!r}")

@@ -30,37 +30,16 @@ from pathlib import Path
 
 import numpy as np
 
-from edgerec.artifacts import artifact_hash, atomic_artifact, read_manifest, write_json
+from edgerec.artifacts import artifact_hash, atomic_artifact, check_output, read_manifest, write_json
 from edgerec.data import load_data
 from edgerec.datasets import cache_dir
 from edgerec.errors import EdgerecError
-from edgerec.evaluate import (
-    check_compatible,
-    evaluate,
-    headline,
-    item_ids_hash,
-    public,
-    resolve_model_dir,
-)
+from edgerec.evaluate import check_compatible, evaluate, headline, item_ids_hash, public, resolve_model_dir
+from edgerec.files import load_npz
 from edgerec.metrics import item_popularity
-from edgerec.models import (
-    RecModel,
-    Shape,
-    build_id_model,
-    factorize_items,
-    item_rank,
-    left_pad,
-    load_model,
-    save_model,
-)
-from edgerec.teacher import (
-    _prepare_work_dir,
-    batches_of,
-    causal_batches,
-    trim,
-    validator,
-    work_dir_for,
-)
+from edgerec.models import (RecModel, Shape, build_id_model, factorize_items, item_rank, left_pad, load_model,
+                            save_model)
+from edgerec.teacher import _prepare_work_dir, batches_of, causal_batches, trim, validator, work_dir_for
 from edgerec.training import TrainConfig, fit, setup_distributed
 
 CACHE_VERSION = 1
@@ -264,8 +243,7 @@ def load_or_compute_targets(teacher_dir: Path, data, config: DistillConfig, dist
         np.savez(tmp, **targets)
         os.replace(tmp, path)
     dist.barrier()  # other ranks read what rank 0 wrote (one machine or a shared filesystem)
-    with np.load(path, allow_pickle=False) as archive:
-        targets = {k: archive[k] for k in archive.files}
+    targets = load_npz(path, "cached teacher targets")
     targets["cache_path"] = str(path)
     targets["teacher"] = teacher
     return targets
@@ -361,8 +339,7 @@ def distill(teacher_dir: Path, data_dir: Path, out_dir: Path, config: DistillCon
             *, overwrite: bool = False) -> dict | None:
     """Distil a teacher artifact into a student artifact; returns the manifest on rank 0."""
     config.validate()
-    if Path(out_dir).exists() and not overwrite:
-        raise EdgerecError(f"{out_dir}: already exists (pass --overwrite to replace it)")
+    check_output(out_dir, "student", overwrite)
     read_manifest(teacher_dir, "teacher")
     data = load_data(data_dir)
     sequences = data.train_sequences()

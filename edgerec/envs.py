@@ -9,12 +9,14 @@ cache, created on first use from the package index, and models run there through
 from __future__ import annotations
 
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 from edgerec.datasets import cache_dir
 from edgerec.errors import EdgerecError
+from edgerec.files import load_npz
 
 ENVIRONMENTS = {
     "tflite-runtime": ["tflite-runtime==2.14.0", "numpy<2"],
@@ -71,7 +73,18 @@ def run_runner(python: Path | str, runtime: str, model: Path, input_ids, threads
                                  "--warmup", str(warmup), *(["--step"] if step else [])],
                                 capture_output=True, text=True)
         if result.returncode != 0:
-            lines = [l for l in result.stderr.strip().splitlines() if l.strip()]
-            raise EdgerecError(f"{model}: {runtime} failed: {lines[-1] if lines else 'no output'}")
-        with np.load(Path(tmp) / "out.npz", allow_pickle=False) as out:
-            return {k: out[k] for k in out.files}
+            raise EdgerecError(f"{model}: {runtime} {runner_failure(result.returncode, result.stderr)}")
+        return load_npz(Path(tmp) / "out.npz", f"the {runtime} runner's output")
+
+
+def runner_failure(returncode: int, stderr: str) -> str:
+    """How a runner process ended, in a few words: the signal that killed it (a segfault in the
+    runtime, the OOM killer) or its exit code and last line of error output."""
+    lines = [line for line in (stderr or "").strip().splitlines() if line.strip()]
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        return f"crashed ({name}){': ' + lines[-1] if lines else ''}"
+    return f"failed (exit {returncode}): {lines[-1] if lines else 'no output'}"

@@ -17,11 +17,12 @@ from pathlib import Path
 import numpy as np
 
 from edgerec import __version__
-from edgerec.artifacts import atomic_artifact, read_manifest, write_json
+from edgerec.artifacts import atomic_artifact, check_output, read_manifest, write_json
 from edgerec.checks import parity, replay, replay_scorer, top_k_check
 from edgerec.data import load_data
 from edgerec.errors import EdgerecError
 from edgerec.evaluate import check_compatible, resolve_model_dir
+from edgerec.files import bundle_integrity
 from edgerec.graphs import scoring_graph, step_graph, step_layout
 from edgerec.incremental import describe
 from edgerec.models import load_model
@@ -42,6 +43,8 @@ def export(model_dir: Path, data_dir: Path, out_dir: Path, config: ExportConfig,
            targets_dir: Path | None = None, overwrite: bool = False) -> dict:
     """Write `out_dir` (default dist/<target>/): model file(s), items.json, metadata.json."""
     target = load_target(config.target, targets_dir)
+    out_dir = Path(out_dir or Path("dist") / target.name)
+    check_output(out_dir, "export", overwrite)
     source = read_manifest(model_dir, ("student", "pruned", "teacher"))
     rec = load_model(resolve_model_dir(model_dir))
     if rec.kind == "text":
@@ -72,7 +75,6 @@ def export(model_dir: Path, data_dir: Path, out_dir: Path, config: ExportConfig,
                         else {"scores": "float32 [batch, num_items]: column j scores the item "
                                         "with index j + 1 in items.json; higher is better"}),
             "top_k": config.top_k}
-    out_dir = Path(out_dir or Path("dist") / target.name)
     with atomic_artifact(out_dir, "export", config=config, inputs={"model": Path(model_dir),
                          "data": Path(data_dir)}, overwrite=overwrite) as (tmp, manifest):
         files, checks, timings = {}, {}, {}
@@ -110,7 +112,8 @@ def export(model_dir: Path, data_dir: Path, out_dir: Path, config: ExportConfig,
             timings["step"] = round(time.perf_counter() - started, 2)
         shutil.copy(data.path / "items.json", tmp / "items.json")
         write_json(tmp / "metadata.json", {**meta, "files": files, "parity": checks, "top_k_check": top_k_checks,
-                                           **({"step_model": step_entry} if step else {})})
+                                           **({"step_model": step_entry} if step else {}),
+                                           "integrity": bundle_integrity(tmp)})
         manifest.update(target=target.to_dict(), files_by_format=files, parity=checks, top_k_check=top_k_checks,
                         step_model=step_entry, seconds=timings,
                         sizes={f: (tmp / p).stat().st_size for f, p in files.items()})

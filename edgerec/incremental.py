@@ -33,6 +33,7 @@ import numpy as np
 
 from edgerec import device_runner
 from edgerec.errors import EdgerecError
+from edgerec.files import read_bundle
 from edgerec.graphs import StateLayout, step_output_names
 
 
@@ -99,10 +100,17 @@ class StepSession:
             scores = session.add(item)   # scores (or (items, scores) for a top-K file)
     """
 
-    def __init__(self, path: Path, threads: int = 1, roll_keep: int | None = None):
+    def __init__(self, path: Path, threads: int = 1, roll_keep: int | None = None,
+                 allow_modified: bool = False):
+        """A step file inside a bundle is checked against the hash its metadata.json records
+        (`allow_modified` lets a changed file through; `self.modified` says so)."""
         self.path = Path(path)
         if not self.path.is_file():
             raise EdgerecError(f"{self.path}: no such step model")
+        self.modified: list[str] = []
+        if (self.path.parent / "metadata.json").is_file():
+            _, self.modified = read_bundle(self.path.parent, names=[self.path.name],
+                                           allow_modified=allow_modified)
         try:
             self.call, self.specs = device_runner.open_step(str(self.path), threads)
         except Exception as exc:

@@ -28,7 +28,9 @@ from typing import Any
 
 import numpy as np
 
+from edgerec.artifacts import MANIFEST, verify_artifact
 from edgerec.errors import EdgerecError
+from edgerec.files import check_safetensors, load_safetensors, read_json
 
 KINDS = ("causal", "masked", "text")
 POSITIONS = ("end", "start")
@@ -349,28 +351,37 @@ def load_model(directory: Path) -> RecModel:
     import transformers
 
     directory = Path(directory)
+    if directory.is_file():
+        raise EdgerecError(f"{directory}: is a file, expected a model artifact directory")
     meta_path = directory / META
     if not meta_path.is_file():
         raise EdgerecError(f"{directory}: not an edgerec model (no {META})")
-    meta = json.loads(meta_path.read_text())
-    kind = meta.get("kind")
-    if kind not in KINDS:
-        raise EdgerecError(f"{meta_path}: unknown model kind {kind!r}")
     if not (directory / "model.safetensors").is_file():
         raise EdgerecError(f"{directory}: no model.safetensors (only safetensors weights are loaded)")
+    if directory.name == "model" and (directory.parent / MANIFEST).is_file():
+        verify_artifact(directory.parent, under="model")  # the files its stage wrote, unchanged
+    meta = read_json(meta_path, "a model's metadata")
+    kind = meta.get("kind") if isinstance(meta, dict) else None
+    if kind not in KINDS:
+        raise EdgerecError(f"{meta_path}: unknown model kind {kind!r}")
+    check_safetensors(directory / "model.safetensors")
+    read_json(directory / "config.json", "a model's config")
     cls = getattr(transformers, _ARCHITECTURES[kind])
-    if meta.get("item_rank"):  # factorised item table: build the structure, then load strictly
-        from safetensors.torch import load_file
-
-        config = transformers.AutoConfig.from_pretrained(directory, trust_remote_code=False)
-        config._attn_implementation = "eager"
-        model = cls(config)
-        factorize_items(model, int(meta["item_rank"]), init="random")
-        model.load_state_dict(load_file(directory / "model.safetensors"), strict=True)
-    else:
-        model = cls.from_pretrained(directory, use_safetensors=True, trust_remote_code=False,
-                                    attn_implementation="eager")
-    tokenizer = None
-    if kind == "text":
-        tokenizer = transformers.AutoTokenizer.from_pretrained(directory, trust_remote_code=False)
+    try:
+        if meta.get("item_rank"):  # factorised item table: build the structure, then load strictly
+            config = transformers.AutoConfig.from_pretrained(directory, trust_remote_code=False)
+            config._attn_implementation = "eager"
+            model = cls(config)
+            factorize_items(model, int(meta["item_rank"]), init="random")
+            model.load_state_dict(load_safetensors(directory / "model.safetensors"), strict=True)
+        else:
+            model = cls.from_pretrained(directory, use_safetensors=True, trust_remote_code=False,
+                                        attn_implementation="eager")
+        tokenizer = None
+        if kind == "text":
+            tokenizer = transformers.AutoTokenizer.from_pretrained(directory, trust_remote_code=False)
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        # transformers' own errors for a config or tokenizer it cannot use, a shape mismatch
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise EdgerecError(f"{directory}: cannot load the model ({first})") from None
     return RecModel(model, meta, tokenizer, directory)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgerec.artifacts import artifact_hash, read_manifest
+from edgerec.artifacts import artifact_hash, check_output, read_artifact, read_manifest
 from edgerec.data import load_data
 from edgerec.distill import DistillConfig, _write_student, train_student
 from edgerec.errors import EdgerecError
@@ -204,10 +204,9 @@ def prune(student_dir: Path, teacher_dir: Path, data_dir: Path, out_dir: Path, c
           *, overwrite: bool = False, log=print) -> dict | None:
     """Prune a student artifact, recover it by distillation, write a `pruned` artifact."""
     config.validate()
-    if Path(out_dir).exists() and not overwrite:
-        raise EdgerecError(f"{out_dir}: already exists (pass --overwrite to replace it)")
+    check_output(out_dir, "pruned", overwrite)
     source = read_manifest(student_dir, ("student", "pruned"))
-    read_manifest(teacher_dir, "teacher")
+    read_artifact(teacher_dir, "teacher")  # used for recovery, after the pruning: check it now
     rec = load_model(resolve_model_dir(student_dir))
     if rec.kind != "causal":
         raise EdgerecError(f"{student_dir}: prune works on causal students (edgerec distill), not {rec.kind!r}")

@@ -29,7 +29,6 @@ float one by one until the drop fits. The manifest lists what stayed in float an
 
 from __future__ import annotations
 
-import json
 import math
 import shutil
 import tempfile
@@ -40,10 +39,11 @@ from pathlib import Path
 import numpy as np
 
 from edgerec import metrics
-from edgerec.artifacts import atomic_artifact, read_manifest, write_json
+from edgerec.artifacts import atomic_artifact, check_output, read_manifest, write_json
 from edgerec.data import load_data
 from edgerec.errors import EdgerecError
 from edgerec.evaluate import rank_users
+from edgerec.files import bundle_integrity, load_npz, load_onnx, read_bundle
 from edgerec.incremental import calibration_feeds
 from edgerec.runtimes import RUNTIMES, encode, open_model
 from edgerec.targets import load_target
@@ -68,13 +68,9 @@ def load_calibration(path: Path, num_items: int, max_len: int) -> list[np.ndarra
     """Calibration histories in model index space, checked. Accepts the data artifact's
     `calibration.npz` (items + offsets) or an `.npz` with `input_ids` [n, max_len] (left-padded)."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise EdgerecError(f"{path}: calibration set not found (run edgerec data, or pass --calibration)")
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {k: archive[k] for k in archive.files}
-    except Exception as exc:
-        raise EdgerecError(f"{path}: not a readable .npz calibration set ({exc})") from None
+    arrays = load_npz(path, "an .npz calibration set")
     if "input_ids" in arrays:
         ids = arrays["input_ids"]
         if ids.ndim != 2 or ids.shape[1] != max_len:
@@ -149,9 +145,7 @@ def calibrate_onnx(model: Path, feeds, method: str, out: Path) -> int:
 
 def onnx_units(model_path: Path, keep_float=()) -> list[str]:
     """Names of the nodes with a weight (initializer input) that int8 can apply to."""
-    import onnx
-
-    model = onnx.load(str(model_path), load_external_data=False)
+    model = load_onnx(model_path, load_external_data=False)
     weights = {i.name for i in model.graph.initializer}
     return [n.name for n in model.graph.node
             if n.op_type in WEIGHT_OPS and n.op_type not in keep_float
@@ -159,9 +153,7 @@ def onnx_units(model_path: Path, keep_float=()) -> list[str]:
 
 
 def _graph(model_path: Path):
-    import onnx
-
-    model = onnx.load(str(model_path), load_external_data=False)
+    model = load_onnx(model_path, load_external_data=False)
     return model.graph, {i.name: len(i.dims) for i in model.graph.initializer}
 
 
@@ -383,11 +375,13 @@ def quantize(bundle: Path, data_dir: Path, out_dir: Path | None, config: Quantiz
              targets_dir: Path | None = None, overwrite: bool = False, log=print) -> dict:
     """Read an fp32 bundle (edgerec export), write an int8 bundle (default dist/<target>-int8)."""
     target = load_target(config.target, targets_dir)
+    out_dir = Path(out_dir or Path("dist") / f"{target.name}-int8")
+    check_output(out_dir, "quantize", overwrite)
     source = read_manifest(bundle, "export")
     if source.get("target", {}).get("name") != target.name:
         raise EdgerecError(f"{bundle}: exported for target {source.get('target', {}).get('name')!r}, "
                            f"not {target.name!r}; export it for {target.name} first")
-    meta = json.loads((Path(bundle) / "metadata.json").read_text())
+    meta, _ = read_bundle(bundle, fix="export it again")
     data = load_data(data_dir)
     if data.num_items != meta["num_items"]:
         raise EdgerecError(f"{bundle} scores {meta['num_items']} items but {data_dir} has {data.num_items}")
@@ -401,7 +395,6 @@ def quantize(bundle: Path, data_dir: Path, out_dir: Path | None, config: Quantiz
     calibration_path = Path(config.calibration_file) if config.calibration_file else data.path / "calibration.npz"
     sequences = load_calibration(calibration_path, meta["num_items"], meta["max_len"])
     files = source["files_by_format"]
-    out_dir = Path(out_dir or Path("dist") / f"{target.name}-int8")
     inputs = {"bundle": Path(bundle), "data": Path(data_dir), "calibration": calibration_path}
 
     def scorer(runtime, path):
@@ -489,7 +482,8 @@ def quantize(bundle: Path, data_dir: Path, out_dir: Path | None, config: Quantiz
             extra["step_model"] = {**meta["step_model"], "precision": "int8", "quantization": step}
             manifest["step_quantization"] = step
         write_json(tmp / "metadata.json", {**meta, "files": files, "precision": "int8",
-                                           "quantization": quant_meta, **extra})
+                                           "quantization": quant_meta, **extra,
+                                           "integrity": bundle_integrity(tmp)})
         manifest.update(target=target.to_dict(), files_by_format=files, fp32_bundle=str(bundle),
                         calibration={"method": settings.calibration, "sequences": len(sequences),
                                      "source": str(calibration_path)},

@@ -9,24 +9,23 @@ model as shipped, and an app can do the same with its runtime alone (examples/ap
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
 from edgerec import metrics
 from edgerec.errors import EdgerecError
+from edgerec.files import read_bundle, read_json
 from edgerec.runtimes import LiteRTScorer, OnnxScorer
 
 
 class Recommender:
-    def __init__(self, bundle: Path, threads: int = 1):
+    def __init__(self, bundle: Path, threads: int = 1, allow_modified: bool = False):
+        """Every bundle file is checked against metadata.json's hashes first; `allow_modified`
+        lets changed files through (listed in `self.modified`)."""
         bundle = Path(bundle)
-        try:
-            self.meta = json.loads((bundle / "metadata.json").read_text())
-            self.items = json.loads((bundle / "items.json").read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise EdgerecError(f"{bundle}: not a readable bundle ({exc})") from None
+        self.meta, self.modified = read_bundle(bundle, allow_modified=allow_modified)
+        self.items = read_json(bundle / "items.json", "the bundle's item list")
         self.index_of = {str(entry["id"]): i + 1 for i, entry in enumerate(self.items)}
         files = self.meta.get("files", {})
         if "onnx" in files:

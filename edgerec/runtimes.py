@@ -15,6 +15,7 @@ import numpy as np
 
 from edgerec.envs import run_isolated
 from edgerec.errors import EdgerecError
+from edgerec.files import litert_interpreter
 from edgerec.models import left_pad
 
 
@@ -72,12 +73,7 @@ class LiteRTScorer(Scorer):
     fixed_batch = 1
 
     def __init__(self, path: Path, max_len: int, num_items: int, threads: int = 1):
-        from ai_edge_litert.interpreter import Interpreter
-
-        try:
-            self.interpreter = Interpreter(model_path=str(path), num_threads=threads)
-        except Exception as exc:
-            raise EdgerecError(f"{path}: LiteRT cannot load it ({str(exc).splitlines()[0]})") from None
+        self.interpreter = litert_interpreter(path, threads)
         signatures = self.interpreter.get_signature_list()
         name = next(iter(signatures))
         self.runner = self.interpreter.get_signature_runner(name)

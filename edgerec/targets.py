@@ -154,6 +154,8 @@ def load_target_file(path: Path) -> Target:
         raw = tomllib.loads(Path(path).read_text())
     except OSError as exc:
         raise EdgerecError(f"{path}: cannot read ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise EdgerecError(f"{path}: not a text file (a target profile is TOML)") from None
     except tomllib.TOMLDecodeError as exc:
         raise EdgerecError(f"{path}: not valid TOML ({exc})") from None
     target = _build(Target, raw, Path(path), "")

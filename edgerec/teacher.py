@@ -16,10 +16,11 @@ from pathlib import Path
 import numpy as np
 
 from edgerec import metrics
-from edgerec.artifacts import atomic_artifact, write_json
+from edgerec.artifacts import atomic_artifact, check_output, write_json
 from edgerec.data import load_data
 from edgerec.errors import EdgerecError
 from edgerec.evaluate import evaluate, headline, item_ids_hash, public, rank_users
+from edgerec.files import check_safetensors, read_json
 from edgerec.models import RecModel, Shape, build_id_model, render_history, save_model
 from edgerec.training import TrainConfig, fit, setup_distributed
 
@@ -191,8 +192,7 @@ def train_teacher(data_dir: Path, out_dir: Path, config: TeacherConfig = Teacher
 
     config.shape.validate()
     config.train.validate()
-    if Path(out_dir).exists() and not overwrite:
-        raise EdgerecError(f"{out_dir}: already exists (pass --overwrite to replace it)")
+    check_output(out_dir, "teacher", overwrite)
     data = load_data(data_dir)
     train_seqs = data.train_sequences()
     if config.kind == "text" and base is None:
@@ -286,14 +286,20 @@ def _text_model(base: Path, data):
         raise EdgerecError(f"{base}: not a Hugging Face model directory (no config.json)")
     if not (base / "model.safetensors").is_file():
         raise EdgerecError(f"{base}: no model.safetensors (only safetensors weights are loaded)")
+    read_json(base / "config.json", "a Hugging Face config")
+    check_safetensors(base / "model.safetensors")
     if not any(e.get("title") for e in data.items):
         raise EdgerecError(f"{data.path}: the text teacher needs item titles (--title-col)")
     labels = {i: e["id"] for i, e in enumerate(data.items)}
-    model = transformers.BertForSequenceClassification.from_pretrained(
-        base, num_labels=len(labels), id2label=labels, label2id={v: k for k, v in labels.items()},
-        use_safetensors=True, trust_remote_code=False, attn_implementation="eager",
-    )
-    tokenizer = transformers.AutoTokenizer.from_pretrained(base, trust_remote_code=False)
+    try:
+        model = transformers.BertForSequenceClassification.from_pretrained(
+            base, num_labels=len(labels), id2label=labels, label2id={v: k for k, v in labels.items()},
+            use_safetensors=True, trust_remote_code=False, attn_implementation="eager",
+        )
+        tokenizer = transformers.AutoTokenizer.from_pretrained(base, trust_remote_code=False)
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:  # transformers' load errors
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise EdgerecError(f"{base}: cannot load the pre-trained model ({first})") from None
     return model, tokenizer
 
 
@@ -335,15 +341,23 @@ def import_teacher(path: Path, data_dir: Path, out_dir: Path, *, overwrite: bool
     import transformers
 
     path = Path(path)
+    check_output(out_dir, "teacher", overwrite)
+    if path.is_file():
+        raise EdgerecError(f"{path}: is a file, expected a Hugging Face model directory")
+    if not path.is_dir():
+        raise EdgerecError(f"{path}: no such checkpoint directory")
     data = load_data(data_dir)
     cfg_path = path / "config.json"
     if not cfg_path.is_file():
         raise EdgerecError(f"{path}: not a Hugging Face model directory (no config.json)")
     if not (path / "model.safetensors").is_file():
         raise EdgerecError(f"{path}: no model.safetensors (only safetensors weights are loaded)")
-    raw = json.loads(cfg_path.read_text())
+    raw = read_json(cfg_path, "a Hugging Face config")
+    if not isinstance(raw, dict):
+        raise EdgerecError(f"{cfg_path}: not a Hugging Face config (a JSON object)")
     if raw.get("model_type") != "bert":
         raise EdgerecError(f"{path}: model_type is {raw.get('model_type')!r}; edgerec imports BERT")
+    check_safetensors(path / "model.safetensors")
     arch = (raw.get("architectures") or [""])[0]
     kinds = {"BertForSequenceClassification": "text", "BertForMaskedLM": "masked",
              "BertLMHeadModel": "causal"}
@@ -362,13 +376,17 @@ def import_teacher(path: Path, data_dir: Path, out_dir: Path, *, overwrite: bool
         token_of = _align(tokens, data, path, offset=0, what="items.txt")
         max_len = int(raw["max_position_embeddings"])
     cls = getattr(transformers, arch)
-    model = cls.from_pretrained(path, use_safetensors=True, trust_remote_code=False,
-                                attn_implementation="eager")
+    try:
+        model = cls.from_pretrained(path, use_safetensors=True, trust_remote_code=False,
+                                    attn_implementation="eager")
+        tokenizer = (transformers.AutoTokenizer.from_pretrained(path, trust_remote_code=False)
+                     if kind == "text" else None)
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:  # transformers' load errors
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise EdgerecError(f"{path}: cannot load the checkpoint ({first})") from None
     meta = {"kind": kind, "num_items": data.num_items, "max_len": max_len,
             "item_ids_sha256": item_ids_hash(data.item_ids()), "token_of_item": token_of}
-    tokenizer = None
     if kind == "text":
-        tokenizer = transformers.AutoTokenizer.from_pretrained(path, trust_remote_code=False)
         meta["titles"] = _titles(data)
     else:
         meta["mask_token"] = tokens.index("[MASK]") if "[MASK]" in tokens else None

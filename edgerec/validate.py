@@ -15,7 +15,6 @@ replayed item by item through it on every runtime (`validate_steps`).
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import sys
@@ -26,13 +25,14 @@ from pathlib import Path
 import numpy as np
 
 from edgerec import metrics
-from edgerec.artifacts import read_manifest
+from edgerec.artifacts import check_folder, read_artifact, read_manifest
 from edgerec.checks import accuracy, latency_stats, replay, score_outputs
 from edgerec.data import load_data
 from edgerec.device import SshDevice
 from edgerec.envs import python_for, run_runner
 from edgerec.errors import EdgerecError
 from edgerec.evaluate import item_ids_hash, resolve_model_dir
+from edgerec.files import read_bundle, read_json
 from edgerec.models import load_model
 from edgerec.report import write_report
 from edgerec.runtimes import RUNTIMES, encode
@@ -47,6 +47,7 @@ class ValidateConfig:
     device: str | None = None  # ssh://user@host[:port]: run the bundle there (edgerec/device.py)
     device_python: str = "python3"
     ssh_key: str | None = None
+    allow_modified: bool = False  # validate files that differ from the hashes the bundle records
 
 
 def lineage(bundle: Path) -> dict[str, Path | None]:
@@ -69,25 +70,22 @@ def lineage(bundle: Path) -> dict[str, Path | None]:
     return {k: (v if v is not None and v.exists() else None) for k, v in found.items()}
 
 
-def load_bundle(bundle: Path, target) -> tuple[dict, list]:
-    """metadata.json and items.json, checked against each other and the target."""
+def load_bundle(bundle: Path, target, allow_modified: bool = False) -> tuple[dict, list, list[str]]:
+    """metadata.json and items.json, every bundle file checked against the hashes metadata.json
+    records (`files.read_bundle`), checked against each other and the target; also returns the
+    files let through as modified (`allow_modified`)."""
     bundle = Path(bundle)
-    if not (bundle / "metadata.json").is_file():
-        raise EdgerecError(f"{bundle}: not a bundle (no metadata.json; run edgerec export)")
-    try:
-        meta = json.loads((bundle / "metadata.json").read_text())
-        items = json.loads((bundle / "items.json").read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise EdgerecError(f"{bundle}: unreadable bundle file ({exc})") from None
+    meta, modified = read_bundle(bundle, allow_modified=allow_modified)
+    items = read_json(bundle / "items.json", "the bundle's item list")
     if meta.get("target") != target.name:
         raise EdgerecError(f"{bundle}: a bundle for target {meta.get('target')!r}, not {target.name!r}")
-    if len(items) != meta.get("num_items"):
-        raise EdgerecError(f"{bundle}: items.json lists {len(items)} items but metadata.json says the "
-                           f"model scores {meta.get('num_items')}")
+    if not isinstance(items, list) or len(items) != meta.get("num_items"):
+        raise EdgerecError(f"{bundle}: items.json lists {len(items) if isinstance(items, list) else 'no'} "
+                           f"items but metadata.json says the model scores {meta.get('num_items')}")
     for fmt, name in meta.get("files", {}).items():
         if not (bundle / name).is_file():
             raise EdgerecError(f"{bundle}: {name} is missing")
-    return meta, items
+    return meta, items, modified
 
 
 def run_bundle(bundle: Path, meta: dict, target, histories, targets, num_items: int, warmup: int,
@@ -203,9 +201,13 @@ def validate(bundle: Path, data_dir: Path, config: ValidateConfig, *, teacher: P
     """Measure the bundle (and `compare` bundles, for the report's plots); write report.json and
     report.html into `report_dir` (default: the bundle). Returns the report."""
     target = load_target(config.target, targets_dir)
-    device = SshDevice.parse(config.device, config.device_python, config.ssh_key) if config.device else None
+    if config.device is not None and not config.device_python.strip():
+        raise EdgerecError("--device-python is empty: name the Python on the device (e.g. python3)")
+    device = (SshDevice.parse(config.device, config.device_python, config.ssh_key)
+              if config.device is not None else None)
     bundle = Path(bundle)
-    meta, items = load_bundle(bundle, target)
+    meta, items, modified = load_bundle(bundle, target, config.allow_modified)
+    check_folder(Path(report_dir or bundle), "the validation report")
     data = load_data(data_dir)
     if meta["num_items"] != data.num_items or item_ids_hash([str(i["id"]) if isinstance(i, dict) else str(i)
                                                              for i in items]) != item_ids_hash(data.item_ids()):
@@ -213,6 +215,10 @@ def validate(bundle: Path, data_dir: Path, config: ValidateConfig, *, teacher: P
     found = lineage(bundle)
     teacher = Path(teacher) if teacher else found["teacher"]
     student = Path(student) if student else found["student"]
+    if teacher:  # before any work: a bad reference is one line, not a half-run validation
+        read_artifact(teacher, "teacher")
+    if student:
+        read_artifact(student, ("student", "pruned"))
     histories, targets = data.examples("test")
     if config.users:
         histories, targets = histories[: config.users], targets[: config.users]
@@ -229,7 +235,8 @@ def validate(bundle: Path, data_dir: Path, config: ValidateConfig, *, teacher: P
     runs = run_bundle(bundle, meta, target, histories, targets, data.num_items, config.warmup, teacher_top, device)
     compared = {}
     for label, other in (compare or {}).items():
-        other_meta, _ = load_bundle(other, target)
+        other_meta, _, other_modified = load_bundle(other, target, config.allow_modified)
+        modified += [f"{other}/{name}" for name in other_modified]
         compared[label] = run_bundle(other, other_meta, target, histories, targets, data.num_items,
                                      config.warmup, teacher_top, device)
     step = None
@@ -252,6 +259,7 @@ def validate(bundle: Path, data_dir: Path, config: ValidateConfig, *, teacher: P
                        for k, v in references.items()},
         "beyond_accuracy": beyond, "budgets": budgets, "passed": passed, "step_model": step,
         "device": config.device or "this machine",
+        "modified_files": modified,  # let through by allow_modified: not the files that were built
         "note": (f"latency measured on {config.device}" if config.device else "latency measured on this machine")
         + f"; the budget is for {target.budgets.reference_device}"}
     if teacher:

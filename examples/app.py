@@ -4,8 +4,8 @@
     python examples/app.py dist/rpi4  --history 50,258,100      # TFLite: tflite-runtime 2.14 on a Pi
     python examples/app.py dist/arm64 --history 50,258,100 --incremental   # the step model
 
-Reads `metadata.json` (input name, dtype, max length, padding) and `items.json` (model index <->
-your item ids and titles), encodes the history exactly as the bundle describes (most recent item
+Reads `metadata.json` (input name, dtype, max length, padding, each file's sha256, checked
+first) and `items.json` (model index <-> your item ids and titles), encodes the history exactly as the bundle describes (most recent item
 last, left-padded with 0), runs the model and prints the 10 best items the user has not seen.
 `--explain` reruns the model with each history item left out and names the items whose absence
 lowers a recommendation's score most: an explanation computed by the device model itself.
@@ -15,14 +15,26 @@ metadata.json's `step_model.roll` says.
 """
 
 import argparse
+import hashlib
 import json
 from pathlib import Path
 
 import numpy as np
 
 
+def check_integrity(bundle: Path, meta) -> None:
+    """Refuse any bundle file that is not the one edgerec wrote and validated: metadata.json
+    records each file's size and sha256. Cheap (a hash of a few hundred KB) and worth doing at
+    every start: a damaged download or a partial copy otherwise runs and gives wrong answers."""
+    for name, want in meta.get("integrity", {}).items():
+        blob = (bundle / name).read_bytes() if (bundle / name).is_file() else b""
+        if len(blob) != want["bytes"] or hashlib.sha256(blob).hexdigest() != want["sha256"]:
+            raise SystemExit(f"error: {bundle / name} is not the file the bundle was built with")
+
+
 def load(bundle: Path):
     meta = json.loads((bundle / "metadata.json").read_text())
+    check_integrity(bundle, meta)
     items = json.loads((bundle / "items.json").read_text())
     files = meta["files"]
     if "onnx" in files:

@@ -175,3 +175,25 @@ def test_existing_output_needs_overwrite(tmp_path, interactions_csv):
     with pytest.raises(EdgerecError, match="already exists"):
         make_data(tmp_path / "d", interactions=interactions_csv)
     make_data(tmp_path / "d", interactions=interactions_csv, overwrite=True)
+
+
+def test_a_builtin_dataset_name_where_a_file_is_expected_is_that_dataset(tmp_path, monkeypatch):
+    """`edgerec data movielens-100k` means the built-in dataset, not a missing file."""
+    from typer.testing import CliRunner
+
+    from edgerec import datasets
+    from edgerec.cli import app
+
+    asked = []
+
+    def fetch(name):  # stand-in for the download, so the test never fetches anything
+        asked.append(name)
+        raise datasets.EdgerecError(f"fetch {name}: not in this test")
+
+    monkeypatch.setattr(datasets, "fetch", fetch)
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["data", "movielens-100k", "--out", str(tmp_path / "d")])
+    assert asked == ["movielens-100k"] and result.exit_code == 2
+    result = CliRunner().invoke(app, ["data", "movielens-1ook", "--out", str(tmp_path / "d")])
+    assert result.exit_code == 2
+    assert "movielens-1ook: no such file (the built-in dataset is --dataset movielens-100k)" in result.stderr

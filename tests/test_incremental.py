@@ -69,6 +69,17 @@ def test_step_session_matches_the_full_model_and_rolls_the_window(tmp_path, data
     np.testing.assert_allclose(scores[0], rec.scores([history[-8:]])[0, 1:], atol=1e-4)
 
 
+def test_step_session_refuses_a_changed_step_file(tmp_path, data_dir, artifacts):
+    export(artifacts / "start", data_dir, tmp_path / "d", ExportConfig(target="x86_64-avx2", step=True))
+    path = tmp_path / "d" / "step.onnx"
+    blob = bytearray(path.read_bytes())
+    blob[len(blob) // 2] ^= 0x01
+    path.write_bytes(bytes(blob))
+    with pytest.raises(EdgerecError, match="step.onnx: has changed since it was written"):
+        StepSession(path)
+    assert StepSession(path, allow_modified=True).modified == ["step.onnx"]
+
+
 def test_step_session_rejects_a_foreign_state_and_a_missing_file(tmp_path, data_dir, artifacts):
     export(artifacts / "start", data_dir, tmp_path / "d", ExportConfig(target="x86_64-avx2", step=True))
     session = StepSession(tmp_path / "d" / "step.onnx")

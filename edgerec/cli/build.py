@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from edgerec.cli.common import JsonOut, emit_json, plain_table, user_errors
+from edgerec.cli.common import JsonOut, emit_json, finite, plain_table, user_errors
 from edgerec.cli.targets import TargetsDir
 from edgerec.cli.validate import print_beyond_and_budgets
 
@@ -19,9 +19,9 @@ def build(
     dataset: Annotated[str, typer.Option(help="Built-in dataset used when no file is given.")] = "movielens-100k",
     teacher: Annotated[Optional[Path], typer.Option(
         "--teacher", "-t", help="Use this teacher artifact (trained or imported) instead of training one.")] = None,
-    teacher_minutes: Annotated[float, typer.Option(help="Wall-clock cap for teacher training.")] = 6.5,
-    distill_minutes: Annotated[float, typer.Option(help="Wall-clock cap for distillation.")] = 7.5,
-    sparsity: Annotated[Optional[float], typer.Option(
+    teacher_minutes: Annotated[float, typer.Option(min=0.01, max=100_000.0, callback=finite, help="Wall-clock cap for teacher training.")] = 6.5,
+    distill_minutes: Annotated[float, typer.Option(min=0.01, max=100_000.0, callback=finite, help="Wall-clock cap for distillation.")] = 7.5,
+    sparsity: Annotated[Optional[float], typer.Option(min=0.0, max=0.99, callback=finite,
         help="Add the prune stage: remove this share of attention heads and FFN neurons, then recover "
              "(off by default; about 4 more minutes).")] = None,
     work: Annotated[Path, typer.Option(help="Folder for the intermediate artifacts.")] = Path("runs"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import sys
 from typing import Annotated, Any, Iterator, Optional
 
@@ -64,20 +65,32 @@ def metric_rows(summary: dict[str, dict]) -> list[tuple[str, str]]:
             for name, v in summary.items()]
 
 
-# Options shared by the training commands (teacher, distill), declared once.
-Hidden = Annotated[int, typer.Option(help="Hidden size.")]
-Layers = Annotated[int, typer.Option(help="Transformer layers.")]
-Heads = Annotated[int, typer.Option(help="Attention heads (must divide --hidden).")]
-Intermediate = Annotated[int, typer.Option(help="FFN size.")]
-MaxLen = Annotated[int, typer.Option(help="History length read (most recent items).")]
-Dropout = Annotated[float, typer.Option(help="Dropout (hidden and attention).")]
-Epochs = Annotated[int, typer.Option(help="Maximum epochs.")]
-BatchSize = Annotated[int, typer.Option(help="Users per batch (per process).")]
-LearningRate = Annotated[float, typer.Option(help="AdamW learning rate.")]
+def finite(value):
+    """Callback for float options: NaN and infinity are never a setting (ranges catch them in
+    current typer; this keeps it so whatever parses the number)."""
+    if value is not None and not math.isfinite(value):
+        raise typer.BadParameter(f"{value} is not a finite number")
+    return value
+
+
+# Every numeric option carries its range, checked before the command runs (one line, exit 2);
+# tests/test_cli_sweep.py fails for a numeric option without one.
+Hidden = Annotated[int, typer.Option(min=1, max=8192, help="Hidden size.")]
+Layers = Annotated[int, typer.Option(min=1, max=64, help="Transformer layers.")]
+Heads = Annotated[int, typer.Option(min=1, max=128, help="Attention heads (must divide --hidden).")]
+Intermediate = Annotated[int, typer.Option(min=1, max=65536, help="FFN size.")]
+MaxLen = Annotated[int, typer.Option(min=2, max=8192, help="History length read (most recent items).")]
+Dropout = Annotated[float, typer.Option(min=0.0, max=0.9, callback=finite, help="Dropout (hidden and attention).")]
+Epochs = Annotated[int, typer.Option(min=1, max=100_000, help="Maximum epochs.")]
+BatchSize = Annotated[int, typer.Option(min=1, max=65536, help="Users per batch (per process).")]
+LearningRate = Annotated[float, typer.Option(min=1e-9, max=10.0, callback=finite, help="AdamW learning rate.")]
 Patience = Annotated[int, typer.Option(
-    help="Stop after this many epochs without a better validation NDCG@10.")]
-MaxMinutes = Annotated[Optional[float], typer.Option(help="Wall-clock budget for training.")]
-Seed = Annotated[int, typer.Option(help="Random seed.")]
-WarmupSteps = Annotated[int, typer.Option(help="Linear learning-rate warm-up, in optimizer steps.")]
+    min=1, max=100_000, help="Stop after this many epochs without a better validation NDCG@10.")]
+MaxMinutes = Annotated[Optional[float], typer.Option(
+    min=0.01, max=100_000.0, callback=finite,
+    help="Wall-clock guard for training (the budget is --epochs; the result says when this cut it short).")]
+Seed = Annotated[int, typer.Option(min=0, max=2**32 - 1, help="Random seed.")]
+WarmupSteps = Annotated[int, typer.Option(min=0, max=10_000_000,
+                                          help="Linear learning-rate warm-up, in optimizer steps.")]
 Overwrite = Annotated[bool, typer.Option(help="Replace an existing artifact.")]
 JsonOut = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]

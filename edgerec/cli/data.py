@@ -31,7 +31,7 @@ def data(
     time_col: Annotated[str, typer.Option(help="Timestamp column (Unix seconds or a Parquet timestamp).")] = "timestamp",
     title_col: Annotated[Optional[str], typer.Option(help="Item title column.")] = None,
     genres_col: Annotated[Optional[str], typer.Option(help="Item genres column ('|' or space separated).")] = None,
-    min_interactions: Annotated[int, typer.Option(
+    min_interactions: Annotated[int, typer.Option(min=3, max=1_000_000,
         help="Drop users with fewer interactions (>= 3: train, validation and test need one each).")] = 3,
     drop_duplicates: Annotated[bool, typer.Option(
         help="Drop repeated (user, item, timestamp) rows instead of failing on them.")] = False,

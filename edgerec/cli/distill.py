@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Literal, Optional
 
 import typer
 
@@ -24,6 +24,7 @@ from edgerec.cli.common import (
     Seed,
     WarmupSteps,
     emit_json,
+    finite,
     table,
     user_errors,
 )
@@ -39,26 +40,26 @@ def distill(
     intermediate: Intermediate = 256,
     max_len: MaxLen = 200,
     dropout: Dropout = 0.2,
-    max_params: Annotated[Optional[int], typer.Option(
+    max_params: Annotated[Optional[int], typer.Option(min=1000, max=10**10,
         help="Pick the largest default-shaped student with at most this many parameters "
              "(overrides the shape options).")] = None,
-    max_size_mb: Annotated[Optional[float], typer.Option(
+    max_size_mb: Annotated[Optional[float], typer.Option(min=0.001, max=100_000.0, callback=finite,
         help="Pick the largest default-shaped student whose int8 weights fit in this many MB.")] = None,
-    alpha: Annotated[float, typer.Option(help="Weight of the teacher term (0 = ground truth only).")] = 0.5,
-    temperature: Annotated[float, typer.Option(help="Softening temperature for the teacher's scores.")] = 2.0,
-    top_k: Annotated[int, typer.Option(help="Teacher items cached per position (the rest is one bin).")] = 100,
-    kd_positions: Annotated[int, typer.Option(
+    alpha: Annotated[float, typer.Option(min=0.0, max=1.0, callback=finite, help="Weight of the teacher term (0 = ground truth only).")] = 0.5,
+    temperature: Annotated[float, typer.Option(min=0.01, max=100.0, callback=finite, help="Softening temperature for the teacher's scores.")] = 2.0,
+    top_k: Annotated[int, typer.Option(min=1, max=10**7, help="Teacher items cached per position (the rest is one bin).")] = 100,
+    kd_positions: Annotated[int, typer.Option(min=1, max=8192,
         help="Prefixes per user the teacher scores, for masked and text teachers.")] = 16,
-    tail_boost: Annotated[float, typer.Option(
+    tail_boost: Annotated[float, typer.Option(min=0.0, max=10.0, callback=finite,
         help="Counter popularity collapse: reweight the teacher's soft targets by (popularity + 1)^-B "
              "(0 = off).")] = 0.0,
-    item_rank: Annotated[Optional[int], typer.Option(
+    item_rank: Annotated[Optional[int], typer.Option(min=1, max=8192,
         help="Factorised item table: items get rank-R vectors and one shared R x hidden projection "
              "(smaller for large catalogues).")] = None,
-    student_kind: Annotated[str, typer.Option(
+    student_kind: Annotated[Literal["causal", "masked"], typer.Option(
         help="causal: attention to the past only, every position trains (SASRec-style; needed for "
              "a step model). masked: bidirectional, [MASK] appended (BERT4Rec-style).")] = "causal",
-    positions: Annotated[str, typer.Option(
+    positions: Annotated[Literal["end", "start"], typer.Option(
         help="Position ids: 'end' (newest item at the last position) or 'start' (counted from the "
              "window's first item; needed to export an incremental step model).")] = "end",
     epochs: Epochs = 200,

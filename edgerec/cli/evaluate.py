@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Literal, Optional
 
 import typer
 
@@ -14,12 +14,13 @@ from edgerec.cli.common import (
     table,
     user_errors,
 )
+from edgerec.errors import EdgerecError
 
 
 def evaluate(
     model: Annotated[Path, typer.Argument(help="Teacher or student artifact (or its model/ folder).")],
     data: Annotated[Path, typer.Option("--data", "-d", help="Data artifact.")] = Path("runs/data"),
-    split: Annotated[str, typer.Option(help="'test' (last item) or 'valid' (second-last).")] = "test",
+    split: Annotated[Literal["test", "valid"], typer.Option(help="'test' (last item) or 'valid' (second-last).")] = "test",
     keep_history: Annotated[bool, typer.Option(
         help="Rank items the user already has too (by default they are masked out).")] = False,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write the report as JSON here.")] = None,
@@ -30,13 +31,18 @@ def evaluate(
     Every item in the catalogue is ranked (no sampled negatives); items already in the user's
     history are masked unless --keep-history."""
     with user_errors():
-        from edgerec.artifacts import write_json
+        from edgerec.artifacts import check_file_output, write_json
         from edgerec.evaluate import evaluate_artifact, public
 
+        if out is not None:
+            check_file_output(out, "the evaluation report")
         report = public(evaluate_artifact(model, data, split, mask_history=not keep_history))
         if out is not None:
-            out.parent.mkdir(parents=True, exist_ok=True)
-            write_json(out, report)
+            try:
+                out.parent.mkdir(parents=True, exist_ok=True)
+                write_json(out, report)
+            except OSError as exc:
+                raise EdgerecError(f"{out}: cannot write the report ({exc.strerror})") from None
     if json_out:
         emit_json(report)
         return

@@ -16,7 +16,7 @@ def export(
     model: Annotated[Path, typer.Option("--model", "-m", help="Student or teacher artifact.")] = Path("runs/student"),
     data: Annotated[Path, typer.Option("--data", "-d", help="Data artifact (items, parity users).")] = Path("runs/data"),
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Bundle directory (default dist/<target>).")] = None,
-    top_k: Annotated[Optional[int], typer.Option(
+    top_k: Annotated[Optional[int], typer.Option(min=1, max=10**7,
         help="Return the K best unseen items and their scores from the ONNX graph itself.")] = None,
     step: Annotated[Optional[bool], typer.Option(
         "--step/--no-step",

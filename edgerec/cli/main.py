@@ -1,6 +1,9 @@
 """The root `edgerec` app: one sub-module per command."""
 
+import sys
+
 import typer
+from typer.core import TyperGroup
 
 from edgerec import __version__
 from edgerec.cli import (
@@ -17,7 +20,38 @@ from edgerec.cli import (
     validate,
 )
 
+
+
+class OneLineErrors(TyperGroup):
+    """Usage errors (a value out of range, an unknown choice, a missing option) end like edgerec's
+    own errors: one line on stderr naming the option, exit code 2. Typer's default draws a boxed
+    panel under a usage block; scripts and logs want the line."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except typer.Abort:
+            typer.echo("aborted", err=True)
+            sys.exit(1)
+        except Exception as exc:
+            # click's ClickException (vendored by typer >= 0.2x, plain click before): duck-typed
+            if not (hasattr(exc, "format_message") and isinstance(getattr(exc, "exit_code", None), int)):
+                raise
+            ctx = getattr(exc, "ctx", None)
+            if type(exc).__name__ == "NoArgsIsHelpError" and ctx is not None:
+                typer.echo(ctx.get_help())  # a bare `edgerec` or `edgerec targets`: show the help
+                sys.exit(exc.exit_code)
+            where = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+            message = " ".join(exc.format_message().split())
+            typer.echo(f"error: {message}{where}", err=True)
+            sys.exit(exc.exit_code)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
 app = typer.Typer(
+    cls=OneLineErrors,
     name="edgerec",
     help="Turn a fine-tuned BERT recommender into a small model that runs inside the app.\n\n"
     "Pipeline: data -> teacher -> distill -> prune -> export -> quantize -> validate.",

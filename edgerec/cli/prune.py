@@ -12,6 +12,7 @@ from edgerec.cli.common import (
     MaxMinutes,
     Overwrite,
     emit_json,
+    finite,
     table,
     user_errors,
 )
@@ -23,18 +24,18 @@ def prune(
     teacher: Annotated[Path, typer.Option("--teacher", "-t", help="Teacher artifact, for recovery.")] = Path("runs/teacher"),
     data: Annotated[Path, typer.Option("--data", "-d", help="Data artifact.")] = Path("runs/data"),
     out: Annotated[Path, typer.Option("--out", "-o", help="Pruned artifact to write.")] = Path("runs/pruned"),
-    sparsity: Annotated[float, typer.Option(
+    sparsity: Annotated[float, typer.Option(min=0.0, max=0.99, callback=finite,
         help="Share of attention heads and of FFN neurons removed from every layer, in [0, 1).")] = 0.5,
-    embedding_rank: Annotated[Optional[int], typer.Option(
+    embedding_rank: Annotated[Optional[int], typer.Option(min=1, max=8192,
         help="Also factorise the item table to this rank (truncated SVD, E ~= A W^T), then recover.")] = None,
-    drop_layers: Annotated[int, typer.Option(help="Also remove this many whole layers (least important first).")] = 0,
+    drop_layers: Annotated[int, typer.Option(min=0, max=63, help="Also remove this many whole layers (least important first).")] = 0,
     target: Annotated[Optional[str], typer.Option(
         "--target", "-T", help="Fit this profile's size budget: after head/FFN pruning, factorise the item "
                                "table to the largest rank whose int8 model fits max_model_mb.")] = None,
     targets_dir: TargetsDir = None,
-    iterations: Annotated[int, typer.Option(help="Prune in this many steps, recovering after each.")] = 1,
-    recovery_epochs: Annotated[int, typer.Option(help="Maximum recovery epochs per step.")] = 60,
-    recovery_patience: Annotated[int, typer.Option(help="Recovery stops after this many epochs without a better validation NDCG@10.")] = 10,
+    iterations: Annotated[int, typer.Option(min=1, max=100, help="Prune in this many steps, recovering after each.")] = 1,
+    recovery_epochs: Annotated[int, typer.Option(min=1, max=100_000, help="Maximum recovery epochs per step.")] = 60,
+    recovery_patience: Annotated[int, typer.Option(min=1, max=100_000, help="Recovery stops after this many epochs without a better validation NDCG@10.")] = 10,
     max_minutes: MaxMinutes = 4.0,
     overwrite: Overwrite = False,
     json_out: JsonOut = False,
@@ -50,7 +51,7 @@ def prune(
         from edgerec.training import TrainConfig
 
         max_bytes = None
-        if target:
+        if target is not None:
             from edgerec.targets import load_target
 
             max_bytes = int(load_target(target, targets_dir).budgets.max_model_mb * 1e6)

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Literal, Optional
 
 import typer
 
-from edgerec.cli.common import JsonOut, Overwrite, emit_json, plain_table, user_errors
+from edgerec.cli.common import JsonOut, Overwrite, emit_json, finite, plain_table, user_errors
 from edgerec.cli.targets import TargetsDir
 
 
@@ -20,9 +20,9 @@ def quantize(
     calibration: Annotated[Optional[Path], typer.Option(
         help="Your own calibration set: .npz with input_ids [n, max_len] (left-padded) or "
              "items + offsets; default the data artifact's calibration.npz.")] = None,
-    calibration_method: Annotated[Optional[str], typer.Option(
+    calibration_method: Annotated[Optional[Literal["minmax", "entropy", "percentile"]], typer.Option(
         help="minmax, entropy or percentile (default: the profile's).")] = None,
-    max_ndcg_drop: Annotated[Optional[float], typer.Option(
+    max_ndcg_drop: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, callback=finite,
         help="Tolerated relative drop of validation NDCG@10 vs fp32 before layers are kept in "
              "float; a larger drop counts only when significant (paired bootstrap 95% interval "
              "below 0). Default: the profile's.")] = None,

@@ -14,9 +14,11 @@ def recommend(
     bundle: Annotated[Path, typer.Option("--bundle", "-b", help="Bundle directory (e.g. dist/arm64).")] = Path("dist/arm64"),
     history: Annotated[str, typer.Option(
         help="The user's items, oldest first, as your item ids separated by commas.")] = "",
-    k: Annotated[int, typer.Option("-k", help="How many items to recommend.")] = 10,
+    k: Annotated[int, typer.Option("-k", min=1, max=1_000_000, help="How many items to recommend.")] = 10,
     explain: Annotated[bool, typer.Option(
         help="For each item, the history items that contributed most (score drop when left out).")] = False,
+    allow_modified: Annotated[bool, typer.Option(
+        help="Use bundle files that differ from the hashes metadata.json records (edited on purpose).")] = False,
     json_out: JsonOut = False,
 ) -> None:
     """Recommend from the bundle alone (its model file, items.json, metadata.json), on the
@@ -25,7 +27,7 @@ def recommend(
         from edgerec.recommend import Recommender
 
         ids = [part.strip() for part in history.split(",") if part.strip()]
-        rows = Recommender(bundle).recommend(ids, k=k, explain=explain)
+        rows = Recommender(bundle, allow_modified=allow_modified).recommend(ids, k=k, explain=explain)
     if json_out:
         emit_json(rows)
         return

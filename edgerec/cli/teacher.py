@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Literal, Optional
 
 import typer
 
@@ -36,7 +36,7 @@ def train(
     ctx: typer.Context,
     data: Annotated[Path, typer.Option("--data", "-d", help="Data artifact.")] = Path("runs/data"),
     out: Annotated[Path, typer.Option("--out", "-o", help="Teacher artifact to write.")] = Path("runs/teacher"),
-    kind: Annotated[str, typer.Option(
+    kind: Annotated[Literal["causal", "masked", "text"], typer.Option(
         help="causal (next item at every position), masked (BERT4Rec cloze) or text "
              "(BertForSequenceClassification over titles; needs --base).")] = "causal",
     base: Annotated[Optional[Path], typer.Option(

@@ -44,8 +44,8 @@ def validate(
         help="Teacher artifact (default: found through the bundle's manifests).")] = None,
     student: Annotated[Optional[Path], typer.Option(
         help="fp32 student artifact (default: found through the bundle's manifests).")] = None,
-    warmup: Annotated[int, typer.Option(help="Untimed batch-1 calls before timing.")] = 50,
-    users: Annotated[Optional[int], typer.Option(help="Test users to run (default: all).")] = None,
+    warmup: Annotated[int, typer.Option(min=0, max=1_000_000, help="Untimed batch-1 calls before timing.")] = 50,
+    users: Annotated[Optional[int], typer.Option(min=1, max=10**9, help="Test users to run (default: all).")] = None,
     device: Annotated[Optional[str], typer.Option(
         help="Run on a remote device, ssh://user@host[:port]; it needs Python, NumPy and the runtime, "
              "not edgerec.")] = None,
@@ -54,6 +54,9 @@ def validate(
     report: Annotated[Optional[Path], typer.Option(
         help="Folder for report.json and report.html (default: the bundle).")] = None,
     targets_dir: TargetsDir = None,
+    allow_modified: Annotated[bool, typer.Option(
+        help="Validate bundle files that differ from the hashes metadata.json records (edited on "
+             "purpose); the report lists them under modified_files.")] = False,
     json_out: JsonOut = False,
 ) -> None:
     """Run the bundle on every runtime the target names, in a separate process, as an app would.
@@ -66,7 +69,8 @@ def validate(
         from edgerec.validate import validate as run
 
         result = run(bundle or Path("dist") / target, data, ValidateConfig(target=target, warmup=warmup, users=users, device=device,
-                                    device_python=device_python, ssh_key=str(ssh_key) if ssh_key else None),
+                                    device_python=device_python, ssh_key=str(ssh_key) if ssh_key else None,
+                                    allow_modified=allow_modified),
                      teacher=teacher, student=student, targets_dir=targets_dir, report_dir=report,
                      log=lambda m: typer.echo(m, err=True))
     if json_out:
