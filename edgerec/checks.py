@@ -70,6 +70,36 @@ def top_k_check(graph, folder: Path, files: dict, target, meta: dict, histories)
     return result
 
 
+def ort_format_check(folder: Path, pairs: dict, meta: dict, target, histories) -> dict:
+    """Each `.ort` file against the `.onnx` it was converted from, on ONNX Runtime, on real test
+    histories: identical outputs expected (same graph, same kernels); raises on any top-10
+    difference. Step files are converted alike but not replayed here."""
+    import onnxruntime as ort
+
+    full = {src: dst for src, dst in pairs.items() if src == meta.get("files", {}).get("onnx", "model.onnx")}
+    ids = encode(histories, meta["max_len"], target.onnx.input_dtype)
+    result = {}
+    for src, dst in full.items():
+        outs = [ort.InferenceSession(str(Path(folder) / name), providers=["CPUExecutionProvider"]).run(None, {"input_ids": ids})[0]
+                for name in (src, dst)]
+        if meta.get("top_k"):
+            same = float((outs[0] == outs[1]).all(axis=1).mean())
+        else:
+            same = float((metrics.top_k(_padded(outs[0]), 10, outs[0].shape[1], mask_history=False)
+                          == metrics.top_k(_padded(outs[1]), 10, outs[1].shape[1], mask_history=False)).all(axis=1).mean())
+        if same < 1.0:
+            raise EdgerecError(f"{dst} differs from {src} in the top-10 for {1 - same:.1%} of users")
+        result[dst] = {"users": len(histories), "identical_top10": same,
+                       "max_abs_diff": float(np.abs(outs[0].astype(np.float64) - outs[1]).max())}
+    return result
+
+
+def _padded(scores: np.ndarray) -> np.ndarray:
+    full = np.full((len(scores), scores.shape[1] + 1), -np.inf, np.float32)
+    full[:, 1:] = scores
+    return full
+
+
 def replay(runtime, path: Path, input_ids, threads: int = 1, warmup: int = 0, device=None) -> dict:
     """Replay each row of `input_ids` (left-padded, as the full model takes them) through a step
     file item by item from an empty state, in the runtime's own runner process (on `device`

@@ -9,7 +9,6 @@ the full one (`incremental` says how an app drives it).
 
 from __future__ import annotations
 
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ import numpy as np
 
 from edgerec import __version__
 from edgerec.artifacts import atomic_artifact, check_output, read_manifest, write_json
+from edgerec.bundle import ort_files, write_item_files
 from edgerec.checks import parity, replay, replay_scorer, top_k_check
 from edgerec.data import load_data
 from edgerec.errors import EdgerecError
@@ -110,9 +110,11 @@ def export(model_dir: Path, data_dir: Path, out_dir: Path, config: ExportConfig,
             started = time.perf_counter()
             step_entry = export_steps(rec, tmp, target, config.top_k, histories, meta)
             timings["step"] = round(time.perf_counter() - started, 2)
-        shutil.copy(data.path / "items.json", tmp / "items.json")
+        write_item_files(tmp, data.items)
+        ort_entry = ort_files(tmp, {**meta, "files": files}, step_entry, target, histories[:64])
         write_json(tmp / "metadata.json", {**meta, "files": files, "parity": checks, "top_k_check": top_k_checks,
                                            **({"step_model": step_entry} if step else {}),
+                                           **({"ort_format": ort_entry} if ort_entry else {}),
                                            "integrity": bundle_integrity(tmp)})
         manifest.update(target=target.to_dict(), files_by_format=files, parity=checks, top_k_check=top_k_checks,
                         step_model=step_entry, seconds=timings,

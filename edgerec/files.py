@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from edgerec.console import third_party
 from edgerec.errors import EdgerecError
 
 
@@ -109,7 +110,10 @@ def litert_interpreter(path: Path, threads: int = 1):
 
     path = _exists(path, "a .tflite model")
     try:
-        return Interpreter(model_path=str(path), num_threads=threads)
+        with third_party("LiteRT"):  # it announces its XNNPACK delegate on stderr
+            interpreter = Interpreter(model_path=str(path), num_threads=threads)
+            interpreter.allocate_tensors()
+        return interpreter
     except Exception as exc:  # ValueError from the flatbuffer verifier, RuntimeError from ops
         raise EdgerecError(f"{path}: LiteRT cannot load it ({_first_line(exc)})") from None
 

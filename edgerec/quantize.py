@@ -40,6 +40,8 @@ import numpy as np
 
 from edgerec import metrics
 from edgerec.artifacts import atomic_artifact, check_output, read_manifest, write_json
+from edgerec.bundle import ort_files
+from edgerec.console import quietly
 from edgerec.data import load_data
 from edgerec.errors import EdgerecError
 from edgerec.evaluate import rank_users
@@ -110,6 +112,7 @@ def _ort_method(name: str):
             "percentile": CalibrationMethod.Percentile}[name]
 
 
+@quietly("ONNX Runtime's calibration")
 def calibrate_onnx(model: Path, feeds, method: str, out: Path) -> int:
     """Run calibration feeds (an iterable of input dicts, e.g. `input_feeds(...)`) through `model`
     one at a time; write ORT's ranges JSON to `out`."""
@@ -186,6 +189,7 @@ def structural_float(model_path: Path, settings) -> dict[str, str]:
             if n.op_type == "MatMul" and any(weights.get(i, 2) != 2 for i in n.input)}
 
 
+@quietly("ONNX Runtime's quantizer")
 def quantize_onnx(src: Path, dst: Path, settings, ranges: Path | None, units: list[str]) -> None:
     """int8 ONNX with the profile's settings; only `units` (node names) are quantized."""
     from onnxruntime.quantization import (
@@ -255,6 +259,7 @@ def _tflite_quantizer(src: Path, scheme: str, per_channel: bool, units):
     return q
 
 
+@quietly("ai-edge-quantizer's calibration")
 def calibrate_tflite(src: Path, sequences, max_len: int, out: Path) -> dict:
     """ai-edge-quantizer's calibration (min/max of every tensor), saved as JSON."""
     from ai_edge_litert.interpreter import Interpreter
@@ -274,6 +279,7 @@ def calibrate_tflite(src: Path, sequences, max_len: int, out: Path) -> dict:
     return result
 
 
+@quietly("ai-edge-quantizer")
 def quantize_tflite(src: Path, dst: Path, scheme: str, per_channel: bool, calibration, units) -> None:
     if not units:
         shutil.copy(src, dst)
@@ -473,7 +479,9 @@ def quantize(bundle: Path, data_dir: Path, out_dir: Path | None, config: Quantiz
             log(f"{name}: {fp32_size / 1e6:.3f} -> {int8_size / 1e6:.3f} MB, validation NDCG@10 "
                 f"{reference:.4f} -> {fit['ndcg10']:.4f}")
         shutil.rmtree(work)
-        shutil.copy(Path(bundle) / "items.json", tmp / "items.json")
+        for side in ("items.json", "items-extra.json"):
+            if (Path(bundle) / side).is_file():
+                shutil.copy(Path(bundle) / side, tmp / side)
         quant_meta = {fmt: {k: r[k] for k in ("scheme", "size_ratio", "valid_ndcg10_fp32", "valid_ndcg10_int8")}
                       for fmt, r in results.items()}
         extra = {}
@@ -481,6 +489,12 @@ def quantize(bundle: Path, data_dir: Path, out_dir: Path | None, config: Quantiz
             step = quantize_steps(Path(bundle), tmp, meta["step_model"]["files"], settings, sequences, log)
             extra["step_model"] = {**meta["step_model"], "precision": "int8", "quantization": step}
             manifest["step_quantization"] = step
+        meta.pop("ort_format", None)  # the fp32 bundle's: made again from the int8 files
+        ort_entry = ort_files(tmp, {**meta, "files": files}, extra.get("step_model"), target,
+                              data.examples("test")[0][:64])
+        if ort_entry:
+            extra["ort_format"] = ort_entry
+            manifest["ort_format"] = ort_entry
         write_json(tmp / "metadata.json", {**meta, "files": files, "precision": "int8",
                                            "quantization": quant_meta, **extra,
                                            "integrity": bundle_integrity(tmp)})

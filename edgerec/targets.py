@@ -41,6 +41,9 @@ class Runtime:
 class OnnxSettings:
     opset: int = 17
     input_dtype: str = "int64"  # int64 | int32
+    # ORT Mobile: also ship model.ort (+ step.ort) and required_operators.config for a reduced
+    # build, optimized for this platform (arm | amd64); "" ships ONNX only.
+    ort_format: str = ""
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,10 @@ class Budgets:
     parity_atol: float = 1e-4  # export parity: max |score difference| vs PyTorch in fp32
     # Optional: bundle catalogue coverage@10 / the teacher's (popularity collapse guard).
     min_coverage_retained: float | None = None
+    # CPU flags (/proc/cpuinfo) with which the validating machine itself stands for the reference
+    # device, so its latency can be held to max_p95_ms. Empty: only a run on a device
+    # (validate --device) checks the latency budget; elsewhere it is reported as not checked.
+    host_stands_for_device_with: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -94,6 +101,7 @@ ALLOWED = {
     "name@runtimes": {"onnxruntime", "litert", "tflite-runtime"},
     "environment": {"local", "isolated"},
     "input_dtype": {"int64", "int32"},
+    "ort_format": {"", "arm", "amd64"},
     "scheme": {"static", "dynamic"},
     "tflite_scheme": {"static", "dynamic", "weight_only"},
     "format": {"QDQ", "QOperator"},

@@ -13,6 +13,7 @@ import json
 import types
 from pathlib import Path
 
+from edgerec.console import quietly
 from edgerec.errors import EdgerecError
 from edgerec.graphs import StateLayout, portable_top_k, step_inputs, step_output_names
 
@@ -26,6 +27,7 @@ def export_onnx(graph, path: Path, max_len: int, opset: int, dtype: str, top_k: 
                metadata)
 
 
+@quietly("the ONNX exporter")
 def write_onnx(graph, inputs: dict, outputs: list[str], path: Path, opset: int, metadata: dict,
                what: str = "ONNX export") -> None:
     """torch.onnx.export with every input and output batch-dynamic, then the bundle's facts in
@@ -91,6 +93,7 @@ def export_tflite(graph, path: Path, max_len: int) -> None:
     write_tflite(graph, {"input_ids": torch.ones((1, max_len), dtype=torch.int32)}, path)
 
 
+@quietly("the litert-torch converter")
 def write_tflite(graph, inputs: dict, path: Path, what: str = "TFLite conversion") -> None:
     import litert_torch
 
@@ -138,3 +141,53 @@ def export_step_onnx(graph, path: Path, spec: StateLayout, opset: int, dtype: st
 def export_step_tflite(graph, path: Path, spec: StateLayout, top_k: int | None) -> None:
     # int32 ids, as the full TFLite model; fixed batch of 1
     write_tflite(graph, step_inputs(spec, "int32", top_k), path, "step model TFLite conversion")
+
+
+@quietly("ONNX Runtime's ORT-format converter")
+def write_ort(folder: Path, names: list[str], platform: str) -> dict:
+    """ORT Mobile's files beside the ONNX ones in a bundle being written: `<name>.ort` for each
+    ONNX file and one `required_operators.config` (the operators a reduced ORT build must keep),
+    made by ONNX Runtime's own converter with the profile's platform optimizations baked in
+    ("Fixed" style), and ORT's mobile usability verdict for the first model. Returns the
+    metadata entry."""
+    import logging
+    import tempfile
+
+    from onnxruntime.tools.convert_onnx_models_to_ort import OptimizationStyle, convert_onnx_models_to_ort
+    from onnxruntime.tools.mobile_helpers import usability_checker
+
+    folder = Path(folder)
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in names:
+            Path(tmp, name).write_bytes((folder / name).read_bytes())
+        try:
+            convert_onnx_models_to_ort(Path(tmp), optimization_styles=[OptimizationStyle.Fixed],
+                                       target_platform=platform)
+        except Exception as exc:  # the converter raises what ORT raises
+            raise EdgerecError(f"ORT format conversion failed: {str(exc).splitlines()[0][:300]}") from None
+        files = {}
+        for name in names:
+            ort_name = Path(name).with_suffix(".ort").name
+            (folder / ort_name).write_bytes(Path(tmp, ort_name).read_bytes())
+            files[name] = ort_name
+        config = next(Path(tmp).glob("*required_operators*.config"))
+        lines = [line for line in config.read_text().splitlines() if not line.startswith("# -")]
+        lines[1:1] = [f"# - {ort}" for ort in files.values()]  # relative names, not the temp folder
+        (folder / "required_operators.config").write_text("\n".join(lines) + "\n")
+    logger = logging.getLogger("edgerec.ort_usability")
+    logger.propagate = False
+    report = []
+    handler = logging.Handler()
+    handler.emit = lambda record: report.append(record.getMessage())
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        try_eps = bool(usability_checker.analyze_model(folder / names[0], skip_optimize=False, logger=logger))
+    finally:
+        logger.removeHandler(handler)
+    verdicts = [line.strip() for text in report for line in text.splitlines()
+                if "should perform well" in line or "not recommended" in line]
+    return {"files": files, "required_operators": "required_operators.config", "platform": platform,
+            "optimization": "Fixed", "mobile_usability": {
+                "recommended_execution_provider": "compare NNAPI / CoreML with the CPU EP" if try_eps else "CPU",
+                "verdicts": verdicts}}

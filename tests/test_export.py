@@ -209,3 +209,32 @@ def test_decomposed_layer_norms_match_and_are_restored():
         got = model(x)
     assert "forward" not in vars(model[1])
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_arm64_bundle_is_app_ready_items_and_ort_mobile_files(tmp_path, data_dir, models):
+    import onnxruntime as ort
+
+    from edgerec.runtimes import encode
+
+    export(models["causal"], data_dir, tmp_path / "dist", ExportConfig(target="arm64"))
+    bundle = tmp_path / "dist"
+    text = (bundle / "items.json").read_text()
+    items = json.loads(text)
+    assert "\n " not in text and all(set(entry) <= {"id", "title"} for entry in items)  # compact, app fields only
+    assert [e["id"] for e in items] == load_data(data_dir).item_ids()
+    meta = json.loads((bundle / "metadata.json").read_text())
+    entry = meta["ort_format"]
+    assert entry["files"] == {"model.onnx": "model.ort"} and entry["platform"] == "arm"
+    assert entry["check"]["model.ort"]["identical_top10"] == 1.0
+    assert entry["mobile_usability"]["recommended_execution_provider"] in ("CPU", "compare NNAPI / CoreML with the CPU EP")
+    config = (bundle / "required_operators.config").read_text()
+    assert "# - model.ort" in config and "ai.onnx;" in config and str(tmp_path) not in config
+    assert {"model.ort", "required_operators.config"} <= set(meta["integrity"])
+    histories = load_data(data_dir).examples("test")[0]  # the .ort file answers as the .onnx one does
+    ids = encode(histories, meta["max_len"], "int64")
+    onnx_scores, ort_scores = (ort.InferenceSession(str(bundle / name), providers=["CPUExecutionProvider"])
+                               .run(["scores"], {"input_ids": ids})[0] for name in ("model.onnx", "model.ort"))
+    np.testing.assert_array_equal(np.argsort(-onnx_scores, 1, kind="stable")[:, :10],
+                                  np.argsort(-ort_scores, 1, kind="stable")[:, :10])
+    for side in ("items.json", "metadata.json", "required_operators.config"):
+        assert (bundle / side).stat().st_size < (bundle / "model.onnx").stat().st_size, side

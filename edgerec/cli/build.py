@@ -19,8 +19,16 @@ def build(
     dataset: Annotated[str, typer.Option(help="Built-in dataset used when no file is given.")] = "movielens-100k",
     teacher: Annotated[Optional[Path], typer.Option(
         "--teacher", "-t", help="Use this teacher artifact (trained or imported) instead of training one.")] = None,
-    teacher_minutes: Annotated[float, typer.Option(min=0.01, max=100_000.0, callback=finite, help="Wall-clock cap for teacher training.")] = 6.5,
-    distill_minutes: Annotated[float, typer.Option(min=0.01, max=100_000.0, callback=finite, help="Wall-clock cap for distillation.")] = 7.5,
+    teacher_epochs: Annotated[int, typer.Option(
+        min=1, max=100_000, help="Epoch budget of the teacher (early stopping may end it sooner).")] = 60,
+    distill_epochs: Annotated[int, typer.Option(
+        min=1, max=100_000, help="Epoch budget of distillation (early stopping may end it sooner).")] = 60,
+    teacher_minutes: Annotated[float, typer.Option(
+        min=0.01, max=100_000.0, callback=finite,
+        help="Wall-clock guard for the teacher; the build warns when it cuts training short.")] = 30.0,
+    distill_minutes: Annotated[float, typer.Option(
+        min=0.01, max=100_000.0, callback=finite,
+        help="Wall-clock guard for distillation; the build warns when it cuts training short.")] = 30.0,
     sparsity: Annotated[Optional[float], typer.Option(min=0.0, max=0.99, callback=finite,
         help="Add the prune stage: remove this share of attention heads and FFN neurons, then recover "
              "(off by default; about 4 more minutes).")] = None,
@@ -40,7 +48,8 @@ def build(
         from edgerec.build import build as run
 
         config = BuildConfig(target=target, dataset=dataset, interactions=str(interactions) if interactions else None,
-                             teacher=str(teacher) if teacher else None, teacher_minutes=teacher_minutes,
+                             teacher=str(teacher) if teacher else None, teacher_epochs=teacher_epochs,
+                             distill_epochs=distill_epochs, teacher_minutes=teacher_minutes,
                              distill_minutes=distill_minutes, sparsity=sparsity, work=str(work), dist=str(dist))
         result = run(config, targets_dir=targets_dir, log=lambda m: typer.echo(m, err=True))
     report = result["report"]
@@ -49,8 +58,11 @@ def build(
     else:
         typer.echo("")
         rows = [[p["model"], f"{p['mb']:.3f}", f"{p['p50_ms']:.3f}", f"{p['ndcg10']:.4f}"] for p in report["points"]]
-        plain_table(["model", "MB", "p50 ms (batch 1, this machine)", "test NDCG@10"], rows)
+        plain_table(["model", "MB", f"p50 ms (batch 1, on {report['machine']['cpu']})", "test NDCG@10"], rows)
         print_beyond_and_budgets(report)
+        for name, stage in result["stages"].items():
+            if stage.get("warning"):
+                typer.echo(f"warning: {name}: {stage['warning']}")
         seconds = sum(s["seconds"] for s in result["stages"].values())
         typer.echo(f"\n{'PASS' if report['passed'] else 'FAIL'}  bundle -> {result['bundle']}  "
                    f"report -> {Path(result['bundle']) / 'report.html'}  ({seconds / 60:.1f} min of stage work)")

@@ -72,8 +72,15 @@ def _version(value: bool) -> None:
 def root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                  help="Print the version and exit."),
+    verbose: bool = typer.Option(False, "--verbose", "-v",
+                                 help="Show the converters', quantizers' and runtimes' own output "
+                                      "(captured by default, and shown when one of them fails)."),
 ) -> None:
     """edgerec: on-device recommenders from BERT teachers."""
+    if verbose:
+        from edgerec.console import set_verbose
+
+        set_verbose(True)
 
 
 app.command("data")(data.data)

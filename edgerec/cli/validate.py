@@ -85,6 +85,7 @@ def validate(
                          f"{ref['metrics']['HR@10']['mean']:.4f}", f"{ref['latency']['p50_ms']:.3f}",
                          f"{ref['latency']['p95_ms']:.3f}", f"{ref['latency']['p99_ms']:.3f}", "-", "-",
                          f"{ref['bytes'] / 1e6:.3f}"])
+        typer.echo(result["note"])
         plain_table(["runtime", "file", "NDCG@10", "HR@10", "p50 ms", "p95 ms", "p99 ms", "load ms",
                      "peak RSS MB", "MB"], rows)
         print_step_model(result.get("step_model"))
