@@ -24,6 +24,7 @@ def ort_files(folder: Path, meta: dict, step_entry: dict | None, target, histori
 
 
 APP_ITEM_FIELDS = ("id", "title")  # what an app needs to map model indices and show items
+IMPLIED = ("index",)  # an item's index is its line + 1: stored by neither file
 
 
 def write_item_files(folder: Path, items: list[dict]) -> None:
@@ -33,6 +34,6 @@ def write_item_files(folder: Path, items: list[dict]) -> None:
     pretty-printed with genres before, bigger than the int8 model it describes."""
     compact = [{k: entry[k] for k in APP_ITEM_FIELDS if k in entry} for entry in items]
     (folder / "items.json").write_text(json.dumps(compact, ensure_ascii=False, separators=(",", ":")) + "\n")
-    extras = [{k: v for k, v in entry.items() if k not in APP_ITEM_FIELDS} for entry in items]
+    extras = [{k: v for k, v in entry.items() if k not in APP_ITEM_FIELDS + IMPLIED} for entry in items]
     if any(extras):
         (folder / "items-extra.json").write_text(json.dumps(extras, ensure_ascii=False, separators=(",", ":")) + "\n")

