@@ -119,22 +119,23 @@ def output_lock(out_dir: Path) -> Iterator[None]:
     """Hold `.<name>.lock` beside `out_dir` while an artifact is written there; a second command
     writing the same output fails at once with one line instead of racing the first's rename."""
     lock = out_dir.parent / f".{out_dir.name}.lock"
-    handle = open(lock, "a+")
-    try:
+    for _ in range(3):
+        handle = open(lock, "a+")
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            handle.close()
             raise EdgerecError(f"{out_dir}: another edgerec command is writing it now; wait for it "
                                "to finish or choose another output") from None
-        if not lock.exists() or os.stat(lock).st_ino != os.fstat(handle.fileno()).st_ino:
-            # the holder before us removed the file after we opened it: someone else may hold a new one
-            raise EdgerecError(f"{out_dir}: another edgerec command is writing it now; wait for it "
-                               "to finish or choose another output")
-        try:
-            yield
-        finally:
-            lock.unlink(missing_ok=True)
+        if lock.exists() and os.stat(lock).st_ino == os.fstat(handle.fileno()).st_ino:
+            break
+        handle.close()  # the holder before us removed the file after we opened it: open it again
+    else:
+        raise EdgerecError(f"{out_dir}: could not take the output lock {lock}")
+    try:
+        yield
     finally:
+        lock.unlink(missing_ok=True)
         handle.close()
 
 

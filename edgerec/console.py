@@ -32,13 +32,6 @@ def set_verbose(on: bool) -> None:
     os.environ[VERBOSE_ENV] = "1" if on else "0"
 
 
-def _fileno(stream) -> int | None:
-    try:
-        return stream.fileno()
-    except (AttributeError, OSError, ValueError):
-        return None
-
-
 @contextlib.contextmanager
 def third_party(what: str) -> Iterator[None]:
     """Capture everything `what` (a third-party call) prints; see the module docstring."""
