@@ -24,11 +24,15 @@ import numpy as np
 
 def check_integrity(bundle: Path, meta) -> None:
     """Refuse any bundle file that is not the one edgerec wrote and validated: metadata.json
-    records each file's size and sha256. Cheap (a hash of a few hundred KB) and worth doing at
-    every start: a damaged download or a partial copy otherwise runs and gives wrong answers."""
-    for name, want in meta.get("integrity", {}).items():
+    records each other file's size and sha256, and manifest.json (where the bundle ships it)
+    vouches for metadata.json. Cheap (a hash of a few hundred KB) and worth doing at every start:
+    a damaged download or a partial copy otherwise runs and gives wrong answers."""
+    expected = dict(meta.get("integrity", {}))
+    if (bundle / "manifest.json").is_file():
+        expected["metadata.json"] = {"sha256": json.loads((bundle / "manifest.json").read_text())["files"]["metadata.json"]}
+    for name, want in expected.items():
         blob = (bundle / name).read_bytes() if (bundle / name).is_file() else b""
-        if len(blob) != want["bytes"] or hashlib.sha256(blob).hexdigest() != want["sha256"]:
+        if len(blob) != want.get("bytes", len(blob)) or hashlib.sha256(blob).hexdigest() != want["sha256"]:
             raise SystemExit(f"error: {bundle / name} is not the file the bundle was built with")
 
 

@@ -76,10 +76,9 @@ def test_a_changed_bundle_file_is_refused_by_validate_recommend_and_the_example(
         Recommender(bundle)
     result = CliRunner().invoke(app, ["recommend", "--bundle", str(bundle), "--history", "i1"])
     assert result.exit_code == 2 and result.stderr.count("\n") == 1 and name in result.stderr
-    if name != "metadata.json":  # the app has no manifest; it trusts the metadata it ships with
-        out = subprocess.run([sys.executable, "-c", NO_EDGEREC, str(EXAMPLE), str(bundle), "--history", "i1"],
-                             capture_output=True, text=True)
-        assert out.returncode != 0 and f"{name} is not the file the bundle was built with" in out.stderr
+    out = subprocess.run([sys.executable, "-c", NO_EDGEREC, str(EXAMPLE), str(bundle), "--history", "i1"],
+                         capture_output=True, text=True)
+    assert out.returncode != 0 and f"{name} is not the file the bundle was built with" in out.stderr
 
 
 def test_a_truncated_bundle_file_names_its_size(built, tmp_path):
