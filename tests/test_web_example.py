@@ -6,6 +6,7 @@ the test needs no Python browser library. `.ci/run` installs chromium, chromium-
 example's npm package.
 """
 
+import contextlib
 import functools
 import http.server
 import json
@@ -107,35 +108,60 @@ def site(tmp_path_factory, data_dir):
     handler.log_message = lambda *a: None
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield {"url": f"http://127.0.0.1:{server.server_address[1]}/index.html", "bundle": root / "bundle"}
+    tampered = site / "tampered"  # the same page over a bundle with one byte of the model flipped
+    tampered.mkdir()
+    for name in ("index.html", "app.js"):
+        shutil.copy(WEB / name, tampered / name)
+    (tampered / "ort").symlink_to(site / "ort")
+    shutil.copytree(root / "bundle", tampered / "bundle")
+    blob = bytearray((tampered / "bundle" / "model.onnx").read_bytes())
+    blob[len(blob) // 2] ^= 0x01
+    (tampered / "bundle" / "model.onnx").write_bytes(bytes(blob))
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    yield {"url": f"{base}/index.html", "tampered": f"{base}/tampered/index.html", "bundle": root / "bundle"}
     server.shutdown()
 
 
-def test_the_page_recommends_what_the_bundle_recommends(site):
+@contextlib.contextmanager
+def _browser():
+    """A headless Chromium session through chromedriver, closed afterwards."""
     port = _port()
     driver_process = subprocess.Popen([DRIVER, f"--port={port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         _wait(lambda: _listening(port), 20)
         browser = WebDriver(port)
         try:
-            browser.get(site["url"])
-            status = browser.find_all("#status")[0]
-            _wait(lambda: browser.text(status) in ("ready",) or browser.text(status).startswith("error"))
-            assert browser.text(status) == "ready", browser.text(status)
-            boxes = browser.find_all("#catalogue input")
-            picked = [boxes[i] for i in (4, 0, 9)]  # ticked in this order = the history, oldest first
-            for box in picked:
-                browser.click(box)
-            browser.click(browser.find_all("#recommend")[0])
-            _wait(lambda: browser.find_all("#results li"))
-            shown = [browser.attribute(li, "data-item") for li in browser.find_all("#results li")]
-            items = json.loads((site["bundle"] / "items.json").read_text())
-            history = [items[int(browser.attribute(box, "data-index")) - 1]["id"] for box in picked]
-            expected = [row["item"] for row in Recommender(site["bundle"]).recommend(history)]
-            assert shown == expected
-            assert "top 10 of" in browser.text(status)
+            yield browser
         finally:
             browser.quit()
     finally:
         driver_process.terminate()
         driver_process.wait(timeout=10)
+
+
+def test_the_page_recommends_what_the_bundle_recommends(site):
+    with _browser() as browser:
+        browser.get(site["url"])
+        status = browser.find_all("#status")[0]
+        _wait(lambda: browser.text(status) in ("ready",) or browser.text(status).startswith("error"))
+        assert browser.text(status) == "ready", browser.text(status)
+        boxes = browser.find_all("#catalogue input")
+        picked = [boxes[i] for i in (4, 0, 9)]  # ticked in this order = the history, oldest first
+        for box in picked:
+            browser.click(box)
+        browser.click(browser.find_all("#recommend")[0])
+        _wait(lambda: browser.find_all("#results li"))
+        shown = [browser.attribute(li, "data-item") for li in browser.find_all("#results li")]
+        items = json.loads((site["bundle"] / "items.json").read_text())
+        history = [items[int(browser.attribute(box, "data-index")) - 1]["id"] for box in picked]
+        expected = [row["item"] for row in Recommender(site["bundle"]).recommend(history)]
+        assert shown == expected
+        assert "top 10 of" in browser.text(status)
+
+
+def test_the_page_refuses_a_damaged_model(site):
+    with _browser() as browser:
+        browser.get(site["tampered"])
+        status = browser.find_all("#status")[0]
+        _wait(lambda: browser.text(status) == "ready" or browser.text(status).startswith("error"))
+        assert browser.text(status) == "error: Error: model.onnx is not the file the bundle was built with"

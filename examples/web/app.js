@@ -1,15 +1,29 @@
 // Runs an edgerec bundle with onnxruntime-web, following the bundle's metadata.json contract:
 // input_ids [1, max_len], the most recent item last, left-padded with 0; scores[j] is the item
 // with model index j + 1 in items.json. Items already in the history are not recommended.
+
+// A bundle file's bytes, refused unless they are the ones edgerec wrote: metadata.json records
+// each file's size and sha256 (`integrity`). Catches a damaged or partial download.
+async function checked(meta, name) {
+  const want = (meta.integrity || {})[name];
+  const bytes = await (await fetch("bundle/" + name)).arrayBuffer();
+  const digest = Array.from(new Uint8Array(await crypto.subtle.digest("SHA-256", bytes)),
+                            (b) => b.toString(16).padStart(2, "0")).join("");
+  if (!want || bytes.byteLength !== want.bytes || digest !== want.sha256) {
+    throw new Error(name + " is not the file the bundle was built with");
+  }
+  return new Uint8Array(bytes);
+}
+
 (async () => {
   const status = document.getElementById("status");
   try {
     ort.env.wasm.numThreads = 1;          // threads need cross-origin isolation; one is plenty here
     ort.env.wasm.wasmPaths = new URL("ort/", location.href).href;  // a relative path is not a module URL
-    const [meta, items] = await Promise.all(
-      ["bundle/metadata.json", "bundle/items.json"].map((f) => fetch(f).then((r) => r.json())));
-    const session = await ort.InferenceSession.create("bundle/" + meta.files.onnx,
-                                                       { executionProviders: ["wasm"] });
+    const meta = await fetch("bundle/metadata.json").then((r) => r.json());
+    const [itemBytes, model] = await Promise.all([checked(meta, "items.json"), checked(meta, meta.files.onnx)]);
+    const items = JSON.parse(new TextDecoder().decode(itemBytes));
+    const session = await ort.InferenceSession.create(model, { executionProviders: ["wasm"] });
     const picked = [];                    // model indices, in the order ticked
     const catalogue = document.getElementById("catalogue");
     items.slice(0, 60).forEach((item, i) => {   // the most popular items: index i + 1
