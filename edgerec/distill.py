@@ -37,9 +37,10 @@ from edgerec.errors import EdgerecError
 from edgerec.evaluate import check_compatible, evaluate, headline, item_ids_hash, public, resolve_model_dir
 from edgerec.files import load_npz
 from edgerec.metrics import item_popularity
-from edgerec.models import (RecModel, Shape, build_id_model, factorize_items, item_rank, left_pad, load_model,
+from edgerec.models import (RecModel, Shape, build_id_model, factorize_items, item_rank, load_model,
                             save_model)
-from edgerec.teacher import _prepare_work_dir, batches_of, causal_batches, trim, validator, work_dir_for
+from edgerec.teacher import (_prepare_work_dir, batches_of, causal_batches, pack, segment_positions, validator,
+                             work_dir_for)
 from edgerec.training import TrainConfig, fit, setup_distributed
 
 CACHE_VERSION = 1
@@ -177,6 +178,7 @@ def compute_targets(teacher, sequences, config: DistillConfig, batch: int = 64,
     bar = tqdm(total=total, desc="teacher targets", unit="pos", disable=not progress)
     if teacher.kind == "causal":
         jobs = _causal_windows(sequences, plan, offsets, teacher.max_len)
+        jobs.sort(key=lambda job: len(job[0]))  # similar lengths share a batch: less padding
         for start in range(0, len(jobs), batch):
             chunk = jobs[start: start + batch]
             logits = _causal_all_positions(teacher, [w for w, _, _ in chunk])
@@ -187,9 +189,10 @@ def compute_targets(teacher, sequences, config: DistillConfig, batch: int = 64,
     else:
         prefixes = [(offsets[u] + j, sequences[u][: p + 1]) for u, pos in enumerate(plan)
                     for j, p in enumerate(pos)]
+        prefixes.sort(key=lambda job: len(job[1]))  # similar lengths share a batch: less padding
         for start in range(0, len(prefixes), batch):
             chunk = prefixes[start: start + batch]
-            scores = teacher.scores([h for _, h in chunk], batch_size=batch)[:, 1:]
+            scores = teacher.scores([h for _, h in chunk])[:, 1:]
             i, lp, t = _soft_targets(scores.astype(np.float64), config.top_k, config.temperature)
             rows = np.array([r for r, _ in chunk])
             idx[rows], logp[rows], tail[rows] = i + 1, lp, t  # column j is item j + 1
@@ -220,13 +223,13 @@ def _causal_all_positions(teacher, windows) -> list[np.ndarray]:
     """Teacher item logits after every position of each (left-padded) window."""
     import torch
 
-    tokens = [teacher.token_of[np.asarray(w, dtype=np.int64)] for w in windows]
-    ids = torch.from_numpy(left_pad(tokens, teacher.max_len))
+    inputs = teacher.encode(windows, trim=True)
+    width = int(inputs["input_ids"].shape[1])
     with torch.inference_mode():
-        hidden = teacher.model.bert(input_ids=ids, attention_mask=(ids != 0).long()).last_hidden_state
+        hidden = teacher.model.bert(**inputs).last_hidden_state
         out = []
         for r, w in enumerate(windows):
-            logits = teacher.model.cls(hidden[r, teacher.max_len - len(w):]).float().numpy()
+            logits = teacher.model.cls(hidden[r, width - len(w):]).float().numpy()
             out.append(logits[:, teacher.token_of[1:]].astype(np.float64))
     return out
 
@@ -266,29 +269,24 @@ def masked_student_batches(sequences, max_len: int, batch_size: int, mask_token:
     target for that prefix (what the app asks of the model), plus BERT4Rec's cloze term on
     randomly hidden history items (ground truth only: the teacher scores next items, not gaps).
     """
-    import torch
-
     room = max_len - 1
 
     def make(indices, rng):
         for batch in batches_of(indices, batch_size):
-            inputs = np.zeros((len(batch), max_len), np.int64)
-            labels = np.full((len(batch), max_len), -100, np.int64)
-            kd = np.full((len(batch), max_len), -1, np.int64)
-            for r, u in enumerate(batch):
+            segments = []
+            for u in batch:
                 seq = sequences[u]
                 end = int(rng.integers(1, len(seq)))  # predict seq[end] from what came before
                 window = np.asarray(seq[max(0, end - room): end], np.int64)
                 n = len(window)
                 hide = rng.random(n) < mask_prob
-                inputs[r, room - n: room] = np.where(hide, mask_token, window)
-                labels[r, room - n: room] = np.where(hide, window, -100)
-                inputs[r, room], labels[r, room] = mask_token, seq[end]
-                kd[r, room] = kd_rows[u].get(end - 1, -1)
-            out = trim(inputs, labels)
-            kept = out["input_ids"].shape[1]
-            out["kd_rows"] = torch.from_numpy(np.ascontiguousarray(kd[:, max_len - kept:]))
-            yield out
+                kd = np.full(n + 1, -1, np.int64)
+                kd[n] = kd_rows[u].get(end - 1, -1)
+                segments.append({
+                    "input_ids": np.append(np.where(hide, mask_token, window), mask_token),
+                    "labels": np.append(np.where(hide, window, -100), seq[end]),
+                    "position_ids": segment_positions(n + 1, max_len), "kd_rows": kd})
+            yield pack(segments, max_len, causal=False)
 
     return make
 
@@ -313,9 +311,11 @@ def distill_loss_module(student, targets, num_items: int, alpha: float, temperat
             super().__init__()
             self.model = student
 
-        def forward(self, input_ids, labels, position_ids, kd_rows):
+        def forward(self, input_ids, labels, position_ids, kd_rows, attention_mask=None):
+            if attention_mask is None:  # left-padded rows; packed batches bring their own mask
+                attention_mask = (input_ids != 0).long()
             hidden = self.model.bert(input_ids=input_ids, position_ids=position_ids,
-                                     attention_mask=(input_ids != 0).long()).last_hidden_state
+                                     attention_mask=attention_mask).last_hidden_state
             keep = labels != -100
             logits = self.model.cls(hidden[keep])
             loss = F.cross_entropy(logits, labels[keep])
@@ -323,12 +323,16 @@ def distill_loss_module(student, targets, num_items: int, alpha: float, temperat
             has = rows >= 0
             if alpha == 0 or not bool(has.any()):
                 return loss
-            z = logits[has][:, 1: num_items + 1] / temperature  # items only
-            items = top_items[rows[has]] - 1
-            log_q = z - torch.logsumexp(z, dim=1, keepdim=True)
+            if not bool(has.all()):  # a causal teacher targets every position: no copy then
+                logits, rows = logits[has], rows[has]
+            items = top_items[rows] - 1
+            # one fused log-softmax over the item columns (not z - logsumexp(z): each op is a
+            # full [positions, items] pass forward and back, and these passes, not the matmuls,
+            # were most of a default student's step)
+            log_q = F.log_softmax(logits[:, 1: num_items + 1] / temperature, dim=1)
             q_top = log_q.gather(1, items)
             q_tail = torch.log(torch.clamp(-torch.expm1(torch.logsumexp(q_top, dim=1)), min=1e-30))
-            p_top, p_tail = top_logp[rows[has]], tail_logp[rows[has]]
+            p_top, p_tail = top_logp[rows], tail_logp[rows]
             kl = (p_top.exp() * (p_top - q_top)).sum(1) + p_tail.exp() * (p_tail - q_tail)
             return (1 - alpha) * loss + alpha * temperature ** 2 * kl.mean()
 

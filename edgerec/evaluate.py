@@ -24,18 +24,23 @@ class Scorer(Protocol):
 def rank_users(scorer: Scorer, histories, targets, num_items: int, *, k: int = 10,
                mask_history: bool = True, users: np.ndarray | None = None,
                batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
-    """(0-based target ranks, top-k indices) for the given users, scored in batches."""
+    """(0-based target ranks, top-k indices) for the given users, scored in batches.
+
+    Users are scored shortest history first (results come back in the order given), so a
+    scorer that pads each batch to its own longest history (RecModel) does little padding."""
     index = np.arange(len(histories)) if users is None else np.asarray(users)
+    order = np.argsort([len(histories[i]) for i in index], kind="stable")
     ranks, tops = [], []
     for start in range(0, len(index), batch_size):
-        rows = index[start: start + batch_size]
+        rows = index[order[start: start + batch_size]]
         hist = [histories[i] for i in rows]
-        scores = scorer.scores(hist, batch_size=batch_size)
+        scores = scorer.scores(hist)  # each scorer batches as suits it
         ranks.append(metrics.target_ranks(scores, targets[rows], num_items, hist, mask_history))
         tops.append(metrics.top_k(scores, k, num_items, hist, mask_history))
     if not ranks:
         return np.zeros(0, np.int64), np.zeros((0, k), np.int64)
-    return np.concatenate(ranks), np.concatenate(tops)
+    back = np.argsort(order, kind="stable")
+    return np.concatenate(ranks)[back], np.concatenate(tops)[back]
 
 
 def evaluate(scorer: Scorer, data, split: str = "test", *, mask_history: bool = True,

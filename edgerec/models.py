@@ -190,8 +190,12 @@ class RecModel:
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.model.parameters())
 
-    def encode(self, histories):
-        """The model inputs for a batch of histories (data indices), as torch tensors."""
+    def encode(self, histories, trim: bool = False):
+        """The model inputs for a batch of histories (data indices), as torch tensors.
+
+        `trim`: pad only to the batch's longest history instead of max_len, with the position
+        ids the full-width row would give (same scores; less work for short batches).
+        """
         import torch
 
         if self.kind == "text":
@@ -201,10 +205,16 @@ class RecModel:
             return dict(enc)
         tokens = [self.token_of[np.asarray(h, dtype=np.int64)] for h in histories]
         mask_token = int(self.meta["mask_token"]) if self.kind == "masked" else None
-        ids = torch.from_numpy(left_pad(tokens, self.max_len, mask_token))
+        width = self.max_len
+        if trim:
+            extra = 1 if mask_token is not None else 0
+            width = max(1, min(self.max_len, max((len(t) + extra for t in tokens), default=1)))
+        ids = torch.from_numpy(left_pad(tokens, width, mask_token))
         inputs = {"input_ids": ids, "attention_mask": (ids != 0).long()}
         if self.positions == "start":
             inputs["position_ids"] = start_positions(ids)
+        elif width < self.max_len:
+            inputs["position_ids"] = torch.arange(self.max_len - width, self.max_len).repeat(len(ids), 1)
         return inputs
 
     def logits(self, inputs):
@@ -214,15 +224,23 @@ class RecModel:
         return last_position_logits(self.model, inputs["input_ids"], inputs["attention_mask"],
                                     inputs.get("position_ids"))
 
-    def scores(self, histories, batch_size: int = 256) -> np.ndarray:
+    def scores(self, histories, batch_size: int = 32) -> np.ndarray:
+        """Item scores [B, num_items + 1] (column 0, padding, is -inf), in the order given.
+
+        Histories are scored shortest first, each batch padded to its own longest. Validating a
+        2.1M-parameter teacher on MovieLens-100K's 943 users took 19.6 s in batches of 256
+        padded to max_len, 10.7 s sorted, 6.2 s sorted in batches of 32 (AVX2 EPYC, 2 cores):
+        small batches keep the [B, heads, L, L] attention tensors in cache and track length."""
         import torch
 
-        out = []
+        order = np.argsort([len(h) for h in histories], kind="stable")
+        out = np.empty((len(histories), self.num_items + 1), dtype=np.float32)
         with torch.inference_mode():
             for start in range(0, len(histories), batch_size):
-                logits = self.logits(self.encode(histories[start: start + batch_size]))
-                out.append(self.to_item_scores(logits.float().numpy()))
-        return np.concatenate(out) if out else np.zeros((0, self.num_items + 1), np.float32)
+                rows = order[start: start + batch_size]
+                logits = self.logits(self.encode([histories[i] for i in rows], trim=True))
+                out[rows] = self.to_item_scores(logits.float().numpy())
+        return out
 
     def to_item_scores(self, logits: np.ndarray) -> np.ndarray:
         scores = np.empty((len(logits), self.num_items + 1), dtype=np.float32)

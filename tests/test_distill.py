@@ -200,13 +200,13 @@ def test_start_positions_count_from_the_first_item_whatever_the_padding():
     import torch
 
     from edgerec.models import RecModel, left_pad, start_positions
-    from edgerec.teacher import trim
+    from edgerec.teacher import segment_positions
 
     ids = torch.from_numpy(left_pad([[5, 6, 7], [9]], 5))
     assert start_positions(ids).tolist() == [[0, 0, 0, 1, 2], [0, 0, 0, 0, 0]]
-    labels = np.where(ids.numpy() > 0, 1, -100)
-    batch = trim(ids.numpy(), labels, positions="start")  # drops the all-padding columns
-    assert batch["position_ids"].tolist() == [[0, 1, 2], [0, 0, 0]]
+    # training numbers a window the way inference numbers the left-padded history
+    assert segment_positions(3, 5, "start").tolist() == start_positions(ids)[0, 2:].tolist()
+    assert segment_positions(3, 5, "end").tolist() == [2, 3, 4]
     # the same history gives the same scores however long the padded window is
     model = build_id_model("causal", 12, STUDENT)
     short = RecModel(model, {"kind": "causal", "num_items": 10, "max_len": 4, "positions": "start"})

@@ -109,24 +109,69 @@ def test_scores_ignore_padding_and_long_histories(tmp_path, data_dir):
     assert np.isneginf(a[0, 0]) and a.shape == (1, model.num_items + 1)
 
 
-def test_trimmed_batches_compute_what_full_padding_computes(data_dir):
+def _padded_and_packed(kind, positions="end"):
+    """Three windows of different lengths, once left-padded one per row (what the model sees at
+    inference) and once packed into shared rows."""
+    import torch
+
+    from edgerec.teacher import pack, segment_positions
+
+    windows = [[4, 5, 6], [1, 2, 3, 4, 5, 6, 7, 8], [9, 3], [2, 7, 7, 1]]
+    length = TINY.max_len
+    inputs = np.zeros((len(windows), length), np.int64)
+    labels = np.full_like(inputs, -100)
+    position_ids = np.zeros_like(inputs)
+    segments = []
+    for r, w in enumerate(windows):
+        n = len(w)
+        lab = np.array([(t * 7) % 29 + 1 for t in w])
+        inputs[r, -n:], labels[r, -n:] = w, lab
+        position_ids[r, -n:] = segment_positions(n, length, positions)
+        segments.append({"input_ids": np.array(w), "labels": lab,
+                         "position_ids": segment_positions(n, length, positions)})
+    padded = {"input_ids": torch.from_numpy(inputs), "labels": torch.from_numpy(labels),
+              "position_ids": torch.from_numpy(position_ids)}
+    return padded, pack(segments, length, causal=(kind == "causal"))
+
+
+@pytest.mark.parametrize("kind,positions", [("causal", "end"), ("causal", "start"), ("masked", "end")])
+def test_packed_batches_compute_what_padded_rows_compute(kind, positions):
     import torch
 
     from edgerec.models import build_id_model
-    from edgerec.teacher import _token_loss_module, trim
+    from edgerec.teacher import _token_loss_module
 
-    model = build_id_model("causal", 30, TINY).eval()
-    inputs = np.zeros((2, TINY.max_len), np.int64)
-    inputs[0, -3:] = [4, 5, 6]
-    inputs[1, -5:] = [1, 2, 3, 4, 5]
-    labels = np.where(inputs > 0, 7, -100)
+    padded, packed = _padded_and_packed(kind, positions)
+    assert packed["input_ids"].shape[0] < padded["input_ids"].shape[0]  # fewer rows than users
+    assert int((packed["input_ids"] != 0).sum()) == int((padded["input_ids"] != 0).sum())
+    torch.manual_seed(0)
+    model = build_id_model(kind, 30, TINY).eval()
     loss = _token_loss_module(model)
-    full = {"input_ids": torch.from_numpy(inputs), "labels": torch.from_numpy(labels),
-            "position_ids": torch.arange(TINY.max_len).repeat(2, 1)}
-    short = trim(inputs, labels)
-    assert short["input_ids"].shape == (2, 5) and short["position_ids"][0].tolist() == [7, 8, 9, 10, 11]
-    with torch.no_grad():
-        assert float(loss(**short)) == pytest.approx(float(loss(**full)), abs=1e-5)
+    grads = []
+    for batch in (padded, packed):
+        model.zero_grad()
+        value = loss(**batch)
+        value.backward()
+        grads.append((float(value.detach()), [p.grad.clone() for p in model.parameters() if p.grad is not None]))
+    assert grads[1][0] == pytest.approx(grads[0][0], abs=1e-5)
+    for a, b in zip(grads[0][1], grads[1][1]):
+        torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-4)
+
+
+def test_packing_keeps_every_token_once_and_its_own_block():
+    from edgerec.teacher import pack
+
+    segments = [{"input_ids": np.arange(1, n + 1), "labels": np.arange(1, n + 1),
+                 "position_ids": np.arange(n)} for n in (7, 5, 3, 2, 6)]
+    batch = pack(segments, 8, causal=True)
+    ids, mask = batch["input_ids"].numpy(), batch["attention_mask"].numpy()
+    assert ids.shape == (3, 8) and sorted(ids[ids > 0].tolist()) == sorted(
+        np.concatenate([s["input_ids"] for s in segments]).tolist())
+    row = 1  # first fit decreasing: 7 | 6+2 | 5+3
+    assert ids[row].tolist()[:8] == [1, 2, 3, 4, 5, 6, 1, 2]
+    assert mask[row, 7].tolist() == [0, 0, 0, 0, 0, 0, 1, 1]  # sees its own block, causally
+    assert mask[row, 2].tolist() == [1, 1, 1, 0, 0, 0, 0, 0]
+    assert pack(segments, 8, causal=False)["attention_mask"].numpy()[row, 2].tolist() == [1] * 6 + [0, 0]
 
 
 def test_batches_cover_every_index_once():
