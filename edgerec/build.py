@@ -48,6 +48,7 @@ class BuildConfig:
     sparsity: float | None = None  # prune this share of heads and FFN neurons (None: no prune stage)
     work: str = "runs"
     dist: str = "dist"
+    emulate: bool = True  # validate on the profile's emulated ARM CPUs too ([device] emulate)
 
 
 def is_current(out_dir: Path, stage: str, config, inputs: dict[str, Path], extra: dict | None = None) -> bool:
@@ -192,9 +193,10 @@ def build(config: BuildConfig, *, targets_dir: Path | None = None, teacher_confi
                            targets_dir=targets_dir, overwrite=True, log=log))
     started = time.perf_counter()
     log(f"[6/{total}] validate  {paths['int8']} on {', '.join(r.name for r in target.runtimes)}")
-    report = validate(paths["int8"], paths["data"], ValidateConfig(target=target.name),
+    report = validate(paths["int8"], paths["data"], ValidateConfig(target=target.name, emulate=config.emulate),
                       teacher=paths["teacher"], student=model, compare={"fp32": paths["fp32"]},
-                      targets_dir=targets_dir, log=lambda m: None)
+                      targets_dir=targets_dir,
+                      log=lambda m: log(m) if m.startswith(("emulator:", "emulated ", "warning:")) else None)
     stages["validate"] = {"status": "built", "seconds": round(time.perf_counter() - started, 1),
                           "path": str(paths["int8"] / "report.html")}
     return {"stages": stages, "report": report, "bundle": str(paths["int8"])}

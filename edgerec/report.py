@@ -90,6 +90,26 @@ def _table(headers: list[str], rows: list[list]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
+EMULATED_HEADERS = ["aarch64 runtime", "file", "users", "max |diff| vs here", "identical top-10",
+                    "NDCG@10 ARM / here", "instructions per call, emulated", "per step update"]
+
+
+def emulated_rows(emulated) -> list[list[str]]:
+    """validate's emulated-ARM results as table rows (console and report.html)."""
+    if not isinstance(emulated, dict):
+        return []
+    rows = []
+    for cpu, runtimes in emulated["cpus"].items():
+        for name, r in runtimes.items():
+            count, step = r.get("instructions"), r.get("step_instructions")
+            rows.append([f"{name} on emulated {cpu}", r["file"], str(r["users"]),
+                         f"{r.get('max_abs_diff_vs_host', float('nan')):.2e}", f"{r['identical_top10']:.3f}",
+                         f"{r['ndcg10_arm']:.4f} / {r['ndcg10_host']:.4f}",
+                         f"{count['instructions_per_call']:,.0f}" if isinstance(count, dict) else str(count),
+                         f"{step['instructions_per_call']:,.0f}" if isinstance(step, dict) else "-"])
+    return rows
+
+
 def write_report(directory: Path, report: dict, runs: dict, compared: dict, references: dict, label: str) -> None:
     pts = points(runs, compared, references, label)
     report["points"] = pts
@@ -115,6 +135,12 @@ def write_report(directory: Path, report: dict, runs: dict, compared: dict, refe
     step_html = ("<h2>Step model (every history replayed item by item)</h2>" + _table(
         ["runtime", "file", "identical top-10", "top-10 agreement with full model", "NDCG@10",
          "update p50 ms", "p95 ms", "p99 ms", "p50 / full call"], step_rows)) if step_rows else ""
+    emulated = report.get("emulated_arm")
+    arm_html = ("<h2>On ARM: the aarch64 runtimes under emulation</h2><p>The same file on the aarch64 "
+                "build of each runtime (qemu user mode), against this machine's run of it. Instructions "
+                "are counted on the emulated CPU (deterministic); emulated seconds mean nothing.</p>"
+                + _table(EMULATED_HEADERS, emulated_rows(emulated))) if isinstance(emulated, dict) else (
+        f"<h2>On ARM</h2><p>Emulated ARM check: {html.escape(str(emulated))}.</p>" if emulated else "")
     verdict = "PASS" if report["passed"] else "FAIL"
     imgs = "".join(f'<figure><img alt="{html.escape(t)}" src="data:image/png;base64,{b}"><figcaption>'
                    f"{html.escape(t)}</figcaption></figure>" for t, b in images.items())
@@ -128,6 +154,7 @@ td,th{{border:1px solid #ccc;padding:3px 8px;font-size:13px}}figure{{display:inl
 <h2>On the target's runtimes</h2>{_table(["runtime", "file", "HR@10", "NDCG@10", "MRR", "top-10 agreement vs teacher",
                                           "p50 ms", "p95 ms", "p99 ms", "load ms", "peak RSS MB"], runtime_rows)}
 {step_html}
+{arm_html}
 <h2>All models</h2>{_table(["model", "NDCG@10", "MB", "p50 ms"], accuracy_rows)}
 <h2>Beyond accuracy (top-10, same users)</h2>{_table(["model", "coverage", "mean popularity", "Gini", "tail share",
                                                        "coverage vs teacher"], beyond_rows)}

@@ -75,6 +75,19 @@ class Budgets:
     # device, so its latency can be held to max_p95_ms. Empty: only a run on a device
     # (validate --device) checks the latency budget; elsewhere it is reported as not checked.
     host_stands_for_device_with: tuple[str, ...] = ()
+    # Optional: ARM instructions per batch-1 call of the bundle's full model on the first
+    # emulated CPU of [device] (deterministic, so a budget with no timing noise).
+    max_instructions_per_call: float | None = None
+
+
+@dataclass(frozen=True)
+class DeviceSettings:
+    # qemu CPU models to run the bundle on, through the aarch64 builds of the runtimes
+    # (edgerec/emulator.py), e.g. ["cortex-a76"]; empty: no emulated device.
+    emulate: tuple[str, ...] = ()
+    # Test users run under emulation (150-450x slower than native); full-set metrics stay on
+    # the host.
+    users: int = 50
 
 
 @dataclass(frozen=True)
@@ -90,6 +103,7 @@ class Target:
     # Also export the incremental step model (edgerec.incremental) beside the full one; needs a
     # causal student with positions counted from the window start (distill --positions start).
     step_model: bool = False
+    device: DeviceSettings = field(default_factory=DeviceSettings)
     version: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict:
@@ -135,6 +149,8 @@ def _convert(hint, value, path: Path, key: str):
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
     if type(None) in args:  # `X | None`: TOML has no null, so a present key is an X
+        if value is None:  # (a profile read back from report.json / to_dict)
+            return None
         return _convert(next(a for a in args if a is not type(None)), value, path, key)
     if dataclasses.is_dataclass(hint):
         return _build(hint, value, path, key)
@@ -175,6 +191,8 @@ def load_target_file(path: Path) -> Target:
         raise EdgerecError(f"{path}: a target needs at least one format and one runtime")
     if target.threads < 1:
         raise EdgerecError(f"{path}: 'threads' must be >= 1")
+    if target.device.users < 1:
+        raise EdgerecError(f"{path}: 'device.users' must be >= 1")
     return target
 
 

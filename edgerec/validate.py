@@ -29,6 +29,7 @@ from edgerec.artifacts import check_folder, read_artifact, read_manifest
 from edgerec.checks import accuracy, latency_stats, replay, score_outputs
 from edgerec.data import load_data
 from edgerec.device import SshDevice
+from edgerec.emulator import EmulatedDevice, EmulatorUnavailable
 from edgerec.envs import python_for, run_runner
 from edgerec.errors import EdgerecError
 from edgerec.evaluate import item_ids_hash, resolve_model_dir
@@ -48,6 +49,7 @@ class ValidateConfig:
     device_python: str = "python3"
     ssh_key: str | None = None
     allow_modified: bool = False  # validate files that differ from the hashes the bundle records
+    emulate: bool = True  # run the profile's [device] emulate CPUs (edgerec/emulator.py)
 
 
 def lineage(bundle: Path) -> dict[str, Path | None]:
@@ -199,6 +201,77 @@ def check_budgets(target, runs: dict, teacher_ndcg: float | None, where: str = "
     return rows
 
 
+def validate_emulated(bundle: Path, meta: dict, target, histories, targets, num_items: int,
+                      log=print) -> dict:
+    """The bundle on the aarch64 builds of its runtimes, per CPU model the profile emulates
+    (edgerec/emulator.py), on the first `device.users` test users: scores against the same
+    file on this machine's runtime (max |diff|, top-10 agreement), NDCG@10 on ARM kernels vs
+    here (paired), and ARM instructions per batch-1 call for the full and the step model."""
+    n = min(target.device.users, len(histories))
+    hist, tgt = histories[:n], targets[:n]
+    out = {"users": n, "cpus": {}}
+    step = meta.get("step_model")
+    for cpu in target.device.emulate:
+        device = EmulatedDevice.open(cpu, log)
+        cannot = device.can_count()
+        result = {}
+        for runtime in target.runtimes:
+            fmt = RUNTIMES[runtime.name][0]
+            name = meta["files"][fmt]
+            ids = encode(hist, meta["max_len"], target.onnx.input_dtype if fmt == "onnx" else "int32")
+            log(f"{device.name}: {name} on aarch64 {runtime.name}, {n} test users")
+            arm = device.run_runner(runtime.name, Path(bundle) / name, ids, 1)
+            python = python_for(runtime.name) if runtime.environment == "isolated" else sys.executable
+            here = run_runner(python, runtime.name, Path(bundle) / name, ids, 1)
+            where = f"{bundle}: {name} on aarch64 {runtime.name} ({device.name})"
+            arm_summary, arm_top, arm_user = score_outputs(arm["scores"], meta.get("top_k"), num_items, hist, tgt,
+                                                           None, where)
+            _, here_top, here_user = score_outputs(here["scores"], meta.get("top_k"), num_items, hist, tgt,
+                                                   None, f"{bundle}: {name} on {runtime.name}")
+            entry = {"file": name, "users": n,
+                     "top10_agreement_with_host": float(metrics.topk_agreement(arm_top, here_top).mean()),
+                     "identical_top10": float((arm_top == here_top).all(axis=1).mean()),
+                     "ndcg10_arm": float(arm_user["NDCG@10"].mean()),
+                     "ndcg10_host": float(here_user["NDCG@10"].mean()),
+                     "paired_arm_minus_host": metrics.paired_bootstrap(arm_user["NDCG@10"], here_user["NDCG@10"])}
+            if not meta.get("top_k"):
+                entry["max_abs_diff_vs_host"] = float(np.max(np.abs(np.asarray(arm["scores"], np.float64)
+                                                                    - np.asarray(here["scores"], np.float64))))
+            if cannot:
+                entry["instructions"] = f"not measured: {cannot}"
+            else:
+                log(f"{device.name}: counting instructions per call ({name})")
+                entry["instructions"] = device.instructions_per_call(runtime.name, Path(bundle) / name, ids)
+                if step and fmt in step.get("files", {}):
+                    step_ids = encode(hist, step["layout"]["window"], target.onnx.input_dtype if fmt == "onnx" else "int32")
+                    entry["step_instructions"] = device.instructions_per_call(
+                        runtime.name, Path(bundle) / step["files"][fmt], step_ids[:5], few=1, many=6, step=True)
+            result[runtime.name] = entry
+        out["cpus"][cpu] = result
+    return out
+
+
+def instruction_budgets(target, emulated: dict | None) -> list[dict]:
+    """`max_instructions_per_call` against the first emulated CPU's count, per runtime."""
+    limit = target.budgets.max_instructions_per_call
+    if limit is None:
+        return []
+    rows = []
+    cpus = list(emulated["cpus"].items()) if isinstance(emulated, dict) else []
+    for runtime in target.runtimes:
+        got = cpus[0][1].get(runtime.name, {}).get("instructions") if cpus else None
+        where = f"{runtime.name} on emulated {cpus[0][0]}" if cpus else runtime.name
+        row = {"budget": "ARM instructions per call, batch 1", "where": where, "limit": f"<= {limit:,.0f}"}
+        if isinstance(got, dict):
+            row.update(value=round(got["instructions_per_call"]),
+                       status="PASS" if got["instructions_per_call"] <= limit else "FAIL")
+        else:
+            why = got or (emulated if isinstance(emulated, str) else "no emulated device ran")
+            row.update(value=None, status=f"NOT CHECKED ({why})")
+        rows.append(row)
+    return rows
+
+
 def validate(bundle: Path, data_dir: Path, config: ValidateConfig, *, teacher: Path | None = None,
              student: Path | None = None, compare: dict[str, Path] | None = None,
              targets_dir: Path | None = None, report_dir: Path | None = None, log=print) -> dict:
@@ -248,6 +321,17 @@ def validate(bundle: Path, data_dir: Path, config: ValidateConfig, *, teacher: P
         log("step model: replaying every history item by item")
         step = validate_steps(bundle, meta["step_model"], target, histories, targets, data.num_items,
                               runs, config.warmup, device)
+    emulated = None
+    if not target.device.emulate:
+        emulated = "the profile names no emulated CPU"
+    elif not config.emulate or os.environ.get("EDGEREC_EMULATE") == "0":
+        emulated = "not run (--no-emulate or EDGEREC_EMULATE=0)"
+    else:
+        try:
+            emulated = validate_emulated(bundle, meta, target, histories, targets, data.num_items, log)
+        except EmulatorUnavailable as exc:  # the machine cannot emulate: say so, never a silent PASS
+            emulated = f"did not run: {exc}"
+            log(f"warning: the ARM check did not run: {exc}")
     teacher_ndcg = references["teacher"]["metrics"]["NDCG@10"]["mean"] if teacher else None
     beyond = beyond_accuracy(data, runs, references, meta.get("precision", "fp32"))
     machine = _machine()
@@ -255,6 +339,7 @@ def validate(bundle: Path, data_dir: Path, config: ValidateConfig, *, teacher: P
     budgets = check_budgets(target, runs, teacher_ndcg, where,
                             latency_stands_for_device(target, machine, device))
     budgets += coverage_budgets(target, runs, beyond, meta.get("precision", "fp32"))
+    budgets += instruction_budgets(target, emulated)
     passed = all(b["status"] != "FAIL" for b in budgets)
     label = meta.get("precision", "fp32")
     report = {
@@ -265,6 +350,7 @@ def validate(bundle: Path, data_dir: Path, config: ValidateConfig, *, teacher: P
         "references": {k: {kk: vv for kk, vv in v.items() if kk not in ("top", "per_user_ndcg10")}
                        for k, v in references.items()},
         "beyond_accuracy": beyond, "budgets": budgets, "passed": passed, "step_model": step,
+        "emulated_arm": emulated,
         "device": config.device or "this machine",
         "modified_files": modified,  # let through by allow_modified: not the files that were built
         "note": f"latency measured on {where}; the budget is for {target.budgets.reference_device}"}

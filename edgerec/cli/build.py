@@ -34,6 +34,9 @@ def build(
              "(off by default; about 4 more minutes).")] = None,
     work: Annotated[Path, typer.Option(help="Folder for the intermediate artifacts.")] = Path("runs"),
     dist: Annotated[Path, typer.Option(help="Folder for the app bundles (dist/<target>).")] = Path("dist"),
+    emulate: Annotated[bool, typer.Option(
+        help="Also validate on the aarch64 runtimes for the CPU models the profile's [device] emulate "
+             "names (qemu user mode; set up once into the cache, about 2 minutes).")] = True,
     targets_dir: TargetsDir = None,
     json_out: JsonOut = False,
 ) -> None:
@@ -50,7 +53,8 @@ def build(
         config = BuildConfig(target=target, dataset=dataset, interactions=str(interactions) if interactions else None,
                              teacher=str(teacher) if teacher else None, teacher_epochs=teacher_epochs,
                              distill_epochs=distill_epochs, teacher_minutes=teacher_minutes,
-                             distill_minutes=distill_minutes, sparsity=sparsity, work=str(work), dist=str(dist))
+                             distill_minutes=distill_minutes, sparsity=sparsity, work=str(work), dist=str(dist),
+                             emulate=emulate)
         result = run(config, targets_dir=targets_dir, log=lambda m: typer.echo(m, err=True))
     report = result["report"]
     if json_out:

@@ -35,6 +35,18 @@ def print_step_model(step: dict | None) -> None:
                   f"{r['p50_vs_full_call']:.2f}x"] for name, r in step.items()])
 
 
+def print_emulated(emulated) -> None:
+    """The bundle on the aarch64 runtimes under emulation: agreement with this machine, ARM
+    instructions per call (the only cost figure emulation gives: its seconds mean nothing)."""
+    from edgerec.report import EMULATED_HEADERS, emulated_rows
+
+    if isinstance(emulated, dict):
+        typer.echo("")
+        plain_table(EMULATED_HEADERS, emulated_rows(emulated))
+    elif emulated and not str(emulated).startswith("the profile names no"):
+        typer.echo(f"\nemulated ARM check: {emulated}")
+
+
 def validate(
     target: Annotated[str, typer.Option("--target", "-T", help="Target profile (edgerec targets list).")],
     bundle: Annotated[Optional[Path], typer.Option(
@@ -57,6 +69,9 @@ def validate(
     allow_modified: Annotated[bool, typer.Option(
         help="Validate bundle files that differ from the hashes metadata.json records (edited on "
              "purpose); the report lists them under modified_files.")] = False,
+    emulate: Annotated[bool, typer.Option(
+        help="Run the bundle on the aarch64 builds of its runtimes for the CPU models the profile's "
+             "[device] emulate names (qemu user mode; set up once into the cache).")] = True,
     json_out: JsonOut = False,
 ) -> None:
     """Run the bundle on every runtime the target names, in a separate process, as an app would.
@@ -70,7 +85,7 @@ def validate(
 
         result = run(bundle or Path("dist") / target, data, ValidateConfig(target=target, warmup=warmup, users=users, device=device,
                                     device_python=device_python, ssh_key=str(ssh_key) if ssh_key else None,
-                                    allow_modified=allow_modified),
+                                    allow_modified=allow_modified, emulate=emulate),
                      teacher=teacher, student=student, targets_dir=targets_dir, report_dir=report,
                      log=lambda m: typer.echo(m, err=True))
     if json_out:
@@ -89,6 +104,7 @@ def validate(
         plain_table(["runtime", "file", "NDCG@10", "HR@10", "p50 ms", "p95 ms", "p99 ms", "load ms",
                      "peak RSS MB", "MB"], rows)
         print_step_model(result.get("step_model"))
+        print_emulated(result.get("emulated_arm"))
         print_beyond_and_budgets(result)
         typer.echo(f"\n{'PASS' if result['passed'] else 'FAIL'}  report -> {(report or Path(result['bundle'])) / 'report.html'}")
     raise typer.Exit(0 if result["passed"] else 1)

@@ -1,0 +1,129 @@
+"""The emulated ARM device: the bundle on the aarch64 builds of its runtimes under qemu user mode.
+
+The real test sets the emulator up into the test's cache (debootstrap'd aarch64 userland, aarch64
+wheels, the instruction-counting plugin; about 2 minutes, more on a slow mirror) and validates a
+tiny arm64 bundle on emulated Cortex-A76. `.ci/run` installs qemu-user-static, qemu-user,
+debootstrap and libglib2.0-dev; where they are missing and cannot be installed the test is
+skipped and says why.
+"""
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from edgerec import emulator
+from edgerec.errors import EdgerecError
+
+SHAPE = dict(hidden=16, layers=1, heads=2, intermediate=32, max_len=12)
+can_emulate = all(shutil.which(t) for t in ("qemu-aarch64-static", "qemu-aarch64", "debootstrap")) or (
+    os.geteuid() == 0 and shutil.which("apt-get") is not None)
+
+
+@pytest.fixture(scope="module")
+def arm_bundles(tmp_path_factory, data_dir):
+    from edgerec.export import ExportConfig, export
+    from edgerec.models import Shape
+    from edgerec.quantize import QuantizeConfig, quantize
+    from edgerec.teacher import TeacherConfig, train_teacher
+    from edgerec.training import TrainConfig
+
+    root = tmp_path_factory.mktemp("arm")
+    train_teacher(data_dir, root / "teacher", TeacherConfig(shape=Shape(**SHAPE), train=TrainConfig(
+        epochs=3, batch_size=16, lr=1e-2)))
+    export(root / "teacher", data_dir, root / "fp32", ExportConfig(target="arm64"))
+    quantize(root / "fp32", data_dir, root / "int8", QuantizeConfig(target="arm64"), log=lambda m: None)
+    return root
+
+
+def _profile(tmp_path, cpu="cortex-a76", users=8, extra=""):
+    """The shipped arm64 profile with another [device] table (and budget lines in `extra`)."""
+    text = (Path(emulator.__file__).resolve().parents[1] / "targets" / "arm64.toml").read_text()
+    text = text.split("\n[device]")[0].replace("[budgets]\n", "[budgets]\n" + extra)
+    (tmp_path / "targets").mkdir(exist_ok=True)
+    (tmp_path / "targets" / "arm64.toml").write_text(text + f'\n[device]\nemulate = ["{cpu}"]\nusers = {users}\n')
+    return tmp_path / "targets"
+
+
+def test_missing_tools_are_named_and_the_report_says_the_arm_check_did_not_run(
+        tmp_path, data_dir, arm_bundles, monkeypatch):
+    from edgerec.validate import ValidateConfig, validate
+
+    monkeypatch.delenv("EDGEREC_EMULATE", raising=False)
+    monkeypatch.setenv("EDGEREC_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(emulator.shutil, "which", lambda name: None)  # no qemu, no apt
+    lines = []
+    report = validate(arm_bundles / "int8", data_dir, ValidateConfig(target="arm64", users=8),
+                      targets_dir=_profile(tmp_path, extra="max_instructions_per_call = 1e9\n"),
+                      report_dir=tmp_path / "r", log=lines.append)
+    assert report["emulated_arm"].startswith("did not run: the ARM emulator needs qemu-aarch64-static")
+    assert any(line.startswith("warning: the ARM check did not run") for line in lines)
+    rows = [b for b in report["budgets"] if b["budget"].startswith("ARM instructions")]
+    assert rows and all(b["status"].startswith("NOT CHECKED") for b in rows)
+    assert not (tmp_path / "cache" / "emulator").exists()
+
+
+def test_no_emulate_is_reported_as_not_run(tmp_path, data_dir, arm_bundles, monkeypatch):
+    from edgerec.validate import ValidateConfig, validate
+
+    monkeypatch.delenv("EDGEREC_EMULATE", raising=False)
+    report = validate(arm_bundles / "int8", data_dir, ValidateConfig(target="arm64", users=8, emulate=False),
+                      targets_dir=_profile(tmp_path), report_dir=tmp_path / "r", log=lambda m: None)
+    assert report["emulated_arm"].startswith("not run")
+
+
+@pytest.mark.skipif(not shutil.which("qemu-aarch64-static"), reason="qemu-user-static is not installed")
+def test_an_unknown_cpu_model_is_one_line_before_any_setup(tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGEREC_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(EdgerecError, match="unknown emulated CPU model 'cortex-z99'"):
+        emulator.EmulatedDevice.open("cortex-z99", log=lambda m: None)
+    assert not (tmp_path / "cache" / "emulator").exists()
+
+
+def test_an_emulated_cpu_list_must_hold_users(tmp_path):
+    from edgerec.targets import load_target
+
+    with pytest.raises(EdgerecError, match="device.users"):
+        load_target("arm64", _profile(tmp_path, users=0))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not can_emulate, reason="qemu-user-static, qemu-user and debootstrap are missing and "
+                                            "cannot be installed here (not root or no apt-get)")
+def test_validate_runs_the_bundle_on_the_aarch64_runtimes(tmp_path_factory, data_dir, arm_bundles, monkeypatch):
+    from edgerec.validate import ValidateConfig, validate
+
+    monkeypatch.delenv("EDGEREC_EMULATE", raising=False)
+    if "EDGEREC_CACHE" not in os.environ:  # set up once per test session, not in the user's cache
+        monkeypatch.setenv("EDGEREC_CACHE", str(tmp_path_factory.getbasetemp() / "emulator-cache"))
+    tmp_path = tmp_path_factory.mktemp("emulated")
+    lines = []
+    reports = {}
+    for name in ("fp32", "int8"):
+        reports[name] = validate(arm_bundles / name, data_dir, ValidateConfig(target="arm64", users=8),
+                                 targets_dir=_profile(tmp_path, extra="max_instructions_per_call = 1e12\n"),
+                                 report_dir=tmp_path / name, log=lines.append)
+    counts = {}
+    for name, report in reports.items():
+        arm = report["emulated_arm"]
+        assert isinstance(arm, dict), arm
+        runs = arm["cpus"]["cortex-a76"]
+        assert set(runs) == {"onnxruntime", "litert"}
+        for runtime, run in runs.items():
+            assert run["users"] == 8
+            # the same file on ARM kernels ranks as this machine's runtime does; in fp32 to within
+            # the profile's parity tolerance (int8 kernels round differently on ARM and x86)
+            assert run["top10_agreement_with_host"] >= 0.9, (name, runtime, run)
+            if name == "fp32":
+                assert run["identical_top10"] == 1.0 and run["max_abs_diff_vs_host"] <= 1e-4, (runtime, run)
+            count = run["instructions"]
+            assert isinstance(count, dict), count  # the plugin was built and counted
+            assert count["instructions_per_call"] > 1000 and count["calls"] == [5, 105]
+            counts[name, runtime] = count["instructions_per_call"]
+        rows = [b for b in report["budgets"] if b["budget"].startswith("ARM instructions")]
+        assert [b["status"] for b in rows] == ["PASS", "PASS"]
+        html = (tmp_path / name / "report.html").read_text()
+        assert "instructions per call, emulated" in html
+    assert counts["fp32", "onnxruntime"] != counts["int8", "onnxruntime"]  # different kernels ran
+    assert sum("debootstrap" in line for line in lines) <= 1  # set up once, then reused
