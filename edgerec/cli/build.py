@@ -9,7 +9,7 @@ import typer
 
 from edgerec.cli.common import JsonOut, emit_json, finite, plain_table, user_errors
 from edgerec.cli.targets import TargetsDir
-from edgerec.cli.validate import print_beyond_and_budgets
+from edgerec.cli.validate import print_beyond_and_budgets, print_emulated
 
 
 def build(
@@ -63,6 +63,7 @@ def build(
         typer.echo("")
         rows = [[p["model"], f"{p['mb']:.3f}", f"{p['p50_ms']:.3f}", f"{p['ndcg10']:.4f}"] for p in report["points"]]
         plain_table(["model", "MB", f"p50 ms (batch 1, on {report['machine']['cpu']})", "test NDCG@10"], rows)
+        print_emulated(report.get("emulated_arm"))
         print_beyond_and_budgets(report)
         for name, stage in result["stages"].items():
             if stage.get("warning"):
