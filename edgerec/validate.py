@@ -224,8 +224,8 @@ def validate_emulated(bundle: Path, meta: dict, target, histories, targets, num_
             python = python_for(runtime.name) if runtime.environment == "isolated" else sys.executable
             here = run_runner(python, runtime.name, Path(bundle) / name, ids, 1)
             where = f"{bundle}: {name} on aarch64 {runtime.name} ({device.name})"
-            arm_summary, arm_top, arm_user = score_outputs(arm["scores"], meta.get("top_k"), num_items, hist, tgt,
-                                                           None, where)
+            _, arm_top, arm_user = score_outputs(arm["scores"], meta.get("top_k"), num_items, hist, tgt,
+                                                 None, where)
             _, here_top, here_user = score_outputs(here["scores"], meta.get("top_k"), num_items, hist, tgt,
                                                    None, f"{bundle}: {name} on {runtime.name}")
             entry = {"file": name, "users": n,
