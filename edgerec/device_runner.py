@@ -10,6 +10,10 @@ a top-K file its `items` [N, K] instead; one batch-1 call per row, as an app mak
 `seconds` per call (after W untimed warm-up calls), `load_seconds` (model load, the app's cold
 start) and `peak_rss_bytes` of this process, which does nothing but load and run the model.
 
+An ONNX model's session gets the entries that `onnx_session_config` in the bundle's metadata.json
+beside it names for that file, if any (e.g. the weight-only int8 form's `session.disable_quant_qdq`),
+as an app sets them.
+
 With --step, MODEL is an incremental step model (edgerec.incremental): each row's items are fed
 one call at a time from an empty state, as an app feeds taps; `scores` holds the output after the
 last item (the top-K `items` for a top-K file) and `seconds` every update's time.
@@ -37,11 +41,27 @@ def _tflite(path, threads):
     return lambda ids: runner(input_ids=ids.astype(dtype))[output]
 
 
-def _onnx(path, threads):
+def _onnx_options(path, threads):
+    import json
+    import os
+
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
+    meta = os.path.join(os.path.dirname(os.path.abspath(path)), "metadata.json")
+    if os.path.isfile(meta):
+        with open(meta) as f:
+            entries = json.load(f).get("onnx_session_config", {}).get(os.path.basename(path), {})
+            for key, value in entries.items():
+                options.add_session_config_entry(key, value)
+    return options
+
+
+def _onnx(path, threads):
+    import onnxruntime as ort
+
+    options = _onnx_options(path, threads)
     session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
     dtype = {"tensor(int32)": np.int32}.get(session.get_inputs()[0].type, np.int64)
     # a top-K file: its ranking is `items` (TFLite's first output is the same, output_0)
@@ -59,8 +79,7 @@ def open_step(path, threads):
     if path.endswith(".onnx"):
         import onnxruntime as ort
 
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
+        options = _onnx_options(path, threads)
         session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
         specs = {i.name: ([d if isinstance(d, int) else 1 for d in i.shape], _ONNX_DTYPES[i.type])
                  for i in session.get_inputs()}

@@ -30,6 +30,7 @@ float one by one until the drop fits. The manifest lists what stayed in float an
 from __future__ import annotations
 
 import math
+import os
 import shutil
 import tempfile
 import time
@@ -43,6 +44,7 @@ from edgerec.artifacts import atomic_artifact, check_output, read_manifest, writ
 from edgerec.bundle import ort_files
 from edgerec.console import quietly
 from edgerec.data import load_data
+from edgerec.emulator import EmulatedDevice, EmulatorUnavailable
 from edgerec.errors import EdgerecError
 from edgerec.evaluate import rank_users
 from edgerec.files import bundle_integrity, load_npz, load_onnx, read_bundle
@@ -62,6 +64,9 @@ class QuantizeConfig:
     calibration_method: str | None = None  # minmax | entropy | percentile; None: the profile's
     max_ndcg_drop: float | None = None  # None: the profile's
     calibration_file: str | None = None  # None: the data artifact's calibration.npz
+    # Count ARM instructions of each int8 form on the profile's emulated CPU to choose among
+    # them ([quantization] onnx_forms / tflite_forms, [device] emulate; edgerec/emulator.py).
+    emulate: bool = True
 
 
 # ---------------------------------------------------------------------------- calibration data
@@ -189,6 +194,87 @@ def structural_float(model_path: Path, settings) -> dict[str, str]:
             if n.op_type == "MatMul" and any(weights.get(i, 2) != 2 for i in n.input)}
 
 
+# ONNX Runtime keeps DequantizeLinear nodes out of constant folding so that its QDQ fusions can
+# see them; this entry lets it fold them, so a weight-only file's int8 weights become float
+# weights once, when the session is created, instead of being dequantized on every call (2.2x
+# the fp32 file's ARM instructions per call on Cortex-A76, measured; folded: 1.00x). Apps set it
+# with SessionOptions.addConfigEntry / add_session_config_entry; metadata.json carries it.
+SESSION_CONFIG = {"weight_only": {"session.disable_quant_qdq": "1"}}
+
+
+def onnx_forms(settings) -> list[str]:
+    """The ONNX int8 forms a profile allows, in its order of preference."""
+    if settings.onnx_forms:
+        return list(settings.onnx_forms)
+    return ["dynamic"] if settings.scheme == "dynamic" else [f"static_{settings.format.lower()}"]
+
+
+def tflite_forms(settings) -> list[str]:
+    return list(settings.tflite_forms) or [settings.tflite_scheme]
+
+
+def form_settings(settings, form: str):
+    """The quantization settings one ONNX form runs with (the profile's types, per-channel ...)."""
+    if form.startswith("static_"):
+        return replace(settings, scheme="static", format={"static_qdq": "QDQ", "static_qoperator": "QOperator"}[form])
+    return replace(settings, scheme=form)  # dynamic | weight_only
+
+
+def _channel_axis(node, position: int) -> int:
+    """The output-channel axis of a 2-D weight as `node` uses it: rows of a lookup table and of a
+    transposed Gemm weight, columns of a MatMul / plain Gemm weight."""
+    if node.op_type == "Gather" or position == 0:
+        return 0
+    transposed = any(a.name == "transB" and a.i for a in node.attribute)
+    return 0 if node.op_type == "Gemm" and transposed else 1
+
+
+def weight_only_onnx(src: Path, dst: Path, units: list[str]) -> None:
+    """int8 storage for the 2-D weights that only `units` use: symmetric int8 per output channel
+    (per tensor where two users disagree on the channel axis) + a DequantizeLinear node making the
+    float weight. A weight shared by a lookup and the output layer (tied item table) is stored
+    once. Written by hand: ORT's quantizers have no weight-only int8 for Gather/Gemm at opset 17
+    (MatMulNBits is a contrib op; blocked DequantizeLinear needs opset 21)."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = load_onnx(src)
+    graph = model.graph
+    weights = {i.name: i for i in graph.initializer}
+    users: dict[str, set[str]] = {}
+    axes: dict[str, set[int]] = {}
+    for node in graph.node:
+        for position, name in enumerate(node.input):
+            if name in weights:
+                users.setdefault(name, set()).add(node.name)
+                axes.setdefault(name, set()).add(_channel_axis(node, position))
+    chosen, added, dequantize = set(units), [], []
+    for name, used_by in users.items():
+        w = numpy_helper.to_array(weights[name])
+        if w.dtype != np.float32 or w.ndim != 2 or not used_by <= chosen:
+            continue
+        axis = next(iter(axes[name])) if len(axes[name]) == 1 else None
+        peak = np.abs(w).max(axis=1 - axis) if axis is not None else np.abs(w).max(keepdims=True)[0]
+        scale = np.where(peak > 0, peak / 127.0, 1.0).astype(np.float32)
+        shaped = scale.reshape((-1, 1) if axis == 0 else (1, -1)) if axis is not None else scale
+        q = np.clip(np.rint(w / shaped), -127, 127).astype(np.int8)
+        if axis is None:
+            scale = scale.reshape(())
+        added += [numpy_helper.from_array(q, f"{name}_int8"), numpy_helper.from_array(scale, f"{name}_scale"),
+                  numpy_helper.from_array(np.zeros(scale.shape, np.int8), f"{name}_zero")]
+        dequantize.append(helper.make_node("DequantizeLinear", [f"{name}_int8", f"{name}_scale", f"{name}_zero"],
+                                           [name], name=f"{name}_dequantize",
+                                           **({"axis": axis} if axis is not None else {})))
+    keep = [i for i in graph.initializer if i.name not in {n.output[0] for n in dequantize}]
+    del graph.initializer[:]
+    graph.initializer.extend(keep + added)
+    nodes = dequantize + list(graph.node)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    compact_names(model)
+    onnx.save(model, str(dst))
+
+
 @quietly("ONNX Runtime's quantizer")
 def quantize_onnx(src: Path, dst: Path, settings, ranges: Path | None, units: list[str]) -> None:
     """int8 ONNX with the profile's settings; only `units` (node names) are quantized."""
@@ -202,6 +288,9 @@ def quantize_onnx(src: Path, dst: Path, settings, ranges: Path | None, units: li
     types = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
     if not units:  # nothing left to quantize: the fp32 file is the answer
         shutil.copy(src, dst)
+        return
+    if settings.scheme == "weight_only":
+        weight_only_onnx(src, dst, units)
         return
     op_types = sorted({t for t in WEIGHT_OPS if t not in settings.keep_float})
     if settings.scheme == "dynamic":
@@ -375,6 +464,108 @@ def fit_tolerance(quantize, score, units: list[str], reference: np.ndarray, max_
     return {"path": path, "kept_float": reasons, "sensitivity": sensitivity, "trail": trail, **verdict}
 
 
+# ------------------------------------------------------------------------------- choosing
+
+def _try_form(fmt, form, src, work, tmp, settings, sequences, meta, target, data, local, reference,
+              max_drop, log) -> dict:
+    """One int8 form of one file, fitted to the accuracy tolerance (`fit_tolerance`). Its file
+    lands in a folder of its own with a metadata.json carrying the ONNX session entries it needs,
+    so the standalone runner (emulated ARM included) opens it as an app would."""
+    session = SESSION_CONFIG.get(form, {}) if fmt == "onnx" else {}
+    if fmt == "onnx":
+        form_set = form_settings(settings, form)
+        structural = structural_float(src, form_set)
+        units = [u for u in onnx_units(src, settings.keep_float) if u not in structural]
+        ranges = tmp / "calibration" / "onnx.json"
+        if form.startswith("static_") and not ranges.exists():
+            log(f"calibrating {src.name} on {len(sequences)} sequences ({settings.calibration})")
+            calibrate_onnx(src, input_feeds(sequences, meta["max_len"], target.onnx.input_dtype),
+                           settings.calibration, ranges)
+
+        def run(chosen):
+            path = work / f"onnx-{len(list(work.iterdir()))}.onnx"
+            quantize_onnx(src, path, form_set, ranges, chosen)
+            return path
+        float_ops = settings.keep_float if form != "weight_only" else ()
+    else:
+        units, structural, float_ops = list(TFLITE_UNITS), {}, ()
+        calibration = None
+        if form == "static":
+            # ai-edge-quantizer 0.10's static recipe has no integer lookup, and adding a
+            # weight-only lookup to it fails inside the quantizer (str + bytes in
+            # dequant_insert): the tables stay float under this scheme.
+            structural = {"EMBEDDING_LOOKUP": "no integer lookup in ai-edge-quantizer's static "
+                                              "recipe; weight-only mixed in fails (AEQ 0.10)"}
+            units.remove("EMBEDDING_LOOKUP")
+            log(f"calibrating {src.name} on {len(sequences)} sequences (min/max)")
+            calibration = calibrate_tflite(src, sequences, meta["max_len"], tmp / "calibration" / "tflite.json")
+
+        def run(chosen):
+            path = work / f"tflite-{len(list(work.iterdir()))}.tflite"
+            quantize_tflite(src, path, form, settings.per_channel, calibration, chosen)
+            return path
+
+    def score(path):
+        return validation_ndcg(open_model(local, path, {**meta, "onnx_session_config": {path.name: session}},
+                                          target), data)
+
+    try:
+        fit = fit_tolerance(run, score, units, reference, max_drop, log)
+    except EdgerecError as exc:
+        return {"fits": False, "why": str(exc), "path": src, "int8_bytes": src.stat().st_size,
+                "ndcg10": math.nan, "kept_float": [], "quantized_units": []}
+    folder = work / "forms" / f"{fmt}-{form}"
+    folder.mkdir(parents=True)
+    shutil.copy(fit["path"], folder / src.name)
+    write_json(folder / "metadata.json", {"onnx_session_config": {src.name: session}} if session else {})
+    kept = [k["unit"] for k in fit["kept_float"]]
+    return {**fit, "fits": True, "path": folder / src.name, "int8_bytes": (folder / src.name).stat().st_size,
+            "session_config": session, "quantized_units": [u for u in units if u not in kept],
+            "kept_float": fit["kept_float"] + [{"unit": u, "why": why} for u, why in structural.items()]
+            + [{"unit": t, "why": "keep_float in the target profile"} for t in float_ops]}
+
+
+def arm_counter(target, config: QuantizeConfig, histories, max_len: int, log):
+    """`count(runtime, path) -> ARM instructions per call` on the profile's first emulated CPU, or
+    (None, why not). Rows: encoded validation histories, as validate's test users are."""
+    if not target.device.emulate:
+        return None, "the profile names no emulated CPU ([device] emulate)"
+    if not config.emulate or os.environ.get("EDGEREC_EMULATE") == "0":
+        return None, "not counted (--no-emulate or EDGEREC_EMULATE=0)"
+    try:
+        device = EmulatedDevice.open(target.device.emulate[0], log)
+    except EmulatorUnavailable as exc:
+        return None, f"not counted: {exc}"
+    if device.can_count():
+        return None, f"not counted: {device.can_count()}"
+    rows = histories[: target.device.users]
+
+    def count(runtime: str, path: Path, dtype: str) -> float:
+        ids = encode(rows, max_len, dtype)
+        return device.instructions_per_call(runtime, path, ids)["instructions_per_call"]
+    count.cpu = device.cpu
+    return count, ""
+
+
+def choose_form(candidates: dict, max_size_ratio: float | None, counted: bool) -> tuple[str, str]:
+    """The form to ship: among the forms whose accuracy fits and (if any do) whose size is within
+    `max_size_ratio`, the one with the fewest ARM instructions per call when they were counted,
+    else the first in the profile's order."""
+    fitting = [f for f, c in candidates.items() if c["fits"]]
+    if not fitting:
+        raise EdgerecError("no int8 form keeps validation NDCG@10 within the tolerance: "
+                           + "; ".join(f"{f}: {c['why']}" for f, c in candidates.items()))
+    small = [f for f in fitting if max_size_ratio is None or candidates[f]["size_ratio"] <= max_size_ratio]
+    pool, size_note = (small, "") if small else (
+        fitting, f"; no form is within {max_size_ratio}x of the fp32 size, so size did not decide")
+    if counted:
+        pool = [f for f in pool if "arm_instructions_per_call" in candidates[f]]
+        best = min(pool, key=lambda f: candidates[f]["arm_instructions_per_call"])
+        return best, (f"fewest ARM instructions per call ({candidates[best]['arm_vs_fp32']:.3f}x fp32) "
+                      f"among {len(pool)} form(s) whose accuracy{'' if size_note else ' and size'} fit{size_note}")
+    return pool[0], f"first form in the profile's order whose accuracy{'' if size_note else ' and size'} fit{size_note}"
+
+
 # ----------------------------------------------------------------------------------- driver
 
 def quantize(bundle: Path, data_dir: Path, out_dir: Path | None, config: QuantizeConfig, *,
@@ -409,75 +600,58 @@ def quantize(bundle: Path, data_dir: Path, out_dir: Path | None, config: Quantiz
     with atomic_artifact(out_dir, "quantize", config=config, inputs=inputs, overwrite=overwrite) as (tmp, manifest):
         (tmp / "calibration").mkdir()
         work = Path(tempfile.mkdtemp(prefix="edgerec-quant-", dir=tmp))
-        results = {}
+        results, session_config = {}, {}
+        valid_histories = data.examples("valid")[0]
+        count, not_counted = arm_counter(target, config, valid_histories, meta["max_len"], log)
         for fmt, name in files.items():
             src = Path(bundle) / name
             runtimes = [r for r in target.runtimes if RUNTIMES[r.name][0] == fmt]
             local = next((r for r in runtimes if r.environment == "local"), runtimes[0])
+            dtype = target.onnx.input_dtype if fmt == "onnx" else "int32"
             started = time.perf_counter()
-            if fmt == "onnx":
-                structural = structural_float(src, settings)
-                units = [u for u in onnx_units(src, settings.keep_float) if u not in structural]
-                ranges = tmp / "calibration" / "onnx.json"
-                if settings.scheme == "static":
-                    log(f"calibrating {name} on {len(sequences)} sequences ({settings.calibration})")
-                    calibrate_onnx(src, input_feeds(sequences, meta["max_len"], target.onnx.input_dtype),
-                                   settings.calibration, ranges)
-                scheme = f"{settings.scheme} {settings.format if settings.scheme == 'static' else ''}".strip()
-
-                def run(chosen, _src=src, _ranges=ranges):
-                    path = work / f"onnx-{len(list(work.iterdir()))}.onnx"
-                    quantize_onnx(_src, path, settings, _ranges, chosen)
-                    return path
-            else:
-                units, structural = list(TFLITE_UNITS), {}
-                if settings.tflite_scheme == "static":
-                    # ai-edge-quantizer 0.10's static recipe has no integer lookup, and adding a
-                    # weight-only lookup to it fails inside the quantizer (str + bytes in
-                    # dequant_insert): the tables stay float under this scheme.
-                    structural = {"EMBEDDING_LOOKUP": "no integer lookup in ai-edge-quantizer's static "
-                                                      "recipe; weight-only mixed in fails (AEQ 0.10)"}
-                    units.remove("EMBEDDING_LOOKUP")
-                scheme = settings.tflite_scheme
-                calibration = None
-                if scheme == "static":
-                    log(f"calibrating {name} on {len(sequences)} sequences (min/max)")
-                    calibration = calibrate_tflite(src, sequences, meta["max_len"],
-                                                   tmp / "calibration" / "tflite.json")
-
-                def run(chosen, _src=src, _cal=calibration, _scheme=scheme):
-                    path = work / f"tflite-{len(list(work.iterdir()))}.tflite"
-                    quantize_tflite(_src, path, _scheme, settings.per_channel, _cal, chosen)
-                    return path
-
             per_user = validation_ndcg(scorer(local, src), data)
             reference = float(np.mean(per_user))
-
-            def score(path, _local=local):
-                return validation_ndcg(scorer(_local, path), data)
-
-            fit = fit_tolerance(run, score, units, per_user, max_drop, log)
+            forms = onnx_forms(settings) if fmt == "onnx" else tflite_forms(settings)
+            fp32_count = count(runtimes[0].name, src, dtype) if count and len(forms) > 1 else None
+            candidates = {}
+            for form in forms:
+                log(f"{name}: int8 form {form}")
+                candidates[form] = _try_form(fmt, form, src, work, tmp, settings, sequences, meta, target,
+                                             data, local, per_user, max_drop, log)
+                c = candidates[form]
+                c["size_ratio"] = c["int8_bytes"] / src.stat().st_size
+                if fp32_count and c["fits"]:
+                    log(f"{name}: counting {form}'s instructions per call on emulated {count.cpu}")
+                    c["arm_instructions_per_call"] = count(runtimes[0].name, c["path"], dtype)
+                    c["arm_vs_fp32"] = c["arm_instructions_per_call"] / fp32_count
+            chosen, why = choose_form(candidates, settings.max_size_ratio, fp32_count is not None)
+            fit = candidates[chosen]
             shutil.copy(fit["path"], tmp / name)
+            if fmt == "onnx" and chosen in SESSION_CONFIG:  # per file: the step model has its own form
+                session_config = {name: SESSION_CONFIG[chosen]}
             # The final file must load and rank on every runtime the profile names (e.g.
             # tflite-runtime 2.14 for rpi4), not only the one the tolerance loop used.
-            on_runtimes = {r.name: (fit["ndcg10"] if r is local else float(np.mean(score(tmp / name, r))))
-                           for r in runtimes}
+            on_runtimes = {r.name: (fit["ndcg10"] if r is local else float(np.mean(validation_ndcg(
+                open_model(r, tmp / name, {**meta, "onnx_session_config": session_config}, target), data))))
+                for r in runtimes}
             fp32_size, int8_size = src.stat().st_size, (tmp / name).stat().st_size
             results[fmt] = {
-                "scheme": scheme, "runtime": local.name, "fp32_bytes": fp32_size, "int8_bytes": int8_size,
+                "scheme": chosen, "runtime": local.name, "fp32_bytes": fp32_size, "int8_bytes": int8_size,
                 "size_ratio": int8_size / fp32_size, "valid_ndcg10_fp32": reference,
                 "valid_ndcg10_int8": fit["ndcg10"], "valid_ndcg10_by_runtime": on_runtimes,
                 "ndcg_retained": fit["ndcg10"] / reference if reference else math.nan,
-                "max_ndcg_drop": max_drop, "quantized_units": [u for u in units if u not in
-                                                                [k["unit"] for k in fit["kept_float"]]],
-                "kept_float": fit["kept_float"] + [{"unit": u, "why": why} for u, why in structural.items()]
-                + [{"unit": t, "why": "keep_float in the target profile"}
-                   for t in (settings.keep_float if fmt == "onnx" else ())],
-                "paired_vs_fp32": fit["paired_vs_fp32"], "accepted": fit["why"],
-                "sensitivity": fit["sensitivity"], "trail": fit["trail"],
+                "max_ndcg_drop": max_drop, "quantized_units": fit["quantized_units"],
+                "kept_float": fit["kept_float"], "paired_vs_fp32": fit["paired_vs_fp32"],
+                "accepted": fit["why"], "sensitivity": fit["sensitivity"], "trail": fit["trail"],
+                "chosen_because": why,
+                "arm_instructions": ({"cpu": count.cpu, "runtime": runtimes[0].name, "fp32_per_call": fp32_count}
+                                     if fp32_count else (not_counted if len(forms) > 1 else "one form allowed")),
+                "forms": {f: {k: v for k, v in c.items() if k not in ("path", "trail", "sensitivity")}
+                          for f, c in candidates.items()},
                 "seconds": round(time.perf_counter() - started, 2)}
-            log(f"{name}: {fp32_size / 1e6:.3f} -> {int8_size / 1e6:.3f} MB, validation NDCG@10 "
-                f"{reference:.4f} -> {fit['ndcg10']:.4f}")
+            counted = f", {fit['arm_vs_fp32']:.3f}x fp32's ARM instructions on {count.cpu}" if fp32_count else ""
+            log(f"{name}: {chosen}, {fp32_size / 1e6:.3f} -> {int8_size / 1e6:.3f} MB, validation NDCG@10 "
+                f"{reference:.4f} -> {fit['ndcg10']:.4f}{counted}")
         shutil.rmtree(work)
         for side in ("items.json", "items-extra.json"):
             if (Path(bundle) / side).is_file():
@@ -490,7 +664,9 @@ def quantize(bundle: Path, data_dir: Path, out_dir: Path | None, config: Quantiz
             extra["step_model"] = {**meta["step_model"], "precision": "int8", "quantization": step}
             manifest["step_quantization"] = step
         meta.pop("ort_format", None)  # the fp32 bundle's: made again from the int8 files
-        ort_entry = ort_files(tmp, {**meta, "files": files}, extra.get("step_model"), target,
+        if session_config:
+            extra["onnx_session_config"] = session_config
+        ort_entry = ort_files(tmp, {**meta, "files": files, "onnx_session_config": session_config}, extra.get("step_model"), target,
                               data.examples("test")[0][:64])
         if ort_entry:
             extra["ort_format"] = ort_entry

@@ -30,7 +30,8 @@ class Recommender:
         files = self.meta.get("files", {})
         if "onnx" in files:
             dtype = self.meta["inputs"]["input_ids"]["dtype"]["onnx"]
-            self.scorer = OnnxScorer(bundle / files["onnx"], self.meta["max_len"], self.meta["num_items"], dtype, threads)
+            self.scorer = OnnxScorer(bundle / files["onnx"], self.meta["max_len"], self.meta["num_items"], dtype, threads,
+                                     session_config=self.meta.get("onnx_session_config", {}).get(files["onnx"]))
         elif "tflite" in files:
             self.scorer = LiteRTScorer(bundle / files["tflite"], self.meta["max_len"], self.meta["num_items"], threads)
         else:

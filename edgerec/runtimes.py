@@ -51,12 +51,14 @@ class Scorer(abc.ABC):
 
 class OnnxScorer(Scorer):
     def __init__(self, path: Path, max_len: int, num_items: int, dtype: str = "int64",
-                 threads: int = 1, provider: str = "CPUExecutionProvider"):
+                 threads: int = 1, provider: str = "CPUExecutionProvider", session_config: dict | None = None):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+        for key, value in (session_config or {}).items():  # this file's entry in onnx_session_config
+            options.add_session_config_entry(key, value)
         try:
             self.session = ort.InferenceSession(str(path), options, providers=[provider])
         except Exception as exc:  # ORT raises its own Fail / InvalidGraph types
@@ -106,7 +108,7 @@ class IsolatedScorer(Scorer):
 RUNTIMES = {
     "onnxruntime": ("onnx", lambda path, meta, target, runtime: OnnxScorer(
         path, meta["max_len"], meta["num_items"], target.onnx.input_dtype, target.threads,
-        runtime.execution_provider)),
+        runtime.execution_provider, meta.get("onnx_session_config", {}).get(Path(path).name))),
     "litert": ("tflite", lambda path, meta, target, runtime: LiteRTScorer(
         path, meta["max_len"], meta["num_items"], target.threads)),
     "tflite-runtime": ("tflite", lambda path, meta, target, runtime: IsolatedScorer(

@@ -60,6 +60,17 @@ class Quantization:
     calibration: str = "minmax"  # minmax | entropy | percentile
     keep_float: tuple[str, ...] = ()  # op types left in float
     max_ndcg_drop: float = 0.01  # tolerated relative NDCG@10 drop vs fp32 (when significant)
+    # The int8 forms quantize may ship, in order of preference (edgerec/quantize.py). ONNX:
+    # static_qdq | static_qoperator (calibrated, the settings above) | dynamic (int8 weights,
+    # activations quantized per call) | weight_only (int8 storage, DequantizeLinear folded into
+    # float weights when the session is created). TFLite: dynamic | static | weight_only. Empty:
+    # the one form `scheme`/`format` (ONNX) and `tflite_scheme` name. With more than one form and
+    # an emulated CPU in [device], quantize ships the form with the fewest ARM instructions per
+    # call among those whose accuracy fits (and size, below); else the first that fits.
+    onnx_forms: tuple[str, ...] = ()
+    tflite_forms: tuple[str, ...] = ()
+    # Optional: int8 file size / fp32 file size a form must stay within to be chosen.
+    max_size_ratio: float | None = None
 
 
 @dataclass(frozen=True)
@@ -118,6 +129,8 @@ ALLOWED = {
     "ort_format": {"", "arm", "amd64"},
     "scheme": {"static", "dynamic"},
     "tflite_scheme": {"static", "dynamic", "weight_only"},
+    "onnx_forms": {"static_qdq", "static_qoperator", "dynamic", "weight_only"},
+    "tflite_forms": {"static", "dynamic", "weight_only"},
     "format": {"QDQ", "QOperator"},
     "activation_type": {"uint8", "int8"},
     "weight_type": {"uint8", "int8"},

@@ -44,7 +44,11 @@ def load(bundle: Path):
     if "onnx" in files:
         import onnxruntime as ort
 
-        session = ort.InferenceSession(str(bundle / files["onnx"]), providers=["CPUExecutionProvider"])
+        options = ort.SessionOptions()
+        # e.g. the weight-only int8 form: fold its int8 weights into float ones once, at load
+        for key, value in meta.get("onnx_session_config", {}).get(files["onnx"], {}).items():
+            options.add_session_config_entry(key, value)
+        session = ort.InferenceSession(str(bundle / files["onnx"]), options, providers=["CPUExecutionProvider"])
         dtype = np.int32 if meta["inputs"]["input_ids"]["dtype"]["onnx"] == "int32" else np.int64
 
         def run(batch):  # dynamic batch: one call

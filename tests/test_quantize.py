@@ -73,7 +73,7 @@ def test_qoperator_profile_and_dynamic_override(tmp_path, data_dir, bundles):
                         log=lambda m: None)
     ops = {n.op_type for n in onnx.load(str(tmp_path / "q" / "model.onnx")).graph.node}
     assert ops & {"QLinearMatMul", "QGemm", "MatMulInteger"}, ops  # QOperator: integer kernels
-    assert manifest["quantization"]["onnx"]["scheme"] == "static QOperator"
+    assert manifest["quantization"]["onnx"]["scheme"] == "static_qoperator"
 
 
 def test_zero_tolerance_ends_no_measurably_worse_than_fp32(tmp_path, data_dir, bundles):
@@ -170,3 +170,55 @@ def test_cli_bad_calibration_is_one_line(tmp_path, data_dir, bundles):
     assert run.returncode == 2 and "Traceback" not in run.stderr
     assert run.stderr.strip().splitlines()[-1].startswith("error: ") and "[4, 7]" in run.stderr
     assert not (tmp_path / "q").exists()
+
+
+def test_choose_form_prefers_fewest_arm_instructions_within_size():
+    from edgerec.quantize import choose_form
+
+    forms = {"static_qdq": {"fits": True, "size_ratio": 0.29, "arm_instructions_per_call": 760.0, "arm_vs_fp32": 1.27},
+             "dynamic": {"fits": True, "size_ratio": 1.1, "arm_instructions_per_call": 500.0, "arm_vs_fp32": 0.83},
+             "weight_only": {"fits": True, "size_ratio": 0.29, "arm_instructions_per_call": 601.0, "arm_vs_fp32": 1.0},
+             "bad": {"fits": False, "size_ratio": 0.2, "arm_instructions_per_call": 1.0, "arm_vs_fp32": 0.1,
+                     "why": "too inaccurate"}}
+    chosen, why = choose_form(forms, 0.30, counted=True)
+    assert chosen == "weight_only" and "fewest ARM instructions" in why  # dynamic is too big, bad too inaccurate
+    assert choose_form(forms, None, counted=True)[0] == "dynamic"
+    assert choose_form(forms, 0.30, counted=False)[0] == "static_qdq"  # the profile's order
+    chosen, why = choose_form(forms, 0.01, counted=True)
+    assert chosen == "dynamic" and "size did not decide" in why
+    with pytest.raises(EdgerecError, match="no int8 form keeps"):
+        choose_form({"bad": forms["bad"]}, None, counted=True)
+
+
+def test_weight_only_form_stores_the_tied_table_once_and_folds_at_load(tmp_path, data_dir, bundles):
+    import onnx
+    import onnxruntime as ort
+    from onnx import numpy_helper
+
+    manifest = quantize(bundles["arm64"], data_dir, tmp_path / "q", QuantizeConfig(target="arm64"), log=lambda m: None)
+    out = tmp_path / "q"
+    result = manifest["quantization"]["onnx"]
+    # no emulator in the test run: the profile's first form whose accuracy and size fit
+    assert result["scheme"] == "weight_only" and "first form" in result["chosen_because"]
+    assert result["arm_instructions"].startswith("not counted")
+    assert set(result["forms"]) == {"weight_only", "static_qdq", "dynamic"}
+    meta = json.loads((out / "metadata.json").read_text())
+    assert meta["onnx_session_config"] == {"model.onnx": {"session.disable_quant_qdq": "1"}}
+    model = onnx.load(str(out / "model.onnx"))
+    tables = [i for i in model.graph.initializer if numpy_helper.to_array(i).ndim == 2]
+    assert tables and all(numpy_helper.to_array(i).dtype == np.int8 for i in tables)
+    gather = next(n for n in model.graph.node if n.op_type == "Gather" and n.input[0] != "")
+    head = [n for n in model.graph.node if n.op_type == "Gemm"][-1]
+    assert head.input[1] == gather.input[0] or any(  # one dequantized table feeds both
+        n.output[0] == gather.input[0] == head.input[1] for n in model.graph.node)
+    fp32 = ort.InferenceSession(str(bundles["arm64"] / "model.onnx"))
+    options = ort.SessionOptions()
+    options.add_session_config_entry("session.disable_quant_qdq", "1")
+    int8 = ort.InferenceSession(str(out / "model.onnx"), options)
+    ids = np.random.default_rng(0).integers(1, meta["num_items"] + 1, (8, meta["max_len"])).astype(np.int64)
+    a, b = fp32.run(None, {"input_ids": ids})[0], int8.run(None, {"input_ids": ids})[0]
+    assert np.abs(a - b).max() < 0.05 * np.abs(a).max()
+    # the .ort holds the folded float weights: an ORT-format session cannot fold at load
+    assert "float" in meta["ort_format"]["weights"]
+    ops = {n.op_type for n in onnx.load(str(out / "model.onnx")).graph.node}
+    assert "DequantizeLinear" in ops
