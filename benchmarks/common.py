@@ -16,18 +16,25 @@ for _name in ("torchao", "torch.utils._pytree"):
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
+# The CPU features that change which kernels run (int8 dot products, bf16, AMX): recorded with
+# every result, since these machines differ from one session to the next.
+KERNEL_FLAGS = ("avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+
+
 def machine() -> dict:
-    cpu = ""
+    cpu, flags = "", []
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
+            if line.startswith("model name") and not cpu:
                 cpu = line.split(":", 1)[1].strip()
-                break
+            if line.startswith("flags") and not flags:
+                have = set(line.split(":", 1)[1].split())
+                flags = [f for f in KERNEL_FLAGS if f in have]
     except OSError:
         pass
     import torch
 
-    return {"cpu": cpu or platform.processor(), "cores": os.cpu_count(),
+    return {"cpu": cpu or platform.processor(), "cpu_flags": flags, "cores": os.cpu_count(),
             "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
             "torch": torch.__version__, "platform": platform.platform()}
 

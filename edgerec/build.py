@@ -177,13 +177,13 @@ def build(config: BuildConfig, *, targets_dir: Path | None = None, teacher_confi
     else:
         log(f"[-/{total}] prune     skipped (pass --sparsity to prune heads and FFN neurons)")
         stages["prune"] = {"status": "skipped", "seconds": 0.0, "path": None}
-    export_config = ExportConfig(target=target.name)
+    export_config = ExportConfig(target=target.name, emulate=config.emulate)
     stage(4, "export", paths["fp32"],
           is_current(paths["fp32"], "export", export_config, {"model": model, "data": paths["data"]},
                      {"target": target.to_dict()}),
           lambda: export(model, paths["data"], paths["fp32"], export_config,
-                         targets_dir=targets_dir, overwrite=True))
-    quantize_config = QuantizeConfig(target=target.name)
+                         targets_dir=targets_dir, overwrite=True, log=log))
+    quantize_config = QuantizeConfig(target=target.name, emulate=config.emulate)
     calibration = paths["data"] / "calibration.npz"
     stage(5, "quantize", paths["int8"],
           is_current(paths["int8"], "quantize", quantize_config,

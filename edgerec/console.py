@@ -72,6 +72,15 @@ def third_party(what: str) -> Iterator[None]:
 def _restore(saved: dict, streams: tuple, text) -> None:
     with contextlib.suppress(Exception):
         text.flush()
+    # A library that made its logging handler during the capture (ORT's converter tools do, on
+    # first import) would keep writing to the closed capture: "Logging error ... I/O operation
+    # on closed file" on its next call. Point such handlers at the real stderr.
+    import logging
+
+    for logger in [logging.getLogger(), *logging.root.manager.loggerDict.values()]:
+        for handler in getattr(logger, "handlers", []):
+            if isinstance(handler, logging.StreamHandler) and handler.stream is text:
+                handler.setStream(streams[1])
     for fd, copy in saved.items():
         os.dup2(copy, fd)
         os.close(copy)

@@ -111,10 +111,19 @@ def setup(log=print) -> Path:
         raise EmulatorUnavailable(f"the ARM emulator needs {', '.join(missing)}: install them with "
                            f"`apt-get install {' '.join(APT_PACKAGES)}` (Debian/Ubuntu, as root)")
     shutil.rmtree(folder, ignore_errors=True)
-    work = folder.with_name(folder.name + ".tmp")
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
+    work, wheels = folder.with_name(folder.name + ".tmp"), folder.with_name(folder.name + ".wheels.tmp")
+    for part in (work, wheels):
+        shutil.rmtree(part, ignore_errors=True)
+        part.mkdir(parents=True)
     try:
+        # the wheels first (beside the userland, which debootstrap wants to itself): a runtime
+        # with no aarch64 wheel fails in seconds, not after the userland
+        for runtime, packages in SITES.items():
+            log(f"emulator: aarch64 wheels for {runtime}")
+            tags = [arg for tag in WHEEL_TAGS for arg in ("--platform", tag)]
+            _run([sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check",
+                  "--target", str(wheels / runtime), "--only-binary=:all:", "--python-version", "3.11",
+                  "--implementation", "cp", "--abi", "cp311", *tags, *packages], f"pip (aarch64 {runtime})")
         log(f"emulator: aarch64 Debian {SUITE} userland (debootstrap, about 1 minute)")
         _run(["debootstrap", "--arch=arm64", "--variant=minbase", "--foreign", "--include=python3.11",
               SUITE, str(work), _mirror()], "debootstrap")
@@ -128,12 +137,9 @@ def setup(log=print) -> Path:
         cpu.mkdir(parents=True, exist_ok=True)
         for name in ("possible", "present"):
             (cpu / name).write_text("")
-        for runtime, packages in SITES.items():
-            log(f"emulator: aarch64 wheels for {runtime}")
-            tags = [arg for tag in WHEEL_TAGS for arg in ("--platform", tag)]
-            _run([sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check",
-                  "--target", str(work / "opt" / runtime), "--only-binary=:all:", "--python-version", "3.11",
-                  "--implementation", "cp", "--abi", "cp311", *tags, *packages], f"pip (aarch64 {runtime})")
+        (work / "opt").mkdir(exist_ok=True)
+        for runtime in SITES:
+            os.replace(wheels / runtime, work / "opt" / runtime)
         plugin = _build_plugin(work, log)
         (work / "plugin.txt").write_text(plugin)
         (work / ".ready").write_text("ok\n")
@@ -141,6 +147,8 @@ def setup(log=print) -> Path:
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
+    finally:
+        shutil.rmtree(wheels, ignore_errors=True)
     return folder
 
 

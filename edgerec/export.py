@@ -9,6 +9,7 @@ the full one (`incremental` says how an app drives it).
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,13 +21,14 @@ from edgerec.artifacts import atomic_artifact, check_output, read_manifest, writ
 from edgerec.bundle import ort_files, write_item_files
 from edgerec.checks import parity, replay, replay_scorer, top_k_check
 from edgerec.data import load_data
+from edgerec.emulator import EmulatedDevice, EmulatorUnavailable
 from edgerec.errors import EdgerecError
 from edgerec.evaluate import check_compatible, resolve_model_dir
 from edgerec.files import bundle_integrity
 from edgerec.graphs import scoring_graph, step_graph, step_layout
 from edgerec.incremental import describe
 from edgerec.models import load_model
-from edgerec.runtimes import RUNTIMES, encode, open_model
+from edgerec.runtimes import RUNTIMES, Scorer, encode, open_model
 from edgerec.targets import load_target
 from edgerec.writers import export_onnx, export_step_onnx, export_step_tflite, export_tflite
 
@@ -37,10 +39,12 @@ class ExportConfig:
     top_k: int | None = None  # in-graph top-K with the history masked
     parity_users: int = 512  # test users compared against PyTorch
     step: bool | None = None  # also the incremental step model; None: the profile's step_model
+    # Also check parity on the aarch64 runtimes of the profile's emulated CPUs ([device] emulate)
+    emulate: bool = True
 
 
 def export(model_dir: Path, data_dir: Path, out_dir: Path, config: ExportConfig, *,
-           targets_dir: Path | None = None, overwrite: bool = False) -> dict:
+           targets_dir: Path | None = None, overwrite: bool = False, log=print) -> dict:
     """Write `out_dir` (default dist/<target>/): model file(s), items.json, metadata.json."""
     target = load_target(config.target, targets_dir)
     out_dir = Path(out_dir or Path("dist") / target.name)
@@ -101,6 +105,8 @@ def export(model_dir: Path, data_dir: Path, out_dir: Path, config: ExportConfig,
             users = histories if fmt == "onnx" else histories[:128]  # batch-1 TFLite is slower
             checks[runtime.name] = parity(rec, open_model(runtime, path, meta, target), users,
                                           target.budgets.parity_atol, f"{fmt} on {runtime.name}")
+        arm_parity = (emulated_parity(rec, tmp, files, meta, target, histories, config, log)
+                      if target.device.emulate else None)
         top_k_checks = (top_k_check(graph, tmp, files, target, meta, histories[:64])  # what the app reads
                         if config.top_k else None)
         for twin in ("parity.onnx", "parity.tflite"):
@@ -113,13 +119,53 @@ def export(model_dir: Path, data_dir: Path, out_dir: Path, config: ExportConfig,
         write_item_files(tmp, data.items)
         ort_entry = ort_files(tmp, {**meta, "files": files}, step_entry, target, histories[:64])
         write_json(tmp / "metadata.json", {**meta, "files": files, "parity": checks, "top_k_check": top_k_checks,
+                                           **({"parity_emulated_arm": arm_parity} if arm_parity else {}),
                                            **({"step_model": step_entry} if step else {}),
                                            **({"ort_format": ort_entry} if ort_entry else {}),
                                            "integrity": bundle_integrity(tmp)})
         manifest.update(target=target.to_dict(), files_by_format=files, parity=checks, top_k_check=top_k_checks,
+                        parity_emulated_arm=arm_parity,
                         step_model=step_entry, seconds=timings,
                         sizes={f: (tmp / p).stat().st_size for f, p in files.items()})
     return manifest
+
+
+class _EmulatedScorer(Scorer):
+    """A bundle file run by the standalone runner on an emulated ARM CPU, as a Scorer."""
+
+    def __init__(self, device, runtime: str, path: Path, max_len: int, num_items: int, dtype: str):
+        self.device, self.runtime, self.path = device, runtime, path
+        self.max_len, self.num_items, self.dtype = max_len, num_items, dtype
+
+    def run(self, input_ids):
+        return self.device.run_runner(self.runtime, self.path, input_ids)["scores"]
+
+    def scores(self, histories, batch_size: int = 100_000):
+        return super().scores(histories, batch_size)  # one emulated process for the whole set
+
+
+def emulated_parity(rec, folder: Path, files: dict, meta: dict, target, histories, config, log) -> dict | str:
+    """The parity check again on the aarch64 build of each runtime, per emulated CPU of the
+    profile, on its first `device.users` test users; the same tolerance. Where the machine cannot
+    emulate, says why (and warns) instead of passing."""
+    if not config.emulate or os.environ.get("EDGEREC_EMULATE") == "0":
+        return "not run (--no-emulate or EDGEREC_EMULATE=0)"
+    users = histories[: target.device.users]
+    result = {}
+    for cpu in target.device.emulate:
+        try:
+            device = EmulatedDevice.open(cpu, log)
+        except EmulatorUnavailable as exc:
+            log(f"warning: the ARM parity check did not run: {exc}")
+            return f"did not run: {exc}"
+        for runtime in target.runtimes:
+            fmt = RUNTIMES[runtime.name][0]
+            log(f"emulated {cpu}: parity of {files[fmt]} on aarch64 {runtime.name}, {len(users)} test users")
+            scorer = _EmulatedScorer(device, runtime.name, folder / files[fmt], meta["max_len"], meta["num_items"],
+                                     target.onnx.input_dtype if fmt == "onnx" else "int32")
+            result[f"{runtime.name} on emulated {cpu}"] = parity(
+                rec, scorer, users, target.budgets.parity_atol, f"{fmt} on aarch64 {runtime.name} (emulated {cpu})")
+    return result
 
 
 def export_steps(rec, folder: Path, target, top_k: int | None, histories, metadata: dict,

@@ -13,7 +13,7 @@ import json
 import types
 from pathlib import Path
 
-from edgerec.console import quietly
+from edgerec.console import quietly, third_party
 from edgerec.errors import EdgerecError
 from edgerec.graphs import StateLayout, portable_top_k, step_inputs, step_output_names
 
@@ -181,8 +181,9 @@ def write_ort(folder: Path, names: list[str], platform: str, session_config: dic
             if session_config and name == names[0]:  # the full model's form; the step file has its own
                 _fold_with(Path(tmp, name), session_config)
         try:
-            convert_onnx_models_to_ort(Path(tmp), optimization_styles=[OptimizationStyle.Fixed],
-                                       target_platform=platform)
+            with third_party("ONNX Runtime's ORT-format converter"):
+                convert_onnx_models_to_ort(Path(tmp), optimization_styles=[OptimizationStyle.Fixed],
+                                           target_platform=platform)
         except Exception as exc:  # the converter raises what ORT raises
             raise EdgerecError(f"ORT format conversion failed: {str(exc).splitlines()[0][:300]}") from None
         files = {}

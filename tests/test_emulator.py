@@ -127,3 +127,46 @@ def test_validate_runs_the_bundle_on_the_aarch64_runtimes(tmp_path_factory, data
         assert "instructions per call, emulated" in html
     assert counts["fp32", "onnxruntime"] != counts["int8", "onnxruntime"]  # different kernels ran
     assert sum("debootstrap" in line for line in lines) <= 1  # set up once, then reused
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not can_emulate, reason="qemu-user-static, qemu-user and debootstrap are missing and "
+                                            "cannot be installed here (not root or no apt-get)")
+def test_export_checks_parity_on_arm_and_quantize_ships_the_form_with_fewest_arm_instructions(
+        tmp_path_factory, data_dir, arm_bundles, monkeypatch):
+    from edgerec.export import ExportConfig, export
+    from edgerec.quantize import QuantizeConfig, choose_form, quantize
+
+    monkeypatch.delenv("EDGEREC_EMULATE", raising=False)
+    if "EDGEREC_CACHE" not in os.environ:  # the emulator the test above set up
+        monkeypatch.setenv("EDGEREC_CACHE", str(tmp_path_factory.getbasetemp() / "emulator-cache"))
+    tmp_path = tmp_path_factory.mktemp("choose")
+    targets = _profile(tmp_path, users=8)
+    manifest = export(arm_bundles / "teacher", data_dir, tmp_path / "fp32", ExportConfig(target="arm64"),
+                      targets_dir=targets, log=lambda m: None)
+    arm = manifest["parity_emulated_arm"]
+    assert set(arm) == {"onnxruntime on emulated cortex-a76", "litert on emulated cortex-a76"}, arm
+    for check in arm.values():
+        assert check["users"] == 8 and check["max_abs_diff"] <= check["atol"] and check["top10_agreement"] == 1.0
+
+    manifest = quantize(tmp_path / "fp32", data_dir, tmp_path / "int8", QuantizeConfig(target="arm64"),
+                        targets_dir=targets, log=lambda m: None)
+    for fmt, result in manifest["quantization"].items():
+        assert result["arm_instructions"]["cpu"] == "cortex-a76", result["arm_instructions"]
+        forms = result["forms"]
+        assert all(f["arm_instructions_per_call"] > 1000 for f in forms.values() if f["fits"])
+        # the shipped form is the cheapest on ARM among those that fit (size first, if any fit it)
+        assert choose_form(forms, 0.30, counted=True)[0] == result["scheme"], (fmt, forms)
+        assert "fewest ARM instructions" in result["chosen_because"]
+
+
+@pytest.mark.skipif(not can_emulate, reason="qemu-user-static, qemu-user and debootstrap are missing and "
+                                            "cannot be installed here (not root or no apt-get)")
+def test_a_runtime_without_an_aarch64_wheel_is_one_line_before_the_userland(tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGEREC_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(emulator, "SITES", {"onnxruntime": ["onnxruntime==1.0.0"]})  # x86-only release
+    lines = []
+    with pytest.raises(EdgerecError, match=r"emulator: pip \(aarch64 onnxruntime\) failed: .*onnxruntime"):
+        emulator.setup(log=lines.append)
+    assert not any("debootstrap" in line for line in lines)
+    assert not list((tmp_path / "cache" / "emulator").glob("*"))  # nothing half-made is left

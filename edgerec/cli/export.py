@@ -23,6 +23,9 @@ def export(
         help="Also export the incremental step model (step.onnx / step.tflite: one call per new "
              "item, each layer's input cached in a state tensor the app carries). Needs a causal "
              "student distilled with --positions start. Default: the profile's step_model.")] = None,
+    emulate: Annotated[bool, typer.Option(
+        help="Also check parity on the aarch64 builds of the runtimes for the CPU models the "
+             "profile's [device] emulate names (qemu user mode; set up once into the cache).")] = True,
     targets_dir: TargetsDir = None,
     overwrite: Overwrite = False,
     json_out: JsonOut = False,
@@ -37,17 +40,22 @@ def export(
         from edgerec.export import ExportConfig
         from edgerec.export import export as run
 
-        manifest = run(model, data, out, ExportConfig(target=target, top_k=top_k, step=step),
-                       targets_dir=targets_dir, overwrite=overwrite)
+        manifest = run(model, data, out, ExportConfig(target=target, top_k=top_k, step=step, emulate=emulate),
+                       targets_dir=targets_dir, overwrite=overwrite, log=lambda m: typer.echo(m, err=True))
     if json_out:
         emit_json(manifest)
         return
     rows = [[runtime, f"{p['max_abs_diff']:.2e}", f"{p['top10_agreement']:.3f}", str(p["users"])]
             for runtime, p in manifest["parity"].items()]
+    arm = manifest.get("parity_emulated_arm")
+    rows += [[where, f"{p['max_abs_diff']:.2e}", f"{p['top10_agreement']:.3f}", str(p["users"])]
+             for where, p in (arm.items() if isinstance(arm, dict) else [])]
     typer.echo(f"bundle -> {out or Path('dist') / target}")
     for fmt, size in manifest["sizes"].items():
         typer.echo(f"  model.{fmt}: {size / 1e6:.3f} MB")
     plain_table(["runtime", "max |diff| vs torch", "top-10 agreement", "users"], rows)
+    if isinstance(arm, str):
+        typer.echo(f"ARM parity (emulated): {arm}")
     if manifest.get("step_model"):
         step_model = manifest["step_model"]
         typer.echo(f"step model: {', '.join(step_model['files'].values())}, state "

@@ -26,11 +26,15 @@ def quantize(
         help="Tolerated relative drop of validation NDCG@10 vs fp32 before layers are kept in "
              "float; a larger drop counts only when significant (paired bootstrap 95% interval "
              "below 0). Default: the profile's.")] = None,
+    emulate: Annotated[bool, typer.Option(
+        help="Count each int8 form's ARM instructions per call on the profile's first emulated CPU "
+             "([device] emulate) and ship the cheapest whose accuracy (and size) fit; without it, "
+             "the first such form in the profile's order.")] = True,
     targets_dir: TargetsDir = None,
     overwrite: Overwrite = False,
     json_out: JsonOut = False,
 ) -> None:
-    """Quantize an exported bundle to int8 with the target profile's scheme.
+    """Quantize an exported bundle to int8 in the form the target profile allows that runs cheapest on ARM.
 
     Calibration runs first and is saved in the bundle (`calibration/`); then ONNX Runtime
     quantizes the ONNX file and ai-edge-quantizer the TFLite file, item embeddings and output
@@ -43,7 +47,7 @@ def quantize(
 
         config = QuantizeConfig(target=target, calibration_method=calibration_method,
                                 max_ndcg_drop=max_ndcg_drop,
-                                calibration_file=str(calibration) if calibration else None)
+                                calibration_file=str(calibration) if calibration else None, emulate=emulate)
         log = (lambda message: typer.echo(message, err=True))
         manifest = run(bundle or Path("dist") / target, data, out, config, targets_dir=targets_dir,
                        overwrite=overwrite, log=log)

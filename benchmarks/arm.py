@@ -1,0 +1,265 @@
+"""The default student on the aarch64 builds of its runtimes, under qemu user mode: ARM
+instructions per call of fp32 and of every int8 form, parity, and int8 accuracy on ARM kernels.
+
+    python benchmarks/arm.py [--work runs] [--users 50]
+
+Inputs: the data and the default student that the README's first command leaves in --work
+(`edgerec build --target arm64`: runs/data, runs/student). Steps, in one run:
+
+1. Export the student for arm64 (ONNX + TFLite) and rpi4 (TFLite for tflite-runtime 2.14), and
+   make every int8 form of each file with the profile's settings, every weight unit quantized:
+   ONNX static QDQ, static QOperator, dynamic, weight-only (folded at load); TFLite dynamic,
+   full-integer (static), weight-only.
+2. For each emulated CPU (cortex-a72: no dot product; cortex-a76: sdot/udot; max with 128-bit
+   SVE2 + i8mm), each file on its aarch64 runtime (onnxruntime 1.32, ai-edge-litert 2.3; the rpi4
+   files on tflite-runtime 2.14, cortex-a72 only): scores of the first --users test users against
+   PyTorch (fp32: max |diff|, top-10 agreement) and against the same file on this machine
+   (int8: top-10 agreement, NDCG@10 on ARM vs here, paired bootstrap), and instructions per
+   batch-1 call ((105 calls - 5 calls) / 100, one thread, fixed hash seed).
+3. `edgerec quantize --target arm64` as shipped (it counts the profile's forms on cortex-a76 and
+   picks): the chosen forms, their instructions vs fp32 and their size.
+4. The step model's update vs a full pass at windows n = 50 and 200 on cortex-a76 (the student's
+   weights with positions counted from the window start: instruction counts do not depend on the
+   weights), fp32 ONNX and TFLite.
+
+Instruction counts carry no timing noise; emulated seconds mean nothing and are not reported.
+Writes benchmarks/results/arm.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import machine, print_table, run_benchmark, save  # noqa: E402
+
+CPUS = ["cortex-a72", "cortex-a76", "max,sve-default-vector-length=16"]
+ONNX_FORMS = ["static_qdq", "static_qoperator", "dynamic", "weight_only"]
+TFLITE_FORMS = ["dynamic", "static", "weight_only"]
+
+
+def make_forms(bundle: Path, data, target, folder: Path) -> dict:
+    """fp32 and every int8 form of the bundle's files, each in a folder of its own with the
+    metadata.json entries its runner needs: {(fmt, form): path}."""
+    from edgerec.quantize import (
+        SESSION_CONFIG, TFLITE_UNITS, calibrate_onnx, calibrate_tflite, form_settings, input_feeds,
+        load_calibration, onnx_units, quantize_onnx, quantize_tflite, structural_float)
+
+    meta = json.loads((bundle / "metadata.json").read_text())
+    settings = target.quantization
+    sequences = load_calibration(data.path / "calibration.npz", meta["num_items"], meta["max_len"])
+    files = {}
+    for fmt, name in meta["files"].items():
+        src = bundle / name
+        files[(fmt, "fp32")] = src
+        forms = ONNX_FORMS if fmt == "onnx" else TFLITE_FORMS
+        ranges = folder / f"{target.name}-onnx-ranges.json"
+        calibration = None
+        for form in forms:
+            out = folder / f"{target.name}-{fmt}-{form}"
+            out.mkdir(parents=True)
+            session = SESSION_CONFIG.get(form) if fmt == "onnx" else None
+            (out / "metadata.json").write_text(json.dumps({"onnx_session_config": {name: session}} if session else {}))
+            if fmt == "onnx":
+                if form.startswith("static_") and not ranges.exists():
+                    calibrate_onnx(src, input_feeds(sequences, meta["max_len"], target.onnx.input_dtype),
+                                   settings.calibration, ranges)
+                form_set = form_settings(settings, form)
+                keep = settings.keep_float if form != "weight_only" else ()
+                units = [u for u in onnx_units(src, keep) if u not in structural_float(src, form_set)]
+                quantize_onnx(src, out / name, form_set, ranges, units)
+            else:
+                units = list(TFLITE_UNITS)
+                if form == "static":
+                    units.remove("EMBEDDING_LOOKUP")  # no integer lookup in AEQ's static recipe
+                    calibration = calibration or calibrate_tflite(src, sequences, meta["max_len"],
+                                                                  folder / f"{target.name}-tflite-ranges.json")
+                quantize_tflite(src, out / name, form, settings.per_channel, calibration, units)
+            files[(fmt, form)] = out / name
+    return files
+
+
+def host_scores(runtime, path: Path, meta: dict, target, histories) -> np.ndarray:
+    from edgerec.runtimes import open_model
+
+    session = json.loads((path.parent / "metadata.json").read_text()).get("onnx_session_config", {})
+    return open_model(runtime, path, {**meta, "onnx_session_config": session}, target).scores(histories)[:, 1:]
+
+
+def on_arm(files: dict, bundle: Path, target, cpus, rec, histories, targets, jobs: int, log) -> list[dict]:
+    """Parity, ARM-vs-here accuracy and instructions per call for every file on every CPU, `jobs`
+    emulated processes at a time (each is single-threaded). A file the aarch64 runtime crashes on
+    is a row that says so."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import torch
+
+    from edgerec import metrics
+    from edgerec.checks import score_outputs
+    from edgerec.emulator import EmulatedDevice
+    from edgerec.errors import EdgerecError
+    from edgerec.runtimes import RUNTIMES, encode
+
+    meta = json.loads((bundle / "metadata.json").read_text())
+    n = meta["num_items"]
+    with torch.inference_mode():
+        reference = rec.scores(histories)[:, 1:].astype(np.float64)
+    _, torch_top, _ = score_outputs(reference, None, n, histories, targets, None, "PyTorch")
+    tasks, here = [], {}
+    for runtime in target.runtimes:
+        fmt = RUNTIMES[runtime.name][0]
+        for (file_fmt, form), path in files.items():
+            if file_fmt == fmt:
+                here[runtime.name, form] = host_scores(runtime, path, meta, target, histories).astype(np.float64)
+                tasks += [(cpu, runtime.name, fmt, form, path) for cpu in cpus]
+    devices = {cpu: EmulatedDevice.open(cpu, log) for cpu in cpus}
+
+    def one(task):
+        cpu, runtime, fmt, form, path = task
+        log(f"{target.name} {fmt} {form} on {runtime}, emulated {cpu}")
+        row = {"target": target.name, "cpu": cpu, "runtime": runtime, "format": fmt, "form": form,
+               "bytes": path.stat().st_size}
+        ids = encode(histories, meta["max_len"], target.onnx.input_dtype if fmt == "onnx" else "int32")
+        try:
+            arm = np.asarray(devices[cpu].run_runner(runtime, path, ids)["scores"], np.float64)
+            count = devices[cpu].instructions_per_call(runtime, path, ids)["instructions_per_call"]
+        except EdgerecError as exc:
+            return {**row, "error": str(exc).split(": ", 1)[-1]}
+        _, arm_top, arm_user = score_outputs(arm, None, n, histories, targets, None, str(path))
+        _, here_top, here_user = score_outputs(here[runtime, form], None, n, histories, targets, None, str(path))
+        return {**row, "instructions_per_call": count,
+                "max_abs_diff_vs_pytorch": float(np.abs(arm - reference).max()),
+                "top10_agreement_vs_pytorch": float(metrics.topk_agreement(arm_top, torch_top).mean()),
+                "max_abs_diff_vs_host": float(np.abs(arm - here[runtime, form]).max()),
+                "top10_agreement_vs_host": float(metrics.topk_agreement(arm_top, here_top).mean()),
+                "identical_top10_vs_host": float((arm_top == here_top).all(axis=1).mean()),
+                "ndcg10_arm": float(arm_user["NDCG@10"].mean()), "ndcg10_host": float(here_user["NDCG@10"].mean()),
+                "paired_arm_minus_host": metrics.paired_bootstrap(arm_user["NDCG@10"], here_user["NDCG@10"])}
+
+    with ThreadPoolExecutor(jobs) as pool:
+        rows = list(pool.map(one, tasks))
+    fp32 = {(r["cpu"], r["runtime"]): r.get("instructions_per_call") for r in rows if r["form"] == "fp32"}
+    for r in rows:
+        base = fp32.get((r["cpu"], r["runtime"]))
+        r["vs_fp32"] = r["instructions_per_call"] / base if base and "instructions_per_call" in r else None
+    return rows
+
+
+def step_vs_full(student: Path, folder: Path, windows, histories, log) -> list[dict]:
+    """Instructions of one step-model update vs one full pass, per window n, on cortex-a76."""
+    from edgerec.emulator import EmulatedDevice
+    from edgerec.graphs import scoring_graph, step_graph, step_layout
+    from edgerec.models import load_model
+    from edgerec.runtimes import encode
+    from edgerec.writers import export_onnx, export_step_onnx, export_step_tflite, export_tflite
+
+    device = EmulatedDevice.open("cortex-a76", log)
+    rows = []
+    for n in windows:
+        rec = load_model(student / "model")
+        rec.positions, rec.max_len = "start", n  # the same weights, positions from the window start
+        spec = step_layout(rec, n)
+        full_ids = encode([h[-n:] for h in histories], n, "int64")
+        full_ids = full_ids[(full_ids != 0).all(axis=1)][:5]  # full windows: the most work a pass does
+        if len(full_ids) == 0:
+            raise SystemExit(f"error: no test history has {n} items")
+        for fmt, runtime in (("onnx", "onnxruntime"), ("tflite", "litert")):
+            full, step = folder / f"full-{n}.{fmt}", folder / f"step-{n}.{fmt}"
+            log(f"step vs full, n = {n}, {fmt}")
+            if fmt == "onnx":
+                export_onnx(scoring_graph(rec), full, n, 17, "int64", None, {})
+                export_step_onnx(step_graph(rec, window=n), step, spec, 17, "int64", None, {})
+            else:
+                export_tflite(scoring_graph(rec), full, n)
+                export_step_tflite(step_graph(rec, window=n), step, spec, None)
+            ids = full_ids.astype(np.int64 if fmt == "onnx" else np.int32)
+            full_count = device.instructions_per_call(runtime, full, ids)["instructions_per_call"]
+            step_count = device.instructions_per_call(runtime, step, ids[:2], few=1, many=2, step=True)
+            rows.append({"window": n, "format": fmt, "runtime": runtime, "cpu": "cortex-a76",
+                         "full_pass_instructions": full_count,
+                         "step_update_instructions": step_count["instructions_per_call"],
+                         "step_updates_counted": step_count["calls"][1] - step_count["calls"][0],
+                         "full_over_step": full_count / step_count["instructions_per_call"]})
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work", type=Path, default=Path("runs"))
+    parser.add_argument("--users", type=int, default=50)
+    parser.add_argument("--jobs", type=int, default=2, help="emulated processes at a time (one core each)")
+    parser.add_argument("--cpu", action="append", dest="cpus",
+                        help=f"qemu CPU model, repeatable (default: {' '.join(CPUS)})")
+    args = parser.parse_args()
+
+    from edgerec.data import load_data
+    from edgerec.export import ExportConfig, export
+    from edgerec.models import load_model
+    from edgerec.quantize import QuantizeConfig, quantize
+    from edgerec.targets import load_target
+
+    started = time.perf_counter()
+    cpus = args.cpus or CPUS
+    log = (lambda m: print(m, file=sys.stderr, flush=True))
+    data = load_data(args.work / "data")
+    student = args.work / "student"
+    rec = load_model(student / "model")
+    histories, targets = data.examples("test")
+    histories, targets = histories[: args.users], targets[: args.users]
+    result = {"machine": machine(), "users": len(histories), "student": str(student), "cpus": cpus}
+    with tempfile.TemporaryDirectory(prefix="edgerec-arm-") as tmp:
+        tmp = Path(tmp)
+        rows = []
+        for name, on_cpus in (("arm64", cpus), ("rpi4", ["cortex-a72"])):
+            target = load_target(name)
+            export(student, data.path, tmp / f"{name}-fp32", ExportConfig(target=name), overwrite=True)
+            files = make_forms(tmp / f"{name}-fp32", data, target, tmp / "forms")
+            rows += on_arm(files, tmp / f"{name}-fp32", target, on_cpus, rec, histories, targets, args.jobs, log)
+        result["files"] = rows
+        log("edgerec quantize --target arm64 (chooses by instructions on cortex-a76)")
+        manifest = quantize(tmp / "arm64-fp32", data.path, tmp / "arm64-int8", QuantizeConfig(target="arm64"),
+                            overwrite=True, log=log)
+        result["shipped"] = {fmt: {k: r[k] for k in ("scheme", "size_ratio", "chosen_because", "arm_instructions",
+                                                     "valid_ndcg10_fp32", "valid_ndcg10_int8")}
+                             | {"vs_fp32": r["forms"][r["scheme"]].get("arm_vs_fp32"),
+                                "forms": {f: {k: c.get(k) for k in ("size_ratio", "arm_vs_fp32", "fits")}
+                                          for f, c in r["forms"].items()}}
+                             for fmt, r in manifest["quantization"].items()}
+        result["step_vs_full"] = step_vs_full(student, tmp, [50, 200], data.examples("test")[0], log)
+    result["minutes"] = round((time.perf_counter() - started) / 60, 1)
+
+    print_table(["target", "cpu", "runtime", "form", "KB", "instr/call", "vs fp32", "|diff| vs torch",
+                 "top10 vs torch", "top10 vs host", "NDCG@10 ARM / host", "paired ARM-host"],
+                [[r["target"], r["cpu"].split(",")[0] + (" sve128" if "sve" in r["cpu"] else ""), r["runtime"],
+                  r["form"], f"{r['bytes'] / 1e3:.0f}", f"{r['instructions_per_call']:,.0f}",
+                  f"{r['vs_fp32']:.3f}" if r["vs_fp32"] else "-", f"{r['max_abs_diff_vs_pytorch']:.1e}",
+                  f"{r['top10_agreement_vs_pytorch']:.3f}", f"{r['top10_agreement_vs_host']:.3f}",
+                  f"{r['ndcg10_arm']:.4f} / {r['ndcg10_host']:.4f}",
+                  "[{:+.4f}, {:+.4f}]".format(*r["paired_arm_minus_host"]["ci95"])] for r in result["files"]
+                 if "error" not in r])
+    for r in result["files"]:
+        if "error" in r:
+            print(f"{r['target']} {r['form']} {r['format']} on {r['runtime']}, emulated {r['cpu']}: {r['error']}")
+    print()
+    print_table(["shipped", "form", "size vs fp32", "instructions vs fp32 (cortex-a76)", "why"],
+                [[fmt, s["scheme"], f"{s['size_ratio']:.3f}", f"{s['vs_fp32']:.3f}" if s["vs_fp32"] else "-",
+                  s["chosen_because"]] for fmt, s in result["shipped"].items()])
+    print()
+    print_table(["window n", "format", "full pass instr", "step update instr", "full / step"],
+                [[r["window"], r["format"], f"{r['full_pass_instructions']:,.0f}",
+                  f"{r['step_update_instructions']:,.0f}", f"{r['full_over_step']:.1f}x"] for r in result["step_vs_full"]])
+    print(f"\nwrote {save('arm', result)} ({result['minutes']} min)")
+
+
+if __name__ == "__main__":
+    run_benchmark(main, inputs_from="edgerec build --target arm64")
