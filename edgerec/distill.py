@@ -422,6 +422,7 @@ def _write_student(out_dir, data, *, student, meta, teacher, teacher_dir, config
             teacher_targets={"cache": cache_path, "seconds": round(target_seconds, 1)},
             training={"epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
                       "stopped": result.stopped, "seconds": round(result.seconds, 1),
+                      "precision": result.precision,
                       "history": result.history},
             **(extra or {}),
         )

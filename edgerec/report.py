@@ -91,7 +91,8 @@ def _table(headers: list[str], rows: list[list]) -> str:
 
 
 EMULATED_HEADERS = ["aarch64 runtime", "file", "users", "max |diff| vs here", "identical top-10",
-                    "NDCG@10 ARM / here", "instructions per call, emulated", "per step update"]
+                    "NDCG@10 ARM / here", "instructions per call, emulated", "per step update",
+                    "step replay = full top-10"]
 
 
 def emulated_rows(emulated) -> list[list[str]]:
@@ -106,7 +107,9 @@ def emulated_rows(emulated) -> list[list[str]]:
                          f"{r.get('max_abs_diff_vs_host', float('nan')):.2e}", f"{r['identical_top10']:.3f}",
                          f"{r['ndcg10_arm']:.4f} / {r['ndcg10_host']:.4f}",
                          f"{count['instructions_per_call']:,.0f}" if isinstance(count, dict) else str(count),
-                         f"{step['instructions_per_call']:,.0f}" if isinstance(step, dict) else "-"])
+                         f"{step['instructions_per_call']:,.0f}" if isinstance(step, dict) else "-",
+                         (f"{r['step_replay']['identical_top10_with_full']:.3f} ({r['step_replay']['users']} users)"
+                          if r.get("step_replay") else "-")])
     return rows
 
 

@@ -284,6 +284,7 @@ def _write_teacher(out_dir, data, model, meta, tokenizer, config, result, base, 
             metrics={"valid_ndcg10": result.best_metric, "test": headline(test)},
             training={"epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
                       "stopped": result.stopped, "seconds": round(result.seconds, 1),
+                      "precision": result.precision,
                       "eval_seconds": round(time.perf_counter() - started, 1),
                       "history": result.history},
         )

@@ -201,6 +201,9 @@ def check_budgets(target, runs: dict, teacher_ndcg: float | None, where: str = "
     return rows
 
 
+STEP_REPLAY_USERS = 8  # a replay is one emulated call per history item: keep it to a few users
+
+
 def validate_emulated(bundle: Path, meta: dict, target, histories, targets, num_items: int,
                       log=print) -> dict:
     """The bundle on the aarch64 builds of its runtimes, per CPU model the profile emulates
@@ -237,6 +240,17 @@ def validate_emulated(bundle: Path, meta: dict, target, histories, targets, num_
             if not meta.get("top_k"):
                 entry["max_abs_diff_vs_host"] = float(np.max(np.abs(np.asarray(arm["scores"], np.float64)
                                                                     - np.asarray(here["scores"], np.float64))))
+            if step and fmt in step.get("files", {}):
+                # the step file replayed item by item on ARM kernels, against the full file there
+                k = min(STEP_REPLAY_USERS, n)
+                step_ids = encode(hist[:k], step["layout"]["window"], target.onnx.input_dtype if fmt == "onnx" else "int32")
+                log(f"{device.name}: replaying {step['files'][fmt]} for {k} test users")
+                replayed = device.run_runner(runtime.name, Path(bundle) / step["files"][fmt], step_ids, 1, step=True)
+                _, step_top, _ = score_outputs(replayed["scores"], meta.get("top_k"), num_items, hist[:k], tgt[:k],
+                                               None, f"{bundle}: {step['files'][fmt]} on {device.name}")
+                entry["step_replay"] = {"users": k, "identical_top10_with_full": float(
+                    (step_top == arm_top[:k]).all(axis=1).mean()), "top10_agreement_with_full": float(
+                    metrics.topk_agreement(step_top, arm_top[:k]).mean())}
             if cannot:
                 entry["instructions"] = f"not measured: {cannot}"
             else:

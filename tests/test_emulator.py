@@ -170,3 +170,31 @@ def test_a_runtime_without_an_aarch64_wheel_is_one_line_before_the_userland(tmp_
         emulator.setup(log=lines.append)
     assert not any("debootstrap" in line for line in lines)
     assert not list((tmp_path / "cache" / "emulator").glob("*"))  # nothing half-made is left
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not can_emulate, reason="qemu-user-static, qemu-user and debootstrap are missing and "
+                                            "cannot be installed here (not root or no apt-get)")
+def test_the_step_model_replays_to_the_full_models_answer_on_arm(tmp_path_factory, data_dir, arm_bundles, monkeypatch):
+    from edgerec.distill import DistillConfig, distill
+    from edgerec.export import ExportConfig, export
+    from edgerec.models import Shape
+    from edgerec.training import TrainConfig
+    from edgerec.validate import ValidateConfig, validate
+
+    monkeypatch.delenv("EDGEREC_EMULATE", raising=False)
+    if "EDGEREC_CACHE" not in os.environ:  # the emulator the tests above set up
+        monkeypatch.setenv("EDGEREC_CACHE", str(tmp_path_factory.getbasetemp() / "emulator-cache"))
+    tmp_path = tmp_path_factory.mktemp("step-arm")
+    distill(arm_bundles / "teacher", data_dir, tmp_path / "student", DistillConfig(
+        student=Shape(**SHAPE), top_k=8, positions="start", train=TrainConfig(epochs=2, batch_size=16, lr=1e-2)))
+    targets = _profile(tmp_path, users=4)
+    export(tmp_path / "student", data_dir, tmp_path / "fp32", ExportConfig(target="arm64", step=True),
+           targets_dir=targets, log=lambda m: None)
+    report = validate(tmp_path / "fp32", data_dir, ValidateConfig(target="arm64", users=8), targets_dir=targets,
+                      report_dir=tmp_path / "r", log=lambda m: None)
+    for runtime, run in report["emulated_arm"]["cpus"]["cortex-a76"].items():
+        assert run["step_replay"] == {"users": 4, "identical_top10_with_full": 1.0,
+                                      "top10_agreement_with_full": 1.0}, (runtime, run)
+        assert run["step_instructions"]["instructions_per_call"] > 1000
+    assert "step replay = full top-10" in (tmp_path / "r" / "report.html").read_text()

@@ -7,7 +7,7 @@ import json
 import logging
 import math
 import sys
-from typing import Annotated, Any, Iterator, Optional
+from typing import Annotated, Any, Iterator, Literal, Optional
 
 import typer
 
@@ -92,5 +92,8 @@ MaxMinutes = Annotated[Optional[float], typer.Option(
 Seed = Annotated[int, typer.Option(min=0, max=2**32 - 1, help="Random seed.")]
 WarmupSteps = Annotated[int, typer.Option(min=0, max=10_000_000,
                                           help="Linear learning-rate warm-up, in optimizer steps.")]
+Precision = Annotated[Literal["fp32", "bf16", "auto"], typer.Option(
+    help="Forward passes in fp32, in bf16 autocast, or auto: bf16 where the CPU has bf16 dot "
+         "products (AVX512-BF16 / AMX) or the GPU supports it. The manifest records which ran.")]
 Overwrite = Annotated[bool, typer.Option(help="Replace an existing artifact.")]
 JsonOut = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]

@@ -8,6 +8,7 @@ from typing import Annotated, Literal, Optional
 import typer
 
 from edgerec.cli.common import (
+    Precision,
     BatchSize,
     Dropout,
     Epochs,
@@ -68,6 +69,7 @@ def distill(
     patience: Patience = 20,
     max_minutes: MaxMinutes = None,
     seed: Seed = 0,
+    precision: Precision = "fp32",
     warmup_steps: WarmupSteps = 0,
     overwrite: Overwrite = False,
     json_out: JsonOut = False,
@@ -95,7 +97,7 @@ def distill(
                                student_kind=student_kind, positions=positions,
                                train=TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr,
                                                  patience=patience, max_minutes=max_minutes,
-                                                 seed=seed, warmup_steps=warmup_steps))
+                                                 seed=seed, warmup_steps=warmup_steps, precision=precision))
         manifest = run(teacher, data, out, config, overwrite=overwrite)
     if manifest is None:
         return

@@ -8,6 +8,7 @@ from typing import Annotated, Literal, Optional
 import typer
 
 from edgerec.cli.common import (
+    Precision,
     BatchSize,
     Dropout,
     Epochs,
@@ -54,6 +55,7 @@ def train(
     patience: Patience = 15,
     max_minutes: MaxMinutes = None,
     seed: Seed = 0,
+    precision: Precision = "fp32",
     warmup_steps: WarmupSteps = 45,
     overwrite: Overwrite = False,
     json_out: JsonOut = False,
@@ -82,7 +84,7 @@ def train(
                         max_len=max_len, dropout=dropout, attention_dropout=dropout),
             train=TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, patience=patience,
                               max_minutes=max_minutes, seed=seed,
-                              warmup_steps=warmup_steps),
+                              warmup_steps=warmup_steps, precision=precision),
         )
         manifest = train_teacher(data, out, config, base=base, overwrite=overwrite)
     if manifest is None:  # not rank 0 under torchrun
