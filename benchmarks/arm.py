@@ -21,7 +21,8 @@ Inputs: the data and the default student that the README's first command leaves 
    vs fp32 and their size.
 4. The step model's update vs a full pass at windows n = 50 and 200 on cortex-a76 (the student's
    weights with positions counted from the window start: instruction counts do not depend on the
-   weights), fp32 ONNX and TFLite.
+   weights), fp32 ONNX and TFLite; and the step model (window 200) in fp32 and every int8 form on
+   each CPU, instructions per update.
 
 Instruction counts carry no timing noise; emulated seconds mean nothing and are not reported.
 Writes benchmarks/results/arm.json.
@@ -194,6 +195,77 @@ def step_vs_full(student: Path, folder: Path, windows, histories, log) -> list[d
     return rows
 
 
+def step_forms(student: Path, data, folder: Path, cpus, histories, jobs: int, log) -> list[dict]:
+    """Instructions per update of the step model (window = the student's max_len) in fp32 and
+    every int8 form, per CPU: the student's weights with positions from the window start.
+    Counted over the updates of one 30-item history (two histories minus one). Full-integer
+    TFLite is left out: the full model's aborts in both aarch64 runtimes."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from edgerec.emulator import EmulatedDevice
+    from edgerec.errors import EdgerecError
+    from edgerec.graphs import step_graph, step_layout
+    from edgerec.incremental import calibration_feeds
+    from edgerec.models import load_model
+    from edgerec.quantize import (SESSION_CONFIG, TFLITE_UNITS, calibrate_onnx, form_settings, load_calibration,
+                                  onnx_units, quantize_onnx, quantize_tflite, structural_float)
+    from edgerec.runtimes import encode
+    from edgerec.targets import load_target
+    from edgerec.writers import export_step_onnx, export_step_tflite
+
+    rec = load_model(student / "model")
+    rec.positions = "start"
+    spec = step_layout(rec)
+    settings = load_target("arm64").quantization
+    base = folder / "step-fp32"
+    base.mkdir()
+    export_step_onnx(step_graph(rec), base / "step.onnx", spec, 17, "int64", None, {})
+    export_step_tflite(step_graph(rec), base / "step.tflite", spec, None)
+    files = {("onnx", "fp32"): base / "step.onnx", ("tflite", "fp32"): base / "step.tflite"}
+    sequences = load_calibration(data.path / "calibration.npz", rec.num_items, rec.max_len)[:64]
+    ranges = folder / "step-ranges.json"
+    calibrate_onnx(base / "step.onnx", calibration_feeds(base / "step.onnx", sequences), "minmax", ranges)
+    for fmt, forms in (("onnx", ONNX_FORMS), ("tflite", ["dynamic", "weight_only"])):
+        src = base / f"step.{fmt}"
+        for form in forms:
+            out = folder / f"step-{fmt}-{form}"
+            out.mkdir()
+            dst = out / src.name
+            if fmt == "onnx":
+                form_set = form_settings(settings, form)
+                keep = settings.keep_float if form != "weight_only" else ()
+                quantize_onnx(src, dst, form_set, ranges,
+                              [u for u in onnx_units(src, keep) if u not in structural_float(src, form_set)])
+                if form in SESSION_CONFIG:
+                    (out / "metadata.json").write_text(json.dumps({"onnx_session_config": {src.name: SESSION_CONFIG[form]}}))
+            else:
+                quantize_tflite(src, dst, form, settings.per_channel, None, list(TFLITE_UNITS))
+            files[fmt, form] = dst
+    rows_ids = [h[-30:] for h in histories if len(h) >= 30][:2]
+    devices = {cpu: EmulatedDevice.open(cpu, log) for cpu in cpus}
+
+    def one(task):
+        cpu, (fmt, form), path = task
+        log(f"step {fmt} {form}, emulated {cpu}")
+        ids = encode(rows_ids, rec.max_len, "int64" if fmt == "onnx" else "int32")
+        row = {"cpu": cpu, "format": fmt, "form": form, "bytes": path.stat().st_size, "window": rec.max_len}
+        try:
+            got = devices[cpu].instructions_per_call("onnxruntime" if fmt == "onnx" else "litert", path, ids,
+                                                     few=1, many=2, step=True)
+        except EdgerecError as exc:
+            return {**row, "error": str(exc).split(": ", 1)[-1]}
+        return {**row, "instructions_per_update": got["instructions_per_call"],
+                "updates_counted": got["calls"][1] - got["calls"][0]}
+
+    with ThreadPoolExecutor(jobs) as pool:
+        rows = list(pool.map(one, [(cpu, key, path) for cpu in cpus for key, path in files.items()]))
+    fp32 = {(r["cpu"], r["format"]): r.get("instructions_per_update") for r in rows if r["form"] == "fp32"}
+    for r in rows:
+        base_count = fp32.get((r["cpu"], r["format"]))
+        r["vs_fp32"] = r["instructions_per_update"] / base_count if base_count and "instructions_per_update" in r else None
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=Path("runs"))
@@ -223,7 +295,7 @@ def main() -> None:
         rows = []
         for name, on_cpus in (("arm64", cpus), ("rpi4", ["cortex-a72"])):
             target = load_target(name)
-            export(student, data.path, tmp / f"{name}-fp32", ExportConfig(target=name), overwrite=True)
+            export(student, data.path, tmp / f"{name}-fp32", ExportConfig(target=name), overwrite=True, log=log)
             files = make_forms(tmp / f"{name}-fp32", data, target, tmp / "forms")
             rows += on_arm(files, tmp / f"{name}-fp32", target, on_cpus, rec, histories, targets, args.jobs, log)
         result["files"] = rows
@@ -240,6 +312,7 @@ def main() -> None:
                     "forms": {f: {k: c.get(k) for k in ("size_ratio", "arm_vs_fp32", "fits")}
                               for f, c in r["forms"].items()}}
         result["step_vs_full"] = step_vs_full(student, tmp, [50, 200], data.examples("test")[0], log)
+        result["step_forms"] = step_forms(student, data, tmp, cpus, data.examples("test")[0], args.jobs, log)
     result["minutes"] = round((time.perf_counter() - started) / 60, 1)
 
     print_table(["target", "cpu", "runtime", "form", "KB", "instr/call", "vs fp32", "|diff| vs torch",
@@ -263,6 +336,11 @@ def main() -> None:
     print_table(["window n", "format", "full pass instr", "step update instr", "full / step"],
                 [[r["window"], r["format"], f"{r['full_pass_instructions']:,.0f}",
                   f"{r['step_update_instructions']:,.0f}", f"{r['full_over_step']:.1f}x"] for r in result["step_vs_full"]])
+    print()
+    print_table(["step model", "cpu", "form", "KB", "instr/update", "vs fp32"],
+                [[r["format"], r["cpu"].split(",")[0] + (" sve128" if "sve" in r["cpu"] else ""), r["form"],
+                  f"{r['bytes'] / 1e3:.0f}", f"{r['instructions_per_update']:,.0f}" if "error" not in r else r["error"],
+                  f"{r['vs_fp32']:.3f}" if r.get("vs_fp32") else "-"] for r in result["step_forms"]])
     print(f"\nwrote {save('arm', result)} ({result['minutes']} min)")
 
 
