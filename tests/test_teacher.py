@@ -196,3 +196,16 @@ def test_warmup_ramps_the_learning_rate(tmp_path, data_dir, monkeypatch):
     train_teacher(data_dir, tmp_path / "t", TeacherConfig(shape=TINY, train=TrainConfig(
         epochs=2, batch_size=16, lr=1e-2, warmup_steps=4)))
     assert seen[:5] == pytest.approx([2.5e-3, 5e-3, 7.5e-3, 1e-2, 1e-2])
+
+
+def test_bf16_training_learns_and_the_manifest_says_what_ran(tmp_path, data_dir):
+    from edgerec.training import resolve_precision
+
+    for precision, ran in (("bf16", "bf16"), ("fp32", "fp32"), ("auto", resolve_precision("auto"))):
+        manifest = train_teacher(data_dir, tmp_path / precision, tiny(precision=precision))
+        assert manifest["training"]["precision"] == ran
+        # the planted pattern is learned in either precision (as in test_id_teacher_learns_the_pattern)
+        assert manifest["metrics"]["test"]["NDCG@10"] > 0.35, (precision, manifest["metrics"]["test"])
+    assert resolve_precision("auto") in ("bf16", "fp32")
+    with pytest.raises(EdgerecError, match="precision must be one of"):
+        TrainConfig(precision="fp16").validate()
