@@ -36,11 +36,13 @@ def quantize(
 ) -> None:
     """Quantize an exported bundle to int8 in the form the target profile allows that runs cheapest on ARM.
 
-    Calibration runs first and is saved in the bundle (`calibration/`); then ONNX Runtime
-    quantizes the ONNX file and ai-edge-quantizer the TFLite file, item embeddings and output
-    layer included. Validation NDCG@10 is compared with the fp32 file on the same runtime; if
-    the drop exceeds the tolerance, the most sensitive layers stay in float until it fits, and
-    the manifest says which and why."""
+    Each int8 form the profile lists (onnx_forms, tflite_forms: static QDQ/QOperator, dynamic,
+    weight-only) is made and fitted to the accuracy tolerance: validation NDCG@10 against the fp32
+    file on the same runtime; if the drop exceeds it, the most sensitive layers stay in float.
+    With an emulated CPU in the profile ([device] emulate), each form's ARM instructions per call
+    are counted there and the cheapest form within max_size_ratio ships; otherwise the first that
+    fits. Calibration ranges are kept in the bundle (calibration/); the manifest lists every form's
+    size, accuracy and instructions, and why one was chosen."""
     with user_errors():
         from edgerec.quantize import QuantizeConfig
         from edgerec.quantize import quantize as run
@@ -57,7 +59,13 @@ def quantize(
     typer.echo(f"int8 bundle -> {out or Path('dist') / f'{target}-int8'}")
     rows = [[fmt, r["scheme"], r["runtime"], f"{r['fp32_bytes'] / 1e6:.3f}", f"{r['int8_bytes'] / 1e6:.3f}",
              f"{r['size_ratio']:.3f}", f"{r['valid_ndcg10_fp32']:.4f}", f"{r['valid_ndcg10_int8']:.4f}",
+             (f"{r['forms'][r['scheme']]['arm_vs_fp32']:.3f}x on {r['arm_instructions']['cpu']}"
+              if isinstance(r.get("arm_instructions"), dict) else "not counted"),
              ", ".join(k["unit"] for k in r["kept_float"]) or "-"]
             for fmt, r in manifest["quantization"].items()]
-    plain_table(["format", "scheme", "runtime", "fp32 MB", "int8 MB", "ratio", "valid NDCG@10 fp32",
-                 "int8", "kept in float"], rows)
+    plain_table(["format", "form", "runtime", "fp32 MB", "int8 MB", "ratio", "valid NDCG@10 fp32",
+                 "int8", "ARM instructions vs fp32", "kept in float"], rows)
+    for fmt, r in manifest["quantization"].items():
+        counted = r.get("arm_instructions")
+        typer.echo(f"{fmt}: {r['scheme']}: {r['chosen_because']}"
+                   + (f" (ARM instructions {counted})" if isinstance(counted, str) else ""))
