@@ -7,9 +7,10 @@ Two steps, both kept in the output so they can be inspected:
    (`calibration/onnx.json`: ONNX Runtime's own TensorsData format; `calibration/tflite.json`:
    ai-edge-quantizer's min/max per tensor). Memory stays bounded: each chunk is folded into the
    running ranges (min-max) or histograms before the next one runs.
-2. Quantization with the profile's settings:
+2. Quantization, in each int8 form the profile allows (`onnx_forms`, `tflite_forms`):
    - ONNX: ONNX Runtime's `quantize_static` (QDQ or QOperator, u8/s8, per-channel, reduce_range)
-     from the saved ranges, or `quantize_dynamic` for `scheme = "dynamic"` (weight-only int8). Every
+     from the saved ranges, `quantize_dynamic` (int8 weights, activations quantized per call), or
+     `weight_only_onnx` (int8 storage that ORT folds into float weights at load). Every
      node with a weight is quantized, including the item-embedding Gather and the output Gemm,
      which hold most of the bytes; attention's activation x activation MatMuls stay float
      (`MatMulConstBOnly`), and so do the op types the profile lists in `keep_float`. Lookup tables
@@ -25,6 +26,12 @@ Accuracy-aware: NDCG@10 on the validation users, int8 vs the fp32 file on the sa
 the relative drop exceeds the profile's `max_ndcg_drop`, each quantizable unit (an ONNX node with
 a weight; a TFLite op type) is quantized alone to measure its cost, and the costliest are kept in
 float one by one until the drop fits. The manifest lists what stayed in float and why.
+
+Cost-aware: with an emulated ARM CPU in the profile (`[device] emulate`, edgerec/emulator.py),
+each form that fits is run on the aarch64 build of its runtime and its instructions per batch-1
+call counted; the form with the fewest among those within `max_size_ratio` ships (`choose_form`).
+What runs cheapest on x86 says little about ARM (the int8 kernels differ), so the choice is made
+on the target's own code.
 """
 
 from __future__ import annotations
@@ -49,6 +56,7 @@ from edgerec.errors import EdgerecError
 from edgerec.evaluate import rank_users
 from edgerec.files import bundle_integrity, load_npz, load_onnx, read_bundle
 from edgerec.incremental import calibration_feeds
+from edgerec.int8_forms import SESSION_CONFIG, form_settings, onnx_forms, tflite_forms, weight_only_onnx
 from edgerec.runtimes import RUNTIMES, encode, open_model
 from edgerec.targets import load_target
 from edgerec.writers import compact_names
@@ -192,87 +200,6 @@ def structural_float(model_path: Path, settings) -> dict[str, str]:
     graph, weights = _graph(model_path)
     return {n.name: why for n in graph.node
             if n.op_type == "MatMul" and any(weights.get(i, 2) != 2 for i in n.input)}
-
-
-# ONNX Runtime keeps DequantizeLinear nodes out of constant folding so that its QDQ fusions can
-# see them; this entry lets it fold them, so a weight-only file's int8 weights become float
-# weights once, when the session is created, instead of being dequantized on every call (2.2x
-# the fp32 file's ARM instructions per call on Cortex-A76, measured; folded: 1.00x). Apps set it
-# with SessionOptions.addConfigEntry / add_session_config_entry; metadata.json carries it.
-SESSION_CONFIG = {"weight_only": {"session.disable_quant_qdq": "1"}}
-
-
-def onnx_forms(settings) -> list[str]:
-    """The ONNX int8 forms a profile allows, in its order of preference."""
-    if settings.onnx_forms:
-        return list(settings.onnx_forms)
-    return ["dynamic"] if settings.scheme == "dynamic" else [f"static_{settings.format.lower()}"]
-
-
-def tflite_forms(settings) -> list[str]:
-    return list(settings.tflite_forms) or [settings.tflite_scheme]
-
-
-def form_settings(settings, form: str):
-    """The quantization settings one ONNX form runs with (the profile's types, per-channel ...)."""
-    if form.startswith("static_"):
-        return replace(settings, scheme="static", format={"static_qdq": "QDQ", "static_qoperator": "QOperator"}[form])
-    return replace(settings, scheme=form)  # dynamic | weight_only
-
-
-def _channel_axis(node, position: int) -> int:
-    """The output-channel axis of a 2-D weight as `node` uses it: rows of a lookup table and of a
-    transposed Gemm weight, columns of a MatMul / plain Gemm weight."""
-    if node.op_type == "Gather" or position == 0:
-        return 0
-    transposed = any(a.name == "transB" and a.i for a in node.attribute)
-    return 0 if node.op_type == "Gemm" and transposed else 1
-
-
-def weight_only_onnx(src: Path, dst: Path, units: list[str]) -> None:
-    """int8 storage for the 2-D weights that only `units` use: symmetric int8 per output channel
-    (per tensor where two users disagree on the channel axis) + a DequantizeLinear node making the
-    float weight. A weight shared by a lookup and the output layer (tied item table) is stored
-    once. Written by hand: ORT's quantizers have no weight-only int8 for Gather/Gemm at opset 17
-    (MatMulNBits is a contrib op; blocked DequantizeLinear needs opset 21)."""
-    import onnx
-    from onnx import helper, numpy_helper
-
-    model = load_onnx(src)
-    graph = model.graph
-    weights = {i.name: i for i in graph.initializer}
-    users: dict[str, set[str]] = {}
-    axes: dict[str, set[int]] = {}
-    for node in graph.node:
-        for position, name in enumerate(node.input):
-            if name in weights:
-                users.setdefault(name, set()).add(node.name)
-                axes.setdefault(name, set()).add(_channel_axis(node, position))
-    chosen, added, dequantize = set(units), [], []
-    for name, used_by in users.items():
-        w = numpy_helper.to_array(weights[name])
-        if w.dtype != np.float32 or w.ndim != 2 or not used_by <= chosen:
-            continue
-        axis = next(iter(axes[name])) if len(axes[name]) == 1 else None
-        peak = np.abs(w).max(axis=1 - axis) if axis is not None else np.abs(w).max(keepdims=True)[0]
-        scale = np.where(peak > 0, peak / 127.0, 1.0).astype(np.float32)
-        shaped = scale.reshape((-1, 1) if axis == 0 else (1, -1)) if axis is not None else scale
-        q = np.clip(np.rint(w / shaped), -127, 127).astype(np.int8)
-        if axis is None:
-            scale = scale.reshape(())
-        added += [numpy_helper.from_array(q, f"{name}_int8"), numpy_helper.from_array(scale, f"{name}_scale"),
-                  numpy_helper.from_array(np.zeros(scale.shape, np.int8), f"{name}_zero")]
-        dequantize.append(helper.make_node("DequantizeLinear", [f"{name}_int8", f"{name}_scale", f"{name}_zero"],
-                                           [name], name=f"{name}_dequantize",
-                                           **({"axis": axis} if axis is not None else {})))
-    keep = [i for i in graph.initializer if i.name not in {n.output[0] for n in dequantize}]
-    del graph.initializer[:]
-    graph.initializer.extend(keep + added)
-    nodes = dequantize + list(graph.node)
-    del graph.node[:]
-    graph.node.extend(nodes)
-    compact_names(model)
-    onnx.save(model, str(dst))
 
 
 @quietly("ONNX Runtime's quantizer")
