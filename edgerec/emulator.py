@@ -262,11 +262,11 @@ class EmulatedDevice:
         median reported (all of them in `counts`): repeats usually agree within 0.2%, but on a
         loaded host a count now and then lands far off (0.5x-3.4x its repeats, seen with
         benchmarks/arm.py running beside a test suite), so one count is not trusted alone."""
-        counts = []
-        while len(counts) < repeats or (len(counts) == repeats and repeats > 1
-                                         and max(counts) - min(counts) > tolerance * min(counts)):
+        counts, values = [], []
+        while len(values) < repeats or (len(values) == repeats and repeats > 1
+                                         and max(values) - min(values) > tolerance * min(values)):
             counts.append(self._per_call(runtime, model, input_ids, few, many, step))
-        values = [c["instructions_per_call"] for c in counts]
+            values.append(counts[-1]["instructions_per_call"])
         return {**counts[0], "instructions_per_call": float(np.median(values)), "counts": values}
 
     def _per_call(self, runtime: str, model: Path, input_ids, few: int, many: int, step: bool) -> dict:

@@ -198,3 +198,22 @@ def test_the_step_model_replays_to_the_full_models_answer_on_arm(tmp_path_factor
                                       "top10_agreement_with_full": 1.0}, (runtime, run)
         assert run["step_instructions"]["instructions_per_call"] > 1000
     assert "step replay = full top-10" in (tmp_path / "r" / "report.html").read_text()
+
+
+def test_an_outlying_count_is_measured_again_and_the_median_reported():
+    import numpy as np
+
+    class Counted(emulator.EmulatedDevice):
+        def __init__(self, values):
+            super().__init__("cortex-a76", Path("/nonexistent"))
+            object.__setattr__(self, "values", iter(values))
+
+        def _per_call(self, *args):
+            return {"instructions_per_call": next(self.values), "cpu": self.cpu, "calls": [5, 105],
+                    "process_instructions": [0, 0]}
+
+    ids = np.ones((1, 4), np.int64)
+    agreeing = Counted([600.0, 601.0, 9999.0]).instructions_per_call("onnxruntime", Path("m.onnx"), ids)
+    assert agreeing["counts"] == [600.0, 601.0] and agreeing["instructions_per_call"] == 600.5
+    outlier = Counted([600.0, 2040.0, 602.0]).instructions_per_call("onnxruntime", Path("m.onnx"), ids)
+    assert outlier["counts"] == [600.0, 2040.0, 602.0] and outlier["instructions_per_call"] == 602.0
