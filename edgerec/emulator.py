@@ -6,7 +6,8 @@ real aarch64 wheels of its runtimes (onnxruntime, ai-edge-litert, tflite-runtime
 sdot/udot; max: SVE2 + i8mm), through the same standalone `device_runner.py` an ssh device or
 an isolated environment runs. What it measures that this x86 machine's runtimes cannot: that the
 ARM kernels compute the same scores, and how many ARM instructions a call executes. Instruction
-counts carry no timing noise (repeats agree within about 1%); emulated seconds mean nothing and are not reported.
+counts carry no timing noise (repeats usually agree within 0.2%; each count is the median of
+two or three); emulated seconds mean nothing and are not reported.
 
 Set up once into edgerec's cache (`setup()`, about 70 s and 450 MB; design.md "Verified here"):
 an aarch64 Debian userland from `debootstrap --foreign` whose packages are unpacked with

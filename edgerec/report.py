@@ -141,8 +141,8 @@ def write_report(directory: Path, report: dict, runs: dict, compared: dict, refe
     emulated = report.get("emulated_arm")
     arm_html = ("<h2>On ARM: the aarch64 runtimes under emulation</h2><p>The same file on the aarch64 "
                 "build of each runtime (qemu user mode), against this machine's run of it. Instructions "
-                "are counted on the emulated CPU (no timing noise; repeats of the int8 ONNX count agreed within "
-                "about 1%); emulated seconds mean nothing.</p>"
+                "are counted on the emulated CPU (no timing noise; each count is the median of two or three "
+                "measurements, which usually agree within 0.2%); emulated seconds mean nothing.</p>"
                 + _table(EMULATED_HEADERS, emulated_rows(emulated))) if isinstance(emulated, dict) else (
         f"<h2>On ARM</h2><p>Emulated ARM check: {html.escape(str(emulated))}.</p>" if emulated else "")
     verdict = "PASS" if report["passed"] else "FAIL"

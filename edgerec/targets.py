@@ -87,7 +87,7 @@ class Budgets:
     # (validate --device) checks the latency budget; elsewhere it is reported as not checked.
     host_stands_for_device_with: tuple[str, ...] = ()
     # Optional: ARM instructions per batch-1 call of the bundle's full model on the first
-    # emulated CPU of [device] (no timing noise; repeats agree within about 1%).
+    # emulated CPU of [device] (no timing noise; the median of two or three counts).
     max_instructions_per_call: float | None = None
 
 
