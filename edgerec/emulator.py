@@ -57,6 +57,14 @@ class EmulatorUnavailable(EdgerecError):
     """This machine cannot run the emulator (tools missing and not installable here)."""
 
 
+def switched_off(enabled: bool = True) -> bool:
+    """True when the caller's flag (--no-emulate) or EDGEREC_EMULATE=0 turns emulation off."""
+    return not enabled or os.environ.get("EDGEREC_EMULATE") == "0"
+
+
+OFF = "--no-emulate or EDGEREC_EMULATE=0"
+
+
 def root() -> Path:
     return cache_dir() / "emulator" / f"{SUITE}-arm64"
 

@@ -9,7 +9,6 @@ the full one (`incremental` says how an app drives it).
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,7 @@ from edgerec.artifacts import atomic_artifact, check_output, read_manifest, writ
 from edgerec.bundle import ort_files, write_item_files
 from edgerec.checks import parity, replay, replay_scorer, top_k_check
 from edgerec.data import load_data
-from edgerec.emulator import EmulatedDevice, EmulatorUnavailable
+from edgerec.emulator import OFF, EmulatedDevice, EmulatorUnavailable, switched_off
 from edgerec.errors import EdgerecError
 from edgerec.evaluate import check_compatible, resolve_model_dir
 from edgerec.files import bundle_integrity
@@ -148,8 +147,8 @@ def emulated_parity(rec, folder: Path, files: dict, meta: dict, target, historie
     """The parity check again on the aarch64 build of each runtime, per emulated CPU of the
     profile, on its first `device.users` test users; the same tolerance. Where the machine cannot
     emulate, says why (and warns) instead of passing."""
-    if not config.emulate or os.environ.get("EDGEREC_EMULATE") == "0":
-        return "not run (--no-emulate or EDGEREC_EMULATE=0)"
+    if switched_off(config.emulate):
+        return f"not run ({OFF})"
     users = histories[: target.device.users]
     result = {}
     for cpu in target.device.emulate:

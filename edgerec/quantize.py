@@ -37,7 +37,6 @@ on the target's own code.
 from __future__ import annotations
 
 import math
-import os
 import shutil
 import tempfile
 import time
@@ -51,7 +50,7 @@ from edgerec.artifacts import atomic_artifact, check_output, read_manifest, writ
 from edgerec.bundle import ort_files
 from edgerec.console import quietly
 from edgerec.data import load_data
-from edgerec.emulator import EmulatedDevice, EmulatorUnavailable
+from edgerec.emulator import OFF, EmulatedDevice, EmulatorUnavailable, switched_off
 from edgerec.errors import EdgerecError
 from edgerec.evaluate import rank_users
 from edgerec.files import bundle_integrity, load_npz, load_onnx, read_bundle
@@ -457,14 +456,15 @@ def arm_counter(target, config: QuantizeConfig, histories, max_len: int, log):
     (None, why not). Rows: encoded validation histories, as validate's test users are."""
     if not target.device.emulate:
         return None, "the profile names no emulated CPU ([device] emulate)"
-    if not config.emulate or os.environ.get("EDGEREC_EMULATE") == "0":
-        return None, "not counted (--no-emulate or EDGEREC_EMULATE=0)"
+    if switched_off(config.emulate):
+        return None, f"not counted ({OFF})"
     try:
         device = EmulatedDevice.open(target.device.emulate[0], log)
     except EmulatorUnavailable as exc:
         return None, f"not counted: {exc}"
-    if device.can_count():
-        return None, f"not counted: {device.can_count()}"
+    cannot = device.can_count()
+    if cannot:
+        return None, f"not counted: {cannot}"
     rows = histories[: target.device.users]
 
     def count(runtime: str, path: Path, dtype: str) -> float:

@@ -29,7 +29,7 @@ from edgerec.artifacts import check_folder, read_artifact, read_manifest
 from edgerec.checks import accuracy, latency_stats, replay, score_outputs
 from edgerec.data import load_data
 from edgerec.device import SshDevice
-from edgerec.emulator import EmulatedDevice, EmulatorUnavailable
+from edgerec.emulator import OFF, EmulatedDevice, EmulatorUnavailable, switched_off
 from edgerec.envs import python_for, run_runner
 from edgerec.errors import EdgerecError
 from edgerec.evaluate import item_ids_hash, resolve_model_dir
@@ -338,8 +338,8 @@ def validate(bundle: Path, data_dir: Path, config: ValidateConfig, *, teacher: P
     emulated = None
     if not target.device.emulate:
         emulated = "the profile names no emulated CPU"
-    elif not config.emulate or os.environ.get("EDGEREC_EMULATE") == "0":
-        emulated = "not run (--no-emulate or EDGEREC_EMULATE=0)"
+    elif switched_off(config.emulate):
+        emulated = f"not run ({OFF})"
     else:
         try:
             emulated = validate_emulated(bundle, meta, target, histories, targets, data.num_items, log)
