@@ -3,7 +3,7 @@ and training time, on movielens-100k.
 
     python benchmarks/precision.py [--work runs/bench-precision]
 
-Trains `edgerec build`'s quick teacher (hidden 64, 2 layers; 60 epochs, early stopping) in fp32
+Trains the 227K quick teacher (hidden 64, 2 layers; 60 epochs, early stopping) in fp32
 and in bf16 (`--precision bf16`), then distils the default student from the fp32 teacher in each
 precision (same cached teacher targets). Reports test NDCG@10 / HR@10 with 95% intervals, the
 paired bootstrap of bf16 - fp32 per-user NDCG@10, epochs run and training minutes, and which

@@ -12,7 +12,7 @@ default build past 15 minutes on 2 cores; see benchmarks/prune.py for what it gi
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from edgerec.artifacts import _jsonable, artifact_hash, check_folder, read_artifact, read_manifest
@@ -25,7 +25,7 @@ from edgerec.files import sha256_file
 from edgerec.prune import PruneConfig, prune
 from edgerec.quantize import QuantizeConfig, quantize
 from edgerec.targets import load_target
-from edgerec.teacher import QUICK_TEACHER_SHAPE, TeacherConfig, train_teacher
+from edgerec.teacher import TEACHER_TRAIN, TeacherConfig, train_teacher
 from edgerec.training import TrainConfig
 from edgerec.validate import ValidateConfig, validate
 
@@ -37,10 +37,14 @@ class BuildConfig:
     interactions: str | None = None
     teacher: str | None = None  # an existing teacher artifact instead of training one
     # Training budgets are epochs, so a build gives the same model on a busy and an idle machine
-    # (early stopping on validation NDCG@10 is deterministic too). The quick teacher's best epoch
-    # was 42 of 62 and the student's 45 of 65 with patience 20 (benchmarks/teacher.py, distill.py).
+    # (early stopping on validation NDCG@10 is deterministic too). The 2.1M teacher's best epoch
+    # was 22 of 37 (patience 15) and the student's 45 of 65 with patience 20
+    # (benchmarks/teacher_recipe.py, distill.py).
     teacher_epochs: int = 60
     distill_epochs: int = 60
+    # Forward passes of both trainings: bf16 where the CPU has bf16 dot products, else fp32
+    # (benchmarks/precision.py: equivalent accuracy). A given machine always takes the same path.
+    precision: str = "auto"
     # Wall-clock guards only: when one cuts training short the build says so (the model then
     # depends on the machine's speed).
     teacher_minutes: float | None = 30.0
@@ -153,14 +157,16 @@ def build(config: BuildConfig, *, targets_dir: Path | None = None, teacher_confi
         log(f"[2/{total}] teacher   given   {paths['teacher']}")
         stages["teacher"] = {"status": "given", "seconds": 0.0, "path": str(paths["teacher"])}
     else:
-        teacher_config = teacher_config or TeacherConfig(shape=QUICK_TEACHER_SHAPE, train=TrainConfig(
-            epochs=config.teacher_epochs, max_minutes=config.teacher_minutes))
+        teacher_config = teacher_config or TeacherConfig(train=replace(
+            TEACHER_TRAIN, epochs=config.teacher_epochs, max_minutes=config.teacher_minutes,
+            precision=config.precision))
         stage(2, "teacher", paths["teacher"],
               is_current(paths["teacher"], "teacher", teacher_config, {"data": paths["data"]}),
               lambda: train_teacher(paths["data"], paths["teacher"], teacher_config, overwrite=True))
     # A profile that ships a step model needs positions counted from the window start.
     distill_config = distill_config or DistillConfig(train=TrainConfig(epochs=config.distill_epochs,
-                                                                       max_minutes=config.distill_minutes),
+                                                                       max_minutes=config.distill_minutes,
+                                                                       precision=config.precision),
                                                      positions="start" if target.step_model else "end")
     stage(3, "distill", paths["student"],
           is_current(paths["student"], "student", distill_config, {"data": paths["data"], "teacher": paths["teacher"]}),

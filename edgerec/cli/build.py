@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from edgerec.cli.common import JsonOut, emit_json, finite, plain_table, user_errors
+from edgerec.cli.common import JsonOut, Precision, emit_json, finite, plain_table, user_errors
 from edgerec.cli.targets import TargetsDir
 from edgerec.cli.validate import print_beyond_and_budgets, print_emulated
 
@@ -32,6 +32,7 @@ def build(
     sparsity: Annotated[Optional[float], typer.Option(min=0.0, max=0.99, callback=finite,
         help="Add the prune stage: remove this share of attention heads and FFN neurons, then recover "
              "(off by default; about 4 more minutes).")] = None,
+    precision: Precision = "auto",
     work: Annotated[Path, typer.Option(help="Folder for the intermediate artifacts.")] = Path("runs"),
     dist: Annotated[Path, typer.Option(help="Folder for the app bundles (dist/<target>).")] = Path("dist"),
     emulate: Annotated[bool, typer.Option(
@@ -53,7 +54,8 @@ def build(
         config = BuildConfig(target=target, dataset=dataset, interactions=str(interactions) if interactions else None,
                              teacher=str(teacher) if teacher else None, teacher_epochs=teacher_epochs,
                              distill_epochs=distill_epochs, teacher_minutes=teacher_minutes,
-                             distill_minutes=distill_minutes, sparsity=sparsity, work=str(work), dist=str(dist),
+                             distill_minutes=distill_minutes, sparsity=sparsity, precision=precision,
+                             work=str(work), dist=str(dist),
                              emulate=emulate)
         result = run(config, targets_dir=targets_dir, log=lambda m: typer.echo(m, err=True))
     report = result["report"]
