@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import time
 from dataclasses import asdict, replace
@@ -25,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import fmt_ci, machine, print_table, run_benchmark, save  # noqa: E402
+from common import fmt_ci, machine, print_table, run_benchmark, run_single_threaded, save  # noqa: E402
 
 # name -> (shape overrides, training overrides) over the default teacher (edgerec.teacher)
 RECIPES = {
@@ -87,20 +85,8 @@ def main() -> None:
     unknown = [r for r, _ in runs if r not in RECIPES]
     if unknown:
         raise SystemExit(f"unknown recipe(s) {unknown}; known: {', '.join(RECIPES)}")
-    pending, running = list(runs), []
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    while pending or running:
-        while pending and len(running) < args.parallel:
-            recipe, precision = pending.pop(0)
-            log = open(args.work / f"{recipe}-{precision}.log", "w")
-            running.append(subprocess.Popen([sys.executable, __file__, "--work", str(args.work), "--epochs", str(args.epochs), "--one",
-                                             recipe, precision], stdout=log, stderr=subprocess.STDOUT, env=env))
-            print(f"started {recipe} ({precision})", flush=True)
-        time.sleep(5)
-        for proc in [p for p in running if p.poll() is not None]:
-            running.remove(proc)
-            if proc.returncode:
-                raise SystemExit(f"a run failed (exit {proc.returncode}): see {args.work}/*.log")
+    run_single_threaded([(f"{r}-{p}", [__file__, "--work", str(args.work), "--epochs", str(args.epochs), "--one", r, p])
+                         for r, p in runs], args.work, args.parallel)
     results = {f"{r} {p}": json.loads((args.work / f"{r}-{p}" / "result.json").read_text()) for r, p in runs}
     for (recipe, precision) in runs:
         base = results.get(f"quick {precision}")

@@ -41,7 +41,7 @@ from edgerec.models import (RecModel, Shape, build_id_model, factorize_items, it
                             save_model)
 from edgerec.teacher import (_prepare_work_dir, batches_of, causal_batches, pack, segment_positions, validator,
                              work_dir_for)
-from edgerec.training import TrainConfig, fit, setup_distributed
+from edgerec.training import TrainConfig, fit, resolve_precision, setup_distributed
 
 CACHE_VERSION = 1
 
@@ -150,7 +150,9 @@ def _soft_targets(logits: np.ndarray, top_k: int, temperature: float):
     lse_all = m[:, 0] + np.log(np.exp(z - m).sum(axis=1))
     lse_top = m[:, 0] + np.log(np.exp(top - m).sum(axis=1))
     tail = np.log(np.clip(-np.expm1(lse_top - lse_all), 1e-30, None))
-    return idx.astype(np.int32), (top - lse_all[:, None]).astype(np.float32), tail.astype(np.float32)
+    # an imported teacher scores items it has no label for -inf: probability 0, finite log
+    logp = np.maximum(top - lse_all[:, None], -1e4)
+    return idx.astype(np.int32), logp.astype(np.float32), tail.astype(np.float32)
 
 
 def _positions(n_targets: int, kind: str, per_user: int) -> np.ndarray:
@@ -237,9 +239,12 @@ def _causal_all_positions(teacher, windows) -> list[np.ndarray]:
 def load_or_compute_targets(teacher_dir: Path, data, config: DistillConfig, dist) -> dict:
     teacher = load_model(resolve_model_dir(teacher_dir))
     check_compatible(teacher, data)
-    key = cache_key(teacher_dir, data.path, config, teacher.kind)
+    if teacher.kind == "text":  # a 22M language BERT's targets cost more than the distillation
+        teacher.precision = resolve_precision(config.train.precision, "cpu")
+    key = cache_key(teacher_dir, data.path, config, teacher.kind) + ("-bf16" if teacher.precision == "bf16" else "")
     path = cache_dir() / "teacher-targets" / f"{key}.npz"
-    if dist.is_main and not path.is_file():
+    computed = not path.is_file()
+    if dist.is_main and computed:
         targets = compute_targets(teacher, data.train_sequences(), config)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
@@ -249,6 +254,7 @@ def load_or_compute_targets(teacher_dir: Path, data, config: DistillConfig, dist
     targets = load_npz(path, "cached teacher targets")
     targets["cache_path"] = str(path)
     targets["teacher"] = teacher
+    targets["computed"] = computed  # False: read from the cache (the seconds are the read's)
     return targets
 
 
@@ -375,6 +381,8 @@ def train_student(make_student, teacher_dir: Path, data, config: DistillConfig, 
     targets = load_or_compute_targets(teacher_dir, data, config, dist)
     teacher = targets.pop("teacher")
     target_seconds = time.perf_counter() - started
+    target_info = {"rows": int(len(targets["tail_logp"])), "computed": bool(targets.pop("computed")),
+                   "precision": teacher.precision}
     torch.manual_seed(config.train.seed)
     student = make_student().to(dist.device)
     meta = {"kind": config.student_kind, "num_items": data.num_items, "mask_token": data.mask_token,
@@ -399,12 +407,13 @@ def train_student(make_student, teacher_dir: Path, data, config: DistillConfig, 
                  work, dist, desc=desc)
     return {"student": student, "meta": meta, "teacher": teacher, "teacher_dir": teacher_dir,
             "config": config, "result": result,
-            "cache_path": targets["cache_path"], "target_seconds": target_seconds, "work": work_dir_for(out_dir)}
+            "cache_path": targets["cache_path"], "target_seconds": target_seconds, "target_info": target_info,
+            "work": work_dir_for(out_dir)}
 
 
 def _write_student(out_dir, data, *, student, meta, teacher, teacher_dir, config, result, cache_path,
                    target_seconds, work, overwrite=False, stage="student", manifest_config=None,
-                   extra=None):
+                   extra=None, target_info=None):
     student.cpu()
     rec = RecModel(student, meta)
     test = evaluate(rec, data, "test", reference=teacher)
@@ -419,7 +428,7 @@ def _write_student(out_dir, data, *, student, meta, teacher, teacher_dir, config
             parameters={"student": rec.num_parameters, "teacher": teacher.num_parameters},
             metrics={"valid_ndcg10": result.best_metric, "test": headline(test),
                      "teacher_test": headline(teacher_test)},
-            teacher_targets={"cache": cache_path, "seconds": round(target_seconds, 1)},
+            teacher_targets={"cache": cache_path, "seconds": round(target_seconds, 1), **(target_info or {})},
             training={"epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
                       "stopped": result.stopped, "seconds": round(result.seconds, 1),
                       "precision": result.precision,

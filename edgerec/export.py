@@ -9,6 +9,8 @@ the full one (`incremental` says how an app drives it).
 
 from __future__ import annotations
 
+import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,11 +52,10 @@ def export(model_dir: Path, data_dir: Path, out_dir: Path, config: ExportConfig,
     check_output(out_dir, "export", overwrite)
     source = read_manifest(model_dir, ("student", "pruned", "teacher"))
     rec = load_model(resolve_model_dir(model_dir))
-    if rec.kind == "text":
-        raise EdgerecError(f"{model_dir}: a text teacher needs a tokenizer on the device; distil "
-                           "it into an id-based student first (edgerec distill)")
     data = load_data(data_dir)
     check_compatible(rec, data)
+    if rec.kind == "text":
+        return _export_text(rec, Path(model_dir), Path(data_dir), data, out_dir, target, config, overwrite, log)
     if config.top_k is not None and not 1 <= config.top_k <= rec.num_items:
         raise EdgerecError(f"--top-k must be in [1, {rec.num_items}], got {config.top_k}")
     dtype = target.onnx.input_dtype
@@ -126,6 +127,46 @@ def export(model_dir: Path, data_dir: Path, out_dir: Path, config: ExportConfig,
                         parity_emulated_arm=arm_parity,
                         step_model=step_entry, seconds=timings,
                         sizes={f: (tmp / p).stat().st_size for f, p in files.items()})
+    return manifest
+
+
+def _export_text(rec, model_dir: Path, data_dir: Path, data, out_dir: Path, target, config, overwrite, log) -> dict:
+    """A text teacher as the "before" model: ONNX (fp32, optimum's exporter) with its tokenizer
+    and rendering, parity-checked against PyTorch. For comparison (`validate --teacher`), not for
+    the device: an app would need the tokenizer and every title; distil it into an id student."""
+    from edgerec.models import META
+    from edgerec.text_onnx import TextOnnxScorer, export_text_onnx
+
+    if "onnx" not in target.formats:
+        raise EdgerecError(f"target {target.name}: a text teacher exports to ONNX only, and this "
+                           "profile's formats omit it")
+    histories = data.examples("test")[0][: min(config.parity_users, 128)]
+    folder = resolve_model_dir(model_dir)
+    log("text teacher -> ONNX (optimum, fp32): not a device bundle, the model to compare with")
+    with atomic_artifact(out_dir, "export", config=config, inputs={"model": model_dir, "data": data_dir},
+                         overwrite=overwrite) as (tmp, manifest):
+        started = time.perf_counter()
+        onnx_file = export_text_onnx(folder, tmp / "onnx")
+        os.replace(onnx_file, tmp / "model.onnx")
+        shutil.rmtree(tmp / "onnx")
+        seconds = round(time.perf_counter() - started, 2)
+        check = parity(rec, TextOnnxScorer(rec, tmp / "model.onnx"), histories,
+                       target.budgets.parity_atol, "the text teacher's ONNX on onnxruntime")
+        for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", META):
+            if (folder / name).is_file():
+                (tmp / name).write_bytes((folder / name).read_bytes())
+        write_item_files(tmp, data.items)
+        meta = {"target": target.name, "edgerec_version": __version__, "source_stage": "teacher",
+                "kind": "text", "reference_only": True, "num_items": rec.num_items, "max_tokens": rec.max_len,
+                "inputs": "input_ids, attention_mask, token_type_ids from the tokenizer here, reading the "
+                          f"history as {META} renders it (titles, render)",
+                "outputs": {"logits": "float32 [batch, labels]; id2label in the model names the items"},
+                "files": {"onnx": "model.onnx"}, "parity": {"onnxruntime": check},
+                "note": "the teacher before distillation, for comparison; not a device bundle"}
+        write_json(tmp / "metadata.json", {**meta, "integrity": bundle_integrity(tmp)})
+        manifest.update(target=target.to_dict(), files_by_format={"onnx": "model.onnx"},
+                        parity={"onnxruntime": check}, seconds={"onnx": seconds}, reference_only=True,
+                        sizes={"onnx": (tmp / "model.onnx").stat().st_size})
     return manifest
 
 

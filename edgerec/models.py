@@ -177,6 +177,7 @@ class RecModel:
         # data index -> the checkpoint's own token / label index (identity for models we trained)
         self.token_of = np.asarray(meta.get("token_of_item") or self._identity(), dtype=np.int64)
         self.positions = meta.get("positions", "end")
+        self.precision = "fp32"  # "bf16": scores() runs under bf16 autocast (a resolved precision)
         if self.positions not in POSITIONS:
             raise EdgerecError(f"unknown position convention {self.positions!r} ({' or '.join(POSITIONS)})")
 
@@ -185,6 +186,10 @@ class RecModel:
         if self.kind == "text":
             return [0] + list(range(self.num_items))
         return list(range(self.num_items + 1))
+
+    @functools.cached_property
+    def text_encoder(self) -> TextEncoder:
+        return TextEncoder(self.tokenizer, self.meta["titles"], self.max_len, self.meta.get("render"))
 
     @property
     def num_parameters(self) -> int:
@@ -199,10 +204,7 @@ class RecModel:
         import torch
 
         if self.kind == "text":
-            texts = [render_history(h, self.meta["titles"]) for h in histories]
-            enc = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_len,
-                                 return_tensors="pt")
-            return dict(enc)
+            return self.text_encoder(histories)
         tokens = [self.token_of[np.asarray(h, dtype=np.int64)] for h in histories]
         mask_token = int(self.meta["mask_token"]) if self.kind == "masked" else None
         width = self.max_len
@@ -233,9 +235,11 @@ class RecModel:
         small batches keep the [B, heads, L, L] attention tensors in cache and track length."""
         import torch
 
+        from edgerec.training import autocast
+
         order = np.argsort([len(h) for h in histories], kind="stable")
         out = np.empty((len(histories), self.num_items + 1), dtype=np.float32)
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast(self.precision):
             for start in range(0, len(histories), batch_size):
                 rows = order[start: start + batch_size]
                 logits = self.logits(self.encode([histories[i] for i in rows], trim=True))
@@ -245,7 +249,8 @@ class RecModel:
     def to_item_scores(self, logits: np.ndarray) -> np.ndarray:
         scores = np.empty((len(logits), self.num_items + 1), dtype=np.float32)
         scores[:, 0] = -np.inf
-        scores[:, 1:] = logits[:, self.token_of[1:]]
+        scores[:, 1:] = logits[:, np.maximum(self.token_of[1:], 0)]
+        scores[:, 1:][:, self.token_of[1:] < 0] = -np.inf  # items an imported teacher has no label for
         return scores
 
 
@@ -350,10 +355,74 @@ def composed_attention(layer):
     return [t.float().contiguous() for t in (a, c, bm, b)]
 
 
-def render_history(history, titles: list[str], limit: int = 20) -> str:
-    """The text a text teacher reads: the most recent titles first, separated by [SEP]."""
-    recent = [titles[int(i)] for i in list(history)[::-1][:limit]]
-    return " [SEP] ".join(recent)
+# How a text teacher reads a history, kept in its edgerec.json ("render") so that scoring renders
+# exactly as training did. Imported checkpoints without it get these defaults.
+TEXT_ORDERS = ("recent-first", "recent-last")
+TEXT_RENDER = {"order": "recent-first", "limit": 20}
+
+
+def item_text(entry: dict, genres: bool = False) -> str:
+    """What a text teacher reads for one item: its title, optionally followed by its genres."""
+    title = entry.get("title") or f"item {entry['id']}"
+    if genres and entry.get("genres"):
+        return f"{title} ({', '.join(entry['genres'])})"
+    return title
+
+
+def _window(history, render: dict) -> list[int]:
+    items = [int(i) for i in list(history)[-int(render["limit"]):]]
+    return items[::-1] if render["order"] == "recent-first" else items
+
+
+def render_history(history, titles: list[str], render: dict | None = None) -> str:
+    """The text a text teacher reads: the last `limit` item texts, most recent first (default)
+    or last, separated by [SEP]."""
+    return " [SEP] ".join(titles[i] for i in _window(history, render or TEXT_RENDER))
+
+
+class TextEncoder:
+    """Token ids of rendered histories, built from each item's text tokenized once.
+
+    Tokenizing the rendered string on every call cost more than the forward pass of a small
+    teacher, and the same titles recur in every history. WordPiece splits on whitespace and
+    special tokens, so the concatenation `[CLS] t1 [SEP] t2 ... [SEP]` is what the tokenizer
+    returns for `render_history` (tests/test_text_teacher.py checks it), truncated on the oldest
+    side: from the right when the most recent item comes first, from the left otherwise.
+    Hand-written because tokenizers has no cache of pre-tokenized segments to concatenate.
+    """
+
+    def __init__(self, tokenizer, titles: list[str], max_tokens: int, render: dict | None = None):
+        self.render = {**TEXT_RENDER, **(render or {})}
+        if self.render["order"] not in TEXT_ORDERS:
+            raise EdgerecError(f"unknown history order {self.render['order']!r} ({' or '.join(TEXT_ORDERS)})")
+        self.max_tokens = int(max_tokens)
+        pieces = tokenizer(list(titles[1:]), add_special_tokens=False)["input_ids"] if len(titles) > 1 else []
+        self.pieces = [[]] + [list(p) for p in pieces]
+        self.cls, self.sep, self.pad = tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id
+
+    def ids(self, history) -> list[int]:
+        room, body = self.max_tokens - 2, []
+        for k, item in enumerate(_window(history, self.render)):
+            if k:
+                body.append(self.sep)
+            body.extend(self.pieces[item])
+            if self.render["order"] == "recent-first" and len(body) >= room:
+                break
+        body = body[:room] if self.render["order"] == "recent-first" else body[max(0, len(body) - room):]
+        return [self.cls] + body + [self.sep]
+
+    def __call__(self, histories) -> dict:
+        """Model inputs for a batch, padded to its longest row (as the tokenizer pads)."""
+        import torch
+
+        rows = [self.ids(h) for h in histories]
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), self.pad, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for r, row in enumerate(rows):
+            ids[r, : len(row)] = torch.tensor(row)
+            mask[r, : len(row)] = 1
+        return {"input_ids": ids, "token_type_ids": torch.zeros_like(ids), "attention_mask": mask}
 
 
 def save_model(directory: Path, model, meta: dict[str, Any], tokenizer=None) -> None:

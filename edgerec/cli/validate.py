@@ -100,6 +100,12 @@ def validate(
                          f"{ref['metrics']['HR@10']['mean']:.4f}", f"{ref['latency']['p50_ms']:.3f}",
                          f"{ref['latency']['p95_ms']:.3f}", f"{ref['latency']['p99_ms']:.3f}", "-", "-",
                          f"{ref['bytes'] / 1e6:.3f}"])
+        onnx_teacher = result.get("teacher_onnxruntime")
+        if onnx_teacher:  # a text teacher, also in ONNX Runtime: the before model runtime to runtime
+            rows.append(["teacher (onnxruntime)", onnx_teacher["file"], f"{onnx_teacher['metrics']['NDCG@10']['mean']:.4f}",
+                         f"{onnx_teacher['metrics']['HR@10']['mean']:.4f}", f"{onnx_teacher['latency']['p50_ms']:.3f}",
+                         f"{onnx_teacher['latency']['p95_ms']:.3f}", f"{onnx_teacher['latency']['p99_ms']:.3f}",
+                         "-", "-", f"{onnx_teacher['bytes'] / 1e6:.3f}"])
         typer.echo(result["note"])
         plain_table(["runtime", "file", "NDCG@10", "HR@10", "p50 ms", "p95 ms", "p99 ms", "load ms",
                      "peak RSS MB", "MB"], rows)
