@@ -144,7 +144,8 @@ def main() -> None:
 
     log(f"text teacher: fine-tune {BASE} (`teacher --kind text` defaults)")
     t0 = time.perf_counter()
-    text_config = TEXT_TEACHER if epochs is None else replace(TEXT_TEACHER, train=replace(TEXT_TEACHER.train, epochs=epochs))
+    text_config = TEXT_TEACHER if epochs is None else replace(
+        TEXT_TEACHER, text_examples_per_user=1, train=replace(TEXT_TEACHER.train, epochs=epochs))
     text_manifest = train_teacher(data_dir, work / "text-teacher", text_config, base=Path(BASE))
     minutes["text teacher"] = (time.perf_counter() - t0) / 60
     speed = throughput(work / "text-teacher", data, log)

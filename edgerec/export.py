@@ -28,9 +28,10 @@ from edgerec.evaluate import check_compatible, resolve_model_dir
 from edgerec.files import bundle_integrity
 from edgerec.graphs import scoring_graph, step_graph, step_layout
 from edgerec.incremental import describe
-from edgerec.models import load_model
+from edgerec.models import META, load_model
 from edgerec.runtimes import RUNTIMES, Scorer, encode, open_model
 from edgerec.targets import load_target
+from edgerec.text_onnx import TextOnnxScorer, export_text_onnx
 from edgerec.writers import export_onnx, export_step_onnx, export_step_tflite, export_tflite
 
 
@@ -134,9 +135,6 @@ def _export_text(rec, model_dir: Path, data_dir: Path, data, out_dir: Path, targ
     """A text teacher as the "before" model: ONNX (fp32, optimum's exporter) with its tokenizer
     and rendering, parity-checked against PyTorch. For comparison (`validate --teacher`), not for
     the device: an app would need the tokenizer and every title; distil it into an id student."""
-    from edgerec.models import META
-    from edgerec.text_onnx import TextOnnxScorer, export_text_onnx
-
     if "onnx" not in target.formats:
         raise EdgerecError(f"target {target.name}: a text teacher exports to ONNX only, and this "
                            "profile's formats omit it")

@@ -184,5 +184,9 @@ def read_bundle(bundle: Path, *, names=None, allow_modified: bool = False,
     if not isinstance(meta, dict) or not isinstance(meta.get("integrity"), dict):
         raise EdgerecError(f"{bundle / 'metadata.json'}: records no file hashes (not written by this "
                            "edgerec); export the bundle again")
+    if meta.get("reference_only"):
+        raise EdgerecError(f"{bundle}: the text teacher's ONNX export, kept for comparison, not a device "
+                           "bundle: distil it (edgerec distill), export the student, and measure the teacher "
+                           "with validate --teacher")
     changed += verify(bundle, meta["integrity"], names=names, allow_modified=allow_modified, fix=fix)
     return meta, changed

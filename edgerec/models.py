@@ -31,6 +31,7 @@ import numpy as np
 from edgerec.artifacts import MANIFEST, verify_artifact
 from edgerec.errors import EdgerecError
 from edgerec.files import check_safetensors, load_safetensors, read_json
+from edgerec.training import autocast
 
 KINDS = ("causal", "masked", "text")
 POSITIONS = ("end", "start")
@@ -234,8 +235,6 @@ class RecModel:
         padded to max_len, 10.7 s sorted, 6.2 s sorted in batches of 32 (AVX2 EPYC, 2 cores):
         small batches keep the [B, heads, L, L] attention tensors in cache and track length."""
         import torch
-
-        from edgerec.training import autocast
 
         order = np.argsort([len(h) for h in histories], kind="stable")
         out = np.empty((len(histories), self.num_items + 1), dtype=np.float32)

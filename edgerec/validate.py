@@ -38,6 +38,7 @@ from edgerec.models import load_model
 from edgerec.report import write_report
 from edgerec.runtimes import RUNTIMES, encode
 from edgerec.targets import load_target
+from edgerec.text_onnx import TextOnnxScorer, cached_text_onnx
 
 
 @dataclass(frozen=True)
@@ -164,8 +165,6 @@ def _pytorch(model_dir: Path, data, histories, targets, teacher_top=None, timed:
 def _text_onnx(teacher: Path, data, histories, targets, reference: dict, timed: int = 200) -> dict:
     """A text teacher in ONNX Runtime (optimum's export, cached per teacher): the "before" model
     runtime to runtime. Same users, same inputs, batch-1 calls as the PyTorch reference."""
-    from edgerec.text_onnx import TextOnnxScorer, cached_text_onnx
-
     model_dir = resolve_model_dir(teacher)
     rec = load_model(model_dir)
     path = cached_text_onnx(teacher, model_dir)

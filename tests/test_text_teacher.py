@@ -206,6 +206,10 @@ def test_text_teacher_exports_to_onnx_as_the_before_model(tmp_path, data_dir, te
     meta = json.loads((tmp_path / "before" / "metadata.json").read_text())
     assert meta["kind"] == "text" and meta["reference_only"] is True
     assert {"model.onnx", "tokenizer.json", "edgerec.json", "items.json"} <= {p.name for p in (tmp_path / "before").iterdir()}
+    from edgerec.files import read_bundle
+
+    with pytest.raises(EdgerecError, match="not a device bundle"):  # quantize / validate refuse it in one line
+        read_bundle(tmp_path / "before")
 
 
 def test_validate_measures_a_text_teacher_in_onnx_runtime(tmp_path, data_dir, text_teacher, monkeypatch):

@@ -75,6 +75,9 @@ def train(
     examples_per_user: Annotated[int, typer.Option(
         min=1, max=10_000, help="--kind text: training examples (random prefix -> next item) per user "
                                 "and epoch.")] = TEXT_TEACHER.text_examples_per_user,
+    text_head_init: Annotated[Literal["titles", "random"], typer.Option(
+        help="--kind text: start the item head from the base model's reading of each title (and log "
+             "popularity), or at random.")] = TEXT_TEACHER.text_head_init,
     overwrite: Overwrite = False,
     json_out: JsonOut = False,
 ) -> None:
@@ -114,7 +117,7 @@ def train(
             raise EdgerecError(f"unknown --kind '{kind}' (causal, masked or text)")
         config = TeacherConfig(
             kind=kind, text_max_tokens=text_max_tokens, text_items=text_items, text_order=text_order,
-            text_genres=text_genres, text_examples_per_user=examples_per_user,
+            text_genres=text_genres, text_examples_per_user=examples_per_user, text_head_init=text_head_init,
             shape=Shape(hidden=hidden, layers=layers, heads=heads, intermediate=intermediate,
                         max_len=max_len, dropout=dropout, attention_dropout=attention_dropout),
             train=TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, patience=patience,
@@ -138,16 +141,29 @@ def import_(
     path: Annotated[Path, typer.Argument(help="Fine-tuned Hugging Face BERT directory (safetensors).")],
     data: Annotated[Path, typer.Option("--data", "-d", help="Data artifact whose items it scores.")] = Path("runs/data"),
     out: Annotated[Path, typer.Option("--out", "-o", help="Teacher artifact to write.")] = Path("runs/teacher"),
+    text_max_tokens: Annotated[int, typer.Option(
+        min=8, max=512, help="Text checkpoint: tokens it reads (as it was fine-tuned).")] = 128,
+    text_items: Annotated[int, typer.Option(min=1, max=1000, help="Text checkpoint: most recent items rendered.")] = 20,
+    text_order: Annotated[Literal["recent-first", "recent-last"], typer.Option(
+        help="Text checkpoint: where the most recent item's title goes.")] = "recent-first",
+    text_genres: Annotated[bool, typer.Option(help="Text checkpoint: titles followed by their genres.")] = False,
     overwrite: Overwrite = False,
     json_out: JsonOut = False,
 ) -> None:
     """Adopt an existing fine-tuned checkpoint: BertForSequenceClassification (id2label names the
-    items), BertForMaskedLM or BertLMHeadModel over item tokens (items.txt: line n = token n).
-    Says exactly which items do not match the data."""
+    items, with its tokenizer files), BertForMaskedLM or BertLMHeadModel over item tokens
+    (items.txt: line n = token n). An id model must match the data's items exactly (the error
+    lists what differs); for a text model, labels the data lacks and data items it has no label
+    for are counted and explained, one line each. `--text-*` say how a text checkpoint reads a
+    history (as it was fine-tuned)."""
     with user_errors():
         from edgerec.teacher import import_teacher
 
-        manifest = import_teacher(path, data, out, overwrite=overwrite)
+        from edgerec.teacher import TeacherConfig
+
+        reading = TeacherConfig(kind="text", text_max_tokens=text_max_tokens, text_items=text_items,
+                                text_order=text_order, text_genres=text_genres)
+        manifest = import_teacher(path, data, out, overwrite=overwrite, text=reading)
     if not json_out:
         for note in manifest.get("vocabulary", {}).get("notes", []):
             typer.echo(note)
