@@ -159,8 +159,10 @@ def reuse_freed_memory():
     not all held for the rest of the run. An ML-1M benchmark process (build, then a second
     student) reached 17 GB RSS and was killed by the OOM killer beside other jobs on a 24 GB
     machine; with the trim, a 4-epoch ML-1M distillation peaked at 8.56 GB instead of 9.14 GB,
-    43.0 s vs 43.3 s per epoch (one thread). Most of that peak is not the heap's keeping: a
-    60-epoch ML-1M student still holds 11-12 GB, which is not yet explained (see the notes).
+    43.0 s vs 43.3 s per epoch (one thread). That is not enough: with glibc's own thresholds the
+    same run peaked at 4.63 GB (but took 71 s per epoch), and a 60-epoch ML-1M student under
+    these thresholds still climbed past 18 GB. A cap between the two (an mmap threshold below
+    the [positions, items] logits' size) is the next thing to measure; see the issue notes.
     """
     try:
         libc = ctypes.CDLL("libc.so.6")
