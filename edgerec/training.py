@@ -155,14 +155,13 @@ def reuse_freed_memory():
     exposes no allocator setting for the CPU.
 
     Yields `release()`, which hands the free memory back to the kernel (malloc_trim): `fit`
-    calls it after every epoch, so blocks kept for one epoch's batches and validation pass are
-    not all held for the rest of the run. An ML-1M benchmark process (build, then a second
-    student) reached 17 GB RSS and was killed by the OOM killer beside other jobs on a 24 GB
-    machine; with the trim, a 4-epoch ML-1M distillation peaked at 8.56 GB instead of 9.14 GB,
-    43.0 s vs 43.3 s per epoch (one thread). That is not enough: with glibc's own thresholds the
-    same run peaked at 4.63 GB (but took 71 s per epoch), and a 60-epoch ML-1M student under
-    these thresholds still climbed past 18 GB. A cap between the two (an mmap threshold below
-    the [positions, items] logits' size) is the next thing to measure; see the issue notes.
+    calls it after every epoch, so what one epoch's batches and validation pass kept is not all
+    held for the rest of the run. The price is memory: an ML-1M benchmark process (build, then a
+    second student) reached 17 GB RSS and was OOM-killed beside other jobs on a 24 GB machine,
+    and a 60-epoch ML-1M student swung between 4 and 19 GB within epochs.
+    `benchmarks/train_memory.py` (4-epoch ML-1M distillation, 2 threads, AMX Xeon): these
+    settings 27.8 s per epoch at 9.36 GB peak, a 64 MB mmap threshold 33.4 s / 8.05 GB, glibc's
+    defaults 41.8 s / 4.72 GB. No setting measured yet gives both; see the issue notes.
     """
     try:
         libc = ctypes.CDLL("libc.so.6")
