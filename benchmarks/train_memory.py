@@ -4,9 +4,10 @@ process, one after another; peak RSS sampled while it runs, seconds per epoch fr
 
     python benchmarks/train_memory.py [--work runs/bench-ml1m] [--epochs 4]
 
-Settings: "edgerec" (mmap threshold 1 GB, trim threshold max, malloc_trim after every epoch:
-what `fit` does), "mmap64" (the same with a 64 MB mmap threshold), "glibc-default" (no
-mallopt at all). Needs the ML-1M teacher and data from `benchmarks/ml1m.py`. Writes
+Settings: "edgerec" (what `fit` does: mmap threshold 1 GB, trim threshold max, malloc_trim
+after every epoch and mid-epoch once the process holds over a quarter of the machine's memory),
+"uncapped" (the same without the mid-epoch release: fit before the cap), "mmap64" (uncapped
+with a 64 MB mmap threshold), "glibc-default" (no mallopt at all). Needs the ML-1M teacher and data from `benchmarks/ml1m.py`. Writes
 benchmarks/results/train_memory.json.
 """
 
@@ -27,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import machine, print_table, run_benchmark, save  # noqa: E402
 
-SETTINGS = ("edgerec", "mmap64", "glibc-default")
+SETTINGS = ("edgerec", "uncapped", "mmap64", "glibc-default")
 
 
 def one(setting: str, work: Path, epochs: int) -> dict:
@@ -36,10 +37,13 @@ def one(setting: str, work: Path, epochs: int) -> dict:
     from edgerec.training import TrainConfig
 
     libc = ctypes.CDLL("libc.so.6")
-    if setting == "glibc-default":
+    original = training.reuse_freed_memory
+    if setting == "uncapped":
+        training.reuse_freed_memory = lambda: original(0.0)
+    elif setting == "glibc-default":
         @contextlib.contextmanager
         def patched():
-            yield lambda: None
+            yield training.Heap(None, 0)
         training.reuse_freed_memory = patched
     elif setting == "mmap64":
         @contextlib.contextmanager
@@ -47,7 +51,7 @@ def one(setting: str, work: Path, epochs: int) -> dict:
             libc.mallopt(-3, 64 << 20)  # M_MMAP_THRESHOLD
             libc.mallopt(-1, (1 << 31) - 1)  # M_TRIM_THRESHOLD
             try:
-                yield lambda: libc.malloc_trim(0)
+                yield training.Heap(libc.malloc_trim, 0)  # no cap: release after each epoch only
             finally:
                 libc.mallopt(-3, 128 * 1024)
                 libc.mallopt(-1, 128 * 1024)

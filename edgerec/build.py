@@ -54,13 +54,29 @@ class BuildConfig:
     emulate: bool = True  # validate on the profile's emulated ARM CPUs too ([device] emulate)
 
 
+# Options added after artifacts were already being written, with what an artifact written
+# before them did: a manifest without the key was made that way (so `init` is "random", not
+# today's default, and an old student is rebuilt).
+ADDED_OPTIONS = {"schedule": "constant", "init": "random"}
+
+
+def _as_before(stored, wanted):
+    """`stored` (a manifest's config) with ADDED_OPTIONS it lacks filled in where `wanted` has them."""
+    if not isinstance(stored, dict) or not isinstance(wanted, dict):
+        return stored
+    filled = {k: _as_before(v, wanted.get(k)) for k, v in stored.items()}
+    filled.update({k: ADDED_OPTIONS[k] for k in wanted if k in ADDED_OPTIONS and k not in stored})
+    return filled
+
+
 def is_current(out_dir: Path, stage: str, config, inputs: dict[str, Path], extra: dict | None = None) -> bool:
     """The artifact exists, is of `stage`, and was made with this config from these inputs."""
     try:
         manifest = read_manifest(out_dir, stage)
     except EdgerecError:
         return False
-    if manifest.get("config") != _jsonable(config):
+    wanted = _jsonable(config)
+    if _as_before(manifest.get("config"), wanted) != wanted:
         return False
     try:
         current = {name: artifact_hash(path) for name, path in inputs.items()}

@@ -37,8 +37,8 @@ from edgerec.errors import EdgerecError
 from edgerec.evaluate import check_compatible, evaluate, headline, item_ids_hash, public, resolve_model_dir
 from edgerec.files import load_npz
 from edgerec.metrics import item_popularity
-from edgerec.models import (RecModel, Shape, build_id_model, factorize_items, item_rank, load_model,
-                            save_model)
+from edgerec.models import (RecModel, Shape, build_id_model, factorize_items, init_from_teacher, item_rank,
+                            load_model, save_model, teacher_init_layers)
 from edgerec.teacher import (_prepare_work_dir, batches_of, causal_batches, pack, segment_positions, validator,
                              work_dir_for)
 from edgerec.training import TrainConfig, fit, resolve_precision, setup_distributed
@@ -77,9 +77,17 @@ class DistillConfig:
     # incremental step model needs (edgerec.incremental); "end" is the measured default.
     positions: str = "end"
     mask_prob: float = 0.2  # masked students: share of history positions hidden (cloze term)
+    # "teacher": start from the teacher's embeddings, output layer and evenly spaced layers
+    # (models.init_from_teacher) where its shape allows, else from random weights (said on the
+    # console, recorded in the manifest); "random": always random; a path: the same copy from
+    # that id model artifact instead (e.g. a small model of the student's width when the teacher
+    # is wider), which must fit, and for the same items.
+    init: str = "teacher"
 
     def validate(self) -> None:
         self.student.validate()
+        if not self.init:
+            raise EdgerecError("--init must be teacher, random or a model artifact's path")
         if self.student_kind not in ("causal", "masked"):
             raise EdgerecError(f"--student-kind must be causal or masked, got {self.student_kind!r}")
         if self.positions not in ("end", "start"):
@@ -356,12 +364,24 @@ def distill(teacher_dir: Path, data_dir: Path, out_dir: Path, config: DistillCon
     usable = [u for u, s in enumerate(sequences) if len(s) >= 2]
     if not usable:
         raise EdgerecError(f"{data_dir}: the training split is empty (every history is too short)")
+    source = None
+    if config.init not in ("teacher", "random"):  # a model to start from: fail before any work
+        source = load_model(resolve_model_dir(Path(config.init)))
+        check_compatible(source, data)
+        if source.kind not in ("causal", "masked"):
+            raise EdgerecError(f"--init {config.init}: a {source.kind} model has no id weights to start from")
     dist = setup_distributed()
-    def make_student():
+
+    def make_student(teacher):
         student = build_id_model(config.student_kind, data.vocab_size, config.student)
-        if config.item_rank:
-            factorize_items(student, config.item_rank, init="random")
-        return student
+        start = {"from": "random"}
+        if config.init != "random":
+            start = start_from(student, source or teacher, config, "teacher" if source is None else config.init)
+            if source is not None and start["from"] == "random":
+                raise EdgerecError(f"--init {config.init}: cannot start the student from it ({start['why']})")
+        if config.item_rank:  # a copied table is factorised as prune does it; a random one starts random
+            factorize_items(student, config.item_rank, init="random" if start["from"] == "random" else "svd")
+        return student, start
 
     trained = train_student(make_student, teacher_dir, data, config, dist, out_dir, usable)
     if not dist.is_main:
@@ -369,10 +389,31 @@ def distill(teacher_dir: Path, data_dir: Path, out_dir: Path, config: DistillCon
     return _write_student(out_dir, data, overwrite=overwrite, **trained)
 
 
+def start_from(student, source, config: DistillConfig, name: str = "teacher") -> dict:
+    """Copy `source`'s weights (a RecModel: the teacher, or DistillConfig.init's model) into a
+    fresh student where the shapes allow. Returns how it started, for the manifest:
+    {"from": name, "layers": [...]}, or {"from": "random", "why": ...}."""
+    model = source.model
+    why = None
+    if source.kind not in ("causal", "masked"):
+        why = f"a {source.kind} {name} has no id embeddings to copy"
+    elif source.positions != config.positions:
+        why = f"the {name} counts positions from the {source.positions}, the student from the {config.positions}"
+    elif model.config.num_hidden_layers < config.student.layers:
+        why = f"the student has more layers than the {name}"
+    if why is None:
+        layers = teacher_init_layers(model.config.num_hidden_layers, config.student.layers)
+        why = init_from_teacher(student, model, layers)
+        if why is None:
+            return {"from": name, "layers": layers}
+    return {"from": "random", "why": why}
+
+
 def train_student(make_student, teacher_dir: Path, data, config: DistillConfig, dist, out_dir: Path,
                   usable: list[int] | None = None, desc: str = "distill") -> dict:
-    """Train the model `make_student()` returns (fresh, or pruned and recovering) against the
-    cached teacher targets; the seed is set after the targets are ready, before it is built."""
+    """Train the model `make_student(teacher)` returns (fresh, or pruned and recovering) with how
+    it started, against the cached teacher targets; the seed is set after the targets are ready,
+    before it is built."""
     import torch
 
     sequences = data.train_sequences()
@@ -384,7 +425,8 @@ def train_student(make_student, teacher_dir: Path, data, config: DistillConfig, 
     target_info = {"rows": int(len(targets["tail_logp"])), "computed": bool(targets.pop("computed")),
                    "precision": teacher.precision}
     torch.manual_seed(config.train.seed)
-    student = make_student().to(dist.device)
+    student, start = make_student(teacher)
+    student = student.to(dist.device)
     meta = {"kind": config.student_kind, "num_items": data.num_items, "mask_token": data.mask_token,
             "max_len": config.student.max_len, "item_ids_sha256": item_ids_hash(data.item_ids()),
             "positions": config.positions}
@@ -406,20 +448,24 @@ def train_student(make_student, teacher_dir: Path, data, config: DistillConfig, 
     result = fit(student, loss_module, batches, len(seqs), validator(data, meta), config.train,
                  work, dist, desc=desc)
     return {"student": student, "meta": meta, "teacher": teacher, "teacher_dir": teacher_dir,
-            "config": config, "result": result,
+            "config": config, "result": result, "start": start,
             "cache_path": targets["cache_path"], "target_seconds": target_seconds, "target_info": target_info,
             "work": work_dir_for(out_dir)}
 
 
 def _write_student(out_dir, data, *, student, meta, teacher, teacher_dir, config, result, cache_path,
                    target_seconds, work, overwrite=False, stage="student", manifest_config=None,
-                   extra=None, target_info=None):
+                   extra=None, target_info=None, start=None):
     student.cpu()
     rec = RecModel(student, meta)
     test = evaluate(rec, data, "test", reference=teacher)
     teacher_test = evaluate(teacher, data, "test")
-    with atomic_artifact(out_dir, stage, config=manifest_config or config,
-                         inputs={"data": data.path, "teacher": Path(teacher_dir)},
+    inputs = {"data": data.path, "teacher": Path(teacher_dir)}
+    if start and start.get("from") not in ("teacher", "random"):  # started from another artifact
+        source = resolve_model_dir(Path(start["from"])).parent
+        if (source / "manifest.json").is_file():
+            inputs["init"] = source
+    with atomic_artifact(out_dir, stage, config=manifest_config or config, inputs=inputs,
                          overwrite=overwrite) as (tmp, manifest):
         save_model(tmp / "model", student, meta)
         shutil.copy(data.path / "items.json", tmp / "items.json")
@@ -433,6 +479,7 @@ def _write_student(out_dir, data, *, student, meta, teacher, teacher_dir, config
                       "stopped": result.stopped, "seconds": round(result.seconds, 1),
                       "precision": result.precision,
                       "history": result.history},
+            **({"init": start} if start else {}),
             **(extra or {}),
         )
     shutil.rmtree(work, ignore_errors=True)

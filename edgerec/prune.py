@@ -254,7 +254,7 @@ def prune(student_dir: Path, teacher_dir: Path, data_dir: Path, out_dir: Path, c
         parameters = sum(p.numel() for p in model.parameters())
         log(f"step {step}/{config.iterations}: removed heads {removed['heads']}, FFN now "
             f"{removed['ffn_neurons_per_layer']} per layer, {parameters:,} parameters; recovering")
-        trained = train_student(lambda: model, teacher_dir, data, distill_config, dist, out_dir,
+        trained = train_student(lambda _teacher: (model, None), teacher_dir, data, distill_config, dist, out_dir,
                                 desc=f"recover {step}/{config.iterations}")
         model = trained["student"]
         steps.append({"step": step, "sparsity": share, "removed": removed, "parameters": parameters,

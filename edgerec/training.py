@@ -41,8 +41,14 @@ class TrainConfig:
     # dot products (AVX512-BF16 / AMX) or on a bf16 GPU, fp32 elsewhere ("auto"). The loss's
     # softmax and the optimizer stay fp32 (autocast's own rules); the manifest says which ran.
     precision: str = "fp32"
+    # Learning rate over the epochs after warm-up: "constant", or "cosine" (from lr down to 0 at
+    # the last epoch of `epochs`, half a cosine, set once per epoch: the budget is epochs, so
+    # the same command decays the same way on any machine; an early stop ends it sooner).
+    schedule: str = "constant"
 
     def validate(self) -> None:
+        if self.schedule not in SCHEDULES:
+            raise EdgerecError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
         if self.epochs < 1 or self.batch_size < 1 or self.patience < 1 or self.warmup_steps < 0:
             raise EdgerecError("epochs, batch size and patience must be >= 1, warm-up >= 0")
         if not self.lr > 0:
@@ -52,6 +58,18 @@ class TrainConfig:
 
 
 PRECISIONS = ("fp32", "bf16", "auto")
+# Share of the machine's memory a training process may keep in freed heap blocks before
+# releasing them mid-epoch (reuse_freed_memory): 24 GB -> 6 GB, so two trainings fit beside
+# each other.
+HEAP_SHARE = 0.25
+SCHEDULES = ("constant", "cosine")
+
+
+def epoch_lr(config: TrainConfig, epoch: int) -> float:
+    """The learning rate of epoch `epoch` (0-based) before warm-up scaling."""
+    if config.schedule == "cosine":
+        return config.lr * 0.5 * (1 + math.cos(math.pi * epoch / config.epochs))
+    return config.lr
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo: oneDNN has bf16 dot products
 
 
@@ -142,8 +160,9 @@ def shard(n: int, dist: Dist, epoch: int, seed: int, shuffle: bool = True) -> np
 
 
 @contextlib.contextmanager
-def reuse_freed_memory():
-    """Keep freed blocks in the process's heap while training (glibc only; elsewhere a no-op).
+def reuse_freed_memory(limit_share: float = HEAP_SHARE):
+    """Keep freed blocks in the process's heap while training, up to a limit (glibc only;
+    elsewhere a no-op).
 
     PyTorch's CPU allocator calls malloc/free for every activation; glibc hands blocks over its
     mmap threshold back to the kernel and maps them again on the next batch, so each batch
@@ -154,30 +173,64 @@ def reuse_freed_memory():
     go back, and the heap is trimmed, when training ends. Done with ctypes because PyTorch
     exposes no allocator setting for the CPU.
 
-    Yields `release()`, which hands the free memory back to the kernel (malloc_trim): `fit`
-    calls it after every epoch, so what one epoch's batches and validation pass kept is not all
-    held for the rest of the run. The price is memory: an ML-1M benchmark process (build, then a
-    second student) reached 17 GB RSS and was OOM-killed beside other jobs on a 24 GB machine,
-    and a 60-epoch ML-1M student swung between 4 and 19 GB within epochs.
-    `benchmarks/train_memory.py` (4-epoch ML-1M distillation, 2 threads, AMX Xeon): these
-    settings 27.8 s per epoch at 9.36 GB peak, a 64 MB mmap threshold 33.4 s / 8.05 GB, glibc's
-    defaults 41.8 s / 4.72 GB. No setting measured yet gives both; see the issue notes.
+    Yields a `Heap`: `fit` calls `release()` (malloc_trim: free memory back to the kernel) after
+    every epoch and `check()` after every step, which releases too once the process holds more
+    than `limit_share` of the machine's memory (and 1.25x what it held after the last release).
+    Without that cap the kept blocks grew with fragmentation: a 60-epoch ML-1M student swung
+    between 4 and 19 GB, and two ML-1M trainings beside each other were OOM-killed on a 24 GB
+    machine (the hidden-256 teacher at 15.5 GB). `benchmarks/train_memory.py` measures the
+    settings against each other.
     """
     try:
         libc = ctypes.CDLL("libc.so.6")
         mallopt, trim = libc.mallopt, libc.malloc_trim
     except (OSError, AttributeError):
-        yield lambda: None
+        yield Heap(None, 0)
         return
     M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # noqa: N806 (glibc's names)
     mallopt(M_MMAP_THRESHOLD, 1 << 30)
     mallopt(M_TRIM_THRESHOLD, (1 << 31) - 1)
     try:
-        yield lambda: trim(0)
+        yield Heap(trim, int(limit_share * physical_memory()))
     finally:
         mallopt(M_MMAP_THRESHOLD, 128 * 1024)  # glibc's defaults
         mallopt(M_TRIM_THRESHOLD, 128 * 1024)
         trim(0)
+
+
+def physical_memory() -> int:
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 0
+
+
+def resident_bytes() -> int:
+    """This process's resident set (Linux /proc; 0 where there is none)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+class Heap:
+    """What `reuse_freed_memory` yields: release the heap's free memory now, or when over a limit."""
+
+    def __init__(self, trim, limit: int):
+        self._trim, self.limit, self._after_release, self.releases = trim, limit, 0, 0
+
+    def release(self) -> None:
+        if self._trim is not None:
+            self._trim(0)
+            self._after_release = resident_bytes()
+            self.releases += 1
+
+    def check(self) -> None:
+        if self._trim is not None and self.limit:
+            held = resident_bytes()
+            if held > self.limit and held > 1.25 * self._after_release:
+                self.release()
 
 
 @dataclass
@@ -234,10 +287,13 @@ def fit(
     precision = resolve_precision(config.precision, dist.device)
     bar = tqdm(total=config.epochs, initial=state["epoch"], desc=desc, disable=not dist.is_main,
                unit="epoch", dynamic_ncols=True)
-    with reuse_freed_memory() as release:
+    with reuse_freed_memory() as heap:
         while state["epoch"] < config.epochs:
             epoch = state["epoch"]
             rng = np.random.default_rng([config.seed, epoch, dist.rank])
+            lr = epoch_lr(config, epoch)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
             trainable.train()
             losses = []
             for batch in make_batches(shard(num_examples, dist, epoch, config.seed), rng):
@@ -248,12 +304,13 @@ def fit(
                 if config.warmup_steps:
                     scale = min(1.0, (state.get("steps", 0) + 1) / config.warmup_steps)
                     for group in optimizer.param_groups:
-                        group["lr"] = config.lr * scale
+                        group["lr"] = lr * scale
                 optimizer.step()
                 state["steps"] = state.get("steps", 0) + 1
                 losses.append(float(loss.detach()))
+                heap.check()
             total, count = dist.all_sum(list(validate(model, dist)))
-            release()  # the epoch's freed blocks go back: the heap does not grow epoch after epoch
+            heap.release()  # the epoch's freed blocks go back: the heap does not grow epoch after epoch
             metric = total / max(count, 1.0)
             loss_mean = float(np.mean(losses)) if losses else float("nan")
             state["history"].append({"epoch": epoch + 1, "loss": loss_mean, "valid_ndcg10": metric})

@@ -220,3 +220,69 @@ def test_bad_student_kind_or_positions_is_one_clear_error(tmp_path, data_dir, te
         with pytest.raises(EdgerecError, match=message):
             distill(teacher_dir, data_dir, tmp_path / "x", config(**kw))
     assert not (tmp_path / "x").exists()
+
+
+def test_init_from_teacher_copies_embeddings_head_and_chosen_layers():
+    import torch
+
+    from edgerec.models import init_from_teacher, teacher_init_layers
+
+    torch.manual_seed(0)
+    teacher = build_id_model("causal", 30, Shape(hidden=16, layers=3, heads=2, intermediate=32, max_len=12)).eval()
+    same = build_id_model("causal", 30, Shape(hidden=16, layers=3, heads=2, intermediate=32, max_len=12)).eval()
+    assert init_from_teacher(same, teacher) is None
+    ids = torch.tensor([[0, 0, 3, 7, 1, 9]])
+    with torch.no_grad():  # every weight copied: the same function
+        assert torch.equal(same(input_ids=ids).logits, teacher(input_ids=ids).logits)
+
+    assert teacher_init_layers(3, 1) == [0] and teacher_init_layers(3, 2) == [0, 2]
+    assert teacher_init_layers(4, 3) == [0, 2, 3]
+    small = build_id_model("causal", 30, Shape(hidden=16, layers=2, heads=2, intermediate=32, max_len=8))
+    assert init_from_teacher(small, teacher) is None
+    s, t = small.state_dict(), teacher.state_dict()
+    assert torch.equal(s["bert.embeddings.word_embeddings.weight"], t["bert.embeddings.word_embeddings.weight"])
+    assert torch.equal(s["cls.predictions.bias"], t["cls.predictions.bias"])
+    # positions count from the end: the student's 8 slots are the teacher's last 8
+    assert torch.equal(s["bert.embeddings.position_embeddings.weight"], t["bert.embeddings.position_embeddings.weight"][-8:])
+    for i, j in enumerate([0, 2]):
+        key = "bert.encoder.layer.{}.intermediate.dense.weight"
+        assert torch.equal(s[key.format(i)], t[key.format(j)])
+
+    narrow = build_id_model("causal", 30, Shape(hidden=8, layers=1, heads=2, intermediate=32, max_len=12))
+    before = narrow.state_dict()["bert.embeddings.word_embeddings.weight"].clone()
+    assert "width" in init_from_teacher(narrow, teacher)
+    assert torch.equal(narrow.state_dict()["bert.embeddings.word_embeddings.weight"], before)  # untouched
+    masked = build_id_model("masked", 30, Shape(hidden=16, layers=1, heads=2, intermediate=32, max_len=12))
+    assert init_from_teacher(masked, teacher) is not None
+
+
+def test_distill_records_how_the_student_started(tmp_path, data_dir, teacher_dir, monkeypatch):
+    monkeypatch.setenv("EDGEREC_CACHE", str(tmp_path / "cache"))
+    wide = Shape(hidden=32, layers=1, heads=2, intermediate=64, max_len=12, dropout=0.0, attention_dropout=0.0)
+    started = distill(teacher_dir, data_dir, tmp_path / "a",
+                      DistillConfig(student=wide, top_k=8, train=TrainConfig(epochs=1, batch_size=16, lr=1e-4)))
+    assert started["init"] == {"from": "teacher", "layers": [0]}
+    # one epoch at a small rate from the teacher's weights ranks about as the teacher does
+    m = started["metrics"]
+    assert m["test"]["NDCG@10"] > m["teacher_test"]["NDCG@10"] - 0.1
+    random = distill(teacher_dir, data_dir, tmp_path / "b", config(epochs=1, init="random"))
+    assert random["init"] == {"from": "random"}
+    narrow = distill(teacher_dir, data_dir, tmp_path / "c", config(epochs=1))
+    assert narrow["init"]["from"] == "random" and "width" in narrow["init"]["why"]
+    with pytest.raises(EdgerecError, match="--init"):
+        config(init="").validate()
+
+
+def test_init_from_another_model_artifact(tmp_path, data_dir, teacher_dir, monkeypatch):
+    monkeypatch.setenv("EDGEREC_CACHE", str(tmp_path / "cache"))
+    wide = Shape(hidden=32, layers=1, heads=2, intermediate=64, max_len=12, dropout=0.0, attention_dropout=0.0)
+    train = TrainConfig(epochs=1, batch_size=16, lr=1e-4)
+    m = distill(teacher_dir, data_dir, tmp_path / "a", DistillConfig(student=wide, top_k=8, train=train,
+                                                                     init=str(teacher_dir)))
+    assert m["init"] == {"from": str(teacher_dir), "layers": [0]}
+    assert "init" in m["inputs"]  # its content hash, like the teacher's
+    with pytest.raises(EdgerecError, match="cannot start the student"):  # hidden 8 from hidden 32
+        distill(teacher_dir, data_dir, tmp_path / "b", config(epochs=1, init=str(teacher_dir)))
+    with pytest.raises(EdgerecError, match="no such model"):
+        distill(teacher_dir, data_dir, tmp_path / "c", config(epochs=1, init=str(tmp_path / "missing")))
+    assert not (tmp_path / "b").exists() and not (tmp_path / "c").exists()

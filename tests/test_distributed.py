@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 
+from edgerec.errors import EdgerecError
 from edgerec.training import Dist, shard
 
 
@@ -35,3 +36,30 @@ def test_teacher_under_torchrun_two_processes(tmp_path, data_dir):
     # only rank 0 printed the result and wrote the artifact
     assert result.stdout.count('"stage": "teacher"') == 1
     assert [p.name for p in tmp_path.iterdir()] == ["t"]
+
+
+def test_cosine_schedule_decays_by_epoch_and_constant_does_not():
+    from edgerec.training import TrainConfig, epoch_lr
+
+    cosine = TrainConfig(epochs=4, lr=1e-3, schedule="cosine")
+    assert [round(epoch_lr(cosine, e), 6) for e in range(4)] == [1e-3, 0.000854, 0.0005, 0.000146]
+    assert all(epoch_lr(TrainConfig(epochs=4, lr=1e-3), e) == 1e-3 for e in range(4))
+    with pytest.raises(EdgerecError, match="schedule"):
+        TrainConfig(schedule="step").validate()
+
+
+def test_heap_is_released_mid_epoch_only_over_its_limit():
+    from edgerec.training import Heap, resident_bytes
+
+    calls = []
+    assert resident_bytes() > 0  # Linux: the tests run where /proc exists
+    capped = Heap(calls.append, limit=1)  # any process is over 1 byte
+    capped.check()
+    assert calls == [0] and capped.releases == 1
+    capped.check()  # holds no more than after that release: not again
+    assert capped.releases == 1
+    uncapped = Heap(calls.append, limit=0)
+    uncapped.check()
+    assert uncapped.releases == 0
+    uncapped.release()
+    assert uncapped.releases == 1

@@ -188,3 +188,13 @@ def test_a_latency_budget_is_checked_only_where_it_stands_for_the_device():
     assert latency_stands_for_device(avx2, epyc, None) and not latency_stands_for_device(avx2, old, None)
     assert not latency_stands_for_device(arm64, epyc, None)  # a phone's budget, on a server
     assert latency_stands_for_device(arm64, epyc, device=object())  # measured on the device itself
+
+
+def test_an_artifact_from_before_an_option_existed_is_current_only_if_it_did_the_same():
+    from edgerec.build import _as_before
+
+    wanted = {"alpha": 0.5, "init": "random", "train": {"epochs": 5, "schedule": "constant"}}
+    old = {"alpha": 0.5, "train": {"epochs": 5}}  # written before `init` and `schedule` existed
+    assert _as_before(old, wanted) == wanted
+    assert _as_before(old, {**wanted, "init": "teacher"}) != {**wanted, "init": "teacher"}
+    assert _as_before({**old, "train": {"epochs": 6}}, wanted) != wanted

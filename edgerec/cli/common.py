@@ -92,6 +92,9 @@ MaxMinutes = Annotated[Optional[float], typer.Option(
 Seed = Annotated[int, typer.Option(min=0, max=2**32 - 1, help="Random seed.")]
 WarmupSteps = Annotated[int, typer.Option(min=0, max=10_000_000,
                                           help="Linear learning-rate warm-up, in optimizer steps.")]
+Schedule = Annotated[Literal["constant", "cosine"], typer.Option(
+    help="Learning rate after warm-up: constant, or cosine (down to 0 at the last of --epochs, "
+         "set per epoch).")]
 Precision = Annotated[Literal["fp32", "bf16", "auto"], typer.Option(
     help="Forward passes in fp32, in bf16 autocast, or auto: bf16 where the CPU has bf16 dot "
          "products (AVX512-BF16 / AMX) or the GPU supports it. The manifest records which ran.")]

@@ -23,6 +23,7 @@ from edgerec.cli.common import (
     Overwrite,
     Patience,
     Seed,
+    Schedule,
     WarmupSteps,
     emit_json,
     finite,
@@ -63,6 +64,11 @@ def distill(
     positions: Annotated[Literal["end", "start"], typer.Option(
         help="Position ids: 'end' (newest item at the last position) or 'start' (counted from the "
              "window's first item; needed to export an incremental step model).")] = "end",
+    init: Annotated[str, typer.Option(
+        help="teacher: start from the teacher's item table, positions, output layer and evenly "
+             "spaced layers when the student has its width and layer shape (else random, said "
+             "below the table); random: random weights; PATH: the same copy from that id model "
+             "artifact (e.g. a smaller model of the student's width when the teacher is wider).")] = "teacher",
     epochs: Epochs = 200,
     batch_size: BatchSize = 64,
     lr: LearningRate = 1e-3,
@@ -71,6 +77,7 @@ def distill(
     seed: Seed = 0,
     precision: Precision = "fp32",
     warmup_steps: WarmupSteps = 0,
+    schedule: Schedule = "constant",
     overwrite: Overwrite = False,
     json_out: JsonOut = False,
 ) -> None:
@@ -94,10 +101,10 @@ def distill(
             shape = size_student(load_data(data).vocab_size, max_params, max_size_mb, base=shape)
         config = DistillConfig(student=shape, alpha=alpha, temperature=temperature, top_k=top_k,
                                kd_positions=kd_positions, item_rank=item_rank, tail_boost=tail_boost,
-                               student_kind=student_kind, positions=positions,
+                               student_kind=student_kind, positions=positions, init=init,
                                train=TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr,
                                                  patience=patience, max_minutes=max_minutes,
-                                                 seed=seed, warmup_steps=warmup_steps, precision=precision))
+                                                 seed=seed, warmup_steps=warmup_steps, schedule=schedule, precision=precision))
         manifest = run(teacher, data, out, config, overwrite=overwrite)
     if manifest is None:
         return
@@ -112,4 +119,9 @@ def distill(
              ("epochs (best)", f"{t['epochs_run']} ({t['best_epoch']})"),
              ("teacher targets", f"{manifest['teacher_targets']['seconds']:.0f} s"),
              ("training time", f"{t['seconds']:.0f} s")]
+    start = manifest.get("init", {})
+    if start.get("from", "random") != "random":
+        rows.append(("started from", f"{start['from']} (its layers {', '.join(map(str, start['layers']))})"))
     table(f"student -> {out} (test, full ranking)", rows)
+    if start.get("why"):
+        typer.echo(f"note: the student started from random weights: {start['why']}")

@@ -22,6 +22,7 @@ from edgerec.cli.common import (
     Overwrite,
     Patience,
     Seed,
+    Schedule,
     WarmupSteps,
     emit_json,
     finite,
@@ -64,6 +65,7 @@ def train(
     seed: Seed = 0,
     precision: Precision = "fp32",
     warmup_steps: WarmupSteps = 45,
+    schedule: Schedule = "constant",
     text_max_tokens: Annotated[int, typer.Option(
         min=8, max=512, help="--kind text: tokens read from the rendered history.")] = TEXT_TEACHER.text_max_tokens,
     text_items: Annotated[int, typer.Option(
@@ -122,7 +124,7 @@ def train(
                         max_len=max_len, dropout=dropout, attention_dropout=attention_dropout),
             train=TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, patience=patience,
                               max_minutes=max_minutes, seed=seed, weight_decay=weight_decay,
-                              warmup_steps=warmup_steps, precision=precision),
+                              warmup_steps=warmup_steps, schedule=schedule, precision=precision),
         )
         manifest = train_teacher(data, out, config, base=base, overwrite=overwrite)
     if manifest is None:  # not rank 0 under torchrun
