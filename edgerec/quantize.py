@@ -300,7 +300,11 @@ def quantize_tflite(src: Path, dst: Path, scheme: str, per_channel: bool, calibr
         shutil.copy(src, dst)
         return
     q = _tflite_quantizer(src, scheme, per_channel, units)
-    result = q.quantize(calibration if q.need_calibration else None, enable_progress_report=False)
+    try:
+        result = q.quantize(calibration if q.need_calibration else None, enable_progress_report=False)
+    except TypeError as exc:  # AEQ 0.10: str + bytes in dequant_insert (see _try_form)
+        raise UnsupportedMix(f"ai-edge-quantizer cannot quantize {', '.join(units)} with the other ops "
+                             f"float ({exc})") from None
     Path(dst).write_bytes(result.quantized_model)
 
 
@@ -360,10 +364,19 @@ def judge(got: np.ndarray, reference: np.ndarray, max_drop: float) -> dict:
                     else "the drop is larger than the tolerance and significant")}
 
 
+class UnsupportedMix(EdgerecError):
+    """The quantizer cannot make this mix of int8 and float ops (e.g. a tied item table read by
+    an int8 lookup and a float output layer, under ai-edge-quantizer 0.10)."""
+
+    expected = True  # fit_tolerance handles it: the quantizer's output stays off the console
+
+
 def fit_tolerance(quantize, score, units: list[str], reference: np.ndarray, max_drop: float, log) -> dict:
     """Quantize everything; if validation NDCG@10 drops beyond `max_drop` (relative, and
     significantly: `judge`), measure each unit alone and keep the costliest in float until it
-    fits. `quantize(units) -> path`, `score(path) -> per-user NDCG@10`."""
+    fits. `quantize(units) -> path`, `score(path) -> per-user NDCG@10`. A mix `quantize` cannot
+    make (UnsupportedMix) counts as not fitting: a unit that cannot be quantized alone is ranked
+    last (its cost unknown), and a subset that cannot be made is passed over."""
     mean = float(np.mean(reference))
     path = quantize(units)
     verdict = judge(score(path), reference, max_drop)
@@ -373,12 +386,33 @@ def fit_tolerance(quantize, score, units: list[str], reference: np.ndarray, max_
     log(f"int8 NDCG@10 {verdict['ndcg10']:.4f} < {verdict['floor']:.4f} (paired interval "
         f"{verdict['paired_vs_fp32']['ci95'][0]:+.4f}, {verdict['paired_vs_fp32']['ci95'][1]:+.4f}): "
         f"ranking {len(units)} units by sensitivity")
-    sensitivity = {u: mean - float(np.mean(score(quantize([u])))) for u in units}
-    order = sorted(units, key=lambda u: -sensitivity[u])
+    sensitivity: dict[str, float | None] = {}
+    for unit in units:
+        try:
+            sensitivity[unit] = mean - float(np.mean(score(quantize([unit]))))
+        except UnsupportedMix as exc:
+            log(f"{unit} alone: {exc}")
+            sensitivity[unit] = None
+    order = sorted(units, key=lambda u: -math.inf if sensitivity[u] is None else -sensitivity[u])
+    order = [u for u in order if sensitivity[u] is not None] + [u for u in order if sensitivity[u] is None]
+    unmeasured = [u for u in order if sensitivity[u] is None]
     kept: list[str] = []
     for unit in order:
+        if unit in kept:
+            continue
         kept.append(unit)
-        path = quantize([u for u in units if u not in kept])
+        try:
+            path = quantize([u for u in units if u not in kept])
+        except UnsupportedMix as exc:
+            trail.append({"float": list(kept), "fits": False, "why": str(exc)})
+            verdict = {**verdict, "fits": False}
+            # the mix may need the units that cannot be quantized alone kept float with these
+            kept += [u for u in unmeasured if u not in kept]
+            try:
+                path = quantize([u for u in units if u not in kept])
+            except UnsupportedMix as exc2:
+                trail.append({"float": list(kept), "fits": False, "why": str(exc2)})
+                continue
         verdict = judge(score(path), reference, max_drop)
         trail.append({"float": list(kept), **verdict})
         if verdict["fits"]:
@@ -386,7 +420,9 @@ def fit_tolerance(quantize, score, units: list[str], reference: np.ndarray, max_
     if not verdict["fits"]:
         raise EdgerecError(f"int8 NDCG@10 stays below {verdict['floor']:.4f} even with every unit in float")
     reasons = [{"unit": u, "why": f"quantized alone it cost {sensitivity[u]:+.4f} validation NDCG@10, "
-                                 f"the most of the remaining units"} for u in kept]
+                                 f"the most of the remaining units" if sensitivity[u] is not None else
+                "the quantizer cannot quantize it alone, and the units before it were not enough"}
+               for u in kept]
     return {"path": path, "kept_float": reasons, "sensitivity": sensitivity, "trail": trail, **verdict}
 
 

@@ -28,6 +28,15 @@ def test_captured_output_stays_off_the_console_and_shows_when_the_call_fails(cap
     err = capfd.readouterr().err
     assert "--- output of a failing library (last 1 of 1 lines) ---" in err and "the line that explains it" in err
 
+    class Handled(RuntimeError):
+        expected = True  # the caller handles it: no dump
+
+    with pytest.raises(Handled):
+        with third_party("a library whose failure is handled"):
+            os.write(1, b"noise\n")
+            raise Handled("known")
+    assert capfd.readouterr().err == ""
+
 
 def test_verbose_shows_it(capfd, monkeypatch):
     monkeypatch.setenv("EDGEREC_VERBOSE", "1")

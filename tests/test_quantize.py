@@ -104,6 +104,29 @@ def test_fit_tolerance_keeps_the_costliest_units_in_float():
     assert fit["kept_float"] == [] and fit["path"] == ("a", "b", "c")
 
 
+def test_fit_tolerance_passes_over_mixes_the_quantizer_cannot_make():
+    from edgerec.quantize import UnsupportedMix
+
+    cost = {"lookup": 0.0, "fc": 0.05, "bmm": 0.001}
+    reference = np.full(500, 1.0)
+
+    def quantize_units(units):  # the tied table: its lookup int8 with a float output layer fails
+        if "lookup" in units and "fc" not in units:
+            raise UnsupportedMix("cannot quantize lookup with the other ops float")
+        return tuple(sorted(units))
+
+    def score(units):
+        return reference - sum(cost[u] for u in units)
+
+    messages = []
+    fit = fit_tolerance(quantize_units, score, list(cost), reference, 0.03, messages.append)
+    # fc costs the most; keeping it float alone is a mix that cannot be made, so lookup goes too
+    assert [k["unit"] for k in fit["kept_float"]] == ["fc", "lookup"] and fit["path"] == ("bmm",)
+    assert fit["sensitivity"]["lookup"] is None and any("lookup alone" in m for m in messages)
+    assert "cannot quantize it alone" in fit["kept_float"][1]["why"]
+    assert fit["trail"][1] == {"float": ["fc"], "fits": False, "why": "cannot quantize lookup with the other ops float"}
+
+
 def test_fit_tolerance_does_not_act_on_noise():
     rng = np.random.default_rng(0)
     reference = rng.uniform(0, 1, 943)
