@@ -69,6 +69,7 @@ STRINGS = {
     "validate --device-python": ["", "  "],
     "build --target": ["", "nope"], "build --dataset": ["", "nope"],
     "recommend --history": ["", "nope", ",,"], "targets show name": ["", "nope"],
+    "distill --init": ["", "nope"],
 }
 
 # Cases that must run without the interactions file (a built-in dataset instead).
