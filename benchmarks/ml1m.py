@@ -7,11 +7,15 @@ full ranking, history masked; paired bootstraps on the same users.
 
 The first form trains (or reuses, when --work holds it) the ML-1M teacher (causal, hidden 64,
 2 layers, 2 heads, length 200: the published SASRec shape), runs `edgerec build --target arm64`
-with it (distil, export, quantize, validate incl. the emulated ARM CPU), trains the same student
-on the ground truth alone, and writes benchmarks/results/ml1m.json. `--wide` trains the hidden-256
+with it (the default student started from the teacher's weights, --distill-epochs on a cosine
+schedule; export, quantize, validate incl. the emulated ARM CPU), trains the same student on the
+ground truth alone twice (from random weights, --alone-epochs at a constant rate, reused when
+--work holds one made so; and from the teacher's weights with the distilled recipe), and writes
+benchmarks/results/ml1m.json. `--wide` trains the hidden-256
 teacher and adds it to that file. Budgets are epochs with early stopping (patience 10); training
 runs in bf16 where the CPU has bf16 dot products (`auto`), as the manifests record.
-`--dataset movielens-100k --teacher-epochs 2 --distill-epochs 2` is a quick check of the plumbing.
+`--dataset movielens-100k --teacher-epochs 2 --distill-epochs 2 --alone-epochs 2 --work runs/check
+--name check` is a quick check of the plumbing.
 """
 
 from __future__ import annotations
@@ -53,18 +57,113 @@ def _summary(manifest: dict, test: dict, extra: dict | None = None) -> dict:
             "training_minutes": round(training["seconds"] / 60, 1), **(extra or {})}
 
 
+def _bundle_rows(report: dict) -> dict:
+    """The int8 bundle as validate measured it against its teacher: its runtime, this machine."""
+    ref = report["references"]["teacher"]
+    bundle = {}
+    for runtime, r in report["runtimes"].items():
+        ndcg = r["metrics"]["NDCG@10"]["mean"]
+        bundle[runtime] = {
+            "file": r["file"], "bytes": r["bytes"], "test": r["metrics"], "p50_ms": r["latency"]["p50_ms"],
+            "ndcg10_vs_teacher": ndcg / ref["metrics"]["NDCG@10"]["mean"],
+            "size_ratio_vs_teacher": r["bytes"] / ref["bytes"],
+            "p50_ratio_vs_teacher": r["latency"]["p50_ms"] / ref["latency"]["p50_ms"],
+            "paired_minus_teacher": report["paired_vs_teacher"][runtime]}
+    return bundle
+
+
+def _print_bundle(bundle: dict) -> None:
+    print_table(["int8 arm64 bundle", "NDCG@10 [95% CI]", "x teacher NDCG", "x teacher size", "x teacher p50 (host)"],
+                [[f"{b['file']} ({rt})", fmt_ci(b["test"]["NDCG@10"]), f"{b['ndcg10_vs_teacher']:.3f}",
+                  f"{b['size_ratio_vs_teacher']:.3f}", f"{b['p50_ratio_vs_teacher']:.3f}"] for rt, b in bundle.items()])
+
+
+def _wide(args, data, data_dir: Path, out_json: Path, log) -> None:
+    """The hidden-256 teacher, and what it gives students: the default student (1 layer) and the
+    published SASRec shape (hidden 64, 2 layers: the hidden-64 teacher's shape) distilled from it,
+    both starting from the hidden-64 teacher's weights (the wide one is too wide to copy), the
+    second built into the int8 arm64 bundle against the wide teacher."""
+    from edgerec.artifacts import read_manifest
+    from edgerec.build import BuildConfig, build
+    from edgerec.distill import STUDENT_SHAPE, DistillConfig, distill
+    from edgerec.evaluate import evaluate
+    from edgerec.metrics import paired_bootstrap
+    from edgerec.models import load_model
+    from edgerec.training import TrainConfig
+
+    t0 = time.perf_counter()
+    work, wide_dir, base_dir = args.work, args.work / "teacher-wide", args.work / "teacher"
+    manifest = _teacher(data_dir, wide_dir, 256, args.teacher_epochs, log)
+    teacher_wall = time.perf_counter() - t0
+    wide_model, base = load_model(wide_dir / "model"), load_model(base_dir / "model")
+    wide = evaluate(wide_model, data, "test")
+    base_eval = evaluate(base, data, "test")
+    payload = json.loads(out_json.read_text())
+    result = {"teacher": _summary(manifest, wide["metrics"], {
+        "wall_minutes": round(teacher_wall / 60, 1), "machine": machine(),
+        "wide_minus_teacher_ndcg10": paired_bootstrap(wide["per_user"]["NDCG@10"], base_eval["per_user"]["NDCG@10"])})}
+
+    train = TrainConfig(epochs=args.distill_epochs, schedule="cosine", precision="auto", max_minutes=90.0)
+    sasrec = replace(STUDENT_SHAPE, layers=2)
+    log("the SASRec-shaped student (hidden 64, 2 layers) from the wide teacher: edgerec build --target arm64")
+    shutil.rmtree(work / "wide" / ".student.work", ignore_errors=True)
+    if not (work / "wide" / "data").is_dir():  # the same data artifact (build reuses it, not re-reads ML-1M)
+        shutil.copytree(data_dir, work / "wide" / "data")
+    built = build(BuildConfig(target="arm64", dataset=args.dataset, teacher=str(wide_dir), work=str(work / "wide"),
+                              dist=str(work / "wide" / "dist")),
+                  distill_config=DistillConfig(student=sasrec, init=str(base_dir), train=train), log=log)
+    log("the default student (1 layer) from the wide teacher")
+    one_layer = distill(wide_dir, data_dir, work / "wide" / "student-1layer",
+                        DistillConfig(init=str(base_dir), train=train), overwrite=True)
+    evals = {"sasrec": evaluate(load_model(work / "wide" / "student" / "model"), data, "test", reference=wide_model),
+             "1layer": evaluate(load_model(work / "wide" / "student-1layer" / "model"), data, "test",
+                                reference=wide_model),
+             "1layer_from_64": evaluate(load_model(work / "student" / "model"), data, "test")}
+    ndcg = {k: v["per_user"]["NDCG@10"] for k, v in evals.items()}
+    ndcg["wide"], ndcg["base"] = wide["per_user"]["NDCG@10"], base_eval["per_user"]["NDCG@10"]
+    result["students"] = {
+        "sasrec shape (hidden 64, 2 layers)": _summary(read_manifest(work / "wide" / "student"),
+                                                      evals["sasrec"]["metrics"], {"init": str(base_dir)}),
+        "default (hidden 64, 1 layer)": _summary(one_layer, evals["1layer"]["metrics"], {"init": str(base_dir)})}
+    result["paired_ndcg10"] = {
+        "sasrec_student_minus_wide_teacher": paired_bootstrap(ndcg["sasrec"], ndcg["wide"]),
+        "sasrec_student_minus_hidden64_teacher": paired_bootstrap(ndcg["sasrec"], ndcg["base"]),
+        "default_student_from_wide_minus_from_hidden64": paired_bootstrap(ndcg["1layer"], ndcg["1layer_from_64"])}
+    result["int8_arm64_bundle"] = _bundle_rows(built["report"])
+    result["passed_budgets"] = built["report"]["passed"]
+    result["wall_minutes"] = round((time.perf_counter() - t0) / 60, 1)
+    payload["wide_teacher"] = result
+
+    rows = [["wide teacher (hidden 256, 2 layers)", f"{result['teacher']['parameters']:,}",
+             fmt_ci(wide["metrics"]["NDCG@10"]), fmt_ci(wide["metrics"]["HR@10"]), result["teacher"]["training_minutes"]]]
+    rows += [[f"student {name}", f"{r['parameters']:,}", fmt_ci(r["test"]["NDCG@10"]), fmt_ci(r["test"]["HR@10"]),
+              r["training_minutes"]] for name, r in result["students"].items()]
+    print_table(["model", "params", "NDCG@10 [95% CI]", "HR@10 [95% CI]", "training min"], rows)
+    print()
+    print_table(["paired NDCG@10", "diff [95% CI]", "p"],
+                [[k, f"{v['diff']:+.4f} [{v['ci95'][0]:+.4f}, {v['ci95'][1]:+.4f}]", f"{v['p_value']:.4f}"]
+                 for k, v in {"wide_minus_hidden64_teacher": result["teacher"]["wide_minus_teacher_ndcg10"],
+                              **result["paired_ndcg10"]}.items()])
+    print()
+    _print_bundle(result["int8_arm64_bundle"])
+    print(f"\nwrote {save(args.name, payload)}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=Path("runs/bench-ml1m"))
     parser.add_argument("--dataset", default="movielens-1m")
     parser.add_argument("--teacher-epochs", type=int, default=200)
-    parser.add_argument("--distill-epochs", type=int, default=60)
+    parser.add_argument("--distill-epochs", type=int, default=20,
+                        help="epochs of the distilled student (cosine schedule, from the teacher's weights)")
+    parser.add_argument("--alone-epochs", type=int, default=60,
+                        help="epochs of the student trained alone from random weights (constant rate)")
     parser.add_argument("--wide", action="store_true", help="train the hidden-256 teacher and add it")
     parser.add_argument("--name", default="ml1m", help="results file (benchmarks/results/NAME.json)")
     args = parser.parse_args()
 
     from edgerec.artifacts import read_manifest
-    from edgerec.build import BuildConfig, build
+    from edgerec.build import BuildConfig, build, is_current
     from edgerec.data import load_data, make_data
     from edgerec.distill import DistillConfig, distill
     from edgerec.evaluate import evaluate
@@ -83,22 +182,7 @@ def main() -> None:
     out_json = RESULTS / f"{args.name}.json"
 
     if args.wide:
-        t0 = time.perf_counter()
-        manifest = _teacher(data_dir, args.work / "teacher-wide", 256, args.teacher_epochs, log)
-        wide = evaluate(load_model(args.work / "teacher-wide" / "model"), data, "test")
-        base = load_model(args.work / "teacher" / "model")
-        payload = json.loads(out_json.read_text())
-        payload["wide_teacher"] = _summary(manifest, wide["metrics"], {
-            "wall_minutes": round((time.perf_counter() - t0) / 60, 1), "machine": machine(),
-            "wide_minus_teacher_ndcg10": paired_bootstrap(
-                wide["per_user"]["NDCG@10"], evaluate(base, data, "test")["per_user"]["NDCG@10"])})
-        w = payload["wide_teacher"]
-        print_table(["teacher", "params", "NDCG@10 [95% CI]", "HR@10 [95% CI]", "epochs", "minutes"],
-                    [["hidden 256", f"{w['parameters']:,}", fmt_ci(w["test"]["NDCG@10"]), fmt_ci(w["test"]["HR@10"]),
-                      f"{w['training']['best_epoch']}/{w['training']['epochs_run']}", w["training_minutes"]]])
-        d = w["wide_minus_teacher_ndcg10"]
-        print(f"\nwide - hidden-64 teacher NDCG@10: {d['diff']:+.4f} [{d['ci95'][0]:+.4f}, {d['ci95'][1]:+.4f}]")
-        print(f"\nwrote {save(args.name, payload)}")
+        _wide(args, data, data_dir, out_json, log)
         return
 
     log("teacher")
@@ -107,46 +191,59 @@ def main() -> None:
     teacher_wall = time.perf_counter() - t0
     log("edgerec build --target arm64 with that teacher")
     # one fresh run: no resuming an earlier, interrupted distillation
-    for stale in (".student.work", ".student-alone.work"):
+    for stale in (".student.work", ".student-alone.work", ".student-alone-init.work"):
         shutil.rmtree(args.work / stale, ignore_errors=True)
     t0 = time.perf_counter()
-    # 60 ML-1M epochs take ~31 min on 2 cores: the build's 30-minute guard (sized for
-    # movielens-100k) would cut the last ones; the budget here is the epochs, the guard 90 min.
+    # The distilled student starts from the teacher's weights (DistillConfig.init) and decays its
+    # rate over --distill-epochs; the guard (90 min) is far above what they take.
+    recipe = DistillConfig(train=TrainConfig(epochs=args.distill_epochs, schedule="cosine", precision="auto",
+                                             max_minutes=90.0))
     built = build(BuildConfig(target="arm64", dataset=args.dataset, teacher=str(args.work / "teacher"),
-                              distill_epochs=args.distill_epochs, distill_minutes=90.0, work=str(args.work),
-                              dist=str(args.work / "dist")),
-                  log=log)
+                              work=str(args.work), dist=str(args.work / "dist")),
+                  distill_config=recipe, log=log)
     build_wall = time.perf_counter() - t0
     report = built["report"]
-    default = DistillConfig()
-    log("the same student on the ground truth alone (alpha 0)")
-    alone_config = replace(default, alpha=0.0, train=TrainConfig(epochs=args.distill_epochs, precision="auto"))
-    alone_manifest = distill(args.work / "teacher", data_dir, args.work / "student-alone", alone_config, overwrite=True)
+    # Two baselines without the teacher's soft targets (alpha 0): the same student from random
+    # weights (nothing from the teacher at all; its own budget, the rate constant as before), and
+    # from the teacher's weights with the distilled student's recipe (so distilled - this is
+    # what the soft targets add on top of the start).
+    baselines = {
+        "student alone": ("student-alone", replace(recipe, alpha=0.0, init="random", train=TrainConfig(
+            epochs=args.alone_epochs, precision="auto"))),
+        "student alone, teacher's weights": ("student-alone-init", replace(recipe, alpha=0.0)),
+    }
+    manifests = {}
+    for name, (folder, config) in baselines.items():
+        out = args.work / folder
+        inputs = {"data": data_dir, "teacher": args.work / "teacher"}
+        if is_current(out, "student", config, inputs):  # same config, data and teacher: reuse
+            log(f"{name}: reusing {out}")
+            manifests[name] = read_manifest(out, "student")
+            continue
+        log(f"{name} (alpha 0, {config.init} start, {config.train.epochs} epochs)")
+        manifests[name] = distill(args.work / "teacher", data_dir, out, config, overwrite=True)
 
     teacher = load_model(args.work / "teacher" / "model")
     evals = {"teacher": evaluate(teacher, data, "test")}
-    for name, path in (("student distilled", args.work / "student"), ("student alone", args.work / "student-alone")):
-        evals[name] = evaluate(load_model(path / "model"), data, "test", reference=teacher)
+    evals["student distilled"] = evaluate(load_model(args.work / "student" / "model"), data, "test", reference=teacher)
+    for name, (folder, _) in baselines.items():
+        evals[name] = evaluate(load_model(args.work / folder / "model"), data, "test", reference=teacher)
     per_user = {k: v["per_user"]["NDCG@10"] for k, v in evals.items()}
     results = {
         "teacher": _summary(teacher_manifest, evals["teacher"]["metrics"], {"wall_minutes": round(teacher_wall / 60, 1)}),
         "student distilled": _summary(read_manifest(args.work / "student"), evals["student distilled"]["metrics"]),
-        "student alone": _summary(alone_manifest, evals["student alone"]["metrics"]),
+        **{name: _summary(m, evals[name]["metrics"], {"init": m.get("init", {"from": "random"})})
+           for name, m in manifests.items()},
     }
+    results["student distilled"]["init"] = read_manifest(args.work / "student").get("init")
     paired = {"student_distilled_minus_teacher": paired_bootstrap(per_user["student distilled"], per_user["teacher"]),
               "student_alone_minus_teacher": paired_bootstrap(per_user["student alone"], per_user["teacher"]),
-              "distilled_minus_alone": paired_bootstrap(per_user["student distilled"], per_user["student alone"])}
+              "distilled_minus_alone": paired_bootstrap(per_user["student distilled"], per_user["student alone"]),
+              "distilled_minus_alone_from_teacher_weights": paired_bootstrap(
+                  per_user["student distilled"], per_user["student alone, teacher's weights"])}
     # the int8 bundle as validate measured it: its runtime, this machine, the same 6,040 users
     ref = report["references"]["teacher"]
-    bundle = {}
-    for runtime, r in report["runtimes"].items():
-        ndcg = r["metrics"]["NDCG@10"]["mean"]
-        bundle[runtime] = {
-            "file": r["file"], "bytes": r["bytes"], "test": r["metrics"], "p50_ms": r["latency"]["p50_ms"],
-            "ndcg10_vs_teacher": ndcg / ref["metrics"]["NDCG@10"]["mean"],
-            "size_ratio_vs_teacher": r["bytes"] / ref["bytes"],
-            "p50_ratio_vs_teacher": r["latency"]["p50_ms"] / ref["latency"]["p50_ms"],
-            "paired_minus_teacher": report["paired_vs_teacher"][runtime]}
+    bundle = _bundle_rows(report)
     emulated = report.get("emulated_arm")
     payload = {
         "dataset": args.dataset, "users": len(data.users), "items": data.num_items,
@@ -171,9 +268,7 @@ def main() -> None:
                 [[k, f"{v['diff']:+.4f} [{v['ci95'][0]:+.4f}, {v['ci95'][1]:+.4f}]", f"{v['p_value']:.4f}"]
                  for k, v in paired.items()])
     print()
-    print_table(["int8 arm64 bundle", "NDCG@10 [95% CI]", "x teacher NDCG", "x teacher size", "x teacher p50 (host)"],
-                [[f"{b['file']} ({rt})", fmt_ci(b["test"]["NDCG@10"]), f"{b['ndcg10_vs_teacher']:.3f}",
-                  f"{b['size_ratio_vs_teacher']:.3f}", f"{b['p50_ratio_vs_teacher']:.3f}"] for rt, b in bundle.items()])
+    _print_bundle(bundle)
     print(f"\nwrote {save(args.name, payload)}")
 
 
