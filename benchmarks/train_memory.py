@@ -17,7 +17,6 @@ import argparse
 import contextlib
 import ctypes
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -60,7 +59,7 @@ def one(setting: str, work: Path, epochs: int) -> dict:
 
     def watch():
         while True:
-            peak[0] = max(peak[0], int(open(f"/proc/{os.getpid()}/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE"))
+            peak[0] = max(peak[0], training.resident_bytes())
             time.sleep(0.2)
 
     threading.Thread(target=watch, daemon=True).start()
