@@ -8,14 +8,15 @@ full ranking, history masked; paired bootstraps on the same users.
 The first form trains (or reuses, when --work holds it) the ML-1M teacher (causal, hidden 64,
 2 layers, 2 heads, length 200: the published SASRec shape), runs `edgerec build --target arm64`
 with it (the default student started from the teacher's weights, --distill-epochs on a cosine
-schedule; export, quantize, validate incl. the emulated ARM CPU), trains the same student on the
-ground truth alone twice (from random weights, --alone-epochs at a constant rate, reused when
+schedule, grown to a second layer when the one-layer student keeps significantly less of the
+teacher's validation NDCG@10 than the arm64 profile needs; export, quantize, validate incl. the
+emulated ARM CPU), trains the student of the shape build chose on the ground truth alone twice (from random weights, --alone-epochs at a constant rate, reused when
 --work holds one made so; and from the teacher's weights with the distilled recipe), and writes
 benchmarks/results/ml1m.json. `--wide` trains the hidden-256
 teacher and adds it to that file. Budgets are epochs with early stopping (patience 10); training
 runs in bf16 where the CPU has bf16 dot products (`auto`), as the manifests record.
 `--dataset movielens-100k --teacher-epochs 2 --distill-epochs 2 --alone-epochs 2 --work runs/check
---name check` is a quick check of the plumbing.
+--name check` is a quick check of the plumbing (add `--keep 2` for the path where the student grows).
 """
 
 from __future__ import annotations
@@ -158,6 +159,8 @@ def main() -> None:
                         help="epochs of the distilled student (cosine schedule, from the teacher's weights)")
     parser.add_argument("--alone-epochs", type=int, default=60,
                         help="epochs of the student trained alone from random weights (constant rate)")
+    parser.add_argument("--keep", type=float, default=None,
+                        help="DistillConfig.keep (default: the arm64 profile's, as edgerec build; 2 forces growth)")
     parser.add_argument("--wide", action="store_true", help="train the hidden-256 teacher and add it")
     parser.add_argument("--name", default="ml1m", help="results file (benchmarks/results/NAME.json)")
     args = parser.parse_args()
@@ -165,7 +168,9 @@ def main() -> None:
     from edgerec.artifacts import read_manifest
     from edgerec.build import BuildConfig, build, is_current
     from edgerec.data import load_data, make_data
-    from edgerec.distill import DistillConfig, distill
+    from edgerec.distill import DistillConfig, distill, keep_for_target
+    from edgerec.models import Shape
+    from edgerec.targets import load_target
     from edgerec.evaluate import evaluate
     from edgerec.metrics import paired_bootstrap
     from edgerec.models import load_model
@@ -195,27 +200,43 @@ def main() -> None:
         shutil.rmtree(args.work / stale, ignore_errors=True)
     t0 = time.perf_counter()
     # The distilled student starts from the teacher's weights (DistillConfig.init) and decays its
-    # rate over --distill-epochs; the guard (90 min) is far above what they take.
+    # rate over --distill-epochs; the guard (90 min) is far above what they take. As `edgerec build`
+    # does by default, it grows (a second layer) when the one-layer student keeps significantly less
+    # of the teacher's validation NDCG@10 than the arm64 profile needs (keep_for_target).
     recipe = DistillConfig(train=TrainConfig(epochs=args.distill_epochs, schedule="cosine", precision="auto",
-                                             max_minutes=90.0))
+                                             max_minutes=90.0),
+                           keep=keep_for_target(load_target("arm64")) if args.keep is None else args.keep)
     built = build(BuildConfig(target="arm64", dataset=args.dataset, teacher=str(args.work / "teacher"),
                               work=str(args.work), dist=str(args.work / "dist")),
                   distill_config=recipe, log=log)
     build_wall = time.perf_counter() - t0
     report = built["report"]
-    # Two baselines without the teacher's soft targets (alpha 0): the same student from random
-    # weights (nothing from the teacher at all; its own budget, the rate constant as before), and
-    # from the teacher's weights with the distilled student's recipe (so distilled - this is
-    # what the soft targets add on top of the start).
+    # Two baselines without the teacher's soft targets (alpha 0), of the shape build chose: the
+    # same student from random weights (nothing from the teacher at all; its own budget, the rate
+    # constant as before), and from the teacher's weights with the distilled student's recipe (so
+    # distilled - this is what the soft targets add on top of the start). When build chose the
+    # teacher's own shape, the first baseline is the teacher itself (that shape trained on the
+    # ground truth alone from random weights, with more epochs than --alone-epochs).
+    student_manifest = read_manifest(args.work / "student", "student")
+    sizing = student_manifest.get("sizing")
+    chosen = Shape(**sizing["chosen"]) if sizing else recipe.student
+    teacher_shape = read_manifest(args.work / "teacher", "teacher")["config"]["shape"]
+    is_teacher_shape = all(teacher_shape[k] == getattr(chosen, k)
+                           for k in ("hidden", "layers", "heads", "intermediate", "max_len"))
+    alone = replace(recipe, student=chosen, keep=None)
     baselines = {
-        "student alone": ("student-alone", replace(recipe, alpha=0.0, init="random", train=TrainConfig(
-            epochs=args.alone_epochs, precision="auto"))),
-        "student alone, teacher's weights": ("student-alone-init", replace(recipe, alpha=0.0)),
+        "student alone": ("teacher" if is_teacher_shape else "student-alone", replace(
+            alone, alpha=0.0, init="random", train=TrainConfig(epochs=args.alone_epochs, precision="auto"))),
+        "student alone, teacher's weights": ("student-alone-init", replace(alone, alpha=0.0)),
     }
     manifests = {}
     for name, (folder, config) in baselines.items():
         out = args.work / folder
         inputs = {"data": data_dir, "teacher": args.work / "teacher"}
+        if folder == "teacher":
+            log(f"{name}: the teacher ({chosen.layers} layers x {chosen.hidden}, its shape)")
+            manifests[name] = teacher_manifest
+            continue
         if is_current(out, "student", config, inputs):  # same config, data and teacher: reuse
             log(f"{name}: reusing {out}")
             manifests[name] = read_manifest(out, "student")
@@ -232,10 +253,14 @@ def main() -> None:
     results = {
         "teacher": _summary(teacher_manifest, evals["teacher"]["metrics"], {"wall_minutes": round(teacher_wall / 60, 1)}),
         "student distilled": _summary(read_manifest(args.work / "student"), evals["student distilled"]["metrics"]),
-        **{name: _summary(m, evals[name]["metrics"], {"init": m.get("init", {"from": "random"})})
+        **{name: _summary(m, evals[name]["metrics"], {"init": m.get("init", {"from": "random"}),
+                                                      **({"is_the_teacher": True} if baselines[name][0] == "teacher"
+                                                         else {})})
            for name, m in manifests.items()},
     }
-    results["student distilled"]["init"] = read_manifest(args.work / "student").get("init")
+    results["student distilled"]["init"] = student_manifest.get("init")
+    results["student distilled"]["shape"] = {"hidden": chosen.hidden, "layers": chosen.layers}
+    results["student distilled"]["sizing"] = sizing
     paired = {"student_distilled_minus_teacher": paired_bootstrap(per_user["student distilled"], per_user["teacher"]),
               "student_alone_minus_teacher": paired_bootstrap(per_user["student alone"], per_user["teacher"]),
               "distilled_minus_alone": paired_bootstrap(per_user["student distilled"], per_user["student alone"]),
@@ -258,7 +283,7 @@ def main() -> None:
         if "wide_teacher" in earlier:
             payload["wide_teacher"] = earlier["wide_teacher"]
 
-    rows = [[name, f"{r['parameters']:,}", fmt_ci(r["test"]["NDCG@10"]), fmt_ci(r["test"]["HR@10"]),
+    rows = [[name + (" (= the teacher)" if r.get("is_the_teacher") else ""), f"{r['parameters']:,}", fmt_ci(r["test"]["NDCG@10"]), fmt_ci(r["test"]["HR@10"]),
              f"{r['training']['best_epoch']}/{r['training']['epochs_run']}", r["training"]["precision"],
              r["training_minutes"]] for name, r in results.items()]
     print_table(["model", "params", "NDCG@10 [95% CI]", "HR@10 [95% CI]", "best/run epochs", "precision",

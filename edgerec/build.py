@@ -18,7 +18,7 @@ from pathlib import Path
 from edgerec.artifacts import _jsonable, artifact_hash, check_folder, read_artifact, read_manifest
 from edgerec.data import DataConfig, make_data, table_kind
 from edgerec.datasets import BUILTIN, get_builtin
-from edgerec.distill import DistillConfig, distill
+from edgerec.distill import DistillConfig, distill, keep_for_target
 from edgerec.errors import EdgerecError
 from edgerec.export import ExportConfig, export
 from edgerec.files import sha256_file
@@ -52,12 +52,15 @@ class BuildConfig:
     work: str = "runs"
     dist: str = "dist"
     emulate: bool = True  # validate on the profile's emulated ARM CPUs too ([device] emulate)
+    # Share of the teacher's validation NDCG@10 the student must keep, else a larger one is
+    # distilled (DistillConfig.keep). None: the target's (keep_for_target); 0: never grow.
+    keep: float | None = None
 
 
 # Options added after artifacts were already being written, with what an artifact written
 # before them did: a manifest without the key was made that way (so `init` is "random", not
 # today's default, and an old student is rebuilt).
-ADDED_OPTIONS = {"schedule": "constant", "init": "random"}
+ADDED_OPTIONS = {"schedule": "constant", "init": "random", "keep": None, "grow": 2}
 
 
 def _as_before(stored, wanted):
@@ -179,13 +182,16 @@ def build(config: BuildConfig, *, targets_dir: Path | None = None, teacher_confi
               is_current(paths["teacher"], "teacher", teacher_config, {"data": paths["data"]}),
               lambda: train_teacher(paths["data"], paths["teacher"], teacher_config, overwrite=True))
     # A profile that ships a step model needs positions counted from the window start.
+    keep = keep_for_target(target) if config.keep is None else (config.keep or None)
     distill_config = distill_config or DistillConfig(train=TrainConfig(epochs=config.distill_epochs,
                                                                        max_minutes=config.distill_minutes,
                                                                        precision=config.precision),
-                                                     positions="start" if target.step_model else "end")
+                                                     positions="start" if target.step_model else "end",
+                                                     keep=keep)
     stage(3, "distill", paths["student"],
           is_current(paths["student"], "student", distill_config, {"data": paths["data"], "teacher": paths["teacher"]}),
-          lambda: distill(paths["teacher"], paths["data"], paths["student"], distill_config, overwrite=True))
+          lambda: distill(paths["teacher"], paths["data"], paths["student"], distill_config, overwrite=True,
+                          log=log))
     model = paths["student"]
     if config.sparsity:
         prune_config = PruneConfig(sparsity=config.sparsity)

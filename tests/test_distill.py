@@ -286,3 +286,41 @@ def test_init_from_another_model_artifact(tmp_path, data_dir, teacher_dir, monke
     with pytest.raises(EdgerecError, match="no such model"):
         distill(teacher_dir, data_dir, tmp_path / "c", config(epochs=1, init=str(tmp_path / "missing")))
     assert not (tmp_path / "b").exists() and not (tmp_path / "c").exists()
+
+
+def test_larger_students_add_a_layer_first_and_stay_under_the_teacher():
+    from edgerec.distill import STUDENT_SHAPE, larger_students
+
+    # ML-1M: 3,708 ids (padding, 3,706 items, [MASK]); the hidden-64, 2-layer teacher has 358,268 parameters
+    ladder = larger_students(STUDENT_SHAPE, 3708, 358_268)
+    assert [(s.hidden, s.layers) for s in ladder] == [(64, 2)]
+    assert student_parameters(ladder[0], 3708) == 358_268
+    assert larger_students(STUDENT_SHAPE, 3708, 300_000) == []
+    wide = larger_students(STUDENT_SHAPE, 3708, 2_650_748)  # the hidden-256 teacher
+    assert [(s.hidden, s.layers) for s in wide[:3]] == [(64, 2), (96, 1), (96, 2)]
+    assert all(s.heads == s.hidden // 32 and s.intermediate == 4 * s.hidden for s in wide)
+
+
+def test_keep_grows_the_student_until_it_keeps_enough(tmp_path, data_dir, teacher_dir, monkeypatch):
+    import edgerec.distill as d
+
+    monkeypatch.setenv("EDGEREC_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(d, "_SIZES", [(8, 2), (16, 1), (16, 2)])  # a ladder under the tiny teacher
+    logged = []
+    grown = distill(teacher_dir, data_dir, tmp_path / "a", config(epochs=2, keep=2.0, grow=1), log=logged.append)
+    sizing = grown["sizing"]
+    assert [t["shape"]["layers"] for t in sizing["tries"]] == [1, 2]  # grow=1: one larger student only
+    assert not sizing["met"] and sizing["chosen"]["layers"] == 2
+    assert sizing["teacher_valid_ndcg10"] > 0
+    for t in sizing["tries"]:  # both significantly below twice the teacher
+        assert t["kept"] == pytest.approx(t["valid_ndcg10"] / sizing["teacher_valid_ndcg10"], abs=1e-4)
+        assert t["short"] and t["minus_keep_x_teacher"]["ci95"][1] < 0
+    assert load_model(tmp_path / "a" / "model").model.config.num_hidden_layers == 2
+    assert grown["config"]["student"]["layers"] == 1  # the config asked for; build's is_current compares it
+    assert len(logged) == 1 and "trying 2 layer(s)" in logged[0]
+    enough = distill(teacher_dir, data_dir, tmp_path / "b", config(epochs=2, keep=0.01))
+    assert len(enough["sizing"]["tries"]) == 1 and enough["sizing"]["met"] and not enough["sizing"]["tries"][0]["short"]
+    assert load_model(tmp_path / "b" / "model").model.config.num_hidden_layers == 1
+    assert "sizing" not in distill(teacher_dir, data_dir, tmp_path / "c", config(epochs=1))
+    with pytest.raises(EdgerecError, match="--keep"):
+        config(keep=3.0).validate()

@@ -32,6 +32,11 @@ def build(
     sparsity: Annotated[Optional[float], typer.Option(min=0.0, max=0.99, callback=finite,
         help="Add the prune stage: remove this share of attention heads and FFN neurons, then recover "
              "(off by default; about 4 more minutes).")] = None,
+    keep: Annotated[Optional[float], typer.Option(min=0.0, max=2.0, callback=finite,
+        help="Share of the teacher's validation NDCG@10 the student must keep (not significantly "
+             "less, paired bootstrap), else a larger one "
+             "(a second layer, then more width, up to the teacher's size) is distilled. Default: the "
+             "target's min_ndcg_retained with room for int8; 0: never grow.")] = None,
     precision: Precision = "auto",
     work: Annotated[Path, typer.Option(help="Folder for the intermediate artifacts.")] = Path("runs"),
     dist: Annotated[Path, typer.Option(help="Folder for the app bundles (dist/<target>).")] = Path("dist"),
@@ -56,7 +61,7 @@ def build(
                              distill_epochs=distill_epochs, teacher_minutes=teacher_minutes,
                              distill_minutes=distill_minutes, sparsity=sparsity, precision=precision,
                              work=str(work), dist=str(dist),
-                             emulate=emulate)
+                             emulate=emulate, keep=keep)
         result = run(config, targets_dir=targets_dir, log=lambda m: typer.echo(m, err=True))
     report = result["report"]
     if json_out:

@@ -69,6 +69,12 @@ def distill(
              "spaced layers when the student has its width and layer shape (else random, said "
              "below the table); random: random weights; PATH: the same copy from that id model "
              "artifact (e.g. a smaller model of the student's width when the teacher is wider).")] = "teacher",
+    keep: Annotated[Optional[float], typer.Option(min=0.0, max=2.0, callback=finite,
+        help="If the student keeps significantly less than this share of the teacher's validation "
+             "NDCG@10 (paired bootstrap on the validation users), distil "
+             "the next larger default shape (a second layer, then more width; never more parameters "
+             "than the teacher) and keep the first that does, or the last tried.")] = None,
+    grow: Annotated[int, typer.Option(min=0, max=10, help="With --keep: at most this many larger students.")] = 2,
     epochs: Epochs = 200,
     batch_size: BatchSize = 64,
     lr: LearningRate = 1e-3,
@@ -102,10 +108,11 @@ def distill(
         config = DistillConfig(student=shape, alpha=alpha, temperature=temperature, top_k=top_k,
                                kd_positions=kd_positions, item_rank=item_rank, tail_boost=tail_boost,
                                student_kind=student_kind, positions=positions, init=init,
+                               keep=keep or None, grow=grow,
                                train=TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr,
                                                  patience=patience, max_minutes=max_minutes,
                                                  seed=seed, warmup_steps=warmup_steps, schedule=schedule, precision=precision))
-        manifest = run(teacher, data, out, config, overwrite=overwrite)
+        manifest = run(teacher, data, out, config, overwrite=overwrite, log=lambda m: typer.echo(m, err=True))
     if manifest is None:
         return
     if json_out:
@@ -122,6 +129,11 @@ def distill(
     start = manifest.get("init", {})
     if start.get("from", "random") != "random":
         rows.append(("started from", f"{start['from']} (its layers {', '.join(map(str, start['layers']))})"))
+    sizing = manifest.get("sizing")
+    if sizing:
+        tried = ", ".join(f"{t['shape']['layers']}x{t['shape']['hidden']}: {t['kept']:.3f}{' (short)' if t['short'] else ''}" for t in sizing["tries"])
+        rows.append(("kept of teacher's valid NDCG@10", f"{tried} ({'met' if sizing['met'] else 'NOT met'}: "
+                                                         f"not significantly below {sizing['keep']:.3f})"))
     table(f"student -> {out} (test, full ranking)", rows)
     if start.get("why"):
         typer.echo(f"note: the student started from random weights: {start['why']}")
