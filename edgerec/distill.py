@@ -83,8 +83,8 @@ class DistillConfig:
     # that id model artifact instead (e.g. a small model of the student's width when the teacher
     # is wider), which must fit, and for the same items.
     init: str = "teacher"
-    # Grow the student while it keeps significantly less than `keep` of the teacher's validation
-    # NDCG@10 (paired bootstrap on the validation users; None: train the given shape only). Each try is the next larger default shape (_SIZES: a second layer before
+    # Grow the student while it keeps less than `keep` of the teacher's validation NDCG@10 (on the
+    # validation users; None: train the given shape only). Each try is the next larger default shape (_SIZES: a second layer before
     # more width), at most `grow` more students, never more parameters than the teacher. Decided on
     # validation users, so the test split stays unseen. `edgerec build` sets it from the target
     # (keep_for_target): a one-layer student was enough on ML-100K (0.99x) and not on ML-1M.
@@ -428,18 +428,21 @@ def distill(teacher_dir: Path, data_dir: Path, out_dir: Path, config: DistillCon
             teacher_valid = evaluate(teacher, data, "valid")["per_user"]["NDCG@10"]
             shapes += larger_students(shape, data.vocab_size, teacher.num_parameters)[: config.grow]
         student_valid = evaluate(RecModel(trained["student"].cpu(), trained["meta"]), data, "valid")
-        # Short only when significantly so (paired bootstrap on the validation users): ML-100K's
-        # 943 users give +-0.02 on NDCG@10, and a noisy shortfall would double the training time.
-        short = paired_bootstrap(student_valid["per_user"]["NDCG@10"], config.keep * teacher_valid)
+        # Short on the point estimate, as validate's min_ndcg_retained budget is judged (a first
+        # version grew only when significantly short: on ML-1M the one-layer student kept 0.942 of
+        # the teacher against 0.960, p = 0.09, and stayed, then missed the budget on test). The
+        # paired interval is recorded beside it.
         kept = float(np.mean(student_valid["per_user"]["NDCG@10"]) / max(np.mean(teacher_valid), 1e-12))
         tries.append({"shape": asdict(shape), "parameters": sum(p.numel() for p in trained["student"].parameters()),
                       "valid_ndcg10": float(np.mean(student_valid["per_user"]["NDCG@10"])), "kept": round(kept, 4),
-                      "minus_keep_x_teacher": short, "short": short["ci95"][1] < 0})
+                      "minus_keep_x_teacher": paired_bootstrap(student_valid["per_user"]["NDCG@10"],
+                                                               config.keep * teacher_valid),
+                      "short": kept < config.keep})
         if not tries[-1]["short"] or len(tries) == len(shapes):
             break
         if dist.is_main:
             log(f"distill: {shape.layers} layer(s) x {shape.hidden} kept {kept:.3f} of the teacher's "
-                f"validation NDCG@10, significantly below {config.keep:.3f}; trying "
+                f"validation NDCG@10, below {config.keep:.3f}; trying "
                 f"{shapes[len(tries)].layers} layer(s) x {shapes[len(tries)].hidden}")
     if not dist.is_main:
         return None

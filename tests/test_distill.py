@@ -312,7 +312,7 @@ def test_keep_grows_the_student_until_it_keeps_enough(tmp_path, data_dir, teache
     assert [t["shape"]["layers"] for t in sizing["tries"]] == [1, 2]  # grow=1: one larger student only
     assert not sizing["met"] and sizing["chosen"]["layers"] == 2
     assert sizing["teacher_valid_ndcg10"] > 0
-    for t in sizing["tries"]:  # both significantly below twice the teacher
+    for t in sizing["tries"]:  # both below twice the teacher, significantly so
         assert t["kept"] == pytest.approx(t["valid_ndcg10"] / sizing["teacher_valid_ndcg10"], abs=1e-4)
         assert t["short"] and t["minus_keep_x_teacher"]["ci95"][1] < 0
     assert load_model(tmp_path / "a" / "model").model.config.num_hidden_layers == 2

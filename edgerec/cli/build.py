@@ -33,8 +33,7 @@ def build(
         help="Add the prune stage: remove this share of attention heads and FFN neurons, then recover "
              "(off by default; about 4 more minutes).")] = None,
     keep: Annotated[Optional[float], typer.Option(min=0.0, max=2.0, callback=finite,
-        help="Share of the teacher's validation NDCG@10 the student must keep (not significantly "
-             "less, paired bootstrap), else a larger one "
+        help="Share of the teacher's validation NDCG@10 the student must keep, else a larger one "
              "(a second layer, then more width, up to the teacher's size) is distilled. Default: the "
              "target's min_ndcg_retained with room for int8; 0: never grow.")] = None,
     precision: Precision = "auto",

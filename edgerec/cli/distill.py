@@ -70,8 +70,7 @@ def distill(
              "below the table); random: random weights; PATH: the same copy from that id model "
              "artifact (e.g. a smaller model of the student's width when the teacher is wider).")] = "teacher",
     keep: Annotated[Optional[float], typer.Option(min=0.0, max=2.0, callback=finite,
-        help="If the student keeps significantly less than this share of the teacher's validation "
-             "NDCG@10 (paired bootstrap on the validation users), distil "
+        help="If the student keeps less than this share of the teacher's validation NDCG@10, distil "
              "the next larger default shape (a second layer, then more width; never more parameters "
              "than the teacher) and keep the first that does, or the last tried.")] = None,
     grow: Annotated[int, typer.Option(min=0, max=10, help="With --keep: at most this many larger students.")] = 2,
@@ -133,7 +132,7 @@ def distill(
     if sizing:
         tried = ", ".join(f"{t['shape']['layers']}x{t['shape']['hidden']}: {t['kept']:.3f}{' (short)' if t['short'] else ''}" for t in sizing["tries"])
         rows.append(("kept of teacher's valid NDCG@10", f"{tried} ({'met' if sizing['met'] else 'NOT met'}: "
-                                                         f"not significantly below {sizing['keep']:.3f})"))
+                                                         f">= {sizing['keep']:.3f})"))
     table(f"student -> {out} (test, full ranking)", rows)
     if start.get("why"):
         typer.echo(f"note: the student started from random weights: {start['why']}")
