@@ -20,6 +20,7 @@ from edgerec.data import DataConfig, make_data, table_kind
 from edgerec.datasets import BUILTIN, get_builtin
 from edgerec.distill import DistillConfig, distill, keep_for_target
 from edgerec.errors import EdgerecError
+from edgerec.evaluate import resolve_model_dir
 from edgerec.export import ExportConfig, export
 from edgerec.files import sha256_file
 from edgerec.prune import PruneConfig, prune
@@ -188,8 +189,12 @@ def build(config: BuildConfig, *, targets_dir: Path | None = None, teacher_confi
                                                                        precision=config.precision),
                                                      positions="start" if target.step_model else "end",
                                                      keep=keep)
-    stage(3, "distill", paths["student"],
-          is_current(paths["student"], "student", distill_config, {"data": paths["data"], "teacher": paths["teacher"]}),
+    distill_inputs = {"data": paths["data"], "teacher": paths["teacher"]}
+    if distill_config.init not in ("teacher", "random"):  # started from another artifact: its hash too
+        source = resolve_model_dir(Path(distill_config.init)).parent
+        if (source / "manifest.json").is_file():
+            distill_inputs["init"] = source
+    stage(3, "distill", paths["student"], is_current(paths["student"], "student", distill_config, distill_inputs),
           lambda: distill(paths["teacher"], paths["data"], paths["student"], distill_config, overwrite=True,
                           log=log))
     model = paths["student"]

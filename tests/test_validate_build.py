@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 
@@ -142,6 +143,11 @@ def test_build_runs_every_stage_then_reuses_them(tmp_path, interactions_csv):
     assert {p["model"].split()[0] for p in first["report"]["points"]} >= {"teacher", "student", "int8", "fp32"}
     second = build(config, **kwargs)
     assert [second["stages"][s]["status"] for s in ("data", "teacher", "distill", "export", "quantize")] == ["reused"] * 5
+    # a student started from another artifact (--init PATH) is reused too: that artifact's hash
+    # is one of its inputs (it was rebuilt every time before)
+    kwargs["distill_config"] = replace(kwargs["distill_config"], student=SHAPE, init=str(tmp_path / "runs" / "teacher"))
+    assert build(config, **kwargs)["stages"]["distill"]["status"] == "built"
+    assert build(config, **kwargs)["stages"]["distill"]["status"] == "reused"
 
 
 def test_top_k_outputs_are_ranked_from_the_items_they_return():
