@@ -83,11 +83,11 @@ class DistillConfig:
     # that id model artifact instead (e.g. a small model of the student's width when the teacher
     # is wider), which must fit, and for the same items.
     init: str = "teacher"
-    # Grow the student while it keeps less than `keep` of the teacher's validation NDCG@10 (on the
-    # validation users; None: train the given shape only). Each try is the next larger default shape (_SIZES: a second layer before
-    # more width), at most `grow` more students, never more parameters than the teacher. Decided on
-    # validation users, so the test split stays unseen. `edgerec build` sets it from the target
-    # (keep_for_target): a one-layer student was enough on ML-100K (0.99x) and not on ML-1M.
+    # Grow the student while it keeps less than `keep` of the teacher's validation NDCG@10 (None:
+    # train the given shape only; the test split stays unseen). Each try is the next larger
+    # default shape (_SIZES: a second layer before more width), at most `grow` more students,
+    # never more parameters than the teacher. `edgerec build` sets it from the target
+    # (keep_for_target): one layer was enough on ML-100K and not on ML-1M (README, Distillation).
     keep: float | None = None
     grow: int = 2
 
@@ -432,11 +432,11 @@ def distill(teacher_dir: Path, data_dir: Path, out_dir: Path, config: DistillCon
         # version grew only when significantly short: on ML-1M the one-layer student kept 0.942 of
         # the teacher against 0.960, p = 0.09, and stayed, then missed the budget on test). The
         # paired interval is recorded beside it.
-        kept = float(np.mean(student_valid["per_user"]["NDCG@10"]) / max(np.mean(teacher_valid), 1e-12))
+        per_user = student_valid["per_user"]["NDCG@10"]
+        kept = float(np.mean(per_user) / max(np.mean(teacher_valid), 1e-12))
         tries.append({"shape": asdict(shape), "parameters": sum(p.numel() for p in trained["student"].parameters()),
-                      "valid_ndcg10": float(np.mean(student_valid["per_user"]["NDCG@10"])), "kept": round(kept, 4),
-                      "minus_keep_x_teacher": paired_bootstrap(student_valid["per_user"]["NDCG@10"],
-                                                               config.keep * teacher_valid),
+                      "valid_ndcg10": float(np.mean(per_user)), "kept": round(kept, 4),
+                      "minus_keep_x_teacher": paired_bootstrap(per_user, config.keep * teacher_valid),
                       "short": kept < config.keep})
         if not tries[-1]["short"] or len(tries) == len(shapes):
             break
