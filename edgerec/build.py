@@ -18,9 +18,8 @@ from pathlib import Path
 from edgerec.artifacts import _jsonable, artifact_hash, check_folder, read_artifact, read_manifest
 from edgerec.data import DataConfig, make_data, table_kind
 from edgerec.datasets import BUILTIN, get_builtin
-from edgerec.distill import DistillConfig, distill, keep_for_target
+from edgerec.distill import DistillConfig, distill, init_input, keep_for_target
 from edgerec.errors import EdgerecError
-from edgerec.evaluate import resolve_model_dir
 from edgerec.export import ExportConfig, export
 from edgerec.files import sha256_file
 from edgerec.prune import PruneConfig, prune
@@ -189,11 +188,7 @@ def build(config: BuildConfig, *, targets_dir: Path | None = None, teacher_confi
                                                                        precision=config.precision),
                                                      positions="start" if target.step_model else "end",
                                                      keep=keep)
-    distill_inputs = {"data": paths["data"], "teacher": paths["teacher"]}
-    if distill_config.init not in ("teacher", "random"):  # started from another artifact: its hash too
-        source = resolve_model_dir(Path(distill_config.init)).parent
-        if (source / "manifest.json").is_file():
-            distill_inputs["init"] = source
+    distill_inputs = {"data": paths["data"], "teacher": paths["teacher"], **init_input(distill_config.init)}
     stage(3, "distill", paths["student"], is_current(paths["student"], "student", distill_config, distill_inputs),
           lambda: distill(paths["teacher"], paths["data"], paths["student"], distill_config, overwrite=True,
                           log=log))

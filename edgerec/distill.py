@@ -159,6 +159,15 @@ def larger_students(shape: Shape, vocab_size: int, max_params: int) -> list[Shap
     return larger
 
 
+def init_input(init: str | None) -> dict[str, Path]:
+    """{"init": artifact} when a student starts from another artifact (`--init PATH`): its
+    content hash is one of the student's inputs, recorded by distill and compared by build."""
+    if init in (None, "teacher", "random"):
+        return {}
+    source = resolve_model_dir(Path(init)).parent
+    return {"init": source} if (source / "manifest.json").is_file() else {}
+
+
 def keep_for_target(target) -> float:
     """The validation NDCG@10 share a student must keep for `target`: its budget's minimum,
     with room for the int8 step's tolerated relative drop."""
@@ -526,11 +535,7 @@ def _write_student(out_dir, data, *, student, meta, teacher, teacher_dir, config
     rec = RecModel(student, meta)
     test = evaluate(rec, data, "test", reference=teacher)
     teacher_test = evaluate(teacher, data, "test")
-    inputs = {"data": data.path, "teacher": Path(teacher_dir)}
-    if start and start.get("from") not in ("teacher", "random"):  # started from another artifact
-        source = resolve_model_dir(Path(start["from"])).parent
-        if (source / "manifest.json").is_file():
-            inputs["init"] = source
+    inputs = {"data": data.path, "teacher": Path(teacher_dir), **init_input(start.get("from") if start else None)}
     with atomic_artifact(out_dir, stage, config=manifest_config or config, inputs=inputs,
                          overwrite=overwrite) as (tmp, manifest):
         save_model(tmp / "model", student, meta)
