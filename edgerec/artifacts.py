@@ -12,7 +12,9 @@ import contextlib
 import datetime as _dt
 import errno
 import fcntl
+import functools
 import hashlib
+import inspect
 import json
 import os
 import platform
@@ -114,29 +116,100 @@ _WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EAC
 BUNDLE_STAGES = ("export", "quantize")  # both make bundles; one may replace the other
 
 
+# Outputs this process holds the lock of: {resolved path: [file handle, depth]}. A stage claims
+# its output for the whole run; `atomic_artifact` inside it then finds the lock already held.
+_HELD: dict[str, list] = {}
+
+
+def _holder(lock: Path) -> str:
+    try:
+        text = lock.read_text().split()
+    except OSError:
+        text = []
+    return f" (pid {text[0]})" if text and text[0].isdigit() else ""
+
+
+def _writable_folder(folder: Path, what: str) -> list[Path]:
+    """Create `folder` (and missing parents) for `what`; returns the folders it created. An
+    unwritable place is one line naming it."""
+    created = [p for p in (folder, *folder.parents) if not p.exists()][::-1]
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise EdgerecError(f"{folder}: cannot create the folder for {what} ({exc.strerror})") from None
+    return created
+
+
 @contextlib.contextmanager
 def output_lock(out_dir: Path) -> Iterator[None]:
-    """Hold `.<name>.lock` beside `out_dir` while an artifact is written there; a second command
-    writing the same output fails at once with one line instead of racing the first's rename."""
-    lock = out_dir.parent / f".{out_dir.name}.lock"
-    for _ in range(3):
-        handle = open(lock, "a+")
+    """Hold `.<name>.lock` beside `out_dir` while a command makes it: a second command writing the
+    same output is refused at once, naming the holder's pid. The lock is the kernel's (flock): it
+    goes with the process however that ends, so a lock file a killed run left behind is stale and
+    is simply taken over. Re-entrant within a process; under torchrun only rank 0 (the writer)
+    takes it, since every rank of one run names the same output. Taking it is also the check
+    that the output's folder is writable, before any expensive work."""
+    out_dir = Path(out_dir)
+    key = str(out_dir.resolve())
+    if key in _HELD:
+        _HELD[key][1] += 1
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.close()
-            raise EdgerecError(f"{out_dir}: another edgerec command is writing it now; wait for it "
-                               "to finish or choose another output") from None
-        if lock.exists() and os.stat(lock).st_ino == os.fstat(handle.fileno()).st_ino:
-            break
-        handle.close()  # the holder before us removed the file after we opened it: open it again
-    else:
-        raise EdgerecError(f"{out_dir}: could not take the output lock {lock}")
+            yield
+        finally:
+            _HELD[key][1] -= 1
+        return
+    if os.environ.get("RANK", "0") != "0":
+        yield
+        return
+    created = _writable_folder(out_dir.parent, f"{out_dir.name}")
+    lock = out_dir.parent / f".{out_dir.name}.lock"
+    handle = None
     try:
+        for _ in range(3):
+            try:
+                handle = open(lock, "a+")
+            except OSError as exc:
+                raise EdgerecError(f"{out_dir.parent}: cannot write there ({exc.strerror}); choose "
+                                   "another output") from None
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.close()
+                raise EdgerecError(f"{out_dir}: another edgerec command{_holder(lock)} is writing it "
+                                   "now; wait for it to finish or choose another output") from None
+            if lock.exists() and os.stat(lock).st_ino == os.fstat(handle.fileno()).st_ino:
+                break
+            handle.close()  # the holder before us removed the file after we opened it: open it again
+        else:
+            raise EdgerecError(f"{out_dir}: could not take the output lock {lock}")
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()} {platform.node()}\n")
+        handle.flush()
+        _HELD[key] = [handle, 1]
         yield
     finally:
-        lock.unlink(missing_ok=True)
-        handle.close()
+        if _HELD.get(key, [None])[0] is handle and handle is not None:
+            del _HELD[key]
+            lock.unlink(missing_ok=True)
+            handle.close()
+        for folder in reversed(created):  # the folders made for an output that never came
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+
+
+def writes_output(function):
+    """Decorator for a stage function with an `out_dir` parameter: the output's lock is held for
+    the whole run (`output_lock`), so two identical commands never train into one work folder."""
+    signature = inspect.signature(function)
+
+    @functools.wraps(function)
+    def claimed(*args, **kwargs):
+        out_dir = signature.bind(*args, **kwargs).arguments["out_dir"]
+        check_folder(Path(out_dir).parent, "the output")
+        with output_lock(Path(out_dir)):
+            return function(*args, **kwargs)
+
+    return claimed
 
 
 def check_folder(path: Path, what: str) -> Path:
@@ -197,10 +270,6 @@ def atomic_artifact(
     """
     out_dir = Path(out_dir)
     check_output(out_dir, stage, overwrite)
-    try:
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise EdgerecError(f"{out_dir.parent}: cannot create the output folder ({exc.strerror})") from None
     with output_lock(out_dir):
         check_output(out_dir, stage, overwrite)  # again: another command may have finished meanwhile
         tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))

@@ -170,9 +170,11 @@ def score_outputs(output, top_k: int | None, num_items: int, histories, targets,
     if top_k < 10:
         raise EdgerecError(f"{where} returns its top {top_k}; validate needs at least 10 (the accuracy "
                            "budget, agreement and coverage are at 10): export with --top-k 10 or more")
-    if output.ndim != 2 or output.shape[1] != top_k or output.min(initial=1) < 1 or output.max(initial=1) > num_items:
-        raise EdgerecError(f"{where} did not return [users, {top_k}] item indices in 1..{num_items}")
+    if output.ndim != 2 or output.shape[1] != top_k or output.min(initial=1) < 0 or output.max(initial=1) > num_items:
+        raise EdgerecError(f"{where} did not return [users, {top_k}] item indices in 1..{num_items} "
+                           "(0 = no item left)")
     items = output.astype(np.int64)
     full = np.full((len(items), num_items + 1), -np.inf, np.float32)
     np.put_along_axis(full, items, np.arange(top_k, 0, -1, dtype=np.float32)[None, :], axis=1)
+    full[:, 0] = -np.inf  # the 0 entries of a short list are no item
     return accuracy(full, histories, targets, num_items, reference_top, top=items[:, :10], truncated_at=top_k)

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from edgerec import datasets
-from edgerec.artifacts import atomic_artifact, check_output, read_manifest, verify_artifact, write_json
+from edgerec.artifacts import atomic_artifact, check_output, read_manifest, verify_artifact, write_json, writes_output
 from edgerec.errors import EdgerecError
 from edgerec.files import load_npz, read_json, sha256_file
 
@@ -111,16 +111,41 @@ def read_table(path: Path, separator: str | None = None):
         if kind == "parquet":
             frame = pd.read_parquet(path)
         elif kind == "jsonl":
-            frame = pd.read_json(path, lines=True, dtype=False)
+            # utf-8-sig: a byte-order mark (Windows editors write one) is read past, not parsed
+            frame = pd.read_json(path, lines=True, dtype=False, encoding="utf-8-sig")
         else:
             sep = separator or ("\t" if path.suffix.lower() in {".tsv", ".inter", ".item"} else ",")
             frame = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
     except Exception as exc:  # pandas / pyarrow raise many types for malformed files
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if kind == "jsonl":
+            first = _first_bad_json_line(path) or first
         raise EdgerecError(f"{path}: cannot parse as {kind} ({first})") from None
     if len(frame) == 0:
         raise EdgerecError(f"{path}: the file has no rows")
     return frame
+
+
+def _first_bad_json_line(path: Path) -> str | None:
+    """Where a JSONL file stops being one JSON object per line (pandas says only "position 0")."""
+    import json
+
+    try:
+        with open(path, encoding="utf-8-sig") as lines:
+            for number, line in enumerate(lines, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except ValueError as exc:
+                    return f"line {number} is not valid JSON: {exc.msg} at column {exc.colno}"
+                if not isinstance(row, dict):
+                    return f"line {number} is a JSON {type(row).__name__}, expected an object"
+    except UnicodeDecodeError as exc:
+        return f"not UTF-8 text (byte {exc.start}); save it as UTF-8"
+    except OSError:
+        return None
+    return None
 
 
 def _require_columns(frame, path: Path, wanted: dict[str, str]) -> None:
@@ -143,7 +168,13 @@ def _numeric_times(series, path: Path):
             f"{path}: non-numeric timestamp {series.iloc[row]!r} at data row {row + 1} "
             "(expected Unix seconds or a Parquet timestamp column)"
         )
-    return values.to_numpy(dtype=np.float64)
+    values = values.to_numpy(dtype=np.float64)
+    infinite = ~np.isfinite(values)  # "inf", "1e309": they parse, but order nothing
+    if infinite.any():
+        row = int(np.flatnonzero(infinite)[0])
+        raise EdgerecError(f"{path}: timestamp {series.iloc[row]!r} at data row {row + 1} is not a finite "
+                           "number (expected Unix seconds)")
+    return values
 
 
 # --------------------------------------------------------------------------- building
@@ -289,6 +320,7 @@ def unpack(path: Path) -> list[np.ndarray]:
     return [flat[offsets[i]: offsets[i + 1]] for i in range(len(offsets) - 1)]
 
 
+@writes_output
 def make_data(
     out_dir: Path,
     *,

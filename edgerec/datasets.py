@@ -90,10 +90,27 @@ BUILTIN = {dataset.name: dataset for dataset in (MOVIELENS_100K, MOVIELENS_1M)}
 
 
 def cache_dir() -> Path:
-    root = os.environ.get("EDGEREC_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "edgerec"
-    )
-    return Path(root)
+    """edgerec's cache folder (EDGEREC_CACHE, else $XDG_CACHE_HOME/edgerec or ~/.cache/edgerec),
+    created and checked writable on every call: a cache that is a file or a read-only folder is
+    one line, before the work that would fill it."""
+    named = os.environ.get("EDGEREC_CACHE")
+    root = Path(named or os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"),
+                                      "edgerec"))
+    where = "EDGEREC_CACHE" if named else "the cache folder"
+    for place in (root, *root.parents):
+        if place.exists():
+            if not place.is_dir():
+                raise EdgerecError(f"{root}: {place} is a file, not a folder ({where}: point it at a folder)")
+            break
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        # os.access says yes to root on a read-only mount; a real file says what the disk says
+        with tempfile.NamedTemporaryFile(dir=root, prefix=".probe-"):
+            pass
+    except OSError as exc:
+        raise EdgerecError(f"{root}: cannot write there ({exc.strerror}); set EDGEREC_CACHE to a "
+                           "writable folder") from None
+    return root
 
 
 def get_builtin(name: str) -> BuiltinDataset:

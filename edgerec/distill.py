@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgerec.artifacts import artifact_hash, atomic_artifact, check_output, read_manifest, write_json
+from edgerec.artifacts import artifact_hash, atomic_artifact, check_output, read_manifest, write_json, writes_output
 from edgerec.data import load_data
 from edgerec.datasets import cache_dir
 from edgerec.errors import EdgerecError
@@ -390,6 +390,7 @@ def distill_loss_module(student, targets, num_items: int, alpha: float, temperat
     return DistillLoss()
 
 
+@writes_output
 def distill(teacher_dir: Path, data_dir: Path, out_dir: Path, config: DistillConfig = DistillConfig(),
             *, overwrite: bool = False, log=print) -> dict | None:
     """Distil a teacher artifact into a student artifact; returns the manifest on rank 0."""

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from edgerec import __version__
-from edgerec.artifacts import atomic_artifact, check_output, read_manifest, write_json
+from edgerec.artifacts import atomic_artifact, check_output, read_manifest, write_json, writes_output
 from edgerec.bundle import ort_files, write_item_files
 from edgerec.checks import parity, replay, replay_scorer, top_k_check
 from edgerec.data import load_data
@@ -45,6 +45,7 @@ class ExportConfig:
     emulate: bool = True
 
 
+@writes_output
 def export(model_dir: Path, data_dir: Path, out_dir: Path, config: ExportConfig, *,
            targets_dir: Path | None = None, overwrite: bool = False, log=print) -> dict:
     """Write `out_dir` (default dist/<target>/): model file(s), items.json, metadata.json."""
@@ -73,9 +74,10 @@ def export(model_dir: Path, data_dir: Path, out_dir: Path, config: ExportConfig,
                                                "tflite": [1, rec.max_len]},
                                      "layout": "most recent item last, left-padded with 0"}},
             "outputs": ({"items": "int64 [batch, K] item indices (items.json), best first "
-                                   "(TFLite signature output output_0)",
-                         "scores": "float32 [batch, K]; items in the input window excluded "
-                                   "(TFLite: output_1)"}
+                                   "(TFLite signature output output_0); 0 in the slots past the "
+                                   "last item when fewer than K are outside the window",
+                         "scores": "float32 [batch, K]; items in the input window excluded; -inf "
+                                   "where items is 0 (TFLite: output_1)"}
                         if config.top_k
                         else {"scores": "float32 [batch, num_items]: column j scores the item "
                                         "with index j + 1 in items.json; higher is better"}),

@@ -100,23 +100,42 @@ def top_k_unseen(scores, history, top_k: int):
     one-hot matmul; only TOPK_V2, EQUAL, REDUCE_ANY and matmuls. That costs a TopK of K + L and
     an O((K + L) L) comparison: on ONNX Runtime the whole call with the scatter form measured
     0.039 ms p50 against 0.152 ms (benchmarks/export.py times both). Same items either way.
+
+    Where fewer than K items are left outside the history (a small catalogue, a large K), the
+    slots past the last real item hold item 0 (the padding index, never an item) and score
+    -inf: the outputs keep their fixed shape and an app stops at the first 0.
     """
     import torch
 
     if not _PORTABLE_TOP_K.get():
-        padded = torch.cat([torch.full_like(torch.narrow(scores, 1, 0, 1), -1e9), scores], dim=1)
-        best, items = torch.topk(padded.scatter(1, history.long(), -1e9), top_k, dim=1)
-        return items, best
+        padded = torch.cat([torch.full_like(torch.narrow(scores, 1, 0, 1), _MASKED), scores], dim=1)
+        best, items = torch.topk(padded.scatter(1, history.long(), _MASKED), top_k, dim=1)
+        return _empty_slots(items, best)
     wide = min(top_k + int(history.shape[1]), int(scores.shape[1]))
     values, candidates = torch.topk(scores, wide, dim=1)
     items = candidates + 1
     seen = (items.unsqueeze(2) == history.long().unsqueeze(1)).any(dim=2)
-    values = values - 1e9 * seen.to(values.dtype)
+    values = values + _MASKED * seen.to(values.dtype)
     best, slot = torch.topk(values, top_k, dim=1)
     # items[slot] as a one-hot matmul (exact for indices < 2^24)
     pick = (slot.unsqueeze(2) == torch.arange(wide).view(1, 1, wide)).to(values.dtype)
     chosen = (pick @ items.to(values.dtype).unsqueeze(2)).squeeze(2)
-    return chosen.to(torch.int64), best
+    return _empty_slots(chosen.to(torch.int64), best)
+
+
+# The score a masked column gets before the TopK. A model's scores are logits (|s| < 1e4 by far),
+# so anything below half of it was masked: the slot holds no candidate.
+_MASKED = -1e9
+
+
+def _empty_slots(items, best):
+    """Item 0 and score -inf in the slots the TopK filled with masked columns (a select each:
+    WHERE / SELECT_V2 in TFLite, which tflite-runtime 2.14 has)."""
+    import torch
+
+    empty = best < _MASKED / 2
+    return (torch.where(empty, torch.zeros_like(items), items),
+            torch.where(empty, torch.full_like(best, float("-inf")), best))
 
 
 @dataclass(frozen=True)

@@ -63,8 +63,9 @@ def describe(spec: StateLayout, dtype: dict, top_k: int | None, roll_keep: int) 
     if top_k:
         entry["inputs"]["history"] = {"dtype": dtype, "shape": ["batch", spec.window], "init": "zeros",
                                       "meaning": "items in the window (excluded from the top-K)"}
-        entry["outputs"] = {"items": "int64 [batch, K] best unseen items (TFLite output_0)",
-                            "scores": "float32 [batch, K] (TFLite output_1)",
+        entry["outputs"] = {"items": "int64 [batch, K] best unseen items (TFLite output_0); "
+                                     "0 past the last one when fewer than K are unseen",
+                            "scores": "float32 [batch, K] (TFLite output_1); -inf where items is 0",
                             "next_state": "feed back as `state` (TFLite output_2)",
                             "next_history": "feed back as `history` (TFLite output_3)"}
     return entry

@@ -44,19 +44,36 @@ def target_ranks(scores, targets, num_items: int, histories=None, mask_history: 
 
 
 def top_k(scores, k: int, num_items: int, histories=None, mask_history: bool = True) -> np.ndarray:
-    """Indices of the k best items per row, best first; ties go to the smaller index."""
+    """Indices of the k best candidates per row, best first; ties go to the smaller index.
+
+    Candidates are the items 1..num_items, less the history when `mask_history` (and less any
+    item whose score is NaN). A row with fewer than k candidates ends in 0, the padding index,
+    which is never an item: `candidate_counts` says how many each row has. The result has
+    min(k, num_items) columns.
+    """
     s = _item_scores(np.asarray(scores), num_items, histories, None, mask_history)
-    k = min(k, num_items)
-    # lexsort on (index, -score): the stable, deterministic order the ranks above use.
-    part = np.argpartition(-s, k - 1, axis=1)[:, :k] if k < s.shape[1] else np.tile(np.arange(s.shape[1]), (len(s), 1))
-    # argpartition may split a tie at the boundary arbitrarily: widen to every tied candidate.
-    kth = np.take_along_axis(s, part, axis=1).min(axis=1, keepdims=True)
-    out = np.empty((len(s), k), dtype=np.int64)
+    k = max(0, min(k, num_items))
+    out = np.zeros((len(s), k), dtype=np.int64)
     for row in range(len(s)):
-        cand = np.flatnonzero(s[row] >= kth[row])
-        order = np.lexsort((cand, -s[row, cand]))
-        out[row] = cand[order[:k]]
+        values = s[row]
+        cand = np.flatnonzero(values > -np.inf)  # masked columns are -inf; NaN compares False
+        if len(cand) > k:
+            # every candidate at least as good as the k-th best: a tie at the boundary is
+            # resolved by index below, not by where a partition happened to split it
+            kth = np.partition(values[cand], len(cand) - k)[len(cand) - k] if k else np.inf
+            cand = cand[values[cand] >= kth]
+        order = np.lexsort((cand, -values[cand]))[:k]
+        out[row, : len(order)] = cand[order]
     return out
+
+
+def candidate_counts(num_items: int, histories=None, mask_history: bool = True) -> np.ndarray:
+    """How many items each row can be recommended: the catalogue less the distinct history
+    items in 1..num_items (what bounds `top_k`'s real entries)."""
+    if not mask_history or histories is None:
+        return np.full(0 if histories is None else len(histories), num_items, dtype=np.int64)
+    return np.array([num_items - len({int(i) for i in h if 1 <= int(i) <= num_items}) for h in histories],
+                    dtype=np.int64)
 
 
 def per_user_metrics(ranks: np.ndarray) -> dict[str, np.ndarray]:
@@ -72,9 +89,13 @@ def per_user_metrics(ranks: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def topk_agreement(top_a: np.ndarray, top_b: np.ndarray) -> np.ndarray:
-    """Per-user share of model A's top-K that is also in model B's top-K."""
-    k = top_a.shape[1]
-    return np.array([len(set(a.tolist()) & set(b.tolist())) / k for a, b in zip(top_a, top_b)])
+    """Per-user share of model A's top-K that is also in model B's top-K (0 entries, the
+    padding of a short list, are not items; two empty lists agree)."""
+    out = []
+    for a, b in zip(top_a, top_b):
+        a, b = set(np.asarray(a).tolist()) - {0}, set(np.asarray(b).tolist()) - {0}
+        out.append(len(a & b) / max(len(a), len(b)) if a or b else 1.0)
+    return np.array(out, dtype=np.float64)
 
 
 def bootstrap_interval(values: np.ndarray, n_boot: int = 1000, seed: int = 0, level: float = 0.95):

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgerec.artifacts import artifact_hash, check_output, read_artifact, read_manifest
+from edgerec.artifacts import artifact_hash, check_output, read_artifact, read_manifest, writes_output
 from edgerec.data import load_data
 from edgerec.distill import DistillConfig, _write_student, train_student
 from edgerec.errors import EdgerecError
@@ -200,6 +200,7 @@ def onnx_bytes(rec) -> int:
         return path.stat().st_size
 
 
+@writes_output
 def prune(student_dir: Path, teacher_dir: Path, data_dir: Path, out_dir: Path, config: PruneConfig = PruneConfig(),
           *, overwrite: bool = False, log=print) -> dict | None:
     """Prune a student artifact, recover it by distillation, write a `pruned` artifact."""

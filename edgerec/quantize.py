@@ -46,7 +46,7 @@ from pathlib import Path
 import numpy as np
 
 from edgerec import metrics
-from edgerec.artifacts import atomic_artifact, check_output, read_manifest, write_json
+from edgerec.artifacts import atomic_artifact, check_output, output_lock, read_manifest, write_json
 from edgerec.bundle import ort_files
 from edgerec.console import quietly
 from edgerec.data import load_data
@@ -536,110 +536,111 @@ def quantize(bundle: Path, data_dir: Path, out_dir: Path | None, config: Quantiz
     """Read an fp32 bundle (edgerec export), write an int8 bundle (default dist/<target>-int8)."""
     target = load_target(config.target, targets_dir)
     out_dir = Path(out_dir or Path("dist") / f"{target.name}-int8")
-    check_output(out_dir, "quantize", overwrite)
-    source = read_manifest(bundle, "export")
-    if source.get("target", {}).get("name") != target.name:
-        raise EdgerecError(f"{bundle}: exported for target {source.get('target', {}).get('name')!r}, "
-                           f"not {target.name!r}; export it for {target.name} first")
-    meta, _ = read_bundle(bundle, fix="export it again")
-    data = load_data(data_dir)
-    if data.num_items != meta["num_items"]:
-        raise EdgerecError(f"{bundle} scores {meta['num_items']} items but {data_dir} has {data.num_items}")
-    settings = target.quantization
-    if config.calibration_method:
-        if config.calibration_method not in ("minmax", "entropy", "percentile"):
-            raise EdgerecError(f"--calibration-method must be minmax, entropy or percentile, "
-                               f"got {config.calibration_method!r}")
-        settings = replace(settings, calibration=config.calibration_method)
-    max_drop = settings.max_ndcg_drop if config.max_ndcg_drop is None else config.max_ndcg_drop
-    calibration_path = Path(config.calibration_file) if config.calibration_file else data.path / "calibration.npz"
-    sequences = load_calibration(calibration_path, meta["num_items"], meta["max_len"])
-    files = source["files_by_format"]
-    inputs = {"bundle": Path(bundle), "data": Path(data_dir), "calibration": calibration_path}
+    with output_lock(out_dir):  # held for the whole run, not only the final write
+        check_output(out_dir, "quantize", overwrite)
+        source = read_manifest(bundle, "export")
+        if source.get("target", {}).get("name") != target.name:
+            raise EdgerecError(f"{bundle}: exported for target {source.get('target', {}).get('name')!r}, "
+                               f"not {target.name!r}; export it for {target.name} first")
+        meta, _ = read_bundle(bundle, fix="export it again")
+        data = load_data(data_dir)
+        if data.num_items != meta["num_items"]:
+            raise EdgerecError(f"{bundle} scores {meta['num_items']} items but {data_dir} has {data.num_items}")
+        settings = target.quantization
+        if config.calibration_method:
+            if config.calibration_method not in ("minmax", "entropy", "percentile"):
+                raise EdgerecError(f"--calibration-method must be minmax, entropy or percentile, "
+                                   f"got {config.calibration_method!r}")
+            settings = replace(settings, calibration=config.calibration_method)
+        max_drop = settings.max_ndcg_drop if config.max_ndcg_drop is None else config.max_ndcg_drop
+        calibration_path = Path(config.calibration_file) if config.calibration_file else data.path / "calibration.npz"
+        sequences = load_calibration(calibration_path, meta["num_items"], meta["max_len"])
+        files = source["files_by_format"]
+        inputs = {"bundle": Path(bundle), "data": Path(data_dir), "calibration": calibration_path}
 
-    def scorer(runtime, path):
-        return open_model(runtime, path, meta, target)
+        def scorer(runtime, path):
+            return open_model(runtime, path, meta, target)
 
-    with atomic_artifact(out_dir, "quantize", config=config, inputs=inputs, overwrite=overwrite) as (tmp, manifest):
-        (tmp / "calibration").mkdir()
-        work = Path(tempfile.mkdtemp(prefix="edgerec-quant-", dir=tmp))
-        results, session_config = {}, {}
-        valid_histories = data.examples("valid")[0]
-        count, not_counted = arm_counter(target, config, valid_histories, meta["max_len"], log)
-        for fmt, name in files.items():
-            src = Path(bundle) / name
-            runtimes = [r for r in target.runtimes if RUNTIMES[r.name][0] == fmt]
-            local = next((r for r in runtimes if r.environment == "local"), runtimes[0])
-            dtype = target.onnx.input_dtype if fmt == "onnx" else "int32"
-            started = time.perf_counter()
-            per_user = validation_ndcg(scorer(local, src), data)
-            reference = float(np.mean(per_user))
-            forms = onnx_forms(settings) if fmt == "onnx" else tflite_forms(settings)
-            fp32_count = count(runtimes[0].name, src, dtype) if count and len(forms) > 1 else None
-            candidates = {}
-            for form in forms:
-                log(f"{name}: int8 form {form}")
-                candidates[form] = _try_form(fmt, form, src, work, tmp, settings, sequences, meta, target,
-                                             data, local, per_user, max_drop, log)
-                c = candidates[form]
-                c["size_ratio"] = c["int8_bytes"] / src.stat().st_size
-                if fp32_count and c["fits"]:
-                    log(f"{name}: counting {form}'s instructions per call on emulated {count.cpu}")
-                    c["arm_instructions_per_call"] = count(runtimes[0].name, c["path"], dtype)
-                    c["arm_vs_fp32"] = c["arm_instructions_per_call"] / fp32_count
-            chosen, why = choose_form(candidates, settings.max_size_ratio, fp32_count is not None)
-            fit = candidates[chosen]
-            shutil.copy(fit["path"], tmp / name)
-            if fmt == "onnx" and chosen in SESSION_CONFIG:  # per file: the step model has its own form
-                session_config = {name: SESSION_CONFIG[chosen]}
-            # The final file must load and rank on every runtime the profile names (e.g.
-            # tflite-runtime 2.14 for rpi4), not only the one the tolerance loop used.
-            on_runtimes = {r.name: (fit["ndcg10"] if r is local else float(np.mean(validation_ndcg(
-                open_model(r, tmp / name, {**meta, "onnx_session_config": session_config}, target), data))))
-                for r in runtimes}
-            fp32_size, int8_size = src.stat().st_size, (tmp / name).stat().st_size
-            results[fmt] = {
-                "scheme": chosen, "runtime": local.name, "fp32_bytes": fp32_size, "int8_bytes": int8_size,
-                "size_ratio": int8_size / fp32_size, "valid_ndcg10_fp32": reference,
-                "valid_ndcg10_int8": fit["ndcg10"], "valid_ndcg10_by_runtime": on_runtimes,
-                "ndcg_retained": fit["ndcg10"] / reference if reference else math.nan,
-                "max_ndcg_drop": max_drop, "quantized_units": fit["quantized_units"],
-                "kept_float": fit["kept_float"], "paired_vs_fp32": fit["paired_vs_fp32"],
-                "accepted": fit["why"], "sensitivity": fit["sensitivity"], "trail": fit["trail"],
-                "chosen_because": why,
-                "arm_instructions": ({"cpu": count.cpu, "runtime": runtimes[0].name, "fp32_per_call": fp32_count}
-                                     if fp32_count else (not_counted if len(forms) > 1 else "one form allowed")),
-                "forms": {f: {k: v for k, v in c.items() if k not in ("path", "trail", "sensitivity")}
-                          for f, c in candidates.items()},
-                "seconds": round(time.perf_counter() - started, 2)}
-            counted = f", {fit['arm_vs_fp32']:.3f}x fp32's ARM instructions on {count.cpu}" if fp32_count else ""
-            log(f"{name}: {chosen}, {fp32_size / 1e6:.3f} -> {int8_size / 1e6:.3f} MB, validation NDCG@10 "
-                f"{reference:.4f} -> {fit['ndcg10']:.4f}{counted}")
-        shutil.rmtree(work)
-        for side in ("items.json", "items-extra.json"):
-            if (Path(bundle) / side).is_file():
-                shutil.copy(Path(bundle) / side, tmp / side)
-        quant_meta = {fmt: {k: r[k] for k in ("scheme", "size_ratio", "valid_ndcg10_fp32", "valid_ndcg10_int8")}
-                      for fmt, r in results.items()}
-        extra = {}
-        if meta.get("step_model"):
-            step = quantize_steps(Path(bundle), tmp, meta["step_model"]["files"], settings, sequences, log)
-            extra["step_model"] = {**meta["step_model"], "precision": "int8", "quantization": step}
-            manifest["step_quantization"] = step
-        meta.pop("ort_format", None)  # the fp32 bundle's: made again from the int8 files
-        if session_config:
-            extra["onnx_session_config"] = session_config
-        ort_entry = ort_files(tmp, {**meta, "files": files, "onnx_session_config": session_config}, extra.get("step_model"), target,
-                              data.examples("test")[0][:64])
-        if ort_entry:
-            extra["ort_format"] = ort_entry
-            manifest["ort_format"] = ort_entry
-        write_json(tmp / "metadata.json", {**meta, "files": files, "precision": "int8",
-                                           "quantization": quant_meta, **extra,
-                                           "integrity": bundle_integrity(tmp)})
-        manifest.update(target=target.to_dict(), files_by_format=files, fp32_bundle=str(bundle),
-                        calibration={"method": settings.calibration, "sequences": len(sequences),
-                                     "source": str(calibration_path)},
-                        quantization=results,
-                        sizes={f: (tmp / p).stat().st_size for f, p in files.items()})
-    return manifest
+        with atomic_artifact(out_dir, "quantize", config=config, inputs=inputs, overwrite=overwrite) as (tmp, manifest):
+            (tmp / "calibration").mkdir()
+            work = Path(tempfile.mkdtemp(prefix="edgerec-quant-", dir=tmp))
+            results, session_config = {}, {}
+            valid_histories = data.examples("valid")[0]
+            count, not_counted = arm_counter(target, config, valid_histories, meta["max_len"], log)
+            for fmt, name in files.items():
+                src = Path(bundle) / name
+                runtimes = [r for r in target.runtimes if RUNTIMES[r.name][0] == fmt]
+                local = next((r for r in runtimes if r.environment == "local"), runtimes[0])
+                dtype = target.onnx.input_dtype if fmt == "onnx" else "int32"
+                started = time.perf_counter()
+                per_user = validation_ndcg(scorer(local, src), data)
+                reference = float(np.mean(per_user))
+                forms = onnx_forms(settings) if fmt == "onnx" else tflite_forms(settings)
+                fp32_count = count(runtimes[0].name, src, dtype) if count and len(forms) > 1 else None
+                candidates = {}
+                for form in forms:
+                    log(f"{name}: int8 form {form}")
+                    candidates[form] = _try_form(fmt, form, src, work, tmp, settings, sequences, meta, target,
+                                                 data, local, per_user, max_drop, log)
+                    c = candidates[form]
+                    c["size_ratio"] = c["int8_bytes"] / src.stat().st_size
+                    if fp32_count and c["fits"]:
+                        log(f"{name}: counting {form}'s instructions per call on emulated {count.cpu}")
+                        c["arm_instructions_per_call"] = count(runtimes[0].name, c["path"], dtype)
+                        c["arm_vs_fp32"] = c["arm_instructions_per_call"] / fp32_count
+                chosen, why = choose_form(candidates, settings.max_size_ratio, fp32_count is not None)
+                fit = candidates[chosen]
+                shutil.copy(fit["path"], tmp / name)
+                if fmt == "onnx" and chosen in SESSION_CONFIG:  # per file: the step model has its own form
+                    session_config = {name: SESSION_CONFIG[chosen]}
+                # The final file must load and rank on every runtime the profile names (e.g.
+                # tflite-runtime 2.14 for rpi4), not only the one the tolerance loop used.
+                on_runtimes = {r.name: (fit["ndcg10"] if r is local else float(np.mean(validation_ndcg(
+                    open_model(r, tmp / name, {**meta, "onnx_session_config": session_config}, target), data))))
+                    for r in runtimes}
+                fp32_size, int8_size = src.stat().st_size, (tmp / name).stat().st_size
+                results[fmt] = {
+                    "scheme": chosen, "runtime": local.name, "fp32_bytes": fp32_size, "int8_bytes": int8_size,
+                    "size_ratio": int8_size / fp32_size, "valid_ndcg10_fp32": reference,
+                    "valid_ndcg10_int8": fit["ndcg10"], "valid_ndcg10_by_runtime": on_runtimes,
+                    "ndcg_retained": fit["ndcg10"] / reference if reference else math.nan,
+                    "max_ndcg_drop": max_drop, "quantized_units": fit["quantized_units"],
+                    "kept_float": fit["kept_float"], "paired_vs_fp32": fit["paired_vs_fp32"],
+                    "accepted": fit["why"], "sensitivity": fit["sensitivity"], "trail": fit["trail"],
+                    "chosen_because": why,
+                    "arm_instructions": ({"cpu": count.cpu, "runtime": runtimes[0].name, "fp32_per_call": fp32_count}
+                                         if fp32_count else (not_counted if len(forms) > 1 else "one form allowed")),
+                    "forms": {f: {k: v for k, v in c.items() if k not in ("path", "trail", "sensitivity")}
+                              for f, c in candidates.items()},
+                    "seconds": round(time.perf_counter() - started, 2)}
+                counted = f", {fit['arm_vs_fp32']:.3f}x fp32's ARM instructions on {count.cpu}" if fp32_count else ""
+                log(f"{name}: {chosen}, {fp32_size / 1e6:.3f} -> {int8_size / 1e6:.3f} MB, validation NDCG@10 "
+                    f"{reference:.4f} -> {fit['ndcg10']:.4f}{counted}")
+            shutil.rmtree(work)
+            for side in ("items.json", "items-extra.json"):
+                if (Path(bundle) / side).is_file():
+                    shutil.copy(Path(bundle) / side, tmp / side)
+            quant_meta = {fmt: {k: r[k] for k in ("scheme", "size_ratio", "valid_ndcg10_fp32", "valid_ndcg10_int8")}
+                          for fmt, r in results.items()}
+            extra = {}
+            if meta.get("step_model"):
+                step = quantize_steps(Path(bundle), tmp, meta["step_model"]["files"], settings, sequences, log)
+                extra["step_model"] = {**meta["step_model"], "precision": "int8", "quantization": step}
+                manifest["step_quantization"] = step
+            meta.pop("ort_format", None)  # the fp32 bundle's: made again from the int8 files
+            if session_config:
+                extra["onnx_session_config"] = session_config
+            ort_entry = ort_files(tmp, {**meta, "files": files, "onnx_session_config": session_config}, extra.get("step_model"), target,
+                                  data.examples("test")[0][:64])
+            if ort_entry:
+                extra["ort_format"] = ort_entry
+                manifest["ort_format"] = ort_entry
+            write_json(tmp / "metadata.json", {**meta, "files": files, "precision": "int8",
+                                               "quantization": quant_meta, **extra,
+                                               "integrity": bundle_integrity(tmp)})
+            manifest.update(target=target.to_dict(), files_by_format=files, fp32_bundle=str(bundle),
+                            calibration={"method": settings.calibration, "sequences": len(sequences),
+                                         "source": str(calibration_path)},
+                            quantization=results,
+                            sizes={f: (tmp / p).stat().st_size for f, p in files.items()})
+        return manifest

@@ -49,15 +49,16 @@ class Recommender:
         return [self.index_of[i] for i in history_ids]
 
     def recommend(self, history_ids, k: int = 10, explain: bool = False, reasons: int = 3) -> list[dict]:
-        """The k best items not in the history; with `explain`, each gets its top history items
-        by contribution (score drop when left out)."""
+        """The k best items not in the history, best first (fewer when fewer are left: see
+        `candidates`); with `explain`, each gets its top history items by contribution (score
+        drop when left out)."""
         history = self.indices(history_ids)
         window = history[-self.meta["max_len"]:]  # what the model reads
         variants = [history] + ([window[:j] + window[j + 1:] for j in range(len(window))] if explain else [])
         scores = self.scorer.scores(variants)
         top = metrics.top_k(scores[:1], k, self.meta["num_items"], [history])[0]
         out = []
-        for index in top:
+        for index in top[top > 0]:  # 0 = no candidate left
             entry = self.items[index - 1]
             row = {"item": entry["id"], "index": int(index), "score": float(scores[0, index])}
             if "title" in entry:
@@ -70,3 +71,8 @@ class Recommender:
                                    "contribution": float(drops[j])} for j in order]
             out.append(row)
         return out
+
+    def candidates(self, history_ids) -> int:
+        """How many items can be recommended after this history: the catalogue less the distinct
+        items in it."""
+        return int(metrics.candidate_counts(self.meta["num_items"], [self.indices(history_ids)])[0])

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
+import re
 import sys
 import typing
 from dataclasses import dataclass, field
@@ -138,6 +140,37 @@ ALLOWED = {
 }
 
 
+# The sense of every number a profile holds: (lowest, highest), both allowed; None = no bound.
+# A value outside is refused with the key and the range, as a wrong type is (a budget of -2 ms
+# would make every bundle fail; an opset of 3 would make every export fail later and obscurely).
+RANGES = {
+    "threads": (1, 256),
+    "opset": (7, 23),  # what torch.onnx.export (dynamo=False) and ORT 1.17+ both know
+    "max_ndcg_drop": (0.0, 1.0),
+    "max_size_ratio": (1e-6, 1.0),
+    "max_model_mb": (1e-6, None),
+    "max_p95_ms": (1e-6, None),
+    "min_ndcg_retained": (0.0, 10.0),
+    "parity_atol": (0.0, 1.0),
+    "min_coverage_retained": (0.0, 10.0),
+    "max_instructions_per_call": (1.0, None),
+    "users": (1, 1_000_000),
+    "version": (1, None),
+}
+_VERSION = re.compile(r"^\d+(\.\d+){0,3}$")
+
+
+def _in_range(value, path: Path, key: str, leaf: str):
+    if isinstance(value, float) and not math.isfinite(value):
+        raise EdgerecError(f"{path}: '{key}' is {value!r}; a finite number is needed")
+    low, high = RANGES.get(leaf, (None, None))
+    if (low is not None and value < low) or (high is not None and value > high):
+        bounds = f"[{low}, {high}]" if high is not None else f">= {low}"
+        raise EdgerecError(f"{path}: '{key}' is {value!r}; allowed: {bounds}")
+    if leaf == "min_version" and not _VERSION.match(value):
+        raise EdgerecError(f"{path}: '{key}' is {value!r}; expected a version like \"1.17\"")
+
+
 def _build(cls, raw, path: Path, where: str):
     if not isinstance(raw, dict):
         raise EdgerecError(f"{path}: '{where}' must be a table")
@@ -179,6 +212,7 @@ def _convert(hint, value, path: Path, key: str):
     rule = ALLOWED.get(f"{leaf}@{key.split('.')[0].split('[')[0]}") or ALLOWED.get(leaf)
     if rule is not None and value not in rule:
         raise EdgerecError(f"{path}: '{key}' is {value!r}; allowed: {', '.join(sorted(rule))}")
+    _in_range(value, path, key, leaf)
     return float(value) if hint is float else value
 
 
@@ -202,10 +236,6 @@ def load_target_file(path: Path) -> Target:
         raise EdgerecError(f"{path}: name '{target.name}' must match the file name '{Path(path).stem}'")
     if not target.formats or not target.runtimes:
         raise EdgerecError(f"{path}: a target needs at least one format and one runtime")
-    if target.threads < 1:
-        raise EdgerecError(f"{path}: 'threads' must be >= 1")
-    if target.device.users < 1:
-        raise EdgerecError(f"{path}: 'device.users' must be >= 1")
     return target
 
 

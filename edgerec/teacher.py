@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from edgerec import metrics
-from edgerec.artifacts import atomic_artifact, check_output, write_json
+from edgerec.artifacts import atomic_artifact, check_output, write_json, writes_output
 from edgerec.console import third_party
 from edgerec.data import load_data
 from edgerec.errors import EdgerecError
@@ -248,6 +248,7 @@ def _prepare_work_dir(out_dir: Path, config_payload: dict, dist) -> Path:
     return work
 
 
+@writes_output
 def train_teacher(data_dir: Path, out_dir: Path, config: TeacherConfig = TeacherConfig(), *,
                   base: Path | None = None, overwrite: bool = False) -> dict | None:
     """Train (id kinds) or fine-tune (text kind, `base` = local pre-trained BERT) a teacher.
@@ -451,6 +452,7 @@ def _text_training(model, tokenizer, sequences, meta, config: TeacherConfig):
 # --------------------------------------------------------------------------- import
 
 
+@writes_output
 def import_teacher(path: Path, data_dir: Path, out_dir: Path, *, overwrite: bool = False,
                    text: TeacherConfig | None = None) -> dict:
     """Adopt an existing fine-tuned checkpoint, aligning its vocabulary with the data's items.

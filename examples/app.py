@@ -156,7 +156,8 @@ def main():
             raise SystemExit("error: --explain uses the full model; drop --incremental")
         out = incremental(args.bundle, meta, history)
         if "items" in out:  # a top-K step file: the K best unseen items, already ranked
-            for rank, (index, score) in enumerate(zip(out["items"][0][: args.k], out["scores"][0]), start=1):
+            ranked_items = [(i, s) for i, s in zip(out["items"][0][: args.k], out["scores"][0]) if i > 0]  # 0: none left
+            for rank, (index, score) in enumerate(ranked_items, start=1):
                 entry = items[int(index) - 1]
                 print(f"{rank:2d}. {entry.get('title') or entry['id']}  [{entry['id']}]  {score:.3f}")
             return
@@ -167,7 +168,7 @@ def main():
         scores = run(encode(variants, meta["max_len"]))  # column j scores model index j + 1
     ranked = scores[0].copy()
     ranked[np.asarray(history) - 1] = -np.inf  # never recommend what the user already has
-    best = np.argsort(-ranked, kind="stable")[: args.k]
+    best = [c for c in np.argsort(-ranked, kind="stable")[: args.k] if ranked[c] > -np.inf]  # fewer when few are left
     for rank, column in enumerate(best, start=1):
         entry = items[column]
         line = f"{rank:2d}. {entry.get('title') or entry['id']}  [{entry['id']}]  {ranked[column]:.3f}"

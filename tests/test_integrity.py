@@ -149,12 +149,21 @@ def test_a_full_disk_leaves_the_earlier_artifact_intact(tmp_path, interactions_c
 
 def test_a_second_writer_of_the_same_output_is_refused(tmp_path, interactions_csv):
     out = tmp_path / "data"
-    with output_lock(out):  # as another edgerec command holds it while writing
+    holder = subprocess.Popen([sys.executable, "-c", "import sys; from edgerec.artifacts import output_lock\n"
+                               f"with output_lock({str(out)!r}):\n    print('held', flush=True); sys.stdin.read()"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:  # as another edgerec command holds it while writing
+        assert holder.stdout.readline().strip() == "held"
         result = CliRunner().invoke(app, ["data", str(interactions_csv), "--out", str(out)])
+    finally:
+        holder.communicate("")
     assert result.exit_code == 2
-    assert result.stderr.strip() == f"error: {out}: another edgerec command is writing it now; wait for it " \
-                                    "to finish or choose another output"
+    assert result.stderr.strip() == f"error: {out}: another edgerec command (pid {holder.pid}) is writing it " \
+                                    "now; wait for it to finish or choose another output"
     assert not out.exists()
+    with output_lock(out), output_lock(out):  # one process may nest its own claims
+        assert (tmp_path / ".data.lock").read_text().split()[0] == str(os.getpid())
+    assert not (tmp_path / ".data.lock").exists()
 
 
 def test_two_commands_racing_on_one_output_leave_one_whole_artifact(tmp_path, interactions_csv):

@@ -61,8 +61,10 @@ def test_recommend_cli_json(bundles):
     run = subprocess.run([sys.executable, "-m", "edgerec", "recommend", "-b", str(bundles / "x86_64-vnni"),
                           "--history", history, "-k", "3", "--explain", "--json"], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr[-400:]
-    rows = json.loads(run.stdout)
+    result = json.loads(run.stdout)
+    rows = result["items"]
     assert len(rows) == 3 and all(len(r["because"]) == 3 for r in rows)
+    assert result["k"] == 3 and result["returned"] == 3 and result["candidates"] > 3
     bad = subprocess.run([sys.executable, "-m", "edgerec", "recommend", "-b", str(bundles / "x86_64-vnni"),
                           "--history", "nope"], capture_output=True, text=True)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr

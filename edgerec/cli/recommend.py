@@ -22,15 +22,21 @@ def recommend(
     json_out: JsonOut = False,
 ) -> None:
     """Recommend from the bundle alone (its model file, items.json, metadata.json), on the
-    runtime an app would use; items already in the history are not recommended."""
+    runtime an app would use; items already in the history are not recommended, so fewer than
+    K come back when fewer are left (--json: `returned` and `candidates` say so)."""
     with user_errors():
         from edgerec.recommend import Recommender
 
         ids = [part.strip() for part in history.split(",") if part.strip()]
-        rows = Recommender(bundle, allow_modified=allow_modified).recommend(ids, k=k, explain=explain)
+        recommender = Recommender(bundle, allow_modified=allow_modified)
+        rows = recommender.recommend(ids, k=k, explain=explain)
+        left = recommender.candidates(ids)
     if json_out:
-        emit_json(rows)
+        emit_json({"k": k, "returned": len(rows), "candidates": left, "items": rows})
         return
+    if len(rows) < k:
+        typer.echo(f"note: {len(rows)} of the {k} items asked for: only {left} items of the catalogue "
+                   "are not in the history", err=True)
     table = []
     for rank, row in enumerate(rows, start=1):
         because = "; ".join(f"{b.get('title') or b['item']} ({b['contribution']:+.2f})" for b in row.get("because", []))
