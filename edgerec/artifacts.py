@@ -223,6 +223,21 @@ def check_folder(path: Path, what: str) -> Path:
     return path
 
 
+def check_writable(folder: Path, what: str) -> Path:
+    """`folder` can take files for `what` now: tried with a probe file, since permission bits do
+    not say what a read-only mount will (and root ignores them). A folder that does not exist
+    yet is judged by the nearest one above it, and nothing is created; one line on failure,
+    before the work."""
+    folder = check_folder(Path(folder), what)
+    place = next(p for p in (folder, *folder.absolute().parents) if p.exists())
+    try:
+        with tempfile.NamedTemporaryFile(dir=place, prefix=".edgerec-probe-"):
+            pass
+    except OSError as exc:
+        raise EdgerecError(f"{place}: cannot write {what} there ({exc.strerror})") from None
+    return folder
+
+
 def check_file_output(path: Path, what: str) -> Path:
     """`path` can be written as a file for `what`: not a folder, and its folder can exist."""
     path = Path(path)

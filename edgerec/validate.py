@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from edgerec import metrics
-from edgerec.artifacts import check_folder, read_artifact, read_manifest
+from edgerec.artifacts import check_writable, read_artifact, read_manifest
 from edgerec.checks import accuracy, latency_stats, replay, score_outputs
 from edgerec.data import load_data
 from edgerec.device import SshDevice
@@ -318,7 +318,7 @@ def validate(bundle: Path, data_dir: Path, config: ValidateConfig, *, teacher: P
               if config.device is not None else None)
     bundle = Path(bundle)
     meta, items, modified = load_bundle(bundle, target, config.allow_modified)
-    check_folder(Path(report_dir or bundle), "the validation report")
+    check_writable(Path(report_dir or bundle), "the validation report")
     data = load_data(data_dir)
     if meta["num_items"] != data.num_items or item_ids_hash([str(i["id"]) if isinstance(i, dict) else str(i)
                                                              for i in items]) != item_ids_hash(data.item_ids()):
@@ -396,7 +396,10 @@ def validate(bundle: Path, data_dir: Path, config: ValidateConfig, *, teacher: P
         report["paired_vs_teacher"] = {
             runtime: metrics.paired_bootstrap(r["per_user_ndcg10"], references["teacher"]["per_user_ndcg10"])
             for runtime, r in runs.items()}
-    write_report(Path(report_dir or bundle), report, runs, compared, references, label)
+    try:
+        write_report(Path(report_dir or bundle), report, runs, compared, references, label)
+    except OSError as exc:
+        raise EdgerecError(f"{report_dir or bundle}: writing the report failed ({exc.strerror})") from None
     return report
 
 

@@ -248,3 +248,16 @@ def test_recommend_more_than_is_left_returns_only_real_unseen_items_best_first(b
     assert plain.returncode == 0 and "note: 3 of the 50 items asked for" in plain.stderr
     everything = run(["recommend", "-b", str(bundle), "--history", ",".join(e["id"] for e in items), "--json"])
     assert json.loads(everything.stdout)["items"] == []
+
+
+def test_validate_and_evaluate_into_a_read_only_folder_fail_before_the_work(tmp_path, data_dir, bundle,
+                                                                             tiny_teacher):
+    place = tmp_path / "ro"
+    place.mkdir()
+    result = run_read_only(place, ["validate", "--bundle", str(bundle), "--data", str(data_dir),
+                                   "--target", "x86_64-avx2", "--report", str(place / "report")])
+    one_error_line(result, f"{place}: cannot write the validation report there (Read-only file system)")
+    result = run_read_only(place, ["evaluate", str(tiny_teacher), "--data", str(data_dir),
+                                   "--out", str(place / "eval.json")])
+    one_error_line(result, "cannot write the evaluation report there")
+    assert list(place.iterdir()) == []

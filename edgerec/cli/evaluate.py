@@ -31,11 +31,12 @@ def evaluate(
     Every item in the catalogue is ranked (no sampled negatives); items already in the user's
     history are masked unless --keep-history."""
     with user_errors():
-        from edgerec.artifacts import check_file_output, write_json
+        from edgerec.artifacts import check_file_output, check_writable, write_json
         from edgerec.evaluate import evaluate_artifact, public
 
         if out is not None:
             check_file_output(out, "the evaluation report")
+            check_writable(out.parent, "the evaluation report")
         report = public(evaluate_artifact(model, data, split, mask_history=not keep_history))
         if out is not None:
             try:
