@@ -34,11 +34,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -56,8 +54,18 @@ def make_forms(bundle: Path, data, target, folder: Path) -> dict:
     """fp32 and every int8 form of the bundle's files, each in a folder of its own with the
     metadata.json entries its runner needs: {(fmt, form): path}."""
     from edgerec.quantize import (
-        SESSION_CONFIG, TFLITE_UNITS, calibrate_onnx, calibrate_tflite, form_settings, input_feeds,
-        load_calibration, onnx_units, quantize_onnx, quantize_tflite, structural_float)
+        SESSION_CONFIG,
+        TFLITE_UNITS,
+        calibrate_onnx,
+        calibrate_tflite,
+        form_settings,
+        input_feeds,
+        load_calibration,
+        onnx_units,
+        quantize_onnx,
+        quantize_tflite,
+        structural_float,
+    )
 
     meta = json.loads((bundle / "metadata.json").read_text())
     settings = target.quantization
@@ -76,8 +84,12 @@ def make_forms(bundle: Path, data, target, folder: Path) -> dict:
             (out / "metadata.json").write_text(json.dumps({"onnx_session_config": {name: session}} if session else {}))
             if fmt == "onnx":
                 if form.startswith("static_") and not ranges.exists():
-                    calibrate_onnx(src, input_feeds(sequences, meta["max_len"], target.onnx.input_dtype),
-                                   settings.calibration, ranges)
+                    calibrate_onnx(
+                        src,
+                        input_feeds(sequences, meta["max_len"], target.onnx.input_dtype),
+                        settings.calibration,
+                        ranges,
+                    )
                 form_set = form_settings(settings, form)
                 keep = settings.keep_float if form != "weight_only" else ()
                 units = [u for u in onnx_units(src, keep) if u not in structural_float(src, form_set)]
@@ -86,8 +98,9 @@ def make_forms(bundle: Path, data, target, folder: Path) -> dict:
                 units = list(TFLITE_UNITS)
                 if form == "static":
                     units.remove("EMBEDDING_LOOKUP")  # no integer lookup in AEQ's static recipe
-                    calibration = calibration or calibrate_tflite(src, sequences, meta["max_len"],
-                                                                  folder / f"{target.name}-tflite-ranges.json")
+                    calibration = calibration or calibrate_tflite(
+                        src, sequences, meta["max_len"], folder / f"{target.name}-tflite-ranges.json"
+                    )
                 quantize_tflite(src, out / name, form, settings.per_channel, calibration, units)
             files[(fmt, form)] = out / name
     return files
@@ -131,8 +144,14 @@ def on_arm(files: dict, bundle: Path, target, cpus, rec, histories, targets, job
     def one(task):
         cpu, runtime, fmt, form, path = task
         log(f"{target.name} {fmt} {form} on {runtime}, emulated {cpu}")
-        row = {"target": target.name, "cpu": cpu, "runtime": runtime, "format": fmt, "form": form,
-               "bytes": path.stat().st_size}
+        row = {
+            "target": target.name,
+            "cpu": cpu,
+            "runtime": runtime,
+            "format": fmt,
+            "form": form,
+            "bytes": path.stat().st_size,
+        }
         ids = encode(histories, meta["max_len"], target.onnx.input_dtype if fmt == "onnx" else "int32")
         try:
             arm = np.asarray(devices[cpu].run_runner(runtime, path, ids)["scores"], np.float64)
@@ -141,14 +160,19 @@ def on_arm(files: dict, bundle: Path, target, cpus, rec, histories, targets, job
             return {**row, "error": str(exc).split(": ", 1)[-1]}
         _, arm_top, arm_user = score_outputs(arm, None, n, histories, targets, None, str(path))
         _, here_top, here_user = score_outputs(here[runtime, form], None, n, histories, targets, None, str(path))
-        return {**row, "instructions_per_call": counted["instructions_per_call"], "counts": counted["counts"],
-                "max_abs_diff_vs_pytorch": float(np.abs(arm - reference).max()),
-                "top10_agreement_vs_pytorch": float(metrics.topk_agreement(arm_top, torch_top).mean()),
-                "max_abs_diff_vs_host": float(np.abs(arm - here[runtime, form]).max()),
-                "top10_agreement_vs_host": float(metrics.topk_agreement(arm_top, here_top).mean()),
-                "identical_top10_vs_host": float((arm_top == here_top).all(axis=1).mean()),
-                "ndcg10_arm": float(arm_user["NDCG@10"].mean()), "ndcg10_host": float(here_user["NDCG@10"].mean()),
-                "paired_arm_minus_host": metrics.paired_bootstrap(arm_user["NDCG@10"], here_user["NDCG@10"])}
+        return {
+            **row,
+            "instructions_per_call": counted["instructions_per_call"],
+            "counts": counted["counts"],
+            "max_abs_diff_vs_pytorch": float(np.abs(arm - reference).max()),
+            "top10_agreement_vs_pytorch": float(metrics.topk_agreement(arm_top, torch_top).mean()),
+            "max_abs_diff_vs_host": float(np.abs(arm - here[runtime, form]).max()),
+            "top10_agreement_vs_host": float(metrics.topk_agreement(arm_top, here_top).mean()),
+            "identical_top10_vs_host": float((arm_top == here_top).all(axis=1).mean()),
+            "ndcg10_arm": float(arm_user["NDCG@10"].mean()),
+            "ndcg10_host": float(here_user["NDCG@10"].mean()),
+            "paired_arm_minus_host": metrics.paired_bootstrap(arm_user["NDCG@10"], here_user["NDCG@10"]),
+        }
 
     with ThreadPoolExecutor(jobs) as pool:
         rows = list(pool.map(one, tasks))
@@ -189,11 +213,18 @@ def step_vs_full(student: Path, folder: Path, windows, histories, log) -> list[d
             ids = full_ids.astype(np.int64 if fmt == "onnx" else np.int32)
             full_count = device.instructions_per_call(runtime, full, ids)["instructions_per_call"]
             step_count = device.instructions_per_call(runtime, step, ids[:2], few=1, many=2, step=True)
-            rows.append({"window": n, "format": fmt, "runtime": runtime, "cpu": "cortex-a76",
-                         "full_pass_instructions": full_count,
-                         "step_update_instructions": step_count["instructions_per_call"],
-                         "step_updates_counted": step_count["calls"][1] - step_count["calls"][0],
-                         "full_over_step": full_count / step_count["instructions_per_call"]})
+            rows.append(
+                {
+                    "window": n,
+                    "format": fmt,
+                    "runtime": runtime,
+                    "cpu": "cortex-a76",
+                    "full_pass_instructions": full_count,
+                    "step_update_instructions": step_count["instructions_per_call"],
+                    "step_updates_counted": step_count["calls"][1] - step_count["calls"][0],
+                    "full_over_step": full_count / step_count["instructions_per_call"],
+                }
+            )
     return rows
 
 
@@ -209,8 +240,17 @@ def step_forms(student: Path, data, folder: Path, cpus, histories, jobs: int, lo
     from edgerec.graphs import step_graph, step_layout
     from edgerec.incremental import calibration_feeds
     from edgerec.models import load_model
-    from edgerec.quantize import (SESSION_CONFIG, TFLITE_UNITS, calibrate_onnx, form_settings, load_calibration,
-                                  onnx_units, quantize_onnx, quantize_tflite, structural_float)
+    from edgerec.quantize import (
+        SESSION_CONFIG,
+        TFLITE_UNITS,
+        calibrate_onnx,
+        form_settings,
+        load_calibration,
+        onnx_units,
+        quantize_onnx,
+        quantize_tflite,
+        structural_float,
+    )
     from edgerec.runtimes import encode
     from edgerec.targets import load_target
     from edgerec.writers import export_step_onnx, export_step_tflite
@@ -236,10 +276,17 @@ def step_forms(student: Path, data, folder: Path, cpus, histories, jobs: int, lo
             if fmt == "onnx":
                 form_set = form_settings(settings, form)
                 keep = settings.keep_float if form != "weight_only" else ()
-                quantize_onnx(src, dst, form_set, ranges,
-                              [u for u in onnx_units(src, keep) if u not in structural_float(src, form_set)])
+                quantize_onnx(
+                    src,
+                    dst,
+                    form_set,
+                    ranges,
+                    [u for u in onnx_units(src, keep) if u not in structural_float(src, form_set)],
+                )
                 if form in SESSION_CONFIG:
-                    (out / "metadata.json").write_text(json.dumps({"onnx_session_config": {src.name: SESSION_CONFIG[form]}}))
+                    (out / "metadata.json").write_text(
+                        json.dumps({"onnx_session_config": {src.name: SESSION_CONFIG[form]}})
+                    )
             else:
                 quantize_tflite(src, dst, form, settings.per_channel, None, list(TFLITE_UNITS))
             files[fmt, form] = dst
@@ -256,15 +303,21 @@ def step_forms(student: Path, data, folder: Path, cpus, histories, jobs: int, lo
             got = devices[cpu].instructions_per_call(runtime, path, ids, few=1, many=2, step=True)
         except EdgerecError as exc:
             return {**row, "error": str(exc).split(": ", 1)[-1]}
-        return {**row, "instructions_per_update": got["instructions_per_call"], "counts": got["counts"],
-                "updates_counted": got["calls"][1] - got["calls"][0]}
+        return {
+            **row,
+            "instructions_per_update": got["instructions_per_call"],
+            "counts": got["counts"],
+            "updates_counted": got["calls"][1] - got["calls"][0],
+        }
 
     with ThreadPoolExecutor(jobs) as pool:
         rows = list(pool.map(one, [(cpu, key, path) for cpu in cpus for key, path in files.items()]))
     fp32 = {(r["cpu"], r["format"]): r.get("instructions_per_update") for r in rows if r["form"] == "fp32"}
     for r in rows:
         base_count = fp32.get((r["cpu"], r["format"]))
-        r["vs_fp32"] = r["instructions_per_update"] / base_count if base_count and "instructions_per_update" in r else None
+        r["vs_fp32"] = (
+            r["instructions_per_update"] / base_count if base_count and "instructions_per_update" in r else None
+        )
     return rows
 
 
@@ -273,8 +326,9 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("runs"))
     parser.add_argument("--users", type=int, default=50)
     parser.add_argument("--jobs", type=int, default=2, help="emulated processes at a time (one core each)")
-    parser.add_argument("--cpu", action="append", dest="cpus",
-                        help=f"qemu CPU model, repeatable (default: {' '.join(CPUS)})")
+    parser.add_argument(
+        "--cpu", action="append", dest="cpus", help=f"qemu CPU model, repeatable (default: {' '.join(CPUS)})"
+    )
     args = parser.parse_args()
 
     from edgerec.data import load_data
@@ -285,7 +339,10 @@ def main() -> None:
 
     started = time.perf_counter()
     cpus = args.cpus or CPUS
-    log = (lambda m: print(m, file=sys.stderr, flush=True))
+
+    def log(message):
+        print(message, file=sys.stderr, flush=True)
+
     data = load_data(args.work / "data")
     student = args.work / "student"
     rec = load_model(student / "model")
@@ -304,45 +361,117 @@ def main() -> None:
         result["shipped"] = {}
         for name in ("arm64", "rpi4"):  # as `edgerec quantize` ships it: counted on the profile's CPU
             log(f"edgerec quantize --target {name}")
-            manifest = quantize(tmp / f"{name}-fp32", data.path, tmp / f"{name}-int8", QuantizeConfig(target=name),
-                                overwrite=True, log=log)
+            manifest = quantize(
+                tmp / f"{name}-fp32",
+                data.path,
+                tmp / f"{name}-int8",
+                QuantizeConfig(target=name),
+                overwrite=True,
+                log=log,
+            )
             for fmt, r in manifest["quantization"].items():
                 result["shipped"][f"{name} {fmt}"] = {
-                    **{k: r[k] for k in ("scheme", "size_ratio", "chosen_because", "arm_instructions",
-                                         "valid_ndcg10_fp32", "valid_ndcg10_int8")},
+                    **{
+                        k: r[k]
+                        for k in (
+                            "scheme",
+                            "size_ratio",
+                            "chosen_because",
+                            "arm_instructions",
+                            "valid_ndcg10_fp32",
+                            "valid_ndcg10_int8",
+                        )
+                    },
                     "vs_fp32": r["forms"][r["scheme"]].get("arm_vs_fp32"),
-                    "forms": {f: {k: c.get(k) for k in ("size_ratio", "arm_vs_fp32", "fits")}
-                              for f, c in r["forms"].items()}}
+                    "forms": {
+                        f: {k: c.get(k) for k in ("size_ratio", "arm_vs_fp32", "fits")} for f, c in r["forms"].items()
+                    },
+                }
         result["step_vs_full"] = step_vs_full(student, tmp, [50, 200], data.examples("test")[0], log)
         result["step_forms"] = step_forms(student, data, tmp, cpus, data.examples("test")[0], args.jobs, log)
     result["minutes"] = round((time.perf_counter() - started) / 60, 1)
 
-    print_table(["target", "cpu", "runtime", "form", "KB", "instr/call", "vs fp32", "|diff| vs torch",
-                 "top10 vs torch", "top10 vs host", "NDCG@10 ARM / host", "paired ARM-host"],
-                [[r["target"], r["cpu"].split(",")[0] + (" sve128" if "sve" in r["cpu"] else ""), r["runtime"],
-                  r["form"], f"{r['bytes'] / 1e3:.0f}", f"{r['instructions_per_call']:,.0f}",
-                  f"{r['vs_fp32']:.3f}" if r["vs_fp32"] else "-", f"{r['max_abs_diff_vs_pytorch']:.1e}",
-                  f"{r['top10_agreement_vs_pytorch']:.3f}", f"{r['top10_agreement_vs_host']:.3f}",
-                  f"{r['ndcg10_arm']:.4f} / {r['ndcg10_host']:.4f}",
-                  "[{:+.4f}, {:+.4f}]".format(*r["paired_arm_minus_host"]["ci95"])] for r in result["files"]
-                 if "error" not in r])
+    print_table(
+        [
+            "target",
+            "cpu",
+            "runtime",
+            "form",
+            "KB",
+            "instr/call",
+            "vs fp32",
+            "|diff| vs torch",
+            "top10 vs torch",
+            "top10 vs host",
+            "NDCG@10 ARM / host",
+            "paired ARM-host",
+        ],
+        [
+            [
+                r["target"],
+                r["cpu"].split(",")[0] + (" sve128" if "sve" in r["cpu"] else ""),
+                r["runtime"],
+                r["form"],
+                f"{r['bytes'] / 1e3:.0f}",
+                f"{r['instructions_per_call']:,.0f}",
+                f"{r['vs_fp32']:.3f}" if r["vs_fp32"] else "-",
+                f"{r['max_abs_diff_vs_pytorch']:.1e}",
+                f"{r['top10_agreement_vs_pytorch']:.3f}",
+                f"{r['top10_agreement_vs_host']:.3f}",
+                f"{r['ndcg10_arm']:.4f} / {r['ndcg10_host']:.4f}",
+                "[{:+.4f}, {:+.4f}]".format(*r["paired_arm_minus_host"]["ci95"]),
+            ]
+            for r in result["files"]
+            if "error" not in r
+        ],
+    )
     for r in result["files"]:
         if "error" in r:
             print(f"{r['target']} {r['form']} {r['format']} on {r['runtime']}, emulated {r['cpu']}: {r['error']}")
     print()
-    print_table(["shipped", "form", "size vs fp32", "instructions vs fp32", "on", "why"],
-                [[what, s["scheme"], f"{s['size_ratio']:.3f}", f"{s['vs_fp32']:.3f}" if s["vs_fp32"] else "-",
-                  s["arm_instructions"]["cpu"] if isinstance(s["arm_instructions"], dict) else "-",
-                  s["chosen_because"]] for what, s in result["shipped"].items()])
+    print_table(
+        ["shipped", "form", "size vs fp32", "instructions vs fp32", "on", "why"],
+        [
+            [
+                what,
+                s["scheme"],
+                f"{s['size_ratio']:.3f}",
+                f"{s['vs_fp32']:.3f}" if s["vs_fp32"] else "-",
+                s["arm_instructions"]["cpu"] if isinstance(s["arm_instructions"], dict) else "-",
+                s["chosen_because"],
+            ]
+            for what, s in result["shipped"].items()
+        ],
+    )
     print()
-    print_table(["window n", "format", "full pass instr", "step update instr", "full / step"],
-                [[r["window"], r["format"], f"{r['full_pass_instructions']:,.0f}",
-                  f"{r['step_update_instructions']:,.0f}", f"{r['full_over_step']:.1f}x"] for r in result["step_vs_full"]])
+    print_table(
+        ["window n", "format", "full pass instr", "step update instr", "full / step"],
+        [
+            [
+                r["window"],
+                r["format"],
+                f"{r['full_pass_instructions']:,.0f}",
+                f"{r['step_update_instructions']:,.0f}",
+                f"{r['full_over_step']:.1f}x",
+            ]
+            for r in result["step_vs_full"]
+        ],
+    )
     print()
-    print_table(["step model", "cpu", "form", "KB", "instr/update", "vs fp32"],
-                [[r["format"], r["cpu"].split(",")[0] + (" sve128" if "sve" in r["cpu"] else ""), r["form"],
-                  f"{r['bytes'] / 1e3:.0f}", f"{r['instructions_per_update']:,.0f}" if "error" not in r else r["error"],
-                  f"{r['vs_fp32']:.3f}" if r.get("vs_fp32") else "-"] for r in result["step_forms"]])
+    print_table(
+        ["step model", "cpu", "form", "KB", "instr/update", "vs fp32"],
+        [
+            [
+                r["format"],
+                r["cpu"].split(",")[0] + (" sve128" if "sve" in r["cpu"] else ""),
+                r["form"],
+                f"{r['bytes'] / 1e3:.0f}",
+                f"{r['instructions_per_update']:,.0f}" if "error" not in r else r["error"],
+                f"{r['vs_fp32']:.3f}" if r.get("vs_fp32") else "-",
+            ]
+            for r in result["step_forms"]
+        ],
+    )
     print(f"\nwrote {save('arm', result)} ({result['minutes']} min)")
 
 

@@ -34,9 +34,15 @@ def machine() -> dict:
         pass
     import torch
 
-    return {"cpu": cpu or platform.processor(), "cpu_flags": flags, "cores": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
-            "torch": torch.__version__, "platform": platform.platform()}
+    return {
+        "cpu": cpu or platform.processor(),
+        "cpu_flags": flags,
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "platform": platform.platform(),
+    }
 
 
 def print_table(headers: list[str], rows: list[list]) -> None:

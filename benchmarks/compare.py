@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import fmt_ci, machine, print_table, run_benchmark, save  # noqa: E402
 
-PEAK = textwrap.dedent('''
+PEAK = textwrap.dedent("""
     import sys, numpy as np
     kind, path, max_len, threads = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
     ids = np.ones((1, max_len), np.int64)
@@ -54,7 +54,7 @@ PEAK = textwrap.dedent('''
     for _ in range(50):
         run()
     print(next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith("VmHWM:")))
-''')
+""")
 
 
 def main() -> None:
@@ -95,17 +95,27 @@ def main() -> None:
 
         def run(self, ids):
             logits = self.session.run(None, {"input_ids": ids, "attention_mask": (ids != 0).astype(np.int64)})[0]
-            return logits[:, -1, 1: n + 1]
+            return logits[:, -1, 1 : n + 1]
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         plain = tmp / "teacher" / "model.onnx"
         plain.parent.mkdir()
         example = torch.ones((1, max_len), dtype=torch.long)
-        torch.onnx.export(teacher.model, (example, example), str(plain), input_names=["input_ids", "attention_mask"],
-                          output_names=["logits"], opset_version=17, dynamo=False,
-                          dynamic_axes={"input_ids": {0: "batch", 1: "length"}, "attention_mask": {0: "batch", 1: "length"},
-                                        "logits": {0: "batch", 1: "length"}})
+        torch.onnx.export(
+            teacher.model,
+            (example, example),
+            str(plain),
+            input_names=["input_ids", "attention_mask"],
+            output_names=["logits"],
+            opset_version=17,
+            dynamo=False,
+            dynamic_axes={
+                "input_ids": {0: "batch", 1: "length"},
+                "attention_mask": {0: "batch", 1: "length"},
+                "logits": {0: "batch", 1: "length"},
+            },
+        )
         ranges_file = tmp / "ranges.json"
         _calibrate_plain(plain, data.calibration(), max_len, ranges_file)
         from onnxruntime.quantization.calibrate import load_tensors_data
@@ -119,28 +129,45 @@ def main() -> None:
             for static in (False, True):
                 config = getattr(AutoQuantizationConfig, preset)(is_static=static, per_channel=False)
                 out = ORTQuantizer.from_pretrained(plain.parent, file_name="model.onnx").quantize(
-                    config, tmp / f"{preset}-{static}", calibration_tensors_range=ranges if static else None)
-                quantized[f"teacher optimum {preset} {'static' if static else 'dynamic'}"] = \
-                    next(Path(out).glob("*.onnx"))
+                    config, tmp / f"{preset}-{static}", calibration_tensors_range=ranges if static else None
+                )
+                quantized[f"teacher optimum {preset} {'static' if static else 'dynamic'}"] = next(
+                    Path(out).glob("*.onnx")
+                )
         export(args.student, args.data, tmp / "fp32", ExportConfig(target="arm64"))
         quantize(tmp / "fp32", args.data, tmp / "int8", QuantizeConfig(target="arm64"), log=lambda m: None)
         engines = {
             "teacher PyTorch fp32": ("torch", args.teacher / "model", teacher, teacher.num_parameters),
             "teacher ONNX fp32 (plain export)": ("onnx-plain", plain, PlainOnnx(plain), teacher.num_parameters),
             **{name: ("onnx-plain", path, PlainOnnx(path), teacher.num_parameters) for name, path in quantized.items()},
-            "edgerec student ONNX fp32": ("onnx", tmp / "fp32" / "model.onnx",
-                                          OnnxScorer(tmp / "fp32" / "model.onnx", max_len, n, "int64", args.threads), None),
-            "edgerec final int8 ONNX": ("onnx", tmp / "int8" / "model.onnx",
-                                        OnnxScorer(tmp / "int8" / "model.onnx", max_len, n, "int64", args.threads), None),
-            "edgerec final int8 TFLite": ("tflite", tmp / "int8" / "model.tflite",
-                                          LiteRTScorer(tmp / "int8" / "model.tflite", max_len, n, args.threads), None),
+            "edgerec student ONNX fp32": (
+                "onnx",
+                tmp / "fp32" / "model.onnx",
+                OnnxScorer(tmp / "fp32" / "model.onnx", max_len, n, "int64", args.threads),
+                None,
+            ),
+            "edgerec final int8 ONNX": (
+                "onnx",
+                tmp / "int8" / "model.onnx",
+                OnnxScorer(tmp / "int8" / "model.onnx", max_len, n, "int64", args.threads),
+                None,
+            ),
+            "edgerec final int8 TFLite": (
+                "tflite",
+                tmp / "int8" / "model.tflite",
+                LiteRTScorer(tmp / "int8" / "model.tflite", max_len, n, args.threads),
+                None,
+            ),
         }
         student_params = load_model(args.student / "model").num_parameters
         reports, peaks, sizes = {}, {}, {}
         for name, (kind, path, scorer, _) in engines.items():
             reports[name] = evaluate(scorer, data, "test")
-            sizes[name] = (sum(p.stat().st_size for p in Path(path).glob("*.safetensors")) if kind == "torch"
-                           else Path(path).stat().st_size)
+            sizes[name] = (
+                sum(p.stat().st_size for p in Path(path).glob("*.safetensors"))
+                if kind == "torch"
+                else Path(path).stat().st_size
+            )
             peaks[name] = _peak(kind, path, max_len, args.threads)
         inputs = [encode([histories[i % len(histories)]], max_len, "int64") for i in range(args.runs)]
 
@@ -154,7 +181,7 @@ def main() -> None:
         times = {name: [] for name in engines}
         for start in range(0, len(inputs), 50):  # round-robin blocks: noise hits every engine alike
             for name, (_, _, scorer, _) in engines.items():
-                for i, ids in enumerate(inputs[start: start + 50]):
+                for i, ids in enumerate(inputs[start : start + 50]):
                     began = time.perf_counter()
                     call(name, scorer, ids)
                     if i >= 5:
@@ -165,27 +192,63 @@ def main() -> None:
     final = "edgerec final int8 ONNX"
     for name, (kind, _, _, params) in engines.items():
         p50, p95 = float(np.percentile(times[name], 50)), float(np.percentile(times[name], 95))
-        results[name] = {"bytes": sizes[name], "parameters": params or student_params, "p50_ms": p50, "p95_ms": p95,
-                         "peak_rss_mb": peaks[name] / 1e6,
-                         "test": {k: reports[name]["metrics"][k] for k in ("NDCG@10", "HR@10", "MRR")}}
-        rows.append([name, f"{sizes[name] / 1e6:.3f}", f"{params or student_params:,}", f"{p50:.3f}", f"{p95:.3f}",
-                     f"{peaks[name] / 1e6:.0f}", fmt_ci(reports[name]["metrics"]["NDCG@10"]),
-                     f"{reports[name]['metrics']['HR@10']['mean']:.3f}"])
-    print_table(["model", "MB", "parameters", "p50 ms", "p95 ms", "peak RSS MB", "test NDCG@10 [95% CI]", "HR@10"], rows)
+        results[name] = {
+            "bytes": sizes[name],
+            "parameters": params or student_params,
+            "p50_ms": p50,
+            "p95_ms": p95,
+            "peak_rss_mb": peaks[name] / 1e6,
+            "test": {k: reports[name]["metrics"][k] for k in ("NDCG@10", "HR@10", "MRR")},
+        }
+        rows.append(
+            [
+                name,
+                f"{sizes[name] / 1e6:.3f}",
+                f"{params or student_params:,}",
+                f"{p50:.3f}",
+                f"{p95:.3f}",
+                f"{peaks[name] / 1e6:.0f}",
+                fmt_ci(reports[name]["metrics"]["NDCG@10"]),
+                f"{reports[name]['metrics']['HR@10']['mean']:.3f}",
+            ]
+        )
+    print_table(
+        ["model", "MB", "parameters", "p50 ms", "p95 ms", "peak RSS MB", "test NDCG@10 [95% CI]", "HR@10"], rows
+    )
     ratios = {}
     for other in [base] + [k for k in engines if "optimum" in k]:
         for mine in ("edgerec final int8 ONNX", "edgerec final int8 TFLite"):
             ratios[f"{mine} vs {other}"] = {
-                "smaller": sizes[other] / sizes[mine], "faster_p50": results[other]["p50_ms"] / results[mine]["p50_ms"],
-                "ndcg_diff": metrics.paired_bootstrap(reports[mine]["per_user"]["NDCG@10"],
-                                                      reports[other]["per_user"]["NDCG@10"])}
+                "smaller": sizes[other] / sizes[mine],
+                "faster_p50": results[other]["p50_ms"] / results[mine]["p50_ms"],
+                "ndcg_diff": metrics.paired_bootstrap(
+                    reports[mine]["per_user"]["NDCG@10"], reports[other]["per_user"]["NDCG@10"]
+                ),
+            }
     print()
-    print_table(["comparison", "x smaller", "x faster (p50)", "NDCG@10 diff [95% CI]"],
-                [[k, f"{v['smaller']:.1f}", f"{v['faster_p50']:.1f}",
-                  f"{v['ndcg_diff']['diff']:+.4f} [{v['ndcg_diff']['ci95'][0]:+.4f}, {v['ndcg_diff']['ci95'][1]:+.4f}]"]
-                 for k, v in ratios.items()])
-    payload = {"teacher": str(args.teacher), "student": str(args.student), "runs": args.runs, "threads": args.threads,
-               "batch": 1, "machine": machine(), "results": results, "ratios": ratios, "final": final}
+    print_table(
+        ["comparison", "x smaller", "x faster (p50)", "NDCG@10 diff [95% CI]"],
+        [
+            [
+                k,
+                f"{v['smaller']:.1f}",
+                f"{v['faster_p50']:.1f}",
+                f"{v['ndcg_diff']['diff']:+.4f} [{v['ndcg_diff']['ci95'][0]:+.4f}, {v['ndcg_diff']['ci95'][1]:+.4f}]",
+            ]
+            for k, v in ratios.items()
+        ],
+    )
+    payload = {
+        "teacher": str(args.teacher),
+        "student": str(args.student),
+        "runs": args.runs,
+        "threads": args.threads,
+        "batch": 1,
+        "machine": machine(),
+        "results": results,
+        "ratios": ratios,
+        "final": final,
+    }
     print(f"wrote {save(args.name, payload)}")
 
 
@@ -199,7 +262,7 @@ def _calibrate_plain(model: Path, sequences, max_len: int, out: Path) -> None:
 
     from edgerec.runtimes import encode
 
-    batches = [encode(sequences[i: i + 32], max_len, "int64") for i in range(0, len(sequences), 32)]
+    batches = [encode(sequences[i : i + 32], max_len, "int64") for i in range(0, len(sequences), 32)]
 
     class Reader(CalibrationDataReader):
         def __init__(self):
@@ -209,8 +272,9 @@ def _calibrate_plain(model: Path, sequences, max_len: int, out: Path) -> None:
             return next(self.items, None)
 
     with tempfile.TemporaryDirectory() as tmp:
-        calibrator = create_calibrator(model, None, augmented_model_path=str(Path(tmp) / "aug.onnx"),
-                                       calibrate_method=CalibrationMethod.MinMax)
+        calibrator = create_calibrator(
+            model, None, augmented_model_path=str(Path(tmp) / "aug.onnx"), calibrate_method=CalibrationMethod.MinMax
+        )
         for batch in batches:  # one batch per call: ORT folds it into the running ranges
             reader = Reader()
             reader.items = iter([{"input_ids": batch, "attention_mask": (batch != 0).astype(np.int64)}])
@@ -219,8 +283,9 @@ def _calibrate_plain(model: Path, sequences, max_len: int, out: Path) -> None:
 
 
 def _peak(kind: str, path: Path, max_len: int, threads: int) -> int:
-    result = subprocess.run([sys.executable, "-c", PEAK, kind, str(path), str(max_len), str(threads)],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-c", PEAK, kind, str(path), str(max_len), str(threads)], capture_output=True, text=True
+    )
     if result.returncode != 0:
         raise RuntimeError(result.stderr[-500:])
     return int(result.stdout.strip().splitlines()[-1])

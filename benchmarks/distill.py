@@ -45,8 +45,7 @@ def main() -> None:
     rows, results, per_user = [], {}, {}
     report = evaluate(teacher, data, "test")
     per_user["teacher"] = report["per_user"]
-    results["teacher"] = {"parameters": teacher.num_parameters, "test": report["metrics"],
-                          "seconds": None}
+    results["teacher"] = {"parameters": teacher.num_parameters, "test": report["metrics"], "seconds": None}
     default = DistillConfig()
     for name, alpha in (("student distilled", default.alpha), ("student alone", 0.0)):
         config = replace(default, alpha=alpha, train=replace(default.train, max_minutes=args.minutes))
@@ -57,29 +56,48 @@ def main() -> None:
         model = load_model(out / "model")
         report = evaluate(model, data, "test", reference=teacher)
         per_user[name] = report["per_user"]
-        results[name] = {"parameters": model.num_parameters, "test": report["metrics"],
-                         "seconds": round(wall, 1), "alpha": alpha,
-                         "training": {k: v for k, v in manifest["training"].items() if k != "history"},
-                         "teacher_targets_seconds": manifest["teacher_targets"]["seconds"]}
+        results[name] = {
+            "parameters": model.num_parameters,
+            "test": report["metrics"],
+            "seconds": round(wall, 1),
+            "alpha": alpha,
+            "training": {k: v for k, v in manifest["training"].items() if k != "history"},
+            "teacher_targets_seconds": manifest["teacher_targets"]["seconds"],
+        }
     for name, r in results.items():
         t = r["test"]
         agreement = t.get("top10_agreement", {}).get("mean")
-        rows.append([name, f"{r['parameters']:,}", fmt_ci(t["HR@10"]), fmt_ci(t["NDCG@10"]),
-                     f"{t['MRR']['mean']:.4f}", "-" if agreement is None else f"{agreement:.3f}",
-                     "-" if r["seconds"] is None else f"{r['seconds'] / 60:.1f}"])
-    print_table(["model", "params", "HR@10 [95% CI]", "NDCG@10 [95% CI]", "MRR",
-                 "top10 agree", "minutes"], rows)
+        rows.append(
+            [
+                name,
+                f"{r['parameters']:,}",
+                fmt_ci(t["HR@10"]),
+                fmt_ci(t["NDCG@10"]),
+                f"{t['MRR']['mean']:.4f}",
+                "-" if agreement is None else f"{agreement:.3f}",
+                "-" if r["seconds"] is None else f"{r['seconds'] / 60:.1f}",
+            ]
+        )
+    print_table(["model", "params", "HR@10 [95% CI]", "NDCG@10 [95% CI]", "MRR", "top10 agree", "minutes"], rows)
     tests = {}
     for a, b in (("student distilled", "teacher"), ("student distilled", "student alone")):
         test = paired_bootstrap(per_user[a]["NDCG@10"], per_user[b]["NDCG@10"])
         tests[f"{a} - {b}"] = test
-        print(f"NDCG@10 {a} - {b}: {test['diff']:+.4f} [{test['ci95'][0]:+.4f}, "
-              f"{test['ci95'][1]:+.4f}], p = {test['p_value']:.4f}")
+        print(
+            f"NDCG@10 {a} - {b}: {test['diff']:+.4f} [{test['ci95'][0]:+.4f}, "
+            f"{test['ci95'][1]:+.4f}], p = {test['p_value']:.4f}"
+        )
     ratio = results["student distilled"]["parameters"] / results["teacher"]["parameters"]
     print(f"student / teacher parameters: {ratio:.3f}")
-    payload = {"dataset": "movielens-100k", "users": len(data.users), "machine": machine(),
-               "protocol": "leave-one-out, full ranking, history masked", "results": results,
-               "paired_ndcg10": tests, "parameter_ratio": ratio}
+    payload = {
+        "dataset": "movielens-100k",
+        "users": len(data.users),
+        "machine": machine(),
+        "protocol": "leave-one-out, full ranking, history masked",
+        "results": results,
+        "paired_ndcg10": tests,
+        "parameter_ratio": ratio,
+    }
     payload["teacher_config"] = json.loads((teacher_dir / "manifest.json").read_text())["config"]
     print(f"wrote {save(args.name, payload)}")
 

@@ -46,9 +46,9 @@ def main() -> None:
     from edgerec.data import load_data
     from edgerec.export import ExportConfig, export
     from edgerec.graphs import portable_top_k, scoring_graph
-    from edgerec.writers import export_onnx
     from edgerec.models import load_model
     from edgerec.runtimes import LiteRTScorer, OnnxScorer, encode
+    from edgerec.writers import export_onnx
 
     torch.set_num_threads(args.threads)
     data = load_data(args.data)
@@ -60,8 +60,9 @@ def main() -> None:
         tfl = LiteRTScorer(Path(tmp) / "b" / "model.tflite", rec.max_len, rec.num_items, args.threads)
         graph = scoring_graph(rec)
         plain = Path(tmp) / "plain-norms.tflite"
-        litert_torch.convert(graph, sample_kwargs={"input_ids": torch.ones((1, rec.max_len), dtype=torch.int32)}
-                             ).export(str(plain))
+        litert_torch.convert(
+            graph, sample_kwargs={"input_ids": torch.ones((1, rec.max_len), dtype=torch.int32)}
+        ).export(str(plain))
         tfl_plain = LiteRTScorer(plain, rec.max_len, rec.num_items, args.threads)
         top_k = {}
         for form, portable in (("scatter", False), ("portable", True)):
@@ -82,13 +83,15 @@ def main() -> None:
             with torch.inference_mode():
                 return graph(torch.from_numpy(ids))
 
-        engines = {"pytorch eager": torch_hf, "pytorch eager (export graph)": torch_graph,
-                   "onnxruntime": onnx.run,
-                   "litert (tflite)": lambda ids: tfl.run(ids.astype(np.int32)),
-                   "litert (torch LayerNorm lowering)": lambda ids: tfl_plain.run(ids.astype(np.int32)),
-                   "onnxruntime, top-10 in graph": lambda ids: top_k["scatter"].run(None, {"input_ids": ids}),
-                   "onnxruntime, top-10 in graph (portable form)":
-                       lambda ids: top_k["portable"].run(None, {"input_ids": ids})}
+        engines = {
+            "pytorch eager": torch_hf,
+            "pytorch eager (export graph)": torch_graph,
+            "onnxruntime": onnx.run,
+            "litert (tflite)": lambda ids: tfl.run(ids.astype(np.int32)),
+            "litert (torch LayerNorm lowering)": lambda ids: tfl_plain.run(ids.astype(np.int32)),
+            "onnxruntime, top-10 in graph": lambda ids: top_k["scatter"].run(None, {"input_ids": ids}),
+            "onnxruntime, top-10 in graph (portable form)": lambda ids: top_k["portable"].run(None, {"input_ids": ids}),
+        }
         for run in engines.values():  # warm-up
             for ids in inputs[:20]:
                 run(ids)
@@ -99,22 +102,45 @@ def main() -> None:
         block = 50
         for start in range(0, len(inputs), block):
             for name, run in engines.items():
-                for i, ids in enumerate(inputs[start: start + block]):
+                for i, ids in enumerate(inputs[start : start + block]):
                     started = time.perf_counter()
                     run(ids)
                     if i >= 5:  # the first calls of a block pay for the switch
                         times[name].append((time.perf_counter() - started) * 1e3)
-    stats = {name: {"p50_ms": float(np.percentile(t, 50)), "p95_ms": float(np.percentile(t, 95)),
-                    "mean_ms": float(np.mean(t))} for name, t in times.items()}
+    stats = {
+        name: {
+            "p50_ms": float(np.percentile(t, 50)),
+            "p95_ms": float(np.percentile(t, 95)),
+            "mean_ms": float(np.mean(t)),
+        }
+        for name, t in times.items()
+    }
     base = stats["pytorch eager"]["p50_ms"]
     sizes = {"onnxruntime": manifest["sizes"]["onnx"], "litert (tflite)": manifest["sizes"]["tflite"]}
-    rows = [[name, f"{s['p50_ms']:.3f}", f"{s['p95_ms']:.3f}", f"{s['p50_ms'] / base:.3f}",
-             f"{sizes[name] / 1e6:.2f}" if name in sizes else "-"] for name, s in stats.items()]
+    rows = [
+        [
+            name,
+            f"{s['p50_ms']:.3f}",
+            f"{s['p95_ms']:.3f}",
+            f"{s['p50_ms'] / base:.3f}",
+            f"{sizes[name] / 1e6:.2f}" if name in sizes else "-",
+        ]
+        for name, s in stats.items()
+    ]
     print_table(["engine", "p50 ms", "p95 ms", "p50 / pytorch", "file MB"], rows)
-    payload = {"model": str(args.model), "parameters": rec.num_parameters, "runs": args.runs,
-               "threads": args.threads, "batch": 1, "max_len": rec.max_len, "machine": machine(),
-               "latency": stats, "sizes_bytes": sizes, "parity": manifest["parity"],
-               "ratios_p50_vs_pytorch": {n: s["p50_ms"] / base for n, s in stats.items()}}
+    payload = {
+        "model": str(args.model),
+        "parameters": rec.num_parameters,
+        "runs": args.runs,
+        "threads": args.threads,
+        "batch": 1,
+        "max_len": rec.max_len,
+        "machine": machine(),
+        "latency": stats,
+        "sizes_bytes": sizes,
+        "parity": manifest["parity"],
+        "ratios_p50_vs_pytorch": {n: s["p50_ms"] / base for n, s in stats.items()},
+    }
     print(f"wrote {save('export', payload)}")
 
 

@@ -44,42 +44,69 @@ def main() -> None:
 
         manifest = read_manifest(boosted_dir, "student")
     else:
-        manifest = distill(teacher_dir, data_dir, boosted_dir,
-                           DistillConfig(tail_boost=args.boost, train=TrainConfig(max_minutes=args.minutes)),
-                           overwrite=True)
+        manifest = distill(
+            teacher_dir,
+            data_dir,
+            boosted_dir,
+            DistillConfig(tail_boost=args.boost, train=TrainConfig(max_minutes=args.minutes)),
+            overwrite=True,
+        )
     data = load_data(data_dir)
     histories, targets = data.examples("test")
     popularity = metrics.item_popularity(data.train_sequences(), data.num_items)
-    models = {"teacher": teacher_dir, "student (default)": args.work / "student-distilled",
-              f"student (tail boost {args.boost:g})": boosted_dir}
+    models = {
+        "teacher": teacher_dir,
+        "student (default)": args.work / "student-distilled",
+        f"student (tail boost {args.boost:g})": boosted_dir,
+    }
     tops, ndcg, figures, rows = {}, {}, {}, []
     for name, path in models.items():
         rec = load_model(path / "model")
         _, tops[name] = rank_users(rec, histories, targets, data.num_items)
         report = evaluate(rec, data, "test")
         ndcg[name] = report["per_user"]["NDCG@10"]
-        figures[name] = {**metrics.beyond_accuracy(tops[name], popularity, n_boot=1000),
-                         "ndcg10": report["metrics"]["NDCG@10"]}
+        figures[name] = {
+            **metrics.beyond_accuracy(tops[name], popularity, n_boot=1000),
+            "ndcg10": report["metrics"]["NDCG@10"],
+        }
         f = figures[name]
-        rows.append([name, f"{f['coverage']:.3f}", _ci(f, "mean_popularity", 1), f"{f['gini']:.3f}",
-                     _ci(f, "tail_share"), fmt_ci(f["ndcg10"])])
-    print_table(["model", "coverage@10", "mean popularity [95% CI]", "Gini", "tail share [95% CI]",
-                 "test NDCG@10 [95% CI]"], rows)
+        rows.append(
+            [
+                name,
+                f"{f['coverage']:.3f}",
+                _ci(f, "mean_popularity", 1),
+                f"{f['gini']:.3f}",
+                _ci(f, "tail_share"),
+                fmt_ci(f["ndcg10"]),
+            ]
+        )
+    print_table(
+        ["model", "coverage@10", "mean popularity [95% CI]", "Gini", "tail share [95% CI]", "test NDCG@10 [95% CI]"],
+        rows,
+    )
     base, boosted = "student (default)", f"student (tail boost {args.boost:g})"
     paired = {
         "coverage_default_minus_teacher": metrics.paired_half_sample(tops[base], tops["teacher"], popularity),
         "coverage_boost_minus_default": metrics.paired_half_sample(tops[boosted], tops[base], popularity),
-        "tail_share_boost_minus_default": metrics.paired_half_sample(tops[boosted], tops[base], popularity,
-                                                                     "tail_share"),
+        "tail_share_boost_minus_default": metrics.paired_half_sample(
+            tops[boosted], tops[base], popularity, "tail_share"
+        ),
         "ndcg_boost_minus_default": metrics.paired_bootstrap(ndcg[boosted], ndcg[base]),
         "ndcg_default_minus_teacher": metrics.paired_bootstrap(ndcg[base], ndcg["teacher"]),
     }
     for name, p in paired.items():
         low, high = p.get("ci95") or p["half_sample_range95"]
-        print(f"{name}: {p['diff']:+.4f} [{low:+.4f}, {high:+.4f}]"
-              + (" (range over random halves of the users)" if "half_sample_range95" in p else " (paired bootstrap)"))
-    payload = {"boost": args.boost, "machine": machine(), "figures": figures, "paired": paired,
-               "boosted_training": manifest["training"] if manifest else None}
+        print(
+            f"{name}: {p['diff']:+.4f} [{low:+.4f}, {high:+.4f}]"
+            + (" (range over random halves of the users)" if "half_sample_range95" in p else " (paired bootstrap)")
+        )
+    payload = {
+        "boost": args.boost,
+        "machine": machine(),
+        "figures": figures,
+        "paired": paired,
+        "boosted_training": manifest["training"] if manifest else None,
+    }
     print(f"wrote {save('popularity', payload)}")
 
 

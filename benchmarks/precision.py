@@ -48,10 +48,9 @@ def main() -> None:
     args = parser.parse_args()
 
     from edgerec import metrics
-    from edgerec.teacher import QUICK_TEACHER_SHAPE
     from edgerec.data import make_data
     from edgerec.distill import DistillConfig, distill
-    from edgerec.teacher import TeacherConfig, train_teacher
+    from edgerec.teacher import QUICK_TEACHER_SHAPE, TeacherConfig, train_teacher
     from edgerec.training import TrainConfig
 
     work = args.work
@@ -62,8 +61,9 @@ def main() -> None:
     for precision in ("fp32", "bf16"):
         out = work / f"teacher-{precision}"
         if not out.exists():
-            train_teacher(data, out, TeacherConfig(shape=QUICK_TEACHER_SHAPE, train=TrainConfig(
-                epochs=60, precision=precision)))
+            train_teacher(
+                data, out, TeacherConfig(shape=QUICK_TEACHER_SHAPE, train=TrainConfig(epochs=60, precision=precision))
+            )
         runs[f"quick teacher, {precision}"] = out
     for precision in ("fp32", "bf16"):
         out = work / f"student-{precision}"
@@ -76,25 +76,39 @@ def main() -> None:
         users[name] = per_user_ndcg(path)
         test = manifest["metrics"]["test"]
         training = manifest["training"]
-        result[name] = {"test": test, "precision_ran": training.get("precision"),
-                        "epochs_run": training["epochs_run"], "best_epoch": training["best_epoch"],
-                        "training_minutes": round(training["seconds"] / 60, 2),
-                        "ndcg10": dict(zip(("mean", "ci95"), _ci(metrics.bootstrap_interval(users[name]))))}
-        rows.append([name, training.get("precision"), fmt_ci(result[name]["ndcg10"]),
-                     f"{test.get('HR@10', float('nan')):.3f}", f"{training['epochs_run']} ({training['best_epoch']})",
-                     f"{training['seconds'] / 60:.2f}"])
+        result[name] = {
+            "test": test,
+            "precision_ran": training.get("precision"),
+            "epochs_run": training["epochs_run"],
+            "best_epoch": training["best_epoch"],
+            "training_minutes": round(training["seconds"] / 60, 2),
+            "ndcg10": dict(zip(("mean", "ci95"), _ci(metrics.bootstrap_interval(users[name])))),
+        }
+        rows.append(
+            [
+                name,
+                training.get("precision"),
+                fmt_ci(result[name]["ndcg10"]),
+                f"{test.get('HR@10', float('nan')):.3f}",
+                f"{training['epochs_run']} ({training['best_epoch']})",
+                f"{training['seconds'] / 60:.2f}",
+            ]
+        )
     pairs = {}
     for model in ("quick teacher", "default student"):
         a, b = users[f"{model}, bf16"], users[f"{model}, fp32"]
         pairs[model] = metrics.paired_bootstrap(a, b)
-        pairs[model]["time_ratio_fp32_over_bf16"] = (result[f"{model}, fp32"]["training_minutes"]
-                                                     / result[f"{model}, bf16"]["training_minutes"])
+        pairs[model]["time_ratio_fp32_over_bf16"] = (
+            result[f"{model}, fp32"]["training_minutes"] / result[f"{model}, bf16"]["training_minutes"]
+        )
     result["paired_bf16_minus_fp32"] = pairs
     print_table(["model", "ran in", "test NDCG@10 [95%]", "HR@10", "epochs (best)", "train min"], rows)
     print()
     for model, p in pairs.items():
-        print(f"{model}: bf16 - fp32 NDCG@10 {p['diff']:+.4f} [{p['ci95'][0]:+.4f}, {p['ci95'][1]:+.4f}] "
-              f"(p = {p['p_value']:.2f}); fp32 / bf16 training time {p['time_ratio_fp32_over_bf16']:.2f}x")
+        print(
+            f"{model}: bf16 - fp32 NDCG@10 {p['diff']:+.4f} [{p['ci95'][0]:+.4f}, {p['ci95'][1]:+.4f}] "
+            f"(p = {p['p_value']:.2f}); fp32 / bf16 training time {p['time_ratio_fp32_over_bf16']:.2f}x"
+        )
     print(f"\nwrote {save('precision', result)}")
 
 

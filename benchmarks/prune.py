@@ -50,9 +50,12 @@ def main() -> None:
     histories = data.examples("test")[0]
     with tempfile.TemporaryDirectory() as tmp:
         models, manifests, seconds = {"student": args.student}, {}, {}
-        variants = {f"pruned {args.sparsity:.0%}": PruneConfig(sparsity=args.sparsity),
-                    f"pruned {args.sparsity:.0%} + item rank {args.rank}":
-                        PruneConfig(sparsity=args.sparsity, embedding_rank=args.rank)}
+        variants = {
+            f"pruned {args.sparsity:.0%}": PruneConfig(sparsity=args.sparsity),
+            f"pruned {args.sparsity:.0%} + item rank {args.rank}": PruneConfig(
+                sparsity=args.sparsity, embedding_rank=args.rank
+            ),
+        }
         for name, config in variants.items():
             out = Path(tmp) / f"pruned-{len(models)}"
             started = time.perf_counter()
@@ -71,7 +74,7 @@ def main() -> None:
         times = {name: [] for name in models}
         for start in range(0, len(inputs), 50):  # round-robin blocks: noise hits both alike
             for name, scorer in scorers.items():
-                for i, ids in enumerate(inputs[start: start + 50]):
+                for i, ids in enumerate(inputs[start : start + 50]):
                     began = time.perf_counter()
                     scorer.run(ids)
                     if i >= 5:
@@ -81,23 +84,47 @@ def main() -> None:
     for name in models:
         p50 = float(np.percentile(times[name], 50))
         ndcg = reports[name]["per_user"]["NDCG@10"]
-        results[name] = {"parameters": recs[name].num_parameters, "onnx_bytes": sizes[name], "p50_ms": p50,
-                         "p95_ms": float(np.percentile(times[name], 95)),
-                         "test": {k: reports[name]["metrics"][k] for k in ("HR@10", "NDCG@10", "MRR")},
-                         "ndcg_ratio": float(np.mean(ndcg) / np.mean(reports[base]["per_user"]["NDCG@10"])),
-                         "paired_vs_student": (metrics.paired_bootstrap(ndcg, reports[base]["per_user"]["NDCG@10"])
-                                               if name != base else None)}
-        rows.append([name, f"{recs[name].num_parameters:,}", f"{sizes[name] / 1e6:.3f}", f"{p50:.4f}",
-                     f"{p50 / float(np.percentile(times[base], 50)):.2f}", fmt_ci(reports[name]["metrics"]["NDCG@10"]),
-                     f"{results[name]['ndcg_ratio']:.3f}"])
-    print_table(["model", "parameters", "ONNX MB", "ORT p50 ms", "p50 / student", "test NDCG@10 [95% CI]",
-                 "NDCG / student"], rows)
-    payload = {"student": str(args.student), "teacher": str(args.teacher), "sparsity": args.sparsity,
-               "rank": args.rank, "threads": args.threads, "runs": args.runs, "machine": machine(),
-               "prune_seconds": seconds,
-               "recovery": {name: {k: m["pruning"][k] for k in ("heads_per_layer", "ffn_per_layer", "steps")}
-                            for name, m in manifests.items()},
-               "results": results}
+        results[name] = {
+            "parameters": recs[name].num_parameters,
+            "onnx_bytes": sizes[name],
+            "p50_ms": p50,
+            "p95_ms": float(np.percentile(times[name], 95)),
+            "test": {k: reports[name]["metrics"][k] for k in ("HR@10", "NDCG@10", "MRR")},
+            "ndcg_ratio": float(np.mean(ndcg) / np.mean(reports[base]["per_user"]["NDCG@10"])),
+            "paired_vs_student": (
+                metrics.paired_bootstrap(ndcg, reports[base]["per_user"]["NDCG@10"]) if name != base else None
+            ),
+        }
+        rows.append(
+            [
+                name,
+                f"{recs[name].num_parameters:,}",
+                f"{sizes[name] / 1e6:.3f}",
+                f"{p50:.4f}",
+                f"{p50 / float(np.percentile(times[base], 50)):.2f}",
+                fmt_ci(reports[name]["metrics"]["NDCG@10"]),
+                f"{results[name]['ndcg_ratio']:.3f}",
+            ]
+        )
+    print_table(
+        ["model", "parameters", "ONNX MB", "ORT p50 ms", "p50 / student", "test NDCG@10 [95% CI]", "NDCG / student"],
+        rows,
+    )
+    payload = {
+        "student": str(args.student),
+        "teacher": str(args.teacher),
+        "sparsity": args.sparsity,
+        "rank": args.rank,
+        "threads": args.threads,
+        "runs": args.runs,
+        "machine": machine(),
+        "prune_seconds": seconds,
+        "recovery": {
+            name: {k: m["pruning"][k] for k in ("heads_per_layer", "ffn_per_layer", "steps")}
+            for name, m in manifests.items()
+        },
+        "results": results,
+    }
     print(f"wrote {save('prune', payload)}")
 
 

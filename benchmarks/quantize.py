@@ -60,35 +60,48 @@ def main() -> None:
         manifest = quantize(fp32, args.data, int8, QuantizeConfig(target=args.target), log=lambda m: None)
         seconds = time.perf_counter() - started
         static = Path(tmp) / "static.tflite"
-        quantize_tflite(fp32 / "model.tflite", static, "static", True, _tflite_calibration(fp32, data),
-                        ["FULLY_CONNECTED", "BATCH_MATMUL"])
+        quantize_tflite(
+            fp32 / "model.tflite",
+            static,
+            "static",
+            True,
+            _tflite_calibration(fp32, data),
+            ["FULLY_CONNECTED", "BATCH_MATMUL"],
+        )
         max_len = json.loads((fp32 / "metadata.json").read_text())["max_len"]
         n, threads = data.num_items, target.threads
         models = {
-            "onnx fp32": (OnnxScorer(fp32 / "model.onnx", max_len, n, target.onnx.input_dtype, threads), fp32 / "model.onnx"),
-            "onnx int8": (OnnxScorer(int8 / "model.onnx", max_len, n, target.onnx.input_dtype, threads), int8 / "model.onnx"),
+            "onnx fp32": (
+                OnnxScorer(fp32 / "model.onnx", max_len, n, target.onnx.input_dtype, threads),
+                fp32 / "model.onnx",
+            ),
+            "onnx int8": (
+                OnnxScorer(int8 / "model.onnx", max_len, n, target.onnx.input_dtype, threads),
+                int8 / "model.onnx",
+            ),
             "tflite fp32": (LiteRTScorer(fp32 / "model.tflite", max_len, n, threads), fp32 / "model.tflite"),
             "tflite int8": (LiteRTScorer(int8 / "model.tflite", max_len, n, threads), int8 / "model.tflite"),
             "tflite full-integer": (LiteRTScorer(static, max_len, n, threads), static),
         }
         reports = {name: evaluate(scorer, data, "test") for name, (scorer, _) in models.items()}
-        headroom = int8_headroom(fp32 / "model.onnx", int8 / "model.onnx", target, data, max_len,
-                                 args.runs, Path(tmp))
+        headroom = int8_headroom(fp32 / "model.onnx", int8 / "model.onnx", target, data, max_len, args.runs, Path(tmp))
         sizes = {name: path.stat().st_size for name, (_, path) in models.items()}
         inputs = [encode([histories[i % len(histories)]], max_len, "int64") for i in range(args.runs)]
         times = {name: [] for name in models}
         block = 50
         for start in range(0, len(inputs), block):  # round-robin blocks: noise hits all alike
             for name, (scorer, _) in models.items():
-                for i, ids in enumerate(inputs[start: start + block]):
+                for i, ids in enumerate(inputs[start : start + block]):
                     ids = ids.astype(scorer.dtype)
                     began = time.perf_counter()
                     scorer.run(ids)
                     if i >= 5:
                         times[name].append((time.perf_counter() - began) * 1e3)
 
-    stats = {name: {"p50_ms": float(np.percentile(t, 50)), "p95_ms": float(np.percentile(t, 95))}
-             for name, t in times.items()}
+    stats = {
+        name: {"p50_ms": float(np.percentile(t, 50)), "p95_ms": float(np.percentile(t, 95))}
+        for name, t in times.items()
+    }
     rows, results = [], {}
     for name in models:
         fmt = name.split()[0]
@@ -97,31 +110,55 @@ def main() -> None:
         ref = reports[base]["per_user"]["NDCG@10"]
         paired = metrics.paired_bootstrap(ndcg, ref) if name != base else None
         results[name] = {
-            "bytes": sizes[name], "size_ratio": sizes[name] / sizes[base],
+            "bytes": sizes[name],
+            "size_ratio": sizes[name] / sizes[base],
             "test": {k: reports[name]["metrics"][k] for k in ("HR@10", "NDCG@10", "MRR")},
-            "ndcg_ratio": float(np.mean(ndcg) / np.mean(ref)), "paired_vs_fp32": paired,
-            **stats[name], "p50_ratio": stats[name]["p50_ms"] / stats[base]["p50_ms"]}
-        rows.append([name, f"{sizes[name] / 1e6:.3f}", f"{results[name]['size_ratio']:.3f}",
-                     fmt_ci(reports[name]["metrics"]["NDCG@10"]), f"{results[name]['ndcg_ratio']:.3f}",
-                     f"{stats[name]['p50_ms']:.4f}", f"{stats[name]['p95_ms']:.4f}",
-                     f"{results[name]['p50_ratio']:.2f}"])
-    print_table(["model", "MB", "size / fp32", "test NDCG@10 [95% CI]", "NDCG / fp32", "p50 ms",
-                 "p95 ms", "p50 / fp32"], rows)
-    payload = {"model": str(args.model), "target": args.target, "threads": target.threads, "runs": args.runs,
-               "batch": 1, "machine": machine(), "quantize_seconds": round(seconds, 1),
-               "quantization": {f: {k: v for k, v in r.items() if k not in ("trail",)}
-                                for f, r in manifest["quantization"].items()},
-               "results": results}
+            "ndcg_ratio": float(np.mean(ndcg) / np.mean(ref)),
+            "paired_vs_fp32": paired,
+            **stats[name],
+            "p50_ratio": stats[name]["p50_ms"] / stats[base]["p50_ms"],
+        }
+        rows.append(
+            [
+                name,
+                f"{sizes[name] / 1e6:.3f}",
+                f"{results[name]['size_ratio']:.3f}",
+                fmt_ci(reports[name]["metrics"]["NDCG@10"]),
+                f"{results[name]['ndcg_ratio']:.3f}",
+                f"{stats[name]['p50_ms']:.4f}",
+                f"{stats[name]['p95_ms']:.4f}",
+                f"{results[name]['p50_ratio']:.2f}",
+            ]
+        )
+    print_table(
+        ["model", "MB", "size / fp32", "test NDCG@10 [95% CI]", "NDCG / fp32", "p50 ms", "p95 ms", "p50 / fp32"], rows
+    )
+    payload = {
+        "model": str(args.model),
+        "target": args.target,
+        "threads": target.threads,
+        "runs": args.runs,
+        "batch": 1,
+        "machine": machine(),
+        "quantize_seconds": round(seconds, 1),
+        "quantization": {
+            f: {k: v for k, v in r.items() if k not in ("trail",)} for f, r in manifest["quantization"].items()
+        },
+        "results": results,
+    }
     payload["headroom"] = headroom
     print()
-    print_table(["ONNX, batch 1", "p50 us", "vs fp32 model"],
-                [[name, f"{t:.1f}", f"{t / headroom['p50_us']['fp32 model']:.2f}"]
-                 for name, t in headroom["p50_us"].items()])
+    print_table(
+        ["ONNX, batch 1", "p50 us", "vs fp32 model"],
+        [[name, f"{t:.1f}", f"{t / headroom['p50_us']['fp32 model']:.2f}"] for name, t in headroom["p50_us"].items()],
+    )
     best = headroom["saving_us_by_form"][headroom["best_form"]]
-    print(f"weight arithmetic in fp32: {headroom['fp32_weight_arithmetic_us']:.1f} us of the model's "
-          f"{headroom['p50_us']['fp32 model']:.1f}; best int8 form on those nodes: {headroom['best_form']}, "
-          f"{best:+.1f} us saved -> fastest possible int8 model {headroom['bound_ratio']:.2f}x fp32 "
-          f"(the profile's: {headroom['int8_ratio']:.2f}x)")
+    print(
+        f"weight arithmetic in fp32: {headroom['fp32_weight_arithmetic_us']:.1f} us of the model's "
+        f"{headroom['p50_us']['fp32 model']:.1f}; best int8 form on those nodes: {headroom['best_form']}, "
+        f"{best:+.1f} us saved -> fastest possible int8 model {headroom['bound_ratio']:.2f}x fp32 "
+        f"(the profile's: {headroom['int8_ratio']:.2f}x)"
+    )
     print(f"wrote {save('quantize', payload)}")
 
 
@@ -151,11 +188,17 @@ def weight_graph(model_path: Path, activations: dict, out: Path, shrink: bool = 
             weights[name] = np.ascontiguousarray(value)
     inputs = sorted({i for n in nodes for i in n.input if i and i not in weights})
     graph = helper.make_graph(
-        nodes, "weights",
-        [helper.make_tensor_value_info(i, helper.np_dtype_to_tensor_dtype(activations[i].dtype),
-                                       ["batch", *activations[i].shape[1:]]) for i in inputs],
+        nodes,
+        "weights",
+        [
+            helper.make_tensor_value_info(
+                i, helper.np_dtype_to_tensor_dtype(activations[i].dtype), ["batch", *activations[i].shape[1:]]
+            )
+            for i in inputs
+        ],
         [onnx.ValueInfoProto(name=o) for n in nodes for o in n.output],
-        [numpy_helper.from_array(v, k) for k, v in weights.items()])
+        [numpy_helper.from_array(v, k) for k, v in weights.items()],
+    )
     sub = helper.make_model(graph, opset_imports=model.opset_import)
     sub.ir_version = model.ir_version
     onnx.save(sub, str(out))
@@ -197,16 +240,23 @@ def int8_headroom(fp32: Path, int8: Path, target, data, max_len: int, runs: int,
     every = activations_at(fp32, calibration)
     calibrate_onnx(tmp / "weights.onnx", [{name: every[name] for name in names}], "minmax", ranges)
     settings = target.quantization
-    forms = {"static QDQ": dataclasses.replace(settings, scheme="static", format="QDQ"),
-             "static QOperator": dataclasses.replace(settings, scheme="static", format="QOperator"),
-             "dynamic": dataclasses.replace(settings, scheme="dynamic")}
-    paths = {"fp32 model": fp32, "int8 model (profile)": int8, "weight nodes fp32": tmp / "weights.onnx",
-             "weight nodes floor": tmp / "floor.onnx"}
+    forms = {
+        "static QDQ": dataclasses.replace(settings, scheme="static", format="QDQ"),
+        "static QOperator": dataclasses.replace(settings, scheme="static", format="QOperator"),
+        "dynamic": dataclasses.replace(settings, scheme="dynamic"),
+    }
+    paths = {
+        "fp32 model": fp32,
+        "int8 model (profile)": int8,
+        "weight nodes fp32": tmp / "weights.onnx",
+        "weight nodes floor": tmp / "floor.onnx",
+    }
     for form, chosen in forms.items():
         path = paths[f"weight nodes {form}"] = tmp / f"weights-{form.replace(' ', '-')}.onnx"
         skip = structural_float(tmp / "weights.onnx", chosen)
-        quantize_onnx(tmp / "weights.onnx", path, chosen, ranges,
-                      [u for u in onnx_units(tmp / "weights.onnx") if u not in skip])
+        quantize_onnx(
+            tmp / "weights.onnx", path, chosen, ranges, [u for u in onnx_units(tmp / "weights.onnx") if u not in skip]
+        )
     options = ort.SessionOptions()
     options.intra_op_num_threads, options.inter_op_num_threads = target.threads, 1
     sessions = {k: ort.InferenceSession(str(p), options, providers=["CPUExecutionProvider"]) for k, p in paths.items()}
@@ -224,10 +274,16 @@ def int8_headroom(fp32: Path, int8: Path, target, data, max_len: int, runs: int,
     savings = {form: p50["weight nodes fp32"] - p50[f"weight nodes {form}"] for form in forms}
     best = max(savings, key=savings.get)
     saving = max(0.0, savings[best])
-    return {"weight_nodes": len(onnx_units(fp32)), "p50_us": p50, "fp32_weight_arithmetic_us": arithmetic,
-            "saving_us_by_form": savings, "best_form": best, "best_saving_us": saving,
-            "bound_ratio": (p50["fp32 model"] - saving) / p50["fp32 model"],
-            "int8_ratio": p50["int8 model (profile)"] / p50["fp32 model"]}
+    return {
+        "weight_nodes": len(onnx_units(fp32)),
+        "p50_us": p50,
+        "fp32_weight_arithmetic_us": arithmetic,
+        "saving_us_by_form": savings,
+        "best_form": best,
+        "best_saving_us": saving,
+        "bound_ratio": (p50["fp32 model"] - saving) / p50["fp32 model"],
+        "int8_ratio": p50["int8 model (profile)"] / p50["fp32 model"],
+    }
 
 
 def _tflite_calibration(bundle: Path, data):

@@ -50,11 +50,11 @@ def main() -> None:
 
     from edgerec.distill import STUDENT_SHAPE
     from edgerec.graphs import scoring_graph
-    from edgerec.writers import export_onnx
     from edgerec.models import RecModel, build_id_model
     from edgerec.quantize import calibrate_onnx, input_feeds, onnx_units, quantize_onnx
     from edgerec.runtimes import OnnxScorer
     from edgerec.targets import load_target
+    from edgerec.writers import export_onnx
 
     settings = load_target("arm64").quantization
     bandwidth = read_bandwidth()
@@ -89,16 +89,42 @@ def main() -> None:
             table = (items + 2) * shape.hidden  # int8 bytes of the item table
             floor = table / bandwidth * 1e3
             p50 = float(np.percentile(times, 50))
-            results.append({"items": items, "max_len": length, "int8_bytes": size, "fp32_bytes": fp32_size,
-                            "table_int8_bytes": table, "p50_ms": p50, "p95_ms": float(np.percentile(times, 95)),
-                            "floor_ms": floor, "p50_over_floor": p50 / floor})
-            rows.append([f"{items:,}", length, f"{size / 1e6:.2f}", f"{table / size:.0%}", f"{p50:.3f}",
-                         f"{np.percentile(times, 95):.3f}", f"{floor:.3f}", f"{p50 / floor:.1f}"])
+            results.append(
+                {
+                    "items": items,
+                    "max_len": length,
+                    "int8_bytes": size,
+                    "fp32_bytes": fp32_size,
+                    "table_int8_bytes": table,
+                    "p50_ms": p50,
+                    "p95_ms": float(np.percentile(times, 95)),
+                    "floor_ms": floor,
+                    "p50_over_floor": p50 / floor,
+                }
+            )
+            rows.append(
+                [
+                    f"{items:,}",
+                    length,
+                    f"{size / 1e6:.2f}",
+                    f"{table / size:.0%}",
+                    f"{p50:.3f}",
+                    f"{np.percentile(times, 95):.3f}",
+                    f"{floor:.3f}",
+                    f"{p50 / floor:.1f}",
+                ]
+            )
             print(f"  {items:,} items, max_len {length}: {p50:.3f} ms", flush=True)
     print_table(["items", "max_len", "int8 MB", "table share", "p50 ms", "p95 ms", "floor ms", "p50 / floor"], rows)
-    payload = {"threads": args.threads, "runs": args.runs, "batch": 1, "machine": machine(),
-               "read_bandwidth_gb_s": bandwidth / 1e9, "shape": "default student (hidden 64, 1 layer, 2 heads, FFN 256)",
-               "results": results}
+    payload = {
+        "threads": args.threads,
+        "runs": args.runs,
+        "batch": 1,
+        "machine": machine(),
+        "read_bandwidth_gb_s": bandwidth / 1e9,
+        "shape": "default student (hidden 64, 1 layer, 2 heads, FFN 256)",
+        "results": results,
+    }
     print(f"memory read bandwidth (NumPy, 1 thread): {bandwidth / 1e9:.1f} GB/s")
     print(f"wrote {save('scaling', payload)}")
 

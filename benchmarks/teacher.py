@@ -46,22 +46,43 @@ def main() -> None:
         wall = time.perf_counter() - started
         report = evaluate(load_model(args.work / f"teacher-{kind}" / "model"), data, "test")
         per_user[kind] = report["per_user"]["NDCG@10"]
-        results[kind] = {"config": {"shape": vars(config.shape), "train": vars(config.train)},
-                         "parameters": manifest["parameters"], "wall_seconds": round(wall, 1),
-                         "training": {k: v for k, v in manifest["training"].items() if k != "history"},
-                         "test": report["metrics"]}
-    rows = [[kind, f"{r['parameters']:,}", fmt_ci(r["test"]["HR@10"]), fmt_ci(r["test"]["NDCG@10"]),
-             f"{r['test']['MRR']['mean']:.4f}", r["training"]["best_epoch"], r["training"]["stopped"],
-             f"{r['wall_seconds'] / 60:.1f}"] for kind, r in results.items()]
-    print_table(["kind", "params", "HR@10 [95% CI]", "NDCG@10 [95% CI]", "MRR", "best epoch",
-                 "stopped by", "minutes"], rows)
-    payload = {"dataset": "movielens-100k", "users": len(data.users), "protocol":
-               "leave-one-out, full ranking, history masked", "machine": machine(), "results": results}
+        results[kind] = {
+            "config": {"shape": vars(config.shape), "train": vars(config.train)},
+            "parameters": manifest["parameters"],
+            "wall_seconds": round(wall, 1),
+            "training": {k: v for k, v in manifest["training"].items() if k != "history"},
+            "test": report["metrics"],
+        }
+    rows = [
+        [
+            kind,
+            f"{r['parameters']:,}",
+            fmt_ci(r["test"]["HR@10"]),
+            fmt_ci(r["test"]["NDCG@10"]),
+            f"{r['test']['MRR']['mean']:.4f}",
+            r["training"]["best_epoch"],
+            r["training"]["stopped"],
+            f"{r['wall_seconds'] / 60:.1f}",
+        ]
+        for kind, r in results.items()
+    ]
+    print_table(
+        ["kind", "params", "HR@10 [95% CI]", "NDCG@10 [95% CI]", "MRR", "best epoch", "stopped by", "minutes"], rows
+    )
+    payload = {
+        "dataset": "movielens-100k",
+        "users": len(data.users),
+        "protocol": "leave-one-out, full ranking, history masked",
+        "machine": machine(),
+        "results": results,
+    }
     if "causal" in per_user and "masked" in per_user:
         test = paired_bootstrap(per_user["causal"], per_user["masked"])
         payload["causal_minus_masked_ndcg10"] = test
-        print(f"\ncausal - masked NDCG@10: {test['diff']:+.4f} "
-              f"[{test['ci95'][0]:+.4f}, {test['ci95'][1]:+.4f}], p = {test['p_value']:.4f}")
+        print(
+            f"\ncausal - masked NDCG@10: {test['diff']:+.4f} "
+            f"[{test['ci95'][0]:+.4f}, {test['ci95'][1]:+.4f}], p = {test['p_value']:.4f}"
+        )
     print(f"\nwrote {save('teacher', payload)}")
 
 

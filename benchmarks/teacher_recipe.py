@@ -27,8 +27,10 @@ from common import fmt_ci, machine, print_table, run_benchmark, run_single_threa
 
 # name -> (shape overrides, training overrides) over the default teacher (edgerec.teacher)
 RECIPES = {
-    "quick": ({"hidden": 64, "heads": 2, "intermediate": 256, "dropout": 0.2, "attention_dropout": 0.2},
-              {"weight_decay": 0.0, "warmup_steps": 0}),
+    "quick": (
+        {"hidden": 64, "heads": 2, "intermediate": 256, "dropout": 0.2, "attention_dropout": 0.2},
+        {"weight_decay": 0.0, "warmup_steps": 0},
+    ),
     "wide-d02": ({"dropout": 0.2, "attention_dropout": 0.2}, {"weight_decay": 0.0}),
     "wide-d05": ({"attention_dropout": 0.5}, {"weight_decay": 0.0}),
     "wide": ({}, {}),  # the default: dropout 0.5 / 0.2, weight decay 0.5
@@ -47,18 +49,29 @@ def train_one(data_dir: Path, out: Path, recipe: str, precision: str, epochs: in
 
     shape_over, train_over = RECIPES[recipe]
     default = TeacherConfig()
-    config = replace(default, shape=replace(default.shape, **shape_over),
-                     train=replace(default.train, epochs=epochs, patience=15, precision=precision, **train_over))
+    config = replace(
+        default,
+        shape=replace(default.shape, **shape_over),
+        train=replace(default.train, epochs=epochs, patience=15, precision=precision, **train_over),
+    )
     started = time.perf_counter()
     manifest = train_teacher(data_dir, out, config, overwrite=True)
     wall = time.perf_counter() - started
     report = evaluate(load_model(out / "model"), load_data(data_dir), "test")
-    (out / "result.json").write_text(json.dumps({
-        "recipe": recipe, "config": {"shape": asdict(config.shape), "train": asdict(config.train)},
-        "parameters": manifest["parameters"], "wall_seconds": round(wall, 1),
-        "training": {k: v for k, v in manifest["training"].items() if k != "history"},
-        "history": manifest["training"]["history"],
-        "test": report["metrics"], "per_user_ndcg10": list(report["per_user"]["NDCG@10"])}))
+    (out / "result.json").write_text(
+        json.dumps(
+            {
+                "recipe": recipe,
+                "config": {"shape": asdict(config.shape), "train": asdict(config.train)},
+                "parameters": manifest["parameters"],
+                "wall_seconds": round(wall, 1),
+                "training": {k: v for k, v in manifest["training"].items() if k != "history"},
+                "history": manifest["training"]["history"],
+                "test": report["metrics"],
+                "per_user_ndcg10": list(report["per_user"]["NDCG@10"]),
+            }
+        )
+    )
 
 
 def main() -> None:
@@ -85,10 +98,16 @@ def main() -> None:
     unknown = [r for r, _ in runs if r not in RECIPES]
     if unknown:
         raise SystemExit(f"unknown recipe(s) {unknown}; known: {', '.join(RECIPES)}")
-    run_single_threaded([(f"{r}-{p}", [__file__, "--work", str(args.work), "--epochs", str(args.epochs), "--one", r, p])
-                         for r, p in runs], args.work, args.parallel)
+    run_single_threaded(
+        [
+            (f"{r}-{p}", [__file__, "--work", str(args.work), "--epochs", str(args.epochs), "--one", r, p])
+            for r, p in runs
+        ],
+        args.work,
+        args.parallel,
+    )
     results = {f"{r} {p}": json.loads((args.work / f"{r}-{p}" / "result.json").read_text()) for r, p in runs}
-    for (recipe, precision) in runs:
+    for recipe, precision in runs:
         base = results.get(f"quick {precision}")
         res = results[f"{recipe} {precision}"]
         if base is not None and recipe != "quick":
@@ -96,18 +115,41 @@ def main() -> None:
     rows = []
     for name, r in results.items():
         vs = r.get("minus_quick_ndcg10")
-        rows.append([name, f"{r['parameters']:,}", fmt_ci(r["test"]["NDCG@10"]), fmt_ci(r["test"]["HR@10"]),
-                     f"{r['training']['best_epoch']}/{r['training']['epochs_run']}",
-                     f"{vs['diff']:+.4f} [{vs['ci95'][0]:+.4f}, {vs['ci95'][1]:+.4f}]" if vs else "-",
-                     f"{r['wall_seconds'] / 60:.1f}"])
-    print_table(["teacher", "params", "NDCG@10 [95% CI]", "HR@10 [95% CI]", "best/run epochs",
-                 "- quick, paired", "minutes (1 thread)"], rows)
+        rows.append(
+            [
+                name,
+                f"{r['parameters']:,}",
+                fmt_ci(r["test"]["NDCG@10"]),
+                fmt_ci(r["test"]["HR@10"]),
+                f"{r['training']['best_epoch']}/{r['training']['epochs_run']}",
+                f"{vs['diff']:+.4f} [{vs['ci95'][0]:+.4f}, {vs['ci95'][1]:+.4f}]" if vs else "-",
+                f"{r['wall_seconds'] / 60:.1f}",
+            ]
+        )
+    print_table(
+        [
+            "teacher",
+            "params",
+            "NDCG@10 [95% CI]",
+            "HR@10 [95% CI]",
+            "best/run epochs",
+            "- quick, paired",
+            "minutes (1 thread)",
+        ],
+        rows,
+    )
     for r in results.values():
         r.pop("per_user_ndcg10")
-    payload = {"dataset": "movielens-100k", "users": len(load_data(data_dir).users),
-               "protocol": "leave-one-out, full ranking, history masked", "machine": machine(),
-               "threads_per_run": 1, "parallel_runs": args.parallel, "recipes": {
-                   k: {"shape": s, "train": t} for k, (s, t) in RECIPES.items()}, "results": results}
+    payload = {
+        "dataset": "movielens-100k",
+        "users": len(load_data(data_dir).users),
+        "protocol": "leave-one-out, full ranking, history masked",
+        "machine": machine(),
+        "threads_per_run": 1,
+        "parallel_runs": args.parallel,
+        "recipes": {k: {"shape": s, "train": t} for k, (s, t) in RECIPES.items()},
+        "results": results,
+    }
     print(f"\nwrote {save(args.name, payload)}")
 
 

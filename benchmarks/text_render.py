@@ -56,13 +56,22 @@ def train_one(data_dir: Path, out: Path, variant: str, epochs: int) -> None:
     wall = time.perf_counter() - started
     data, model = load_data(data_dir), load_model(out / "model")
     valid, test = evaluate(model, data, "valid"), evaluate(model, data, "test")
-    (out / "result.json").write_text(json.dumps({
-        "variant": variant, "config": asdict(config), "parameters": manifest["parameters"],
-        "wall_seconds": round(wall, 1),
-        "training": {k: v for k, v in manifest["training"].items() if k != "history"},
-        "history": manifest["training"]["history"], "valid": valid["metrics"], "test": test["metrics"],
-        "per_user_valid_ndcg10": list(valid["per_user"]["NDCG@10"]),
-        "per_user_test_ndcg10": list(test["per_user"]["NDCG@10"])}))
+    (out / "result.json").write_text(
+        json.dumps(
+            {
+                "variant": variant,
+                "config": asdict(config),
+                "parameters": manifest["parameters"],
+                "wall_seconds": round(wall, 1),
+                "training": {k: v for k, v in manifest["training"].items() if k != "history"},
+                "history": manifest["training"]["history"],
+                "valid": valid["metrics"],
+                "test": test["metrics"],
+                "per_user_valid_ndcg10": list(valid["per_user"]["NDCG@10"]),
+                "per_user_test_ndcg10": list(test["per_user"]["NDCG@10"]),
+            }
+        )
+    )
 
 
 def main() -> None:
@@ -90,8 +99,11 @@ def main() -> None:
     if unknown:
         raise SystemExit(f"unknown variant(s) {unknown}; known: {', '.join(VARIANTS)}")
     pending = [n for n in names if not (args.work / n / "result.json").is_file()]  # kept from an earlier run
-    run_single_threaded([(n, [__file__, "--work", str(args.work), "--epochs", str(args.epochs), "--one", n])
-                         for n in pending], args.work, args.parallel)
+    run_single_threaded(
+        [(n, [__file__, "--work", str(args.work), "--epochs", str(args.epochs), "--one", n]) for n in pending],
+        args.work,
+        args.parallel,
+    )
     results = {n: json.loads((args.work / n / "result.json").read_text()) for n in names}
     base = results.get("titles")
     rows = []
@@ -100,17 +112,34 @@ def main() -> None:
             r["valid_minus_titles_ndcg10"] = paired_bootstrap(r["per_user_valid_ndcg10"], base["per_user_valid_ndcg10"])
             r["test_minus_titles_ndcg10"] = paired_bootstrap(r["per_user_test_ndcg10"], base["per_user_test_ndcg10"])
         vs = r.get("valid_minus_titles_ndcg10")
-        rows.append([name, fmt_ci(r["valid"]["NDCG@10"]), fmt_ci(r["test"]["NDCG@10"]),
-                     f"{vs['diff']:+.4f} [{vs['ci95'][0]:+.4f}, {vs['ci95'][1]:+.4f}]" if vs else "-",
-                     f"{r['training']['best_epoch']}/{r['training']['epochs_run']}", f"{r['wall_seconds'] / 60:.1f}"])
-    print_table(["variant", "valid NDCG@10", "test NDCG@10", "valid - titles, paired", "best/run epochs",
-                 "minutes (1 thread)"], rows)
+        rows.append(
+            [
+                name,
+                fmt_ci(r["valid"]["NDCG@10"]),
+                fmt_ci(r["test"]["NDCG@10"]),
+                f"{vs['diff']:+.4f} [{vs['ci95'][0]:+.4f}, {vs['ci95'][1]:+.4f}]" if vs else "-",
+                f"{r['training']['best_epoch']}/{r['training']['epochs_run']}",
+                f"{r['wall_seconds'] / 60:.1f}",
+            ]
+        )
+    print_table(
+        ["variant", "valid NDCG@10", "test NDCG@10", "valid - titles, paired", "best/run epochs", "minutes (1 thread)"],
+        rows,
+    )
     for r in results.values():
         r.pop("per_user_valid_ndcg10"), r.pop("per_user_test_ndcg10")
-    payload = {"dataset": "movielens-100k", "users": len(load_data(data_dir).users), "base": BASE,
-               "protocol": "leave-one-out, full ranking, history masked; choice on validation users",
-               "machine": machine(), "threads_per_run": 1, "parallel_runs": args.parallel, "epochs": args.epochs,
-               "variants": {k: {"teacher": t, "train": tr} for k, (t, tr) in VARIANTS.items()}, "results": results}
+    payload = {
+        "dataset": "movielens-100k",
+        "users": len(load_data(data_dir).users),
+        "base": BASE,
+        "protocol": "leave-one-out, full ranking, history masked; choice on validation users",
+        "machine": machine(),
+        "threads_per_run": 1,
+        "parallel_runs": args.parallel,
+        "epochs": args.epochs,
+        "variants": {k: {"teacher": t, "train": tr} for k, (t, tr) in VARIANTS.items()},
+        "results": results,
+    }
     print(f"\nwrote {save(args.name, payload)}")
 
 

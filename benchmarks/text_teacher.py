@@ -48,8 +48,11 @@ def throughput(teacher_dir: Path, data, log) -> dict:
     rng = np.random.default_rng(0)
     seqs = data.train_sequences()
     prefixes = [s[: int(rng.integers(1, len(s)))] for s in (seqs[i] for i in rng.integers(0, len(seqs), 512))]
-    out: dict = {"examples": len(prefixes), "bf16_cpu": resolve_precision("auto") == "bf16",
-                 "bf16_flags_checked": list(BF16_CPU_FLAGS)}
+    out: dict = {
+        "examples": len(prefixes),
+        "bf16_cpu": resolve_precision("auto") == "bf16",
+        "bf16_flags_checked": list(BF16_CPU_FLAGS),
+    }
 
     def rate(fn, n):
         fn()  # warm
@@ -58,9 +61,15 @@ def throughput(teacher_dir: Path, data, log) -> dict:
         return round(n / (time.perf_counter() - started), 1)
 
     render = rec.meta.get("render")
-    out["encode_per_call_tokenizer_ex_s"] = rate(lambda: rec.tokenizer(
-        [render_history(p, rec.meta["titles"], render) for p in prefixes], padding=True, truncation=True,
-        max_length=rec.max_len), len(prefixes))
+    out["encode_per_call_tokenizer_ex_s"] = rate(
+        lambda: rec.tokenizer(
+            [render_history(p, rec.meta["titles"], render) for p in prefixes],
+            padding=True,
+            truncation=True,
+            max_length=rec.max_len,
+        ),
+        len(prefixes),
+    )
     out["encode_cached_ex_s"] = rate(lambda: rec.encode(prefixes), len(prefixes))
     for precision in ("fp32", "bf16"):
         rec.precision = precision
@@ -71,6 +80,7 @@ def throughput(teacher_dir: Path, data, log) -> dict:
     batch = rec.encode(prefixes[:32])
     labels = torch.tensor([int(s[-1]) - 1 for s in prefixes[:32]])
     for precision in ("fp32", "bf16"):
+
         def step():
             for _ in range(3):
                 with autocast(precision):
@@ -78,6 +88,7 @@ def throughput(teacher_dir: Path, data, log) -> dict:
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
+
         out[f"train_{precision}_ex_s"] = rate(step, 3 * 32)
     log(f"throughput: {out}")
     return out
@@ -96,20 +107,26 @@ def tail_view(data, tops: dict, per_user: dict) -> dict:
     rank_of = np.empty(data.num_items, np.int64)
     rank_of[order] = np.arange(data.num_items)
     rare = rank_of[np.asarray(targets) - 1] >= data.num_items // 2
-    out = {"users_with_rare_target": int(rare.sum()),
-           "definition": "rare = the held-out item is in the least popular half by training interactions; "
-                         "coverage / tail share: top-10 over all test users, tail = outside the top 20%"}
+    out = {
+        "users_with_rare_target": int(rare.sum()),
+        "definition": "rare = the held-out item is in the least popular half by training interactions; "
+        "coverage / tail share: top-10 over all test users, tail = outside the top 20%",
+    }
     models = {}
     for name, values in per_user.items():
         v = np.asarray(values)[rare]
         _, lo, hi = bootstrap_interval(v)
-        models[name] = {"ndcg10_rare_targets": {"mean": float(v.mean()), "ci95": [float(lo), float(hi)]},
-                        **beyond_accuracy(np.asarray(tops[name]), popularity)}
+        models[name] = {
+            "ndcg10_rare_targets": {"mean": float(v.mean()), "ci95": [float(lo), float(hi)]},
+            **beyond_accuracy(np.asarray(tops[name]), popularity),
+        }
     out["models"] = models
     base = "student from text teacher"
     out["paired_rare_ndcg10"] = {
         f"{base} - {other}": paired_bootstrap(np.asarray(per_user[base])[rare], np.asarray(per_user[other])[rare])
-        for other in per_user if other != base}
+        for other in per_user
+        if other != base
+    }
     return out
 
 
@@ -145,8 +162,11 @@ def main() -> None:
 
     log(f"text teacher: fine-tune {BASE} (`teacher --kind text` defaults)")
     t0 = time.perf_counter()
-    text_config = TEXT_TEACHER if epochs is None else replace(
-        TEXT_TEACHER, text_examples_per_user=1, train=replace(TEXT_TEACHER.train, epochs=epochs))
+    text_config = (
+        TEXT_TEACHER
+        if epochs is None
+        else replace(TEXT_TEACHER, text_examples_per_user=1, train=replace(TEXT_TEACHER.train, epochs=epochs))
+    )
     text_manifest = train_teacher(data_dir, work / "text-teacher", text_config, base=Path(BASE))
     minutes["text teacher"] = (time.perf_counter() - t0) / 60
     speed = throughput(work / "text-teacher", data, log)
@@ -158,8 +178,17 @@ def main() -> None:
 
     log("edgerec build --target arm64 with the text teacher")
     t0 = time.perf_counter()
-    built = build(BuildConfig(target="arm64", dataset=args.dataset, teacher=str(work / "text-teacher"),
-                              distill_epochs=epochs or 60, work=str(work), dist=str(work / "dist")), log=log)
+    built = build(
+        BuildConfig(
+            target="arm64",
+            dataset=args.dataset,
+            teacher=str(work / "text-teacher"),
+            distill_epochs=epochs or 60,
+            work=str(work),
+            dist=str(work / "dist"),
+        ),
+        log=log,
+    )
     minutes["build with the text teacher"] = (time.perf_counter() - t0) / 60
     report = built["report"]
 
@@ -175,9 +204,13 @@ def main() -> None:
     distill(work / "id-teacher", data_dir, work / "student-alone", DistillConfig(alpha=0.0, train=student_train))
     minutes["student alone"] = (time.perf_counter() - t0) / 60
 
-    paths = {"text teacher": work / "text-teacher", "id teacher": work / "id-teacher",
-             "student from text teacher": work / "student", "student from id teacher": work / "student-id",
-             "student alone": work / "student-alone"}
+    paths = {
+        "text teacher": work / "text-teacher",
+        "id teacher": work / "id-teacher",
+        "student from text teacher": work / "student",
+        "student from id teacher": work / "student-id",
+        "student alone": work / "student-alone",
+    }
     histories, targets = data.examples("test")
     evals, tops = {}, {}
     for name, path in paths.items():
@@ -190,12 +223,16 @@ def main() -> None:
     def params(m):
         return m["parameters"]["student"] if isinstance(m["parameters"], dict) else m["parameters"]
 
-    models = {name: {"parameters": params(manifests[name]),
-                     "bytes": sum(f.stat().st_size for f in (paths[name] / "model").glob("*.safetensors")),
-                     "test": evals[name]["metrics"],
-                     "training": {k: v for k, v in manifests[name].get("training", {}).items() if k != "history"},
-                     **({"teacher_targets": manifests[name]["teacher_targets"]} if "teacher_targets" in manifests[name] else {})}
-              for name in paths}
+    models = {
+        name: {
+            "parameters": params(manifests[name]),
+            "bytes": sum(f.stat().st_size for f in (paths[name] / "model").glob("*.safetensors")),
+            "test": evals[name]["metrics"],
+            "training": {k: v for k, v in manifests[name].get("training", {}).items() if k != "history"},
+            **({"teacher_targets": manifests[name]["teacher_targets"]} if "teacher_targets" in manifests[name] else {}),
+        }
+        for name in paths
+    }
     t = models["text teacher"]["training"]
     examples = len([s for s in data.train_sequences() if len(s) >= 2]) * text_config.text_examples_per_user
     speed["fine_tune_ex_s_incl_validation"] = round(examples * t["epochs_run"] / t["seconds"], 1)
@@ -208,57 +245,118 @@ def main() -> None:
     bundle = {}
     for runtime, r in report["runtimes"].items():
         bundle[runtime] = {
-            "file": r["file"], "bytes": r["bytes"], "test": r["metrics"], "p50_ms": r["latency"]["p50_ms"],
+            "file": r["file"],
+            "bytes": r["bytes"],
+            "test": r["metrics"],
+            "p50_ms": r["latency"]["p50_ms"],
             "smaller_than_text_teacher_pytorch": ref["bytes"] / r["bytes"],
             "faster_than_text_teacher_pytorch_p50": ref["latency"]["p50_ms"] / r["latency"]["p50_ms"],
-            "faster_than_text_teacher_onnxruntime_p50": (onnx_teacher["latency"]["p50_ms"] / r["latency"]["p50_ms"]
-                                                         if onnx_teacher else None),
+            "faster_than_text_teacher_onnxruntime_p50": (
+                onnx_teacher["latency"]["p50_ms"] / r["latency"]["p50_ms"] if onnx_teacher else None
+            ),
             "ndcg10_vs_text_teacher": r["metrics"]["NDCG@10"]["mean"] / ref["metrics"]["NDCG@10"]["mean"],
-            "paired_minus_text_teacher": report["paired_vs_teacher"][runtime]}
+            "paired_minus_text_teacher": report["paired_vs_teacher"][runtime],
+        }
     paired = {
         "text teacher - id teacher": paired_bootstrap(per_user["text teacher"], per_user["id teacher"]),
-        "student from text teacher - text teacher": paired_bootstrap(per_user["student from text teacher"], per_user["text teacher"]),
-        "student from text teacher - student from id teacher": paired_bootstrap(per_user["student from text teacher"], per_user["student from id teacher"]),
-        "student from text teacher - student alone": paired_bootstrap(per_user["student from text teacher"], per_user["student alone"]),
-        "student from id teacher - student alone": paired_bootstrap(per_user["student from id teacher"], per_user["student alone"]),
+        "student from text teacher - text teacher": paired_bootstrap(
+            per_user["student from text teacher"], per_user["text teacher"]
+        ),
+        "student from text teacher - student from id teacher": paired_bootstrap(
+            per_user["student from text teacher"], per_user["student from id teacher"]
+        ),
+        "student from text teacher - student alone": paired_bootstrap(
+            per_user["student from text teacher"], per_user["student alone"]
+        ),
+        "student from id teacher - student alone": paired_bootstrap(
+            per_user["student from id teacher"], per_user["student alone"]
+        ),
     }
     payload = {
-        "dataset": args.dataset, "users": len(histories), "items": data.num_items, "base": BASE, "quick": args.quick,
+        "dataset": args.dataset,
+        "users": len(histories),
+        "items": data.num_items,
+        "base": BASE,
+        "quick": args.quick,
         "protocol": "leave-one-out, full ranking, history masked; paired bootstrap on the same users",
-        "machine": machine(), "text_teacher_config": text_manifest["config"], "models": models,
-        "text_teacher_runtimes": {"pytorch": {"bytes": ref["bytes"], "p50_ms": ref["latency"]["p50_ms"],
-                                              "p95_ms": ref["latency"]["p95_ms"]},
-                                  "onnxruntime": {k: onnx_teacher.get(k) for k in ("bytes", "latency", "metrics", "file")},
-                                  "export": {"parity": before["parity"], "bytes": before["sizes"]["onnx"]}},
-        "int8_arm64_bundle": bundle, "emulated_arm": report.get("emulated_arm"),
-        "passed_budgets": report["passed"], "paired_ndcg10": paired, "rare_items": tail_view(data, tops, per_user),
-        "throughput": speed, "minutes": {k: round(v, 1) for k, v in minutes.items()},
-        "wall_minutes": round((time.perf_counter() - started) / 60, 1)}
+        "machine": machine(),
+        "text_teacher_config": text_manifest["config"],
+        "models": models,
+        "text_teacher_runtimes": {
+            "pytorch": {"bytes": ref["bytes"], "p50_ms": ref["latency"]["p50_ms"], "p95_ms": ref["latency"]["p95_ms"]},
+            "onnxruntime": {k: onnx_teacher.get(k) for k in ("bytes", "latency", "metrics", "file")},
+            "export": {"parity": before["parity"], "bytes": before["sizes"]["onnx"]},
+        },
+        "int8_arm64_bundle": bundle,
+        "emulated_arm": report.get("emulated_arm"),
+        "passed_budgets": report["passed"],
+        "paired_ndcg10": paired,
+        "rare_items": tail_view(data, tops, per_user),
+        "throughput": speed,
+        "minutes": {k: round(v, 1) for k, v in minutes.items()},
+        "wall_minutes": round((time.perf_counter() - started) / 60, 1),
+    }
 
-    print_table(["model", "params", "MB", "NDCG@10 [95% CI]", "HR@10 [95% CI]", "epochs (best)", "train min"],
-                [[name, f"{m['parameters']:,}", f"{m['bytes'] / 1e6:.2f}", fmt_ci(m["test"]["NDCG@10"]),
-                  fmt_ci(m["test"]["HR@10"]),
-                  f"{m['training'].get('epochs_run', '-')} ({m['training'].get('best_epoch', '-')})",
-                  f"{m['training'].get('seconds', 0) / 60:.1f}"] for name, m in models.items()])
+    print_table(
+        ["model", "params", "MB", "NDCG@10 [95% CI]", "HR@10 [95% CI]", "epochs (best)", "train min"],
+        [
+            [
+                name,
+                f"{m['parameters']:,}",
+                f"{m['bytes'] / 1e6:.2f}",
+                fmt_ci(m["test"]["NDCG@10"]),
+                fmt_ci(m["test"]["HR@10"]),
+                f"{m['training'].get('epochs_run', '-')} ({m['training'].get('best_epoch', '-')})",
+                f"{m['training'].get('seconds', 0) / 60:.1f}",
+            ]
+            for name, m in models.items()
+        ],
+    )
     print()
     rows = [["text teacher", "PyTorch", f"{ref['bytes'] / 1e6:.2f}", f"{ref['latency']['p50_ms']:.3f}", "-", "-"]]
     if onnx_teacher:
-        rows.append(["text teacher", "onnxruntime (fp32)", f"{onnx_teacher['bytes'] / 1e6:.2f}",
-                     f"{onnx_teacher['latency']['p50_ms']:.3f}", "-", "-"])
-    rows += [[f"int8 student {b['file']}", rt, f"{b['bytes'] / 1e6:.3f}", f"{b['p50_ms']:.3f}",
-              f"{b['smaller_than_text_teacher_pytorch']:.0f}x", f"{b['faster_than_text_teacher_pytorch_p50']:.0f}x"]
-             for rt, b in bundle.items()]
+        rows.append(
+            [
+                "text teacher",
+                "onnxruntime (fp32)",
+                f"{onnx_teacher['bytes'] / 1e6:.2f}",
+                f"{onnx_teacher['latency']['p50_ms']:.3f}",
+                "-",
+                "-",
+            ]
+        )
+    rows += [
+        [
+            f"int8 student {b['file']}",
+            rt,
+            f"{b['bytes'] / 1e6:.3f}",
+            f"{b['p50_ms']:.3f}",
+            f"{b['smaller_than_text_teacher_pytorch']:.0f}x",
+            f"{b['faster_than_text_teacher_pytorch_p50']:.0f}x",
+        ]
+        for rt, b in bundle.items()
+    ]
     print_table(["model", "runtime", "MB", "p50 ms (batch 1, host)", "smaller", "faster (vs PyTorch)"], rows)
     print()
-    print_table(["paired NDCG@10", "diff [95% CI]", "p"],
-                [[k, f"{v['diff']:+.4f} [{v['ci95'][0]:+.4f}, {v['ci95'][1]:+.4f}]", f"{v['p_value']:.4f}"]
-                 for k, v in {**paired, **{f"{rt} int8 - text teacher": b["paired_minus_text_teacher"]
-                                           for rt, b in bundle.items()}}.items()])
+    print_table(
+        ["paired NDCG@10", "diff [95% CI]", "p"],
+        [
+            [k, f"{v['diff']:+.4f} [{v['ci95'][0]:+.4f}, {v['ci95'][1]:+.4f}]", f"{v['p_value']:.4f}"]
+            for k, v in {
+                **paired,
+                **{f"{rt} int8 - text teacher": b["paired_minus_text_teacher"] for rt, b in bundle.items()},
+            }.items()
+        ],
+    )
     print()
     rare = payload["rare_items"]
-    print_table(["model", f"NDCG@10, rare targets ({rare['users_with_rare_target']} users)", "coverage@10", "tail share"],
-                [[k, fmt_ci(v["ndcg10_rare_targets"]), f"{v['coverage']:.3f}", f"{v['tail_share']:.3f}"]
-                 for k, v in rare["models"].items()])
+    print_table(
+        ["model", f"NDCG@10, rare targets ({rare['users_with_rare_target']} users)", "coverage@10", "tail share"],
+        [
+            [k, fmt_ci(v["ndcg10_rare_targets"]), f"{v['coverage']:.3f}", f"{v['tail_share']:.3f}"]
+            for k, v in rare["models"].items()
+        ],
+    )
     print(f"\nthroughput (examples/s): {json.dumps(speed)}")
     print(f"\nwrote {save(args.name, payload)}")
 

@@ -7,7 +7,8 @@ process, one after another; peak RSS sampled while it runs, seconds per epoch fr
 Settings: "edgerec" (what `fit` does: mmap threshold 1 GB, trim threshold max, malloc_trim
 after every epoch and mid-epoch once the process holds over a quarter of the machine's memory),
 "uncapped" (the same without the mid-epoch release: fit before the cap), "mmap64" (uncapped
-with a 64 MB mmap threshold), "glibc-default" (no mallopt at all). Needs the ML-1M teacher and data from `benchmarks/ml1m.py`. Writes
+with a 64 MB mmap threshold), "glibc-default" (no mallopt at all). Needs the ML-1M teacher and
+data from `benchmarks/ml1m.py`. Writes
 benchmarks/results/train_memory.json.
 """
 
@@ -40,11 +41,14 @@ def one(setting: str, work: Path, epochs: int) -> dict:
     if setting == "uncapped":
         training.reuse_freed_memory = lambda: original(0.0)
     elif setting == "glibc-default":
+
         @contextlib.contextmanager
         def patched():
             yield training.Heap(None, 0)
+
         training.reuse_freed_memory = patched
     elif setting == "mmap64":
+
         @contextlib.contextmanager
         def patched():
             libc.mallopt(-3, 64 << 20)  # M_MMAP_THRESHOLD
@@ -54,6 +58,7 @@ def one(setting: str, work: Path, epochs: int) -> dict:
             finally:
                 libc.mallopt(-3, 128 * 1024)
                 libc.mallopt(-1, 128 * 1024)
+
         training.reuse_freed_memory = patched
     peak = [0]
 
@@ -63,10 +68,19 @@ def one(setting: str, work: Path, epochs: int) -> dict:
             time.sleep(0.2)
 
     threading.Thread(target=watch, daemon=True).start()
-    manifest = distill(work / "teacher", work / "data", work / f"memory-{setting}",
-                       DistillConfig(train=TrainConfig(epochs=epochs, precision="auto")), overwrite=True)
-    return {"setting": setting, "seconds_per_epoch": round(manifest["training"]["seconds"] / epochs, 1),
-            "peak_rss_gb": round(peak[0] / 1e9, 2), "precision": manifest["training"]["precision"]}
+    manifest = distill(
+        work / "teacher",
+        work / "data",
+        work / f"memory-{setting}",
+        DistillConfig(train=TrainConfig(epochs=epochs, precision="auto")),
+        overwrite=True,
+    )
+    return {
+        "setting": setting,
+        "seconds_per_epoch": round(manifest["training"]["seconds"] / epochs, 1),
+        "peak_rss_gb": round(peak[0] / 1e9, 2),
+        "precision": manifest["training"]["precision"],
+    }
 
 
 def main() -> None:
@@ -80,14 +94,21 @@ def main() -> None:
         return
     rows = []
     for setting in SETTINGS:
-        out = subprocess.run([sys.executable, __file__, "--work", str(args.work), "--epochs", str(args.epochs),
-                              "--one", setting], capture_output=True, text=True)
+        out = subprocess.run(
+            [sys.executable, __file__, "--work", str(args.work), "--epochs", str(args.epochs), "--one", setting],
+            capture_output=True,
+            text=True,
+        )
         if out.returncode:
             raise SystemExit(f"{setting} failed:\n{out.stderr[-2000:]}")
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
         print(rows[-1], flush=True)
-    print_table(["setting", "s / epoch", "peak RSS GB"], [[r["setting"], r["seconds_per_epoch"], r["peak_rss_gb"]] for r in rows])
-    print(f"\nwrote {save('train_memory', {'machine': machine(), 'epochs': args.epochs, 'dataset': 'movielens-1m', 'results': rows})}")
+    print_table(
+        ["setting", "s / epoch", "peak RSS GB"],
+        [[r["setting"], r["seconds_per_epoch"], r["peak_rss_gb"]] for r in rows],
+    )
+    payload = {"machine": machine(), "epochs": args.epochs, "dataset": "movielens-1m", "results": rows}
+    print(f"\nwrote {save('train_memory', payload)}")
 
 
 if __name__ == "__main__":

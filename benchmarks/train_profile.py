@@ -84,13 +84,26 @@ def main() -> None:
     rows, results = [], {}
     for variant, (fwd, bwd, opt) in times.items():
         seconds = (fwd + bwd + opt) / calls
-        results[variant] = {"forward_s": fwd / calls, "backward_s": bwd / calls, "optimizer_s": opt / calls,
-                            "batch_s": seconds, "epoch_s_estimate": seconds * per_epoch}
-        rows.append([variant, f"{fwd / calls:.3f}", f"{bwd / calls:.3f}", f"{opt / calls:.3f}",
-                     f"{seconds * per_epoch:.1f}",
-                     f"{results['fp32']['batch_s'] / seconds:.2f}x"])
-    print_table(["variant", "forward s/batch", "backward s/batch", "step s/batch", "epoch s (est.)",
-                 "speed vs fp32"], rows)
+        results[variant] = {
+            "forward_s": fwd / calls,
+            "backward_s": bwd / calls,
+            "optimizer_s": opt / calls,
+            "batch_s": seconds,
+            "epoch_s_estimate": seconds * per_epoch,
+        }
+        rows.append(
+            [
+                variant,
+                f"{fwd / calls:.3f}",
+                f"{bwd / calls:.3f}",
+                f"{opt / calls:.3f}",
+                f"{seconds * per_epoch:.1f}",
+                f"{results['fp32']['batch_s'] / seconds:.2f}x",
+            ]
+        )
+    print_table(
+        ["variant", "forward s/batch", "backward s/batch", "step s/batch", "epoch s (est.)", "speed vs fp32"], rows
+    )
 
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         for batch in sample[:3]:
@@ -99,14 +112,25 @@ def main() -> None:
     total = sum(e.self_cpu_time_total for e in events)
     top = [{"op": e.key, "share": e.self_cpu_time_total / total, "calls": e.count} for e in events[:10]]
     print()
-    print_table(["operator (fp32, self CPU)", "share", "calls"],
-                [[t["op"], f"{t['share']:.1%}", t["calls"]] for t in top])
-    path = save("train_profile", {
-        "machine": {**machine(), "cpu_flags": [f for f in flags if f.startswith(("avx", "amx", "fma"))]},
-        "setup": {"model": f"causal teacher, hidden 256, 2 layers, FFN 1024, length 200, dropout {shape.dropout}",
-                  "parameters": sum(p.numel() for p in model.parameters()), "batch_users": 64,
-                  "batches_timed": len(sample), "rounds": args.rounds, "batches_per_epoch": per_epoch},
-        "results": results, "fp32_profile_top_ops": top})
+    print_table(
+        ["operator (fp32, self CPU)", "share", "calls"], [[t["op"], f"{t['share']:.1%}", t["calls"]] for t in top]
+    )
+    path = save(
+        "train_profile",
+        {
+            "machine": {**machine(), "cpu_flags": [f for f in flags if f.startswith(("avx", "amx", "fma"))]},
+            "setup": {
+                "model": f"causal teacher, hidden 256, 2 layers, FFN 1024, length 200, dropout {shape.dropout}",
+                "parameters": sum(p.numel() for p in model.parameters()),
+                "batch_users": 64,
+                "batches_timed": len(sample),
+                "rounds": args.rounds,
+                "batches_per_epoch": per_epoch,
+            },
+            "results": results,
+            "fp32_profile_top_ops": top,
+        },
+    )
     print(f"\nwrote {path}")
 
 

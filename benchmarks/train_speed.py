@@ -38,11 +38,17 @@ from common import machine, print_table, run_benchmark, save  # noqa: E402
 
 VARIANTS = ["before", "packed", "after", "bf16"]
 CASES = {
-    "ml100k-teacher": {"dataset": "movielens-100k", "loop": "teacher",
-                       "shape": dict(hidden=256, layers=2, heads=4, intermediate=1024)},
+    "ml100k-teacher": {
+        "dataset": "movielens-100k",
+        "loop": "teacher",
+        "shape": dict(hidden=256, layers=2, heads=4, intermediate=1024),
+    },
     "ml100k-student": {"dataset": "movielens-100k", "loop": "distill", "shape": None},
-    "ml1m-teacher": {"dataset": "movielens-1m", "loop": "teacher",
-                     "shape": dict(hidden=64, layers=2, heads=2, intermediate=256)},
+    "ml1m-teacher": {
+        "dataset": "movielens-1m",
+        "loop": "teacher",
+        "shape": dict(hidden=64, layers=2, heads=2, intermediate=256),
+    },
 }
 
 
@@ -70,15 +76,18 @@ def padded_batches(sequences, max_len: int, batch_size: int, kd_rows=None):
                 seq, begin = sequences[u], 0
                 if len(seq) > max_len + 1:
                     begin = int(rng.integers(0, len(seq) - max_len))
-                window = seq[begin: begin + max_len + 1]
+                window = seq[begin : begin + max_len + 1]
                 n = len(window) - 1
                 if n > 0:
-                    inputs[r, max_len - n:], labels[r, max_len - n:] = window[:-1], window[1:]
+                    inputs[r, max_len - n :], labels[r, max_len - n :] = window[:-1], window[1:]
                     if kd_rows is not None:
-                        kd[r, max_len - n:] = [kd_rows[u].get(begin + j, -1) for j in range(n)]
+                        kd[r, max_len - n :] = [kd_rows[u].get(begin + j, -1) for j in range(n)]
             used = int((inputs != 0).any(axis=0).argmax())
-            out = {"input_ids": inputs[:, used:], "labels": labels[:, used:],
-                   "position_ids": np.arange(used, max_len)[None].repeat(len(batch), 0)}
+            out = {
+                "input_ids": inputs[:, used:],
+                "labels": labels[:, used:],
+                "position_ids": np.arange(used, max_len)[None].repeat(len(batch), 0),
+            }
             if kd_rows is not None:
                 out["kd_rows"] = kd[:, used:]
             yield {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in out.items()}
@@ -95,9 +104,9 @@ def old_validation(rec, histories, targets, num_items):
     total = 0.0
     with torch.inference_mode():
         for start in range(0, len(histories), 256):
-            hist = histories[start: start + 256]
+            hist = histories[start : start + 256]
             scores = rec.to_item_scores(rec.logits(rec.encode(hist)).float().numpy())
-            ranks = metrics.target_ranks(scores, targets[start: start + 256], num_items, hist, True)
+            ranks = metrics.target_ranks(scores, targets[start : start + 256], num_items, hist, True)
             total += float(metrics.per_user_metrics(ranks)["NDCG@10"].sum())
     return total
 
@@ -125,16 +134,17 @@ def worker(case: str, variant: str, work: Path) -> dict:
         loss = _token_loss_module(model)
     else:  # targets from a (randomly initialised) quick teacher: the cost is in the student loop
         shape = STUDENT_SHAPE
-        teacher = RecModel(build_id_model("causal", data.vocab_size, Shape()).eval(),
-                           {"kind": "causal", "num_items": data.num_items, "max_len": 200})
+        teacher = RecModel(
+            build_id_model("causal", data.vocab_size, Shape()).eval(),
+            {"kind": "causal", "num_items": data.num_items, "max_len": 200},
+        )
         config = DistillConfig()
         targets = compute_targets(teacher, sequences, config, progress=False)
         kd = _row_lookup(targets)
         torch.manual_seed(0)
         model = build_id_model("causal", data.vocab_size, shape)
         loss = distill_loss_module(model, targets, data.num_items, config.alpha, config.temperature)
-    make = (padded_batches if variant == "before" else causal_batches)(
-        sequences, shape.max_len, 64, kd_rows=kd)
+    make = (padded_batches if variant == "before" else causal_batches)(sequences, shape.max_len, 64, kd_rows=kd)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     order = np.random.default_rng(0).permutation(len(sequences))
     batches = list(make(order, np.random.default_rng(0)))
@@ -158,10 +168,16 @@ def worker(case: str, variant: str, work: Path) -> dict:
         else:
             ndcg = validator(data, rec.meta)(model, Dist())[0]
         valid_s = time.perf_counter() - started
-    return {"train_s": train_s, "valid_s": valid_s, "epoch_s": train_s + valid_s,
-            "batches": len(batches), "token_slots": slots,
-            "real_tokens": int(sum(int((b["labels"] != -100).sum()) for b in batches)),
-            "valid_ndcg10_sum": ndcg, "parameters": sum(p.numel() for p in model.parameters())}
+    return {
+        "train_s": train_s,
+        "valid_s": valid_s,
+        "epoch_s": train_s + valid_s,
+        "batches": len(batches),
+        "token_slots": slots,
+        "real_tokens": int(sum(int((b["labels"] != -100).sum()) for b in batches)),
+        "valid_ndcg10_sum": ndcg,
+        "parameters": sum(p.numel() for p in model.parameters()),
+    }
 
 
 def main() -> None:
@@ -182,15 +198,21 @@ def main() -> None:
     for r in range(args.rounds):
         for case in cases:
             for variant in VARIANTS:
-                out = subprocess.run([sys.executable, __file__, "--work", str(args.work), "--worker",
-                                      case, variant], capture_output=True, text=True)
+                out = subprocess.run(
+                    [sys.executable, __file__, "--work", str(args.work), "--worker", case, variant],
+                    capture_output=True,
+                    text=True,
+                )
                 lines = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")]
                 if out.returncode or not lines:
                     raise SystemExit(f"{case}/{variant} failed:\n{out.stderr[-2000:]}")
                 runs[case][variant].append(json.loads(lines[-1][7:]))
                 got = runs[case][variant][-1]
-                print(f"round {r + 1} {case:15s} {variant:7s} train {got['train_s']:6.1f} s  "
-                      f"valid {got['valid_s']:5.1f} s", flush=True)
+                print(
+                    f"round {r + 1} {case:15s} {variant:7s} train {got['train_s']:6.1f} s  "
+                    f"valid {got['valid_s']:5.1f} s",
+                    flush=True,
+                )
     rows, results = [], {}
     for case in cases:
         results[case] = {}
@@ -203,17 +225,47 @@ def main() -> None:
             res = results[case][variant]
             res["speedup_epoch"] = base["epoch_s"] / res["epoch_s"]
             first = res["runs"][0]
-            rows.append([case, variant, f"{first['token_slots'] / first['real_tokens']:.2f}",
-                         f"{res['train_s']:.1f}", f"{res['valid_s']:.1f}", f"{res['epoch_s']:.1f}",
-                         f"{base['train_s'] / res['train_s']:.2f}x", f"{base['valid_s'] / res['valid_s']:.2f}x",
-                         f"{res['speedup_epoch']:.2f}x"])
+            rows.append(
+                [
+                    case,
+                    variant,
+                    f"{first['token_slots'] / first['real_tokens']:.2f}",
+                    f"{res['train_s']:.1f}",
+                    f"{res['valid_s']:.1f}",
+                    f"{res['epoch_s']:.1f}",
+                    f"{base['train_s'] / res['train_s']:.2f}x",
+                    f"{base['valid_s'] / res['valid_s']:.2f}x",
+                    f"{res['speedup_epoch']:.2f}x",
+                ]
+            )
     print()
-    print_table(["case", "variant", "slots/token", "train s", "valid s", "epoch s", "train speed",
-                 "valid speed", "epoch speed"], rows)
-    path = save("train_speed", {"machine": {**machine(), "cpu_flags": cpu_flags()},
-                                "setup": {"rounds": args.rounds, "batch_users": 64, "cases": {c: CASES[c] for c in cases},
-                                          "figure": "fastest of the rounds, per variant"},
-                                "results": results})
+    print_table(
+        [
+            "case",
+            "variant",
+            "slots/token",
+            "train s",
+            "valid s",
+            "epoch s",
+            "train speed",
+            "valid speed",
+            "epoch speed",
+        ],
+        rows,
+    )
+    path = save(
+        "train_speed",
+        {
+            "machine": {**machine(), "cpu_flags": cpu_flags()},
+            "setup": {
+                "rounds": args.rounds,
+                "batch_users": 64,
+                "cases": {c: CASES[c] for c in cases},
+                "figure": "fastest of the rounds, per variant",
+            },
+            "results": results,
+        },
+    )
     print(f"\nwrote {path}")
 
 

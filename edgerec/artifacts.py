@@ -20,10 +20,11 @@ import os
 import platform
 import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import asdict, is_dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from edgerec import __version__
 from edgerec.errors import EdgerecError
@@ -44,13 +45,13 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
     if is_dataclass(value) and not isinstance(value, type):
-        return _jsonable(asdict(value))
+        return jsonable(asdict(value))
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if isinstance(value, Path):
         return str(value)
     if hasattr(value, "item") and callable(value.item):  # numpy / torch scalars
@@ -59,7 +60,7 @@ def _jsonable(value: Any) -> Any:
 
 
 def write_json(path: Path, payload: Any) -> None:
-    path.write_text(json.dumps(_jsonable(payload), indent=2, sort_keys=False) + "\n")
+    path.write_text(json.dumps(jsonable(payload), indent=2, sort_keys=False) + "\n")
 
 
 def read_manifest(directory: Path, stage: str | tuple[str, ...] | None = None) -> dict:
@@ -77,9 +78,7 @@ def read_manifest(directory: Path, stage: str | tuple[str, ...] | None = None) -
         raise EdgerecError(f"{path}: not an edgerec manifest (no 'stage')")
     stages = (stage,) if isinstance(stage, str) else stage
     if stages and manifest.get("stage") not in stages:
-        raise EdgerecError(
-            f"{directory}: is a '{manifest.get('stage')}' artifact, expected {' or '.join(stages)}"
-        )
+        raise EdgerecError(f"{directory}: is a '{manifest.get('stage')}' artifact, expected {' or '.join(stages)}")
     return manifest
 
 
@@ -90,8 +89,7 @@ def verify_artifact(directory: Path, manifest: dict | None = None, under: str | 
     manifest = manifest if manifest is not None else read_manifest(directory)
     files = manifest.get("files", {})
     names = [n for n in files if under is None or n.startswith(under.rstrip("/") + "/")]
-    verify(directory, files, names=names,
-           fix=f"re-run the {manifest.get('stage')} stage that made it")
+    verify(directory, files, names=names, fix=f"re-run the {manifest.get('stage')} stage that made it")
     return manifest
 
 
@@ -168,14 +166,17 @@ def output_lock(out_dir: Path) -> Iterator[None]:
             try:
                 handle = open(lock, "a+")
             except OSError as exc:
-                raise EdgerecError(f"{out_dir.parent}: cannot write there ({exc.strerror}); choose "
-                                   "another output") from None
+                raise EdgerecError(
+                    f"{out_dir.parent}: cannot write there ({exc.strerror}); choose another output"
+                ) from None
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 handle.close()
-                raise EdgerecError(f"{out_dir}: another edgerec command{_holder(lock)} is writing it "
-                                   "now; wait for it to finish or choose another output") from None
+                raise EdgerecError(
+                    f"{out_dir}: another edgerec command{_holder(lock)} is writing it "
+                    "now; wait for it to finish or choose another output"
+                ) from None
             if lock.exists() and os.stat(lock).st_ino == os.fstat(handle.fileno()).st_ino:
                 break
             handle.close()  # the holder before us removed the file after we opened it: open it again
@@ -263,8 +264,9 @@ def check_output(out_dir: Path, stage: str, overwrite: bool) -> None:
     except (OSError, ValueError, AttributeError):
         old = None
     if old != stage and not (old in BUNDLE_STAGES and stage in BUNDLE_STAGES):
-        raise EdgerecError(f"{out_dir}: holds a {old!r} artifact; refusing to replace it with a "
-                           f"{stage!r} one (choose another output)")
+        raise EdgerecError(
+            f"{out_dir}: holds a {old!r} artifact; refusing to replace it with a {stage!r} one (choose another output)"
+        )
 
 
 @contextlib.contextmanager
@@ -296,10 +298,9 @@ def atomic_artifact(
                 "stage": stage,
                 "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                 "versions": library_versions(),
-                "config": _jsonable(config) if config is not None else {},
+                "config": jsonable(config) if config is not None else {},
                 "inputs": {
-                    name: {"path": str(path), "hash": artifact_hash(path)}
-                    for name, path in (inputs or {}).items()
+                    name: {"path": str(path), "hash": artifact_hash(path)} for name, path in (inputs or {}).items()
                 },
             }
             yield tmp, manifest
@@ -321,8 +322,9 @@ def atomic_artifact(
             if exc.errno not in _WRITE_ERRORS:
                 raise
             where = exc.filename or out_dir
-            raise EdgerecError(f"{out_dir}: writing the artifact failed ({exc.strerror}: {where}); "
-                               "nothing was changed") from None
+            raise EdgerecError(
+                f"{out_dir}: writing the artifact failed ({exc.strerror}: {where}); nothing was changed"
+            ) from None
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from edgerec.artifacts import _jsonable, artifact_hash, check_folder, read_artifact, read_manifest
+from edgerec.artifacts import artifact_hash, check_folder, jsonable, read_artifact, read_manifest
 from edgerec.data import DataConfig, make_data, table_kind
 from edgerec.datasets import BUILTIN, get_builtin
 from edgerec.distill import DistillConfig, distill, init_input, keep_for_target
@@ -78,7 +78,7 @@ def is_current(out_dir: Path, stage: str, config, inputs: dict[str, Path], extra
         manifest = read_manifest(out_dir, stage)
     except EdgerecError:
         return False
-    wanted = _jsonable(config)
+    wanted = jsonable(config)
     if _as_before(manifest.get("config"), wanted) != wanted:
         return False
     try:
@@ -87,7 +87,7 @@ def is_current(out_dir: Path, stage: str, config, inputs: dict[str, Path], extra
         return False
     if {k: v.get("hash") for k, v in manifest.get("inputs", {}).items()} != current:
         return False
-    return all(manifest.get(k) == _jsonable(v) for k, v in (extra or {}).items())
+    return all(manifest.get(k) == jsonable(v) for k, v in (extra or {}).items())
 
 
 def _data_current(out_dir: Path, config, dataset: str | None, interactions: Path | None) -> bool:
@@ -96,7 +96,7 @@ def _data_current(out_dir: Path, config, dataset: str | None, interactions: Path
     except EdgerecError:
         return False
     stored = manifest.get("config", {})
-    wanted = _jsonable(config)
+    wanted = jsonable(config)
     same = all(stored.get(k) == wanted[k] for k in ("min_interactions", "drop_duplicates", "calibration"))
     if interactions is not None:
         source = manifest.get("sources", {}).get("interactions", {})
@@ -121,20 +121,28 @@ def _cut_short(path: Path) -> str | None:
         return None
     if training.get("stopped") != "time-budget":
         return None
-    return (f"the wall-clock guard stopped training after {training.get('epochs_run')} epochs, before "
-            "its epoch budget or early stopping: on a faster or idler machine the model would differ")
+    return (
+        f"the wall-clock guard stopped training after {training.get('epochs_run')} epochs, before "
+        "its epoch budget or early stopping: on a faster or idler machine the model would differ"
+    )
 
 
-def build(config: BuildConfig, *, targets_dir: Path | None = None, teacher_config=None,
-          distill_config=None, log=print) -> dict:
+def build(
+    config: BuildConfig, *, targets_dir: Path | None = None, teacher_config=None, distill_config=None, log=print
+) -> dict:
     """Run (or reuse) every stage; returns {stage: {"status", "seconds", "path"}} and the report.
     `teacher_config` / `distill_config` replace the defaults (shapes, training) from Python."""
     target = load_target(config.target, targets_dir)  # fail fast on a bad name
     work = check_folder(config.work, "the intermediate artifacts")
     dist = check_folder(config.dist, "the app bundles")
-    paths = {"data": work / "data", "teacher": Path(config.teacher) if config.teacher else work / "teacher",
-             "student": work / "student", "pruned": work / "pruned", "fp32": work / f"export-{target.name}",
-             "int8": dist / target.name}
+    paths = {
+        "data": work / "data",
+        "teacher": Path(config.teacher) if config.teacher else work / "teacher",
+        "student": work / "student",
+        "pruned": work / "pruned",
+        "fp32": work / f"export-{target.name}",
+        "int8": dist / target.name,
+    }
     interactions = Path(config.interactions) if config.interactions else None
     dataset = config.dataset
     if interactions is not None and not interactions.exists() and str(interactions) in BUILTIN:
@@ -167,63 +175,133 @@ def build(config: BuildConfig, *, targets_dir: Path | None = None, teacher_confi
             stages[name]["warning"] = cut
 
     data_config = DataConfig()
-    stage(1, "data", paths["data"], _data_current(paths["data"], data_config, dataset, interactions),
-          lambda: make_data(paths["data"], interactions=interactions,
-                            dataset=None if interactions else dataset, config=data_config, overwrite=True))
+    stage(
+        1,
+        "data",
+        paths["data"],
+        _data_current(paths["data"], data_config, dataset, interactions),
+        lambda: make_data(
+            paths["data"],
+            interactions=interactions,
+            dataset=None if interactions else dataset,
+            config=data_config,
+            overwrite=True,
+        ),
+    )
     if config.teacher:
         read_manifest(paths["teacher"], "teacher")
         log(f"[2/{total}] teacher   given   {paths['teacher']}")
         stages["teacher"] = {"status": "given", "seconds": 0.0, "path": str(paths["teacher"])}
     else:
-        teacher_config = teacher_config or TeacherConfig(train=replace(
-            TEACHER_TRAIN, epochs=config.teacher_epochs, max_minutes=config.teacher_minutes,
-            precision=config.precision))
-        stage(2, "teacher", paths["teacher"],
-              is_current(paths["teacher"], "teacher", teacher_config, {"data": paths["data"]}),
-              lambda: train_teacher(paths["data"], paths["teacher"], teacher_config, overwrite=True))
+        teacher_config = teacher_config or TeacherConfig(
+            train=replace(
+                TEACHER_TRAIN,
+                epochs=config.teacher_epochs,
+                max_minutes=config.teacher_minutes,
+                precision=config.precision,
+            )
+        )
+        stage(
+            2,
+            "teacher",
+            paths["teacher"],
+            is_current(paths["teacher"], "teacher", teacher_config, {"data": paths["data"]}),
+            lambda: train_teacher(paths["data"], paths["teacher"], teacher_config, overwrite=True),
+        )
     # A profile that ships a step model needs positions counted from the window start.
     keep = keep_for_target(target) if config.keep is None else (config.keep or None)
-    distill_config = distill_config or DistillConfig(train=TrainConfig(epochs=config.distill_epochs,
-                                                                       max_minutes=config.distill_minutes,
-                                                                       precision=config.precision),
-                                                     positions="start" if target.step_model else "end",
-                                                     keep=keep)
+    distill_config = distill_config or DistillConfig(
+        train=TrainConfig(epochs=config.distill_epochs, max_minutes=config.distill_minutes, precision=config.precision),
+        positions="start" if target.step_model else "end",
+        keep=keep,
+    )
     distill_inputs = {"data": paths["data"], "teacher": paths["teacher"], **init_input(distill_config.init)}
-    stage(3, "distill", paths["student"], is_current(paths["student"], "student", distill_config, distill_inputs),
-          lambda: distill(paths["teacher"], paths["data"], paths["student"], distill_config, overwrite=True,
-                          log=log))
+    stage(
+        3,
+        "distill",
+        paths["student"],
+        is_current(paths["student"], "student", distill_config, distill_inputs),
+        lambda: distill(paths["teacher"], paths["data"], paths["student"], distill_config, overwrite=True, log=log),
+    )
     model = paths["student"]
     if config.sparsity:
         prune_config = PruneConfig(sparsity=config.sparsity)
-        stage(3, "prune", paths["pruned"],
-              is_current(paths["pruned"], "pruned", prune_config, {"data": paths["data"], "teacher": paths["teacher"]},
-                         {}) and _pruned_from(paths["pruned"], paths["student"]),
-              lambda: prune(paths["student"], paths["teacher"], paths["data"], paths["pruned"], prune_config,
-                            overwrite=True, log=log))
+        stage(
+            3,
+            "prune",
+            paths["pruned"],
+            is_current(
+                paths["pruned"], "pruned", prune_config, {"data": paths["data"], "teacher": paths["teacher"]}, {}
+            )
+            and _pruned_from(paths["pruned"], paths["student"]),
+            lambda: prune(
+                paths["student"],
+                paths["teacher"],
+                paths["data"],
+                paths["pruned"],
+                prune_config,
+                overwrite=True,
+                log=log,
+            ),
+        )
         model = paths["pruned"]
     else:
         log(f"[-/{total}] prune     skipped (pass --sparsity to prune heads and FFN neurons)")
         stages["prune"] = {"status": "skipped", "seconds": 0.0, "path": None}
     export_config = ExportConfig(target=target.name, emulate=config.emulate)
-    stage(4, "export", paths["fp32"],
-          is_current(paths["fp32"], "export", export_config, {"model": model, "data": paths["data"]},
-                     {"target": target.to_dict()}),
-          lambda: export(model, paths["data"], paths["fp32"], export_config,
-                         targets_dir=targets_dir, overwrite=True, log=log))
+    stage(
+        4,
+        "export",
+        paths["fp32"],
+        is_current(
+            paths["fp32"],
+            "export",
+            export_config,
+            {"model": model, "data": paths["data"]},
+            {"target": target.to_dict()},
+        ),
+        lambda: export(
+            model, paths["data"], paths["fp32"], export_config, targets_dir=targets_dir, overwrite=True, log=log
+        ),
+    )
     quantize_config = QuantizeConfig(target=target.name, emulate=config.emulate)
     calibration = paths["data"] / "calibration.npz"
-    stage(5, "quantize", paths["int8"],
-          is_current(paths["int8"], "quantize", quantize_config,
-                     {"bundle": paths["fp32"], "data": paths["data"], "calibration": calibration},
-                     {"target": target.to_dict()}),
-          lambda: quantize(paths["fp32"], paths["data"], paths["int8"], quantize_config,
-                           targets_dir=targets_dir, overwrite=True, log=log))
+    stage(
+        5,
+        "quantize",
+        paths["int8"],
+        is_current(
+            paths["int8"],
+            "quantize",
+            quantize_config,
+            {"bundle": paths["fp32"], "data": paths["data"], "calibration": calibration},
+            {"target": target.to_dict()},
+        ),
+        lambda: quantize(
+            paths["fp32"],
+            paths["data"],
+            paths["int8"],
+            quantize_config,
+            targets_dir=targets_dir,
+            overwrite=True,
+            log=log,
+        ),
+    )
     started = time.perf_counter()
     log(f"[6/{total}] validate  {paths['int8']} on {', '.join(r.name for r in target.runtimes)}")
-    report = validate(paths["int8"], paths["data"], ValidateConfig(target=target.name, emulate=config.emulate),
-                      teacher=paths["teacher"], student=model, compare={"fp32": paths["fp32"]},
-                      targets_dir=targets_dir,
-                      log=lambda m: log(m) if m.startswith(("emulator:", "emulated ", "warning:")) else None)
-    stages["validate"] = {"status": "built", "seconds": round(time.perf_counter() - started, 1),
-                          "path": str(paths["int8"] / "report.html")}
+    report = validate(
+        paths["int8"],
+        paths["data"],
+        ValidateConfig(target=target.name, emulate=config.emulate),
+        teacher=paths["teacher"],
+        student=model,
+        compare={"fp32": paths["fp32"]},
+        targets_dir=targets_dir,
+        log=lambda m: log(m) if m.startswith(("emulator:", "emulated ", "warning:")) else None,
+    )
+    stages["validate"] = {
+        "status": "built",
+        "seconds": round(time.perf_counter() - started, 1),
+        "path": str(paths["int8"] / "report.html"),
+    }
     return {"stages": stages, "report": report, "bundle": str(paths["int8"])}

@@ -16,13 +16,16 @@ def ort_files(folder: Path, meta: dict, step_entry: dict | None, target, histori
     Mobile (`[onnx] ort_format`), each .ort checked against its .onnx; None for other profiles."""
     if not target.onnx.ort_format or "onnx" not in meta["files"]:
         return None
-    names = [meta["files"]["onnx"]] + ([step_entry["files"]["onnx"]]
-                                       if step_entry and "onnx" in step_entry["files"] else [])
+    names = [meta["files"]["onnx"]] + (
+        [step_entry["files"]["onnx"]] if step_entry and "onnx" in step_entry["files"] else []
+    )
     folded = (meta.get("onnx_session_config") or {}).get(names[0])
     entry = write_ort(folder, names, target.onnx.ort_format, folded)
     if folded:
-        entry["weights"] = ("float: folded from the int8 ONNX file's DequantizeLinear nodes before conversion "
-                            "(ORT-format sessions cannot fold at load)")
+        entry["weights"] = (
+            "float: folded from the int8 ONNX file's DequantizeLinear nodes before conversion "
+            "(ORT-format sessions cannot fold at load)"
+        )
     entry["check"] = ort_format_check(folder, entry["files"], meta, target, histories)
     return entry
 

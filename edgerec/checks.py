@@ -27,8 +27,7 @@ def parity(reference, candidate, histories, atol: float, name: str) -> dict:
     top_ref = metrics.top_k(ref, 10, n, mask_history=False)
     top_got = metrics.top_k(got, 10, n, mask_history=False)
     agreement = float(metrics.topk_agreement(top_ref, top_got).mean())
-    result = {"max_abs_diff": diff, "top10_agreement": agreement, "users": len(histories),
-              "atol": atol}
+    result = {"max_abs_diff": diff, "top10_agreement": agreement, "users": len(histories), "atol": atol}
     problems = []
     if not diff <= atol:
         problems.append(f"scores differ by up to {diff:.3g} (tolerance {atol:g})")
@@ -55,14 +54,23 @@ def top_k_check(graph, folder: Path, files: dict, target, meta: dict, histories)
             session = ort.InferenceSession(str(folder / name), providers=["CPUExecutionProvider"])
             got = session.run(["items"], {"input_ids": encode(histories, meta["max_len"], target.onnx.input_dtype)})[0]
         elif runtime.environment == "isolated":
-            got = run_runner(python_for(runtime.name), runtime.name, folder / name,
-                             encode(histories, meta["max_len"], "int32"), target.threads)["scores"]
+            got = run_runner(
+                python_for(runtime.name),
+                runtime.name,
+                folder / name,
+                encode(histories, meta["max_len"], "int32"),
+                target.threads,
+            )["scores"]
         else:
             from ai_edge_litert.interpreter import Interpreter
 
             runner = Interpreter(model_path=str(folder / name)).get_signature_runner()
-            got = np.concatenate([runner(input_ids=row[None].astype(np.int32))["output_0"]
-                                  for row in encode(histories, meta["max_len"], "int32")])
+            got = np.concatenate(
+                [
+                    runner(input_ids=row[None].astype(np.int32))["output_0"]
+                    for row in encode(histories, meta["max_len"], "int32")
+                ]
+            )
         same = float((np.asarray(got) == expected).all(axis=1).mean())
         if same < 1.0:
             raise EdgerecError(f"{fmt} top-K on {runtime.name} differs from PyTorch for {1 - same:.1%} of users")
@@ -80,17 +88,30 @@ def ort_format_check(folder: Path, pairs: dict, meta: dict, target, histories) -
     ids = encode(histories, meta["max_len"], target.onnx.input_dtype)
     result = {}
     for src, dst in full.items():
-        outs = [ort.InferenceSession(str(Path(folder) / name), providers=["CPUExecutionProvider"]).run(None, {"input_ids": ids})[0]
-                for name in (src, dst)]
+        outs = [
+            ort.InferenceSession(str(Path(folder) / name), providers=["CPUExecutionProvider"]).run(
+                None, {"input_ids": ids}
+            )[0]
+            for name in (src, dst)
+        ]
         if meta.get("top_k"):
             same = float((outs[0] == outs[1]).all(axis=1).mean())
         else:
-            same = float((metrics.top_k(_padded(outs[0]), 10, outs[0].shape[1], mask_history=False)
-                          == metrics.top_k(_padded(outs[1]), 10, outs[1].shape[1], mask_history=False)).all(axis=1).mean())
+            same = float(
+                (
+                    metrics.top_k(_padded(outs[0]), 10, outs[0].shape[1], mask_history=False)
+                    == metrics.top_k(_padded(outs[1]), 10, outs[1].shape[1], mask_history=False)
+                )
+                .all(axis=1)
+                .mean()
+            )
         if same < 1.0:
             raise EdgerecError(f"{dst} differs from {src} in the top-10 for {1 - same:.1%} of users")
-        result[dst] = {"users": len(histories), "identical_top10": same,
-                       "max_abs_diff": float(np.abs(outs[0].astype(np.float64) - outs[1]).max())}
+        result[dst] = {
+            "users": len(histories),
+            "identical_top10": same,
+            "max_abs_diff": float(np.abs(outs[0].astype(np.float64) - outs[1]).max()),
+        }
     return result
 
 
@@ -125,13 +146,20 @@ def replay_scorer(runtime, path: Path, max_len: int, num_items: int, dtype: str,
 
 def latency_stats(seconds) -> dict:
     ms = np.asarray(seconds, dtype=np.float64) * 1e3
-    return {"runs": int(ms.size), "p50_ms": float(np.percentile(ms, 50)), "p90_ms": float(np.percentile(ms, 90)),
-            "p95_ms": float(np.percentile(ms, 95)), "p99_ms": float(np.percentile(ms, 99)),
-            "mean_ms": float(ms.mean()), "std_ms": float(ms.std())}
+    return {
+        "runs": int(ms.size),
+        "p50_ms": float(np.percentile(ms, 50)),
+        "p90_ms": float(np.percentile(ms, 90)),
+        "p95_ms": float(np.percentile(ms, 95)),
+        "p99_ms": float(np.percentile(ms, 99)),
+        "mean_ms": float(ms.mean()),
+        "std_ms": float(ms.std()),
+    }
 
 
-def accuracy(full_scores, histories, targets, num_items: int, reference_top=None, top=None,
-              truncated_at: int | None = None) -> tuple[dict, np.ndarray, dict]:
+def accuracy(
+    full_scores, histories, targets, num_items: int, reference_top=None, top=None, truncated_at: int | None = None
+) -> tuple[dict, np.ndarray, dict]:
     """Full-ranking metrics of `full_scores` [users, num_items + 1]. For a top-K output
     (`truncated_at` = K) only ranks below K are known: cut-offs above K are left out and MRR
     counts ranks below K only; `top` is then the lists the model returned."""
@@ -145,8 +173,11 @@ def accuracy(full_scores, histories, targets, num_items: int, reference_top=None
         top = metrics.top_k(full_scores, 10, num_items, histories)
     per_user = metrics.per_user_metrics(ranks)
     if truncated_at is not None:
-        per_user = {name: values for name, values in per_user.items()
-                    if "@" not in name or int(name.split("@")[1]) <= truncated_at}
+        per_user = {
+            name: values
+            for name, values in per_user.items()
+            if "@" not in name or int(name.split("@")[1]) <= truncated_at
+        }
         per_user["MRR"] = np.where(ranks < truncated_at, per_user["MRR"], 0.0)
     if reference_top is not None:
         per_user["top10_agreement"] = metrics.topk_agreement(top, reference_top)
@@ -160,19 +191,21 @@ def score_outputs(output, top_k: int | None, num_items: int, histories, targets,
     output = np.asarray(output)
     if not top_k:
         if output.ndim != 2 or output.shape[1] != num_items:
-            raise EdgerecError(f"{where} outputs {output.shape[-1]} scores per user but items.json lists "
-                               f"{num_items} items")
+            raise EdgerecError(
+                f"{where} outputs {output.shape[-1]} scores per user but items.json lists {num_items} items"
+            )
         if not np.isfinite(output).all():
             raise EdgerecError(f"{where} produced NaN/inf scores")
         full = np.full((len(output), num_items + 1), -np.inf, np.float32)
         full[:, 1:] = output
         return accuracy(full, histories, targets, num_items, reference_top)
     if top_k < 10:
-        raise EdgerecError(f"{where} returns its top {top_k}; validate needs at least 10 (the accuracy "
-                           "budget, agreement and coverage are at 10): export with --top-k 10 or more")
+        raise EdgerecError(
+            f"{where} returns its top {top_k}; validate needs at least 10 (the accuracy "
+            "budget, agreement and coverage are at 10): export with --top-k 10 or more"
+        )
     if output.ndim != 2 or output.shape[1] != top_k or output.min(initial=1) < 0 or output.max(initial=1) > num_items:
-        raise EdgerecError(f"{where} did not return [users, {top_k}] item indices in 1..{num_items} "
-                           "(0 = no item left)")
+        raise EdgerecError(f"{where} did not return [users, {top_k}] item indices in 1..{num_items} (0 = no item left)")
     items = output.astype(np.int64)
     full = np.full((len(items), num_items + 1), -np.inf, np.float32)
     np.put_along_axis(full, items, np.arange(top_k, 0, -1, dtype=np.float32)[None, :], axis=1)

@@ -18,7 +18,7 @@ import os
 import sys
 import tempfile
 import warnings
-from typing import Iterator
+from collections.abc import Iterator
 
 VERBOSE_ENV = "EDGEREC_VERBOSE"
 TAIL_LINES = 40  # of captured output shown when the call fails
@@ -43,8 +43,9 @@ def third_party(what: str) -> Iterator[None]:
             stream.flush()
     with tempfile.TemporaryFile() as sink:
         saved = {fd: os.dup(fd) for fd in (1, 2)}
-        text = io.TextIOWrapper(os.fdopen(os.dup(sink.fileno()), "wb"), encoding="utf-8",
-                                errors="replace", line_buffering=True)
+        text = io.TextIOWrapper(
+            os.fdopen(os.dup(sink.fileno()), "wb"), encoding="utf-8", errors="replace", line_buffering=True
+        )
         streams = sys.stdout, sys.stderr
         try:
             for fd in (1, 2):
@@ -52,8 +53,9 @@ def third_party(what: str) -> Iterator[None]:
             sys.stdout = sys.stderr = text
             with warnings.catch_warnings():
                 warnings.simplefilter("always")
-                warnings.showwarning = lambda message, category, filename, lineno, file=None, line=None: \
-                    text.write(warnings.formatwarning(message, category, filename, lineno, line))
+                warnings.showwarning = lambda message, category, filename, lineno, file=None, line=None: text.write(
+                    warnings.formatwarning(message, category, filename, lineno, line)
+                )
                 yield
         except BaseException as exc:
             _restore(saved, streams, text)
@@ -93,6 +95,7 @@ def _restore(saved: dict, streams: tuple, text) -> None:
 
 def quietly(what: str):
     """Decorator: the whole function runs inside `third_party(what)`."""
+
     def wrap(function):
         import functools
 
@@ -100,5 +103,7 @@ def quietly(what: str):
         def run(*args, **kwargs):
             with third_party(what):
                 return function(*args, **kwargs)
+
         return run
+
     return wrap

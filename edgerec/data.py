@@ -27,8 +27,16 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 PAD = 0
-SUPPORTED = {".csv": "csv", ".tsv": "csv", ".inter": "csv", ".item": "csv",
-             ".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+SUPPORTED = {
+    ".csv": "csv",
+    ".tsv": "csv",
+    ".inter": "csv",
+    ".item": "csv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+}
 DEFAULT_RECIPE = Path(__file__).resolve().parents[1] / "calibration" / "default.toml"
 
 
@@ -44,7 +52,7 @@ class CalibrationRecipe:
     seed: int = 0
 
     @classmethod
-    def load(cls, path: Path | None) -> "CalibrationRecipe":
+    def load(cls, path: Path | None) -> CalibrationRecipe:
         if path is None:
             if not DEFAULT_RECIPE.is_file():
                 return cls()
@@ -172,8 +180,10 @@ def _numeric_times(series, path: Path):
     infinite = ~np.isfinite(values)  # "inf", "1e309": they parse, but order nothing
     if infinite.any():
         row = int(np.flatnonzero(infinite)[0])
-        raise EdgerecError(f"{path}: timestamp {series.iloc[row]!r} at data row {row + 1} is not a finite "
-                           "number (expected Unix seconds)")
+        raise EdgerecError(
+            f"{path}: timestamp {series.iloc[row]!r} at data row {row + 1} is not a finite "
+            "number (expected Unix seconds)"
+        )
     return values
 
 
@@ -189,8 +199,7 @@ class Interactions:
 
 
 def build(frame, path: Path, config: DataConfig, item_meta=None) -> Interactions:
-    cols = {"--user-col": config.user_col, "--item-col": config.item_col,
-            "--time-col": config.time_col}
+    cols = {"--user-col": config.user_col, "--item-col": config.item_col, "--time-col": config.time_col}
     _require_columns(frame, path, cols)
     table = frame[[config.user_col, config.item_col]].astype(str).copy()
     table.columns = ["user", "item"]
@@ -258,10 +267,13 @@ def _item_metadata(frame, config: DataConfig, item_meta) -> dict[str, dict[str, 
     out: dict[str, dict[str, Any]] = {}
     for flag, col in (("--title-col", config.title_col), ("--genres-col", config.genres_col)):
         if col is not None and col not in source.columns:  # a typo would silently drop every title
-            raise EdgerecError(f"{'items file' if item_meta is not None else 'interactions file'}: no "
-                               f"column {col!r} ({flag}); columns: {', '.join(map(str, source.columns))}")
-    wanted = [(key, col) for key, col in (("title", config.title_col), ("genres", config.genres_col))
-              if col is not None]
+            raise EdgerecError(
+                f"{'items file' if item_meta is not None else 'interactions file'}: no "
+                f"column {col!r} ({flag}); columns: {', '.join(map(str, source.columns))}"
+            )
+    wanted = [
+        (key, col) for key, col in (("title", config.title_col), ("genres", config.genres_col)) if col is not None
+    ]
     if not wanted:
         return {}
     subset = source.drop_duplicates(subset=[item_col])
@@ -317,7 +329,7 @@ def pack(sequences: list[np.ndarray]) -> dict[str, np.ndarray]:
 def unpack(path: Path) -> list[np.ndarray]:
     archive = load_npz(path, "packed sequences")
     flat, offsets = archive["items"], archive["offsets"]
-    return [flat[offsets[i]: offsets[i + 1]] for i in range(len(offsets) - 1)]
+    return [flat[offsets[i] : offsets[i + 1]] for i in range(len(offsets) - 1)]
 
 
 @writes_output
@@ -336,18 +348,28 @@ def make_data(
     check_output(out_dir, "data", overwrite)
     sources: dict[str, Path] = {}
     separator = None
-    if interactions is not None and dataset is None and not Path(interactions).exists() \
-            and str(interactions) in datasets.BUILTIN:  # `edgerec data movielens-100k`: the dataset
+    if (
+        interactions is not None
+        and dataset is None
+        and not Path(interactions).exists()
+        and str(interactions) in datasets.BUILTIN
+    ):  # `edgerec data movielens-100k`: the dataset
         interactions, dataset = None, str(interactions)
     if interactions is None:
         spec = datasets.get_builtin("movielens-100k" if dataset is None else dataset)
         folder = datasets.fetch(spec.name)
         interactions, items_file = folder / spec.interactions, folder / spec.items
         c = spec.columns
-        config = DataConfig(user_col=c["user"], item_col=c["item"], time_col=c["time"],
-                            title_col=c["title"], genres_col=c["genres"],
-                            min_interactions=config.min_interactions,
-                            drop_duplicates=config.drop_duplicates, calibration=config.calibration)
+        config = DataConfig(
+            user_col=c["user"],
+            item_col=c["item"],
+            time_col=c["time"],
+            title_col=c["title"],
+            genres_col=c["genres"],
+            min_interactions=config.min_interactions,
+            drop_duplicates=config.drop_duplicates,
+            calibration=config.calibration,
+        )
         separator = spec.separator
     elif dataset is not None:
         raise EdgerecError("give either an interactions file or --dataset, not both")
@@ -374,8 +396,10 @@ def make_data(
         manifest["counts"] = {**data.counts, "calibration_sequences": len(calibration)}
         manifest["vocab"] = {"pad": PAD, "mask": len(data.items) + 1, "size": len(data.items) + 2}
         manifest["split"] = "leave-one-out: test = last item, validation = second-last"
-        manifest["ties"] = ("interactions with equal timestamps keep their order in the file "
-                            f"(stable sort; {data.counts['tied_timestamps']} share a user and a time)")
+        manifest["ties"] = (
+            "interactions with equal timestamps keep their order in the file "
+            f"(stable sort; {data.counts['tied_timestamps']} share a user and a time)"
+        )
     return manifest
 
 

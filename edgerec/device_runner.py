@@ -81,13 +81,16 @@ def open_step(path, threads):
 
         options = _onnx_options(path, threads)
         session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-        specs = {i.name: ([d if isinstance(d, int) else 1 for d in i.shape], _ONNX_DTYPES[i.type])
-                 for i in session.get_inputs()}
+        specs = {
+            i.name: ([d if isinstance(d, int) else 1 for d in i.shape], _ONNX_DTYPES[i.type])
+            for i in session.get_inputs()
+        }
         names = [o.name for o in session.get_outputs()]
 
         def call(feeds):
             run = {k: np.asarray(v).astype(specs[k][1]) for k, v in feeds.items()}
             return dict(zip(names, session.run(names, run)))
+
         return call, specs
     try:
         from tflite_runtime.interpreter import Interpreter
@@ -101,13 +104,17 @@ def open_step(path, threads):
     def call(feeds):
         out = runner(**{k: np.asarray(v).astype(specs[k][1]) for k, v in feeds.items()})
         return {name: out["output_%d" % i] for i, name in enumerate(order)}
+
     return call, specs
 
 
 def initial_state(specs):
     """Zeros for every state input (`state`, and `history` in top-K files), batch 1."""
-    return {k: np.zeros([1] + list(shape[1:]), dtype) for k, (shape, dtype) in specs.items()
-            if k not in ("item", "position")}
+    return {
+        k: np.zeros([1] + list(shape[1:]), dtype)
+        for k, (shape, dtype) in specs.items()
+        if k not in ("item", "position")
+    }
 
 
 def step_once(call, specs, item, position, state):
@@ -159,22 +166,32 @@ def main():
     ids = np.load(args.inputs, allow_pickle=False)
     if args.step:
         finals, seconds = _replay_rows(args.model, ids, args.threads, args.warmup)
-        np.savez(args.output, scores=np.concatenate(finals), seconds=np.array(seconds),
-                 load_seconds=np.array(0.0), peak_rss_bytes=np.array(_peak_rss()))
+        np.savez(
+            args.output,
+            scores=np.concatenate(finals),
+            seconds=np.array(seconds),
+            load_seconds=np.array(0.0),
+            peak_rss_bytes=np.array(_peak_rss()),
+        )
         return
     started = time.perf_counter()
     run = (_onnx if args.model.endswith(".onnx") else _tflite)(args.model, args.threads)
     load_seconds = time.perf_counter() - started
     for row in range(min(args.warmup, len(ids))):
-        run(ids[row: row + 1])
+        run(ids[row : row + 1])
     scores, seconds = [], []
     for row in range(len(ids)):
         started = time.perf_counter()
-        scores.append(run(ids[row: row + 1]))
+        scores.append(run(ids[row : row + 1]))
         seconds.append(time.perf_counter() - started)
     rss = _peak_rss()
-    np.savez(args.output, scores=np.concatenate(scores), seconds=np.array(seconds),
-             load_seconds=np.array(load_seconds), peak_rss_bytes=np.array(rss))
+    np.savez(
+        args.output,
+        scores=np.concatenate(scores),
+        seconds=np.array(seconds),
+        load_seconds=np.array(load_seconds),
+        peak_rss_bytes=np.array(rss),
+    )
 
 
 if __name__ == "__main__":

@@ -37,23 +37,29 @@ from edgerec.errors import EdgerecError
 from edgerec.evaluate import check_compatible, evaluate, headline, item_ids_hash, public, resolve_model_dir
 from edgerec.files import load_npz
 from edgerec.metrics import item_popularity, paired_bootstrap
-from edgerec.models import (RecModel, Shape, build_id_model, factorize_items, init_from_teacher, item_rank,
-                            load_model, save_model, teacher_init_layers)
-from edgerec.teacher import (_prepare_work_dir, batches_of, causal_batches, pack, segment_positions, validator,
-                             work_dir_for)
-from edgerec.training import TrainConfig, fit, resolve_precision, setup_distributed
+from edgerec.models import (
+    RecModel,
+    Shape,
+    build_id_model,
+    factorize_items,
+    init_from_teacher,
+    item_rank,
+    load_model,
+    save_model,
+    teacher_init_layers,
+)
+from edgerec.teacher import batches_of, causal_batches, pack, segment_positions, validator
+from edgerec.training import TrainConfig, fit, prepare_work_dir, resolve_precision, setup_distributed, work_dir_for
 
 CACHE_VERSION = 1
 
 # Sized for a phone: one layer of width 64 costs ~0.3 ms per query at batch 1 on a CPU core
 # and, with ML-100K's 1.7k items, ~0.2M parameters (under 0.25 MB in int8); the item table, not
 # the encoder, dominates from ~10^4 items on, so width is the lever that matters.
-STUDENT_SHAPE = Shape(hidden=64, layers=1, heads=2, intermediate=256, max_len=200,
-                      dropout=0.2, attention_dropout=0.2)
+STUDENT_SHAPE = Shape(hidden=64, layers=1, heads=2, intermediate=256, max_len=200, dropout=0.2, attention_dropout=0.2)
 # Candidate shapes for --max-params / --max-size-mb, smallest first (default-shaped: the FFN is
 # 4x the width, heads of 32 dims).
-_SIZES = [(32, 1), (48, 1), (64, 1), (64, 2), (96, 1), (96, 2), (128, 1), (128, 2), (192, 2),
-          (256, 2), (256, 4)]
+_SIZES = [(32, 1), (48, 1), (64, 1), (64, 2), (96, 1), (96, 2), (128, 1), (128, 2), (192, 2), (256, 2), (256, 4)]
 
 
 @dataclass(frozen=True)
@@ -104,8 +110,9 @@ class DistillConfig:
         if self.positions not in ("end", "start"):
             raise EdgerecError(f"--positions must be end or start, got {self.positions!r}")
         if self.student_kind == "masked" and self.positions == "start":
-            raise EdgerecError("--positions start is for causal students (a masked student "
-                               "re-encodes the whole history anyway)")
+            raise EdgerecError(
+                "--positions start is for causal students (a masked student re-encodes the whole history anyway)"
+            )
         if not 0 <= self.mask_prob < 1:
             raise EdgerecError(f"mask_prob must be in [0, 1), got {self.mask_prob}")
         self.train.validate()
@@ -130,21 +137,21 @@ def student_parameters(shape: Shape, vocab_size: int) -> int:
     return embeddings + layers * layer + head
 
 
-def size_student(vocab_size: int, max_params: int | None = None, max_size_mb: float | None = None,
-                 base: Shape = STUDENT_SHAPE) -> Shape:
+def size_student(
+    vocab_size: int, max_params: int | None = None, max_size_mb: float | None = None, base: Shape = STUDENT_SHAPE
+) -> Shape:
     """The largest default-shaped student whose parameter count (or int8 size) fits."""
     limit = max_params if max_params is not None else int((max_size_mb or 0) * 1e6)  # 1 byte each
     best = None
     for hidden, layers in _SIZES:
-        shape = replace(base, hidden=hidden, layers=layers, heads=max(1, hidden // 32),
-                        intermediate=4 * hidden)
+        shape = replace(base, hidden=hidden, layers=layers, heads=max(1, hidden // 32), intermediate=4 * hidden)
         if student_parameters(shape, vocab_size) <= limit:
             best = shape
     if best is None:
-        smallest = student_parameters(replace(base, hidden=32, layers=1, heads=1, intermediate=128),
-                                      vocab_size)
-        raise EdgerecError(f"no student fits the budget of {limit:,} parameters; the smallest has "
-                           f"{smallest:,} with this catalogue")
+        smallest = student_parameters(replace(base, hidden=32, layers=1, heads=1, intermediate=128), vocab_size)
+        raise EdgerecError(
+            f"no student fits the budget of {limit:,} parameters; the smallest has {smallest:,} with this catalogue"
+        )
     return best
 
 
@@ -178,10 +185,14 @@ def keep_for_target(target) -> float:
 
 
 def cache_key(teacher_dir: Path, data_dir: Path, config: DistillConfig, kind: str) -> str:
-    payload = {"teacher": artifact_hash(teacher_dir), "data": artifact_hash(data_dir),
-               "top_k": config.top_k, "temperature": config.temperature,
-               "positions": "all" if kind == "causal" else config.kd_positions,
-               "version": CACHE_VERSION}
+    payload = {
+        "teacher": artifact_hash(teacher_dir),
+        "data": artifact_hash(data_dir),
+        "top_k": config.top_k,
+        "temperature": config.temperature,
+        "positions": "all" if kind == "causal" else config.kd_positions,
+        "version": CACHE_VERSION,
+    }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:32]
 
 
@@ -207,8 +218,9 @@ def _positions(n_targets: int, kind: str, per_user: int) -> np.ndarray:
     return np.unique(np.linspace(0, n_targets - 1, per_user).round().astype(np.int64))
 
 
-def compute_targets(teacher, sequences, config: DistillConfig, batch: int = 64,
-                    progress: bool = True) -> dict[str, np.ndarray]:
+def compute_targets(
+    teacher, sequences, config: DistillConfig, batch: int = 64, progress: bool = True
+) -> dict[str, np.ndarray]:
     """Teacher targets for the prefix ending at each chosen position of each training sequence.
 
     Rows are (user, position p): the target for predicting item p+1 from items 0..p.
@@ -227,26 +239,30 @@ def compute_targets(teacher, sequences, config: DistillConfig, batch: int = 64,
         jobs = _causal_windows(sequences, plan, offsets, teacher.max_len)
         jobs.sort(key=lambda job: len(job[0]))  # similar lengths share a batch: less padding
         for start in range(0, len(jobs), batch):
-            chunk = jobs[start: start + batch]
+            chunk = jobs[start : start + batch]
             logits = _causal_all_positions(teacher, [w for w, _, _ in chunk])
             for (window, rows, cols), row_logits in zip(chunk, logits):
                 i, lp, t = _soft_targets(row_logits[cols], config.top_k, config.temperature)
                 idx[rows], logp[rows], tail[rows] = i + 1, lp, t  # column j is item j + 1
                 bar.update(len(rows))
     else:
-        prefixes = [(offsets[u] + j, sequences[u][: p + 1]) for u, pos in enumerate(plan)
-                    for j, p in enumerate(pos)]
+        prefixes = [(offsets[u] + j, sequences[u][: p + 1]) for u, pos in enumerate(plan) for j, p in enumerate(pos)]
         prefixes.sort(key=lambda job: len(job[1]))  # similar lengths share a batch: less padding
         for start in range(0, len(prefixes), batch):
-            chunk = prefixes[start: start + batch]
+            chunk = prefixes[start : start + batch]
             scores = teacher.scores([h for _, h in chunk])[:, 1:]
             i, lp, t = _soft_targets(scores.astype(np.float64), config.top_k, config.temperature)
             rows = np.array([r for r, _ in chunk])
             idx[rows], logp[rows], tail[rows] = i + 1, lp, t  # column j is item j + 1
             bar.update(len(chunk))
     bar.close()
-    return {"offsets": offsets, "positions": np.concatenate(plan) if plan else np.zeros(0, np.int64),
-            "top_items": idx, "top_logp": logp.astype(np.float16), "tail_logp": tail}
+    return {
+        "offsets": offsets,
+        "positions": np.concatenate(plan) if plan else np.zeros(0, np.int64),
+        "top_items": idx,
+        "top_logp": logp.astype(np.float16),
+        "tail_logp": tail,
+    }
 
 
 def _causal_windows(sequences, plan, offsets, max_len: int):
@@ -276,7 +292,7 @@ def _causal_all_positions(teacher, windows) -> list[np.ndarray]:
         hidden = teacher.model.bert(**inputs).last_hidden_state
         out = []
         for r, w in enumerate(windows):
-            logits = teacher.model.cls(hidden[r, width - len(w):]).float().numpy()
+            logits = teacher.model.cls(hidden[r, width - len(w) :]).float().numpy()
             out.append(logits[:, teacher.token_of[1:]].astype(np.float64))
     return out
 
@@ -309,12 +325,13 @@ def load_or_compute_targets(teacher_dir: Path, data, config: DistillConfig, dist
 def _row_lookup(targets) -> list[dict[int, int]]:
     """Per user: position -> cache row."""
     offsets, positions = targets["offsets"], targets["positions"]
-    return [{int(p): int(offsets[u]) + j for j, p in enumerate(positions[offsets[u]: offsets[u + 1]])}
-            for u in range(len(offsets) - 1)]
+    return [
+        {int(p): int(offsets[u]) + j for j, p in enumerate(positions[offsets[u] : offsets[u + 1]])}
+        for u in range(len(offsets) - 1)
+    ]
 
 
-def masked_student_batches(sequences, max_len: int, batch_size: int, mask_token: int,
-                           mask_prob: float, kd_rows):
+def masked_student_batches(sequences, max_len: int, batch_size: int, mask_token: int, mask_prob: float, kd_rows):
     """Examples for a masked (bidirectional) student, one per user and epoch: a random prefix of
     the history with [MASK] appended, labelled with the next item and carrying the teacher's
     target for that prefix (what the app asks of the model), plus BERT4Rec's cloze term on
@@ -328,22 +345,33 @@ def masked_student_batches(sequences, max_len: int, batch_size: int, mask_token:
             for u in batch:
                 seq = sequences[u]
                 end = int(rng.integers(1, len(seq)))  # predict seq[end] from what came before
-                window = np.asarray(seq[max(0, end - room): end], np.int64)
+                window = np.asarray(seq[max(0, end - room) : end], np.int64)
                 n = len(window)
                 hide = rng.random(n) < mask_prob
                 kd = np.full(n + 1, -1, np.int64)
                 kd[n] = kd_rows[u].get(end - 1, -1)
-                segments.append({
-                    "input_ids": np.append(np.where(hide, mask_token, window), mask_token),
-                    "labels": np.append(np.where(hide, window, -100), seq[end]),
-                    "position_ids": segment_positions(n + 1, max_len), "kd_rows": kd})
+                segments.append(
+                    {
+                        "input_ids": np.append(np.where(hide, mask_token, window), mask_token),
+                        "labels": np.append(np.where(hide, window, -100), seq[end]),
+                        "position_ids": segment_positions(n + 1, max_len),
+                        "kd_rows": kd,
+                    }
+                )
             yield pack(segments, max_len, causal=False)
 
     return make
 
 
-def distill_loss_module(student, targets, num_items: int, alpha: float, temperature: float,
-                        popularity: np.ndarray | None = None, tail_boost: float = 0.0):
+def distill_loss_module(
+    student,
+    targets,
+    num_items: int,
+    alpha: float,
+    temperature: float,
+    popularity: np.ndarray | None = None,
+    tail_boost: float = 0.0,
+):
     import torch
     import torch.nn.functional as F
 
@@ -365,8 +393,9 @@ def distill_loss_module(student, targets, num_items: int, alpha: float, temperat
         def forward(self, input_ids, labels, position_ids, kd_rows, attention_mask=None):
             if attention_mask is None:  # left-padded rows; packed batches bring their own mask
                 attention_mask = (input_ids != 0).long()
-            hidden = self.model.bert(input_ids=input_ids, position_ids=position_ids,
-                                     attention_mask=attention_mask).last_hidden_state
+            hidden = self.model.bert(
+                input_ids=input_ids, position_ids=position_ids, attention_mask=attention_mask
+            ).last_hidden_state
             keep = labels != -100
             logits = self.model.cls(hidden[keep])
             loss = F.cross_entropy(logits, labels[keep])
@@ -380,19 +409,26 @@ def distill_loss_module(student, targets, num_items: int, alpha: float, temperat
             # one fused log-softmax over the item columns (not z - logsumexp(z): each op is a
             # full [positions, items] pass forward and back, and these passes, not the matmuls,
             # were most of a default student's step)
-            log_q = F.log_softmax(logits[:, 1: num_items + 1] / temperature, dim=1)
+            log_q = F.log_softmax(logits[:, 1 : num_items + 1] / temperature, dim=1)
             q_top = log_q.gather(1, items)
             q_tail = torch.log(torch.clamp(-torch.expm1(torch.logsumexp(q_top, dim=1)), min=1e-30))
             p_top, p_tail = top_logp[rows], tail_logp[rows]
             kl = (p_top.exp() * (p_top - q_top)).sum(1) + p_tail.exp() * (p_tail - q_tail)
-            return (1 - alpha) * loss + alpha * temperature ** 2 * kl.mean()
+            return (1 - alpha) * loss + alpha * temperature**2 * kl.mean()
 
     return DistillLoss()
 
 
 @writes_output
-def distill(teacher_dir: Path, data_dir: Path, out_dir: Path, config: DistillConfig = DistillConfig(),
-            *, overwrite: bool = False, log=print) -> dict | None:
+def distill(
+    teacher_dir: Path,
+    data_dir: Path,
+    out_dir: Path,
+    config: DistillConfig = DistillConfig(),
+    *,
+    overwrite: bool = False,
+    log=print,
+) -> dict | None:
     """Distil a teacher artifact into a student artifact; returns the manifest on rank 0."""
     config.validate()
     check_output(out_dir, "student", overwrite)
@@ -417,20 +453,21 @@ def distill(teacher_dir: Path, data_dir: Path, out_dir: Path, config: DistillCon
             student = build_id_model(config.student_kind, data.vocab_size, shape)
             start = {"from": "random"}
             if config.init != "random":
-                start = start_from(student, source or teacher, config_now,
-                                   "teacher" if source is None else config.init)
+                start = start_from(student, source or teacher, config_now, "teacher" if source is None else config.init)
                 if source is not None and start["from"] == "random":
                     raise EdgerecError(f"--init {config.init}: cannot start the student from it ({start['why']})")
             if config.item_rank:  # a copied table is factorised as prune does it; a random one starts random
                 factorize_items(student, config.item_rank, init="random" if start["from"] == "random" else "svd")
             return student, start
+
         return make
 
     shapes, tries, teacher_valid = [config.student], [], None
     while True:
         shape = shapes[len(tries)]
-        trained = train_student(make_student(shape), teacher_dir, data, replace(config, student=shape), dist,
-                                out_dir, usable)
+        trained = train_student(
+            make_student(shape), teacher_dir, data, replace(config, student=shape), dist, out_dir, usable
+        )
         if config.keep is None:
             break
         if teacher_valid is None:  # the teacher on the validation users, as the student is
@@ -444,25 +481,43 @@ def distill(teacher_dir: Path, data_dir: Path, out_dir: Path, config: DistillCon
         # paired interval is recorded beside it.
         per_user = student_valid["per_user"]["NDCG@10"]
         kept = float(np.mean(per_user) / max(np.mean(teacher_valid), 1e-12))
-        tries.append({"shape": asdict(shape), "parameters": sum(p.numel() for p in trained["student"].parameters()),
-                      "valid_ndcg10": float(np.mean(per_user)), "kept": round(kept, 4),
-                      "minus_keep_x_teacher": paired_bootstrap(per_user, config.keep * teacher_valid),
-                      "short": kept < config.keep})
+        tries.append(
+            {
+                "shape": asdict(shape),
+                "parameters": sum(p.numel() for p in trained["student"].parameters()),
+                "valid_ndcg10": float(np.mean(per_user)),
+                "kept": round(kept, 4),
+                "minus_keep_x_teacher": paired_bootstrap(per_user, config.keep * teacher_valid),
+                "short": kept < config.keep,
+            }
+        )
         if not tries[-1]["short"] or len(tries) == len(shapes):
             break
         if dist.is_main:
-            log(f"distill: {shape.layers} layer(s) x {shape.hidden} kept {kept:.3f} of the teacher's "
+            log(
+                f"distill: {shape.layers} layer(s) x {shape.hidden} kept {kept:.3f} of the teacher's "
                 f"validation NDCG@10, below {config.keep:.3f}; trying "
-                f"{shapes[len(tries)].layers} layer(s) x {shapes[len(tries)].hidden}")
+                f"{shapes[len(tries)].layers} layer(s) x {shapes[len(tries)].hidden}"
+            )
     if not dist.is_main:
         return None
     sizing = None
     if config.keep is not None:
-        sizing = {"keep": config.keep, "teacher_valid_ndcg10": float(np.mean(teacher_valid)), "tries": tries,
-                  "met": not tries[-1]["short"],
-                  "chosen": tries[-1]["shape"]}
-    return _write_student(out_dir, data, overwrite=overwrite, manifest_config=config,
-                          extra={"sizing": sizing} if sizing else None, **trained)
+        sizing = {
+            "keep": config.keep,
+            "teacher_valid_ndcg10": float(np.mean(teacher_valid)),
+            "tries": tries,
+            "met": not tries[-1]["short"],
+            "chosen": tries[-1]["shape"],
+        }
+    return write_student(
+        out_dir,
+        data,
+        overwrite=overwrite,
+        manifest_config=config,
+        extra={"sizing": sizing} if sizing else None,
+        **trained,
+    )
 
 
 def start_from(student, source, config: DistillConfig, name: str = "teacher") -> dict:
@@ -485,8 +540,16 @@ def start_from(student, source, config: DistillConfig, name: str = "teacher") ->
     return {"from": "random", "why": why}
 
 
-def train_student(make_student, teacher_dir: Path, data, config: DistillConfig, dist, out_dir: Path,
-                  usable: list[int] | None = None, desc: str = "distill") -> dict:
+def train_student(
+    make_student,
+    teacher_dir: Path,
+    data,
+    config: DistillConfig,
+    dist,
+    out_dir: Path,
+    usable: list[int] | None = None,
+    desc: str = "distill",
+) -> dict:
     """Train the model `make_student(teacher)` returns (fresh, or pruned and recovering) with how
     it started, against the cached teacher targets; the seed is set after the targets are ready,
     before it is built."""
@@ -498,59 +561,127 @@ def train_student(make_student, teacher_dir: Path, data, config: DistillConfig, 
     targets = load_or_compute_targets(teacher_dir, data, config, dist)
     teacher = targets.pop("teacher")
     target_seconds = time.perf_counter() - started
-    target_info = {"rows": int(len(targets["tail_logp"])), "computed": bool(targets.pop("computed")),
-                   "precision": teacher.precision}
+    target_info = {
+        "rows": int(len(targets["tail_logp"])),
+        "computed": bool(targets.pop("computed")),
+        "precision": teacher.precision,
+    }
     torch.manual_seed(config.train.seed)
     student, start = make_student(teacher)
     student = student.to(dist.device)
-    meta = {"kind": config.student_kind, "num_items": data.num_items, "mask_token": data.mask_token,
-            "max_len": config.student.max_len, "item_ids_sha256": item_ids_hash(data.item_ids()),
-            "positions": config.positions}
+    meta = {
+        "kind": config.student_kind,
+        "num_items": data.num_items,
+        "mask_token": data.mask_token,
+        "max_len": config.student.max_len,
+        "item_ids_sha256": item_ids_hash(data.item_ids()),
+        "positions": config.positions,
+    }
     if item_rank(student):
         meta["item_rank"] = item_rank(student)
     rows = _row_lookup(targets)
     seqs = [sequences[u] for u in usable]
     if config.student_kind == "masked":
-        batches = masked_student_batches(seqs, config.student.max_len, config.train.batch_size,
-                                         data.mask_token, config.mask_prob, [rows[u] for u in usable])
+        batches = masked_student_batches(
+            seqs,
+            config.student.max_len,
+            config.train.batch_size,
+            data.mask_token,
+            config.mask_prob,
+            [rows[u] for u in usable],
+        )
     else:
-        batches = causal_batches(seqs, config.student.max_len, config.train.batch_size,
-                                 kd_rows=[rows[u] for u in usable], positions=config.positions)
-    loss_module = distill_loss_module(student, targets, data.num_items, config.alpha, config.temperature,
-                                      item_popularity(sequences, data.num_items), config.tail_boost)
-    work = _prepare_work_dir(out_dir, {"config": asdict(config), "teacher": str(teacher_dir),
-                                       "data": str(data.path), "world": dist.world,
-                                       "parameters": sum(p.numel() for p in student.parameters())}, dist)
-    result = fit(student, loss_module, batches, len(seqs), validator(data, meta), config.train,
-                 work, dist, desc=desc)
-    return {"student": student, "meta": meta, "teacher": teacher, "teacher_dir": teacher_dir,
-            "config": config, "result": result, "start": start,
-            "cache_path": targets["cache_path"], "target_seconds": target_seconds, "target_info": target_info,
-            "work": work_dir_for(out_dir)}
+        batches = causal_batches(
+            seqs,
+            config.student.max_len,
+            config.train.batch_size,
+            kd_rows=[rows[u] for u in usable],
+            positions=config.positions,
+        )
+    loss_module = distill_loss_module(
+        student,
+        targets,
+        data.num_items,
+        config.alpha,
+        config.temperature,
+        item_popularity(sequences, data.num_items),
+        config.tail_boost,
+    )
+    work = prepare_work_dir(
+        out_dir,
+        {
+            "config": asdict(config),
+            "teacher": str(teacher_dir),
+            "data": str(data.path),
+            "world": dist.world,
+            "parameters": sum(p.numel() for p in student.parameters()),
+        },
+        dist,
+    )
+    result = fit(student, loss_module, batches, len(seqs), validator(data, meta), config.train, work, dist, desc=desc)
+    return {
+        "student": student,
+        "meta": meta,
+        "teacher": teacher,
+        "teacher_dir": teacher_dir,
+        "config": config,
+        "result": result,
+        "start": start,
+        "cache_path": targets["cache_path"],
+        "target_seconds": target_seconds,
+        "target_info": target_info,
+        "work": work_dir_for(out_dir),
+    }
 
 
-def _write_student(out_dir, data, *, student, meta, teacher, teacher_dir, config, result, cache_path,
-                   target_seconds, work, overwrite=False, stage="student", manifest_config=None,
-                   extra=None, target_info=None, start=None):
+def write_student(
+    out_dir,
+    data,
+    *,
+    student,
+    meta,
+    teacher,
+    teacher_dir,
+    config,
+    result,
+    cache_path,
+    target_seconds,
+    work,
+    overwrite=False,
+    stage="student",
+    manifest_config=None,
+    extra=None,
+    target_info=None,
+    start=None,
+):
     student.cpu()
     rec = RecModel(student, meta)
     test = evaluate(rec, data, "test", reference=teacher)
     teacher_test = evaluate(teacher, data, "test")
     inputs = {"data": data.path, "teacher": Path(teacher_dir), **init_input(start.get("from") if start else None)}
-    with atomic_artifact(out_dir, stage, config=manifest_config or config, inputs=inputs,
-                         overwrite=overwrite) as (tmp, manifest):
+    with atomic_artifact(out_dir, stage, config=manifest_config or config, inputs=inputs, overwrite=overwrite) as (
+        tmp,
+        manifest,
+    ):
         save_model(tmp / "model", student, meta)
         shutil.copy(data.path / "items.json", tmp / "items.json")
         write_json(tmp / "test_report.json", public(test))
         manifest.update(
             parameters={"student": rec.num_parameters, "teacher": teacher.num_parameters},
-            metrics={"valid_ndcg10": result.best_metric, "test": headline(test),
-                     "teacher_test": headline(teacher_test)},
+            metrics={
+                "valid_ndcg10": result.best_metric,
+                "test": headline(test),
+                "teacher_test": headline(teacher_test),
+            },
             teacher_targets={"cache": cache_path, "seconds": round(target_seconds, 1), **(target_info or {})},
-            training={"epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
-                      "stopped": result.stopped, "seconds": round(result.seconds, 1),
-                      "precision": result.precision,
-                      "history": result.history},
+            training={
+                "epochs_run": result.epochs_run,
+                "best_epoch": result.best_epoch,
+                "stopped": result.stopped,
+                "seconds": round(result.seconds, 1),
+                "precision": result.precision,
+                "history": result.history,
+            },
             **({"init": start} if start else {}),
             **(extra or {}),
         )

@@ -47,8 +47,7 @@ SITES = {
 }
 # tflite-runtime 2.14 is manylinux_2_34: every tag must be listed, or pip silently picks an
 # older ai-edge-litert (design.md).
-WHEEL_TAGS = ["manylinux2014_aarch64"] + [f"manylinux_2_{v}_aarch64"
-                                          for v in (17, 24, 26, 27, 28, 31, 34, 35, 36)]
+WHEEL_TAGS = ["manylinux2014_aarch64"] + [f"manylinux_2_{v}_aarch64" for v in (17, 24, 26, 27, 28, 31, 34, 35, 36)]
 APT_PACKAGES = ["qemu-user-static", "qemu-user", "debootstrap", "libglib2.0-dev", "pkg-config"]
 RUNNER = Path(__file__).with_name("device_runner.py")
 
@@ -79,8 +78,10 @@ def _apt_install(log) -> None:
         return  # the caller names what is missing
     log("emulator: installing " + ", ".join(APT_PACKAGES) + " with apt-get")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for args in (["apt-get", "update", "-qq"],
-                 ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *APT_PACKAGES]):
+    for args in (
+        ["apt-get", "update", "-qq"],
+        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *APT_PACKAGES],
+    ):
         result = subprocess.run(args, capture_output=True, text=True, env=env)
         if result.returncode != 0:
             last = (result.stderr.strip().splitlines() or ["failed"])[-1]
@@ -117,8 +118,10 @@ def setup(log=print) -> Path:
         _apt_install(log)
     missing = _missing_tools()
     if missing:
-        raise EmulatorUnavailable(f"the ARM emulator needs {', '.join(missing)}: install them with "
-                           f"`apt-get install {' '.join(APT_PACKAGES)}` (Debian/Ubuntu, as root)")
+        raise EmulatorUnavailable(
+            f"the ARM emulator needs {', '.join(missing)}: install them with "
+            f"`apt-get install {' '.join(APT_PACKAGES)}` (Debian/Ubuntu, as root)"
+        )
     shutil.rmtree(folder, ignore_errors=True)
     work, wheels = folder.with_name(folder.name + ".tmp"), folder.with_name(folder.name + ".wheels.tmp")
     for part in (work, wheels):
@@ -130,12 +133,42 @@ def setup(log=print) -> Path:
         for runtime, packages in SITES.items():
             log(f"emulator: aarch64 wheels for {runtime}")
             tags = [arg for tag in WHEEL_TAGS for arg in ("--platform", tag)]
-            _run([sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check",
-                  "--target", str(wheels / runtime), "--only-binary=:all:", "--python-version", "3.11",
-                  "--implementation", "cp", "--abi", "cp311", *tags, *packages], f"pip (aarch64 {runtime})")
+            _run(
+                [
+                    sys.executable,
+                    "-m",
+                    "pip",
+                    "install",
+                    "-q",
+                    "--disable-pip-version-check",
+                    "--target",
+                    str(wheels / runtime),
+                    "--only-binary=:all:",
+                    "--python-version",
+                    "3.11",
+                    "--implementation",
+                    "cp",
+                    "--abi",
+                    "cp311",
+                    *tags,
+                    *packages,
+                ],
+                f"pip (aarch64 {runtime})",
+            )
         log(f"emulator: aarch64 Debian {SUITE} userland (debootstrap, about 1 minute)")
-        _run(["debootstrap", "--arch=arm64", "--variant=minbase", "--foreign", "--include=python3.11",
-              SUITE, str(work), _mirror()], "debootstrap")
+        _run(
+            [
+                "debootstrap",
+                "--arch=arm64",
+                "--variant=minbase",
+                "--foreign",
+                "--include=python3.11",
+                SUITE,
+                str(work),
+                _mirror(),
+            ],
+            "debootstrap",
+        )
         debs = sorted((work / "var/cache/apt/archives").glob("*.deb"))
         for deb in debs:  # instead of the emulated second stage: Python only needs the files
             _run(["dpkg-deb", "-x", str(deb), str(work)], f"unpacking {deb.name}")
@@ -166,8 +199,9 @@ def _build_plugin(work: Path, log) -> str:
     qemu = shutil.which("qemu-aarch64")
     if qemu is None or shutil.which("gcc") is None or shutil.which("pkg-config") is None:
         return "needs qemu-user (the dynamic qemu-aarch64), gcc and pkg-config with libglib2.0-dev"
-    version = subprocess.run(["dpkg-query", "-W", "-f", "${source:Version}", "qemu-user"],
-                             capture_output=True, text=True).stdout.strip()
+    version = subprocess.run(
+        ["dpkg-query", "-W", "-f", "${source:Version}", "qemu-user"], capture_output=True, text=True
+    ).stdout.strip()
     if not version:
         return "qemu-user is not a Debian package here: its source cannot be fetched with apt"
     log("emulator: QEMU instruction-counting plugin (qemu source, tests/plugin/insn.c)")
@@ -177,21 +211,50 @@ def _build_plugin(work: Path, log) -> str:
         (tmp / "lists" / "partial").mkdir(parents=True)
         (tmp / "parts" / "src.sources").write_text(
             f"Types: deb-src\nURIs: {_mirror()}\nSuites: {SUITE} {SUITE}-updates\nComponents: main\n"
-            "Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n")
+            "Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n"
+        )
         # a private apt state: the host's package lists stay as they were
-        opts = ["-o", f"Dir::State::Lists={tmp / 'lists'}", "-o", "Dir::Etc::SourceList=/dev/null",
-                "-o", f"Dir::Etc::SourceParts={tmp / 'parts'}"]
+        opts = [
+            "-o",
+            f"Dir::State::Lists={tmp / 'lists'}",
+            "-o",
+            "Dir::Etc::SourceList=/dev/null",
+            "-o",
+            f"Dir::Etc::SourceParts={tmp / 'parts'}",
+        ]
         try:
             _run(["apt-get", *opts, "update", "-qq"], "apt-get update (deb-src)")
-            _run(["apt-get", *opts, "source", "--download-only", f"qemu={version}"], "apt-get source qemu",
-                 cwd=tmp)
+            _run(["apt-get", *opts, "source", "--download-only", f"qemu={version}"], "apt-get source qemu", cwd=tmp)
             tarball = next(tmp.glob("qemu_*.orig.tar.*"))
-            _run(["tar", "-xf", str(tarball), "-C", str(tmp), "--wildcards",
-                  "*/include/qemu/qemu-plugin.h", "*/tests/plugin/insn.c"], "unpacking the qemu source")
+            _run(
+                [
+                    "tar",
+                    "-xf",
+                    str(tarball),
+                    "-C",
+                    str(tmp),
+                    "--wildcards",
+                    "*/include/qemu/qemu-plugin.h",
+                    "*/tests/plugin/insn.c",
+                ],
+                "unpacking the qemu source",
+            )
             src = next(tmp.glob("qemu-*/"))
             flags = _run(["pkg-config", "--cflags", "--libs", "glib-2.0"], "pkg-config glib-2.0").stdout.split()
-            _run(["gcc", "-O2", "-shared", "-fPIC", f"-I{src / 'include/qemu'}", *flags, "-o",
-                  str(work / "libinsn.so"), str(src / "tests/plugin/insn.c")], "compiling insn.c")
+            _run(
+                [
+                    "gcc",
+                    "-O2",
+                    "-shared",
+                    "-fPIC",
+                    f"-I{src / 'include/qemu'}",
+                    *flags,
+                    "-o",
+                    str(work / "libinsn.so"),
+                    str(src / "tests/plugin/insn.c"),
+                ],
+                "compiling insn.c",
+            )
         except (EdgerecError, StopIteration) as exc:
             return f"could not build it ({exc})"
     return ""
@@ -218,7 +281,7 @@ class EmulatedDevice:
         return f"emulated {self.cpu}"
 
     def can_count(self) -> str:
-        """"" when instructions can be counted, else why not."""
+        """ "" when instructions can be counted, else why not."""
         note = (self.folder / "plugin.txt").read_text() if (self.folder / "plugin.txt").is_file() else "no plugin"
         if not note and not (self.folder / "libinsn.so").is_file():
             return "the plugin is missing from the emulator folder"
@@ -227,27 +290,59 @@ class EmulatedDevice:
     def _command(self, runtime: str, plugin_log: Path | None) -> tuple[list[str], dict]:
         if runtime not in SITES:
             raise EdgerecError(f"no aarch64 wheels are defined for runtime '{runtime}'")
-        env = {**os.environ, "PYTHONPATH": str(self.folder / "opt" / runtime), "PYTHONHASHSEED": "0",
-               "OPENBLAS_NUM_THREADS": "1", "PYTHONNOUSERSITE": "1"}
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(self.folder / "opt" / runtime),
+            "PYTHONHASHSEED": "0",
+            "OPENBLAS_NUM_THREADS": "1",
+            "PYTHONNOUSERSITE": "1",
+        }
         if plugin_log is None:
-            return ["qemu-aarch64-static", "-cpu", self.cpu, "-L", str(self.folder),
-                    str(self.folder / PYTHON)], env
-        return ["qemu-aarch64", "-cpu", self.cpu, "-L", str(self.folder), "-plugin",
-                f"{self.folder / 'libinsn.so'},inline=on", "-d", "plugin", "-D", str(plugin_log),
-                str(self.folder / PYTHON)], env
+            return ["qemu-aarch64-static", "-cpu", self.cpu, "-L", str(self.folder), str(self.folder / PYTHON)], env
+        return [
+            "qemu-aarch64",
+            "-cpu",
+            self.cpu,
+            "-L",
+            str(self.folder),
+            "-plugin",
+            f"{self.folder / 'libinsn.so'},inline=on",
+            "-d",
+            "plugin",
+            "-D",
+            str(plugin_log),
+            str(self.folder / PYTHON),
+        ], env
 
-    def _runner(self, runtime: str, model: Path, input_ids, threads: int, warmup: int, step: bool,
-                count: bool) -> tuple[dict, int | None]:
+    def _runner(
+        self, runtime: str, model: Path, input_ids, threads: int, warmup: int, step: bool, count: bool
+    ) -> tuple[dict, int | None]:
         with tempfile.TemporaryDirectory() as tmp:
             tmp = Path(tmp)
             np.save(tmp / "inputs.npy", input_ids)
             plugin_log = tmp / "insn.txt" if count else None
             command, env = self._command(runtime, plugin_log)
-            result = subprocess.run([*command, str(RUNNER), str(model), str(tmp / "inputs.npy"),
-                                     str(tmp / "out.npz"), "--threads", str(threads), "--warmup", str(warmup),
-                                     *(["--step"] if step else [])], capture_output=True, text=True, env=env)
+            result = subprocess.run(
+                [
+                    *command,
+                    str(RUNNER),
+                    str(model),
+                    str(tmp / "inputs.npy"),
+                    str(tmp / "out.npz"),
+                    "--threads",
+                    str(threads),
+                    "--warmup",
+                    str(warmup),
+                    *(["--step"] if step else []),
+                ],
+                capture_output=True,
+                text=True,
+                env=env,
+            )
             if result.returncode != 0:
-                raise EdgerecError(f"{model}: {runtime} on {self.name} {runner_failure(result.returncode, result.stderr)}")
+                raise EdgerecError(
+                    f"{model}: {runtime} on {self.name} {runner_failure(result.returncode, result.stderr)}"
+                )
             out = load_npz(tmp / "out.npz", f"the {runtime} runner's output on {self.name}")
             instructions = None
             if count:
@@ -257,12 +352,22 @@ class EmulatedDevice:
                 instructions = int(found.group(1))
             return out, instructions
 
-    def run_runner(self, runtime: str, model: Path, input_ids, threads: int = 1, warmup: int = 0,
-                   step: bool = False) -> dict:
+    def run_runner(
+        self, runtime: str, model: Path, input_ids, threads: int = 1, warmup: int = 0, step: bool = False
+    ) -> dict:
         return self._runner(runtime, model, input_ids, threads, warmup, step, count=False)[0]
 
-    def instructions_per_call(self, runtime: str, model: Path, input_ids, few: int = 5, many: int = 105,
-                              step: bool = False, repeats: int = 2, tolerance: float = 0.01) -> dict:
+    def instructions_per_call(
+        self,
+        runtime: str,
+        model: Path,
+        input_ids,
+        few: int = 5,
+        many: int = 105,
+        step: bool = False,
+        repeats: int = 2,
+        tolerance: float = 0.01,
+    ) -> dict:
         """ARM instructions per batch-1 call: (count with `many` calls - count with `few`) /
         (many - few), one thread, fixed hash seed, so start-up cancels. Rows are real inputs, reused
         in turn when there are fewer than `many`. For a step model a "call" is one update.
@@ -272,8 +377,9 @@ class EmulatedDevice:
         loaded host a count now and then lands far off (0.5x-3.4x its repeats, seen with
         benchmarks/arm.py running beside a test suite), so one count is not trusted alone."""
         counts, values = [], []
-        while len(values) < repeats or (len(values) == repeats and repeats > 1
-                                         and max(values) - min(values) > tolerance * min(values)):
+        while len(values) < repeats or (
+            len(values) == repeats and repeats > 1 and max(values) - min(values) > tolerance * min(values)
+        ):
             counts.append(self._per_call(runtime, model, input_ids, few, many, step))
             values.append(counts[-1]["instructions_per_call"])
         return {**counts[0], "instructions_per_call": float(np.median(values)), "counts": values}
@@ -287,16 +393,19 @@ class EmulatedDevice:
             counts.append(instructions)
             calls.append(int((ids != 0).sum()) if step else n)
         per_call = (counts[1] - counts[0]) / max(calls[1] - calls[0], 1)
-        return {"instructions_per_call": float(per_call), "cpu": self.cpu, "calls": calls,
-                "process_instructions": counts}
+        return {
+            "instructions_per_call": float(per_call),
+            "cpu": self.cpu,
+            "calls": calls,
+            "process_instructions": counts,
+        }
 
 
 def check_cpu(cpu: str) -> None:
     """A qemu `-cpu` value: a model qemu-aarch64 knows, optionally with ,property=value."""
     known = cpu_models()
     if cpu.split(",")[0] not in known:
-        raise EdgerecError(f"unknown emulated CPU model '{cpu}' (qemu-aarch64 knows: "
-                           f"{', '.join(sorted(known))})")
+        raise EdgerecError(f"unknown emulated CPU model '{cpu}' (qemu-aarch64 knows: {', '.join(sorted(known))})")
 
 
 def cpu_models() -> set[str]:

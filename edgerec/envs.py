@@ -37,9 +37,11 @@ def python_for(runtime: str) -> Path:
     shutil.rmtree(folder, ignore_errors=True)
     try:
         subprocess.run([sys.executable, "-m", "venv", str(folder)], check=True, capture_output=True)
-        result = subprocess.run([str(python), "-m", "pip", "install", "-q",
-                                 "--disable-pip-version-check", *ENVIRONMENTS[runtime]],
-                                capture_output=True, text=True)
+        result = subprocess.run(
+            [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", *ENVIRONMENTS[runtime]],
+            capture_output=True,
+            text=True,
+        )
         if result.returncode != 0:
             last = (result.stderr.strip().splitlines() or ["pip failed"])[-1]
             raise EdgerecError(f"cannot set up the {runtime} environment: {last}")
@@ -56,8 +58,9 @@ def run_isolated(runtime: str, model: Path, input_ids, threads: int = 1):
     return out["scores"], out["seconds"]
 
 
-def run_runner(python: Path | str, runtime: str, model: Path, input_ids, threads: int = 1,
-               warmup: int = 0, step: bool = False) -> dict:
+def run_runner(
+    python: Path | str, runtime: str, model: Path, input_ids, threads: int = 1, warmup: int = 0, step: bool = False
+) -> dict:
     """`device_runner.py` under the given interpreter, in its own process: scores, per-call
     seconds, load seconds and peak RSS of a process that only loads and runs the model.
     `step`: the model is a step model, each row is replayed item by item."""
@@ -68,10 +71,22 @@ def run_runner(python: Path | str, runtime: str, model: Path, input_ids, threads
     runner = Path(__file__).with_name("device_runner.py")
     with tempfile.TemporaryDirectory() as tmp:
         np.save(Path(tmp) / "inputs.npy", input_ids)
-        result = subprocess.run([str(python), str(runner), str(model), str(Path(tmp) / "inputs.npy"),
-                                 str(Path(tmp) / "out.npz"), "--threads", str(threads),
-                                 "--warmup", str(warmup), *(["--step"] if step else [])],
-                                capture_output=True, text=True)
+        result = subprocess.run(
+            [
+                str(python),
+                str(runner),
+                str(model),
+                str(Path(tmp) / "inputs.npy"),
+                str(Path(tmp) / "out.npz"),
+                "--threads",
+                str(threads),
+                "--warmup",
+                str(warmup),
+                *(["--step"] if step else []),
+            ],
+            capture_output=True,
+            text=True,
+        )
         if result.returncode != 0:
             raise EdgerecError(f"{model}: {runtime} {runner_failure(result.returncode, result.stderr)}")
         return load_npz(Path(tmp) / "out.npz", f"the {runtime} runner's output")

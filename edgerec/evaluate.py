@@ -21,9 +21,17 @@ class Scorer(Protocol):
     def scores(self, histories, batch_size: int = ...) -> np.ndarray: ...
 
 
-def rank_users(scorer: Scorer, histories, targets, num_items: int, *, k: int = 10,
-               mask_history: bool = True, users: np.ndarray | None = None,
-               batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+def rank_users(
+    scorer: Scorer,
+    histories,
+    targets,
+    num_items: int,
+    *,
+    k: int = 10,
+    mask_history: bool = True,
+    users: np.ndarray | None = None,
+    batch_size: int = 256,
+) -> tuple[np.ndarray, np.ndarray]:
     """(0-based target ranks, top-k indices) for the given users, scored in batches.
 
     Users are scored shortest history first (results come back in the order given), so a
@@ -32,7 +40,7 @@ def rank_users(scorer: Scorer, histories, targets, num_items: int, *, k: int = 1
     order = np.argsort([len(histories[i]) for i in index], kind="stable")
     ranks, tops = [], []
     for start in range(0, len(index), batch_size):
-        rows = index[order[start: start + batch_size]]
+        rows = index[order[start : start + batch_size]]
         hist = [histories[i] for i in rows]
         scores = scorer.scores(hist)  # each scorer batches as suits it
         ranks.append(metrics.target_ranks(scores, targets[rows], num_items, hist, mask_history))
@@ -43,8 +51,15 @@ def rank_users(scorer: Scorer, histories, targets, num_items: int, *, k: int = 1
     return np.concatenate(ranks)[back], np.concatenate(tops)[back]
 
 
-def evaluate(scorer: Scorer, data, split: str = "test", *, mask_history: bool = True,
-             reference: Scorer | None = None, n_boot: int = 1000) -> dict:
+def evaluate(
+    scorer: Scorer,
+    data,
+    split: str = "test",
+    *,
+    mask_history: bool = True,
+    reference: Scorer | None = None,
+    n_boot: int = 1000,
+) -> dict:
     """Metrics with 95% per-user bootstrap intervals; with `reference`, top-10 agreement too."""
     histories, targets = data.examples(split)
     if len(targets) == 0:
@@ -52,11 +67,15 @@ def evaluate(scorer: Scorer, data, split: str = "test", *, mask_history: bool = 
     ranks, top = rank_users(scorer, histories, targets, data.num_items, mask_history=mask_history)
     per_user = metrics.per_user_metrics(ranks)
     if reference is not None:
-        _, ref_top = rank_users(reference, histories, targets, data.num_items,
-                                mask_history=mask_history)
+        _, ref_top = rank_users(reference, histories, targets, data.num_items, mask_history=mask_history)
         per_user["top10_agreement"] = metrics.topk_agreement(top, ref_top)
-    return {"split": split, "users": int(len(targets)), "mask_history": mask_history,
-            "metrics": metrics.summarize(per_user, n_boot=n_boot), "per_user": per_user}
+    return {
+        "split": split,
+        "users": int(len(targets)),
+        "mask_history": mask_history,
+        "metrics": metrics.summarize(per_user, n_boot=n_boot),
+        "per_user": per_user,
+    }
 
 
 def headline(report: dict) -> dict[str, float]:
@@ -69,8 +88,7 @@ def public(report: dict) -> dict:
     return {k: v for k, v in report.items() if k != "per_user"}
 
 
-def evaluate_artifact(model_dir: Path, data_dir: Path, split: str = "test",
-                      mask_history: bool = True) -> dict:
+def evaluate_artifact(model_dir: Path, data_dir: Path, split: str = "test", mask_history: bool = True) -> dict:
     data = load_data(data_dir)
     model = load_model(resolve_model_dir(model_dir))
     check_compatible(model, data)

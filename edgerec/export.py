@@ -46,8 +46,16 @@ class ExportConfig:
 
 
 @writes_output
-def export(model_dir: Path, data_dir: Path, out_dir: Path, config: ExportConfig, *,
-           targets_dir: Path | None = None, overwrite: bool = False, log=print) -> dict:
+def export(
+    model_dir: Path,
+    data_dir: Path,
+    out_dir: Path,
+    config: ExportConfig,
+    *,
+    targets_dir: Path | None = None,
+    overwrite: bool = False,
+    log=print,
+) -> dict:
     """Write `out_dir` (default dist/<target>/): model file(s), items.json, metadata.json."""
     target = load_target(config.target, targets_dir)
     out_dir = Path(out_dir or Path("dist") / target.name)
@@ -67,33 +75,48 @@ def export(model_dir: Path, data_dir: Path, out_dir: Path, config: ExportConfig,
         step_layout(rec)  # refuse a model a step graph would not be exact for, before any work
     graph = scoring_graph(rec, config.top_k)
     plain = scoring_graph(rec, None)  # parity is checked on the scores
-    meta = {"target": target.name, "edgerec_version": __version__, "source_stage": source["stage"],
-            "kind": rec.kind, "max_len": rec.max_len, "padding_id": 0, "num_items": rec.num_items,
-            "inputs": {"input_ids": {"dtype": {"onnx": dtype, "tflite": "int32"},
-                                     "shape": {"onnx": ["batch", rec.max_len],
-                                               "tflite": [1, rec.max_len]},
-                                     "layout": "most recent item last, left-padded with 0"}},
-            "outputs": ({"items": "int64 [batch, K] item indices (items.json), best first "
-                                   "(TFLite signature output output_0); 0 in the slots past the "
-                                   "last item when fewer than K are outside the window",
-                         "scores": "float32 [batch, K]; items in the input window excluded; -inf "
-                                   "where items is 0 (TFLite: output_1)"}
-                        if config.top_k
-                        else {"scores": "float32 [batch, num_items]: column j scores the item "
-                                        "with index j + 1 in items.json; higher is better"}),
-            "top_k": config.top_k}
-    with atomic_artifact(out_dir, "export", config=config, inputs={"model": Path(model_dir),
-                         "data": Path(data_dir)}, overwrite=overwrite) as (tmp, manifest):
+    meta = {
+        "target": target.name,
+        "edgerec_version": __version__,
+        "source_stage": source["stage"],
+        "kind": rec.kind,
+        "max_len": rec.max_len,
+        "padding_id": 0,
+        "num_items": rec.num_items,
+        "inputs": {
+            "input_ids": {
+                "dtype": {"onnx": dtype, "tflite": "int32"},
+                "shape": {"onnx": ["batch", rec.max_len], "tflite": [1, rec.max_len]},
+                "layout": "most recent item last, left-padded with 0",
+            }
+        },
+        "outputs": (
+            {
+                "items": "int64 [batch, K] item indices (items.json), best first "
+                "(TFLite signature output output_0); 0 in the slots past the "
+                "last item when fewer than K are outside the window",
+                "scores": "float32 [batch, K]; items in the input window excluded; -inf "
+                "where items is 0 (TFLite: output_1)",
+            }
+            if config.top_k
+            else {
+                "scores": "float32 [batch, num_items]: column j scores the item "
+                "with index j + 1 in items.json; higher is better"
+            }
+        ),
+        "top_k": config.top_k,
+    }
+    with atomic_artifact(
+        out_dir, "export", config=config, inputs={"model": Path(model_dir), "data": Path(data_dir)}, overwrite=overwrite
+    ) as (tmp, manifest):
         files, checks, timings = {}, {}, {}
         for fmt in target.formats:
             started = time.perf_counter()
             files[fmt] = f"model.{fmt}"
             if fmt == "onnx":
-                export_onnx(graph, tmp / files[fmt], rec.max_len, target.onnx.opset, dtype,
-                            config.top_k, meta)
+                export_onnx(graph, tmp / files[fmt], rec.max_len, target.onnx.opset, dtype, config.top_k, meta)
                 if config.top_k:  # parity runs on a scores-only twin of the same weights
-                    export_onnx(plain, tmp / "parity.onnx", rec.max_len, target.onnx.opset,
-                                dtype, None, {})
+                    export_onnx(plain, tmp / "parity.onnx", rec.max_len, target.onnx.opset, dtype, None, {})
             else:
                 export_tflite(graph, tmp / files[fmt], rec.max_len)
                 if config.top_k:
@@ -102,16 +125,27 @@ def export(model_dir: Path, data_dir: Path, out_dir: Path, config: ExportConfig,
         for runtime in target.runtimes:
             fmt = RUNTIMES[runtime.name][0]
             if fmt not in files:
-                raise EdgerecError(f"target {target.name}: runtime {runtime.name} runs {fmt}, "
-                                   f"which the profile's formats {list(target.formats)} omit")
+                raise EdgerecError(
+                    f"target {target.name}: runtime {runtime.name} runs {fmt}, "
+                    f"which the profile's formats {list(target.formats)} omit"
+                )
             path = tmp / (f"parity.{fmt}" if config.top_k else files[fmt])
             users = histories if fmt == "onnx" else histories[:128]  # batch-1 TFLite is slower
-            checks[runtime.name] = parity(rec, open_model(runtime, path, meta, target), users,
-                                          target.budgets.parity_atol, f"{fmt} on {runtime.name}")
-        arm_parity = (emulated_parity(rec, tmp, files, meta, target, histories, config, log)
-                      if target.device.emulate else None)
-        top_k_checks = (top_k_check(graph, tmp, files, target, meta, histories[:64])  # what the app reads
-                        if config.top_k else None)
+            checks[runtime.name] = parity(
+                rec,
+                open_model(runtime, path, meta, target),
+                users,
+                target.budgets.parity_atol,
+                f"{fmt} on {runtime.name}",
+            )
+        arm_parity = (
+            emulated_parity(rec, tmp, files, meta, target, histories, config, log) if target.device.emulate else None
+        )
+        top_k_checks = (
+            top_k_check(graph, tmp, files, target, meta, histories[:64])  # what the app reads
+            if config.top_k
+            else None
+        )
         for twin in ("parity.onnx", "parity.tflite"):
             (tmp / twin).unlink(missing_ok=True)
         step_entry = None
@@ -121,15 +155,29 @@ def export(model_dir: Path, data_dir: Path, out_dir: Path, config: ExportConfig,
             timings["step"] = round(time.perf_counter() - started, 2)
         write_item_files(tmp, data.items)
         ort_entry = ort_files(tmp, {**meta, "files": files}, step_entry, target, histories[:64])
-        write_json(tmp / "metadata.json", {**meta, "files": files, "parity": checks, "top_k_check": top_k_checks,
-                                           **({"parity_emulated_arm": arm_parity} if arm_parity else {}),
-                                           **({"step_model": step_entry} if step else {}),
-                                           **({"ort_format": ort_entry} if ort_entry else {}),
-                                           "integrity": bundle_integrity(tmp)})
-        manifest.update(target=target.to_dict(), files_by_format=files, parity=checks, top_k_check=top_k_checks,
-                        parity_emulated_arm=arm_parity,
-                        step_model=step_entry, seconds=timings,
-                        sizes={f: (tmp / p).stat().st_size for f, p in files.items()})
+        write_json(
+            tmp / "metadata.json",
+            {
+                **meta,
+                "files": files,
+                "parity": checks,
+                "top_k_check": top_k_checks,
+                **({"parity_emulated_arm": arm_parity} if arm_parity else {}),
+                **({"step_model": step_entry} if step else {}),
+                **({"ort_format": ort_entry} if ort_entry else {}),
+                "integrity": bundle_integrity(tmp),
+            },
+        )
+        manifest.update(
+            target=target.to_dict(),
+            files_by_format=files,
+            parity=checks,
+            top_k_check=top_k_checks,
+            parity_emulated_arm=arm_parity,
+            step_model=step_entry,
+            seconds=timings,
+            sizes={f: (tmp / p).stat().st_size for f, p in files.items()},
+        )
     return manifest
 
 
@@ -138,35 +186,55 @@ def _export_text(rec, model_dir: Path, data_dir: Path, data, out_dir: Path, targ
     and rendering, parity-checked against PyTorch. For comparison (`validate --teacher`), not for
     the device: an app would need the tokenizer and every title; distil it into an id student."""
     if "onnx" not in target.formats:
-        raise EdgerecError(f"target {target.name}: a text teacher exports to ONNX only, and this "
-                           "profile's formats omit it")
+        raise EdgerecError(
+            f"target {target.name}: a text teacher exports to ONNX only, and this profile's formats omit it"
+        )
     histories = data.examples("test")[0][: min(config.parity_users, 128)]
     folder = resolve_model_dir(model_dir)
     log("text teacher -> ONNX (optimum, fp32): not a device bundle, the model to compare with")
-    with atomic_artifact(out_dir, "export", config=config, inputs={"model": model_dir, "data": data_dir},
-                         overwrite=overwrite) as (tmp, manifest):
+    with atomic_artifact(
+        out_dir, "export", config=config, inputs={"model": model_dir, "data": data_dir}, overwrite=overwrite
+    ) as (tmp, manifest):
         started = time.perf_counter()
         onnx_file = export_text_onnx(folder, tmp / "onnx")
         os.replace(onnx_file, tmp / "model.onnx")
         shutil.rmtree(tmp / "onnx")
         seconds = round(time.perf_counter() - started, 2)
-        check = parity(rec, TextOnnxScorer(rec, tmp / "model.onnx"), histories,
-                       target.budgets.parity_atol, "the text teacher's ONNX on onnxruntime")
+        check = parity(
+            rec,
+            TextOnnxScorer(rec, tmp / "model.onnx"),
+            histories,
+            target.budgets.parity_atol,
+            "the text teacher's ONNX on onnxruntime",
+        )
         for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", META):
             if (folder / name).is_file():
                 (tmp / name).write_bytes((folder / name).read_bytes())
         write_item_files(tmp, data.items)
-        meta = {"target": target.name, "edgerec_version": __version__, "source_stage": "teacher",
-                "kind": "text", "reference_only": True, "num_items": rec.num_items, "max_tokens": rec.max_len,
-                "inputs": "input_ids, attention_mask, token_type_ids from the tokenizer here, reading the "
-                          f"history as {META} renders it (titles, render)",
-                "outputs": {"logits": "float32 [batch, labels]; id2label in the model names the items"},
-                "files": {"onnx": "model.onnx"}, "parity": {"onnxruntime": check},
-                "note": "the teacher before distillation, for comparison; not a device bundle"}
+        meta = {
+            "target": target.name,
+            "edgerec_version": __version__,
+            "source_stage": "teacher",
+            "kind": "text",
+            "reference_only": True,
+            "num_items": rec.num_items,
+            "max_tokens": rec.max_len,
+            "inputs": "input_ids, attention_mask, token_type_ids from the tokenizer here, reading the "
+            f"history as {META} renders it (titles, render)",
+            "outputs": {"logits": "float32 [batch, labels]; id2label in the model names the items"},
+            "files": {"onnx": "model.onnx"},
+            "parity": {"onnxruntime": check},
+            "note": "the teacher before distillation, for comparison; not a device bundle",
+        }
         write_json(tmp / "metadata.json", {**meta, "integrity": bundle_integrity(tmp)})
-        manifest.update(target=target.to_dict(), files_by_format={"onnx": "model.onnx"},
-                        parity={"onnxruntime": check}, seconds={"onnx": seconds}, reference_only=True,
-                        sizes={"onnx": (tmp / "model.onnx").stat().st_size})
+        manifest.update(
+            target=target.to_dict(),
+            files_by_format={"onnx": "model.onnx"},
+            parity={"onnxruntime": check},
+            seconds={"onnx": seconds},
+            reference_only=True,
+            sizes={"onnx": (tmp / "model.onnx").stat().st_size},
+        )
     return manifest
 
 
@@ -201,15 +269,23 @@ def emulated_parity(rec, folder: Path, files: dict, meta: dict, target, historie
         for runtime in target.runtimes:
             fmt = RUNTIMES[runtime.name][0]
             log(f"emulated {cpu}: parity of {files[fmt]} on aarch64 {runtime.name}, {len(users)} test users")
-            scorer = _EmulatedScorer(device, runtime.name, folder / files[fmt], meta["max_len"], meta["num_items"],
-                                     target.onnx.input_dtype if fmt == "onnx" else "int32")
+            scorer = _EmulatedScorer(
+                device,
+                runtime.name,
+                folder / files[fmt],
+                meta["max_len"],
+                meta["num_items"],
+                target.onnx.input_dtype if fmt == "onnx" else "int32",
+            )
             result[f"{runtime.name} on emulated {cpu}"] = parity(
-                rec, scorer, users, target.budgets.parity_atol, f"{fmt} on aarch64 {runtime.name} (emulated {cpu})")
+                rec, scorer, users, target.budgets.parity_atol, f"{fmt} on aarch64 {runtime.name} (emulated {cpu})"
+            )
     return result
 
 
-def export_steps(rec, folder: Path, target, top_k: int | None, histories, metadata: dict,
-                 roll_keep: int | None = None) -> dict:
+def export_steps(
+    rec, folder: Path, target, top_k: int | None, histories, metadata: dict, roll_keep: int | None = None
+) -> dict:
     """Write `step.<fmt>` for every format of the profile into `folder`, replay test histories
     through each runtime's file and require the full PyTorch model's scores (and top-K lists);
     returns metadata.json's `step_model` entry."""
@@ -224,8 +300,7 @@ def export_steps(rec, folder: Path, target, top_k: int | None, histories, metada
         twins = [(graph, files[fmt], top_k)] + ([(plain, f"step-parity.{fmt}", None)] if top_k else [])
         for module, name, k in twins:
             if fmt == "onnx":
-                export_step_onnx(module, folder / name, spec, target.onnx.opset, target.onnx.input_dtype,
-                                 k, metadata)
+                export_step_onnx(module, folder / name, spec, target.onnx.opset, target.onnx.input_dtype, k, metadata)
             else:
                 export_step_tflite(module, folder / name, spec, k)
     checks = {}
@@ -235,8 +310,9 @@ def export_steps(rec, folder: Path, target, top_k: int | None, histories, metada
         users = histories[:64] if fmt == "onnx" else histories[:16]  # every update is one call
         path = folder / (f"step-parity.{fmt}" if top_k else files[fmt])
         scorer = replay_scorer(runtime, path, spec.window, rec.num_items, dtype, target.threads)
-        checks[runtime.name] = parity(rec, scorer, users, target.budgets.parity_atol,
-                                      f"step model ({fmt}) on {runtime.name}, replayed")
+        checks[runtime.name] = parity(
+            rec, scorer, users, target.budgets.parity_atol, f"step model ({fmt}) on {runtime.name}, replayed"
+        )
         if top_k:
             ids = encode(users, spec.window, dtype)
             with torch.inference_mode():
@@ -244,11 +320,14 @@ def export_steps(rec, folder: Path, target, top_k: int | None, histories, metada
             got = replay(runtime, folder / files[fmt], ids, target.threads)["scores"]
             same = float((np.asarray(got) == expected).all(axis=1).mean())
             if same < 1.0:
-                raise EdgerecError(f"step model top-K ({fmt}) on {runtime.name} differs from the full "
-                                   f"model for {1 - same:.1%} of users")
+                raise EdgerecError(
+                    f"step model top-K ({fmt}) on {runtime.name} differs from the full "
+                    f"model for {1 - same:.1%} of users"
+                )
             checks[runtime.name]["identical_top_k_lists"] = same
     for fmt in target.formats:
         (folder / f"step-parity.{fmt}").unlink(missing_ok=True)
-    entry = describe(spec, {"onnx": target.onnx.input_dtype, "tflite": "int32"}, top_k,
-                     roll_keep or max(1, spec.window // 2))
+    entry = describe(
+        spec, {"onnx": target.onnx.input_dtype, "tflite": "int32"}, top_k, roll_keep or max(1, spec.window // 2)
+    )
     return {"files": files, **entry, "replay_check": checks}

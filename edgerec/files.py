@@ -34,7 +34,7 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
 
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
-    return (text.splitlines()[0][:200] if text else type(exc).__name__)
+    return text.splitlines()[0][:200] if text else type(exc).__name__
 
 
 def _exists(path: Path, what: str) -> Path:
@@ -120,6 +120,7 @@ def litert_interpreter(path: Path, threads: int = 1):
 
 # ------------------------------------------------------------------------------ integrity
 
+
 def record(path: Path) -> dict:
     """What metadata.json records of a bundle file."""
     return {"sha256": sha256_file(path), "bytes": Path(path).stat().st_size}
@@ -128,18 +129,27 @@ def record(path: Path) -> dict:
 def bundle_integrity(folder: Path, skip: tuple[str, ...] = ("metadata.json", "manifest.json")) -> dict:
     """{relative name: record} for every file in a bundle being written, except `skip`."""
     folder = Path(folder)
-    return {str(p.relative_to(folder)): record(p) for p in sorted(folder.rglob("*"))
-            if p.is_file() and p.name not in skip and not p.name.startswith(".")}
+    return {
+        str(p.relative_to(folder)): record(p)
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name not in skip and not p.name.startswith(".")
+    }
 
 
-def verify(folder: Path, expected: dict, *, names=None, allow_modified: bool = False,
-           fix: str = "re-run the stage that made it") -> list[str]:
+def verify(
+    folder: Path,
+    expected: dict,
+    *,
+    names=None,
+    allow_modified: bool = False,
+    fix: str = "re-run the stage that made it",
+) -> list[str]:
     """Check files of `folder` against `expected` {name: sha256 or {"sha256", "bytes"}} (only
     `names`, when given). Returns the names that differ when `allow_modified`; raises otherwise,
     with one line naming the first file and how it differs."""
     folder = Path(folder)
     changed = []
-    for name in (expected if names is None else names):
+    for name in expected if names is None else names:
         want = expected.get(name)
         if want is None:
             continue
@@ -148,8 +158,10 @@ def verify(folder: Path, expected: dict, *, names=None, allow_modified: bool = F
         if not path.is_file():
             problem = "is missing"
         elif "bytes" in want and path.stat().st_size != want["bytes"]:
-            problem = (f"has {path.stat().st_size} bytes, {want['bytes']} were written "
-                       f"({'truncated' if path.stat().st_size < want['bytes'] else 'grown'})")
+            problem = (
+                f"has {path.stat().st_size} bytes, {want['bytes']} were written "
+                f"({'truncated' if path.stat().st_size < want['bytes'] else 'grown'})"
+            )
         elif sha256_file(path) != want["sha256"]:
             problem = "has changed since it was written (sha256 differs)"
         else:
@@ -163,8 +175,9 @@ def verify(folder: Path, expected: dict, *, names=None, allow_modified: bool = F
 BUNDLE_FIX = "export or quantize it again, or pass --allow-modified if you changed it on purpose"
 
 
-def read_bundle(bundle: Path, *, names=None, allow_modified: bool = False,
-                fix: str = BUNDLE_FIX) -> tuple[dict, list[str]]:
+def read_bundle(
+    bundle: Path, *, names=None, allow_modified: bool = False, fix: str = BUNDLE_FIX
+) -> tuple[dict, list[str]]:
     """A bundle's metadata.json, with its files (only `names`, when given) checked against the
     hashes it records, and metadata.json itself against the manifest where one is beside it.
     Returns (metadata, the names let through as modified)."""
@@ -182,11 +195,14 @@ def read_bundle(bundle: Path, *, names=None, allow_modified: bool = False,
         changed += verify(bundle, files, names=["metadata.json"], allow_modified=allow_modified, fix=fix)
     meta = read_json(bundle / "metadata.json", "a bundle's metadata")
     if not isinstance(meta, dict) or not isinstance(meta.get("integrity"), dict):
-        raise EdgerecError(f"{bundle / 'metadata.json'}: records no file hashes (not written by this "
-                           "edgerec); export the bundle again")
+        raise EdgerecError(
+            f"{bundle / 'metadata.json'}: records no file hashes (not written by this edgerec); export the bundle again"
+        )
     if meta.get("reference_only"):
-        raise EdgerecError(f"{bundle}: the text teacher's ONNX export, kept for comparison, not a device "
-                           "bundle: distil it (edgerec distill), export the student, and measure the teacher "
-                           "with validate --teacher")
+        raise EdgerecError(
+            f"{bundle}: the text teacher's ONNX export, kept for comparison, not a device "
+            "bundle: distil it (edgerec distill), export the student, and measure the teacher "
+            "with validate --teacher"
+        )
     changed += verify(bundle, meta["integrity"], names=names, allow_modified=allow_modified, fix=fix)
     return meta, changed

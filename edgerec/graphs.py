@@ -62,10 +62,13 @@ def scoring_graph(rec, top_k: int | None = None):
             if not identity:  # an imported checkpoint with its own token order
                 ids = token_of[ids]
             if kind == "masked":
-                ids = torch.cat([torch.narrow(ids, 1, 1, max_len - 1),
-                                 torch.full_like(torch.narrow(ids, 1, 0, 1), mask_token)], dim=1)
-            logits = self.model.cls(last_position_hidden(self.model, ids, rec.positions,
-                                                         (self.a, self.c, self.bm, self.b)))
+                ids = torch.cat(
+                    [torch.narrow(ids, 1, 1, max_len - 1), torch.full_like(torch.narrow(ids, 1, 0, 1), mask_token)],
+                    dim=1,
+                )
+            logits = self.model.cls(
+                last_position_hidden(self.model, ids, rec.positions, (self.a, self.c, self.bm, self.b))
+            )
             scores = logits[:, token_of[1:]] if not identity else torch.narrow(logits, 1, 1, n)
             if top_k is None:
                 return scores
@@ -134,8 +137,10 @@ def _empty_slots(items, best):
     import torch
 
     empty = best < _MASKED / 2
-    return (torch.where(empty, torch.zeros_like(items), items),
-            torch.where(empty, torch.full_like(best, float("-inf")), best))
+    return (
+        torch.where(empty, torch.zeros_like(items), items),
+        torch.where(empty, torch.full_like(best, float("-inf")), best),
+    )
 
 
 @dataclass(frozen=True)
@@ -149,27 +154,39 @@ class StateLayout:
         return [batch, self.layers, self.window, self.hidden]
 
     def to_dict(self) -> dict:
-        return {"layers": self.layers, "hidden": self.hidden, "heads_per_layer": list(self.heads),
-                "window": self.window}
+        return {
+            "layers": self.layers,
+            "hidden": self.hidden,
+            "heads_per_layer": list(self.heads),
+            "window": self.window,
+        }
 
 
 def step_layout(rec, window: int | None = None) -> StateLayout:
     """The state a step model of `rec` carries; refuses models it would not be exact for."""
     if rec.kind != "causal":
-        raise EdgerecError(f"a step model needs a causal student, not a {rec.kind!r} model: with "
-                           "bidirectional attention every item's state changes with each new one")
+        raise EdgerecError(
+            f"a step model needs a causal student, not a {rec.kind!r} model: with "
+            "bidirectional attention every item's state changes with each new one"
+        )
     if rec.positions != "start":
-        raise EdgerecError("a step model needs positions counted from the window start (distill "
-                           "--positions start): with the default 'end' positions each new item "
-                           "moves every cached one")
+        raise EdgerecError(
+            "a step model needs positions counted from the window start (distill "
+            "--positions start): with the default 'end' positions each new item "
+            "moves every cached one"
+        )
     if not rec.token_of.tolist() == list(range(len(rec.token_of))):
         raise EdgerecError("a step model is exported for students edgerec trained (identity item order)")
     layers = rec.model.bert.encoder.layer
     window = int(window or rec.max_len)
     if not 1 <= window <= rec.model.config.max_position_embeddings:
         raise EdgerecError(f"window must be in [1, {rec.model.config.max_position_embeddings}], got {window}")
-    return StateLayout(len(layers), int(rec.model.config.hidden_size),
-                       tuple(int(layer.attention.self.num_attention_heads) for layer in layers), window)
+    return StateLayout(
+        len(layers),
+        int(rec.model.config.hidden_size),
+        tuple(int(layer.attention.self.num_attention_heads) for layer in layers),
+        window,
+    )
 
 
 def step_graph(rec, top_k: int | None = None, window: int | None = None):
@@ -192,8 +209,12 @@ def step_graph(rec, top_k: int | None = None, window: int | None = None):
             super().__init__()
             self.model = rec.model
             # position + token-type rows for slots 0..n-1, one lookup table
-            self.register_buffer("slots", (embeddings.position_embeddings.weight[:n]
-                                           + embeddings.token_type_embeddings.weight[0]).detach().clone())
+            self.register_buffer(
+                "slots",
+                (embeddings.position_embeddings.weight[:n] + embeddings.token_type_embeddings.weight[0])
+                .detach()
+                .clone(),
+            )
             self.heads = [layer.attention.self.num_attention_heads for layer in bert.encoder.layer]
             for index, layer in enumerate(bert.encoder.layer):
                 for name, value in zip(("a", "c", "bm", "b"), composed_attention(layer)):
@@ -205,8 +226,9 @@ def step_graph(rec, top_k: int | None = None, window: int | None = None):
             slot = (ahead == position.view(-1, 1)).view(-1, 1, n, 1)  # where the new item goes
             # empty slots and the future are blocked; the new item sees itself
             blocked = torch.where(ahead > position.view(-1, 1), minimum, 0.0).view(-1, 1, n)
-            x = embeddings.LayerNorm(embeddings.word_embeddings(item)
-                                     + torch.nn.functional.embedding(position, self.slots))  # [B, H]
+            x = embeddings.LayerNorm(
+                embeddings.word_embeddings(item) + torch.nn.functional.embedding(position, self.slots)
+            )  # [B, H]
             written = []
             for index, layer in enumerate(bert.encoder.layer):
                 # the layer's input at every slot, the new item's written in
@@ -235,9 +257,11 @@ def step_inputs(spec: StateLayout, dtype: str, top_k: int | None, batch: int = 1
     """Example inputs (the initial state) for export and for a first call."""
     import torch
 
-    inputs = {"item": torch.ones(batch, dtype=getattr(torch, dtype)),
-              "position": torch.zeros(batch, dtype=getattr(torch, dtype)),
-              "state": torch.zeros(spec.shape(batch))}
+    inputs = {
+        "item": torch.ones(batch, dtype=getattr(torch, dtype)),
+        "position": torch.zeros(batch, dtype=getattr(torch, dtype)),
+        "state": torch.zeros(spec.shape(batch)),
+    }
     if top_k:
         inputs["history"] = torch.zeros((batch, spec.window), dtype=getattr(torch, dtype))
     return inputs

@@ -43,31 +43,49 @@ def describe(spec: StateLayout, dtype: dict, top_k: int | None, roll_keep: int) 
     entry = {
         "inputs": {
             "item": {"dtype": dtype, "shape": ["batch"], "meaning": "the new item (items.json index)"},
-            "position": {"dtype": dtype, "shape": ["batch"],
-                         "meaning": f"its slot: the number of items already in the state, 0..{spec.window - 1}"},
-            "state": {"dtype": "float32", "shape": state_shape, "init": "zeros",
-                      "meaning": "state[:, l, j] is layer l's input (hidden state) for the item at "
-                                 "slot j; slots at or after `position` are ignored"},
+            "position": {
+                "dtype": dtype,
+                "shape": ["batch"],
+                "meaning": f"its slot: the number of items already in the state, 0..{spec.window - 1}",
+            },
+            "state": {
+                "dtype": "float32",
+                "shape": state_shape,
+                "init": "zeros",
+                "meaning": "state[:, l, j] is layer l's input (hidden state) for the item at "
+                "slot j; slots at or after `position` are ignored",
+            },
         },
-        "outputs": {"scores": "as the full model's scores, after the new item",
-                    "next_state": "feed back as `state` on the next call"},
+        "outputs": {
+            "scores": "as the full model's scores, after the new item",
+            "next_state": "feed back as `state` on the next call",
+        },
         "top_k": top_k,  # None: scores over every item
         "tflite_outputs": step_output_names(top_k),  # TFLite's output_0, output_1, ... in this order
         "layout": spec.to_dict(),
-        "roll": {"when": f"position would be {spec.window} (the window is full)", "keep": roll_keep,
-                 "how": f"zero the state (and history), then feed the newest {roll_keep} items from "
-                        "position 0 before the new one"},
+        "roll": {
+            "when": f"position would be {spec.window} (the window is full)",
+            "keep": roll_keep,
+            "how": f"zero the state (and history), then feed the newest {roll_keep} items from "
+            "position 0 before the new one",
+        },
         "errors": "a position outside [0, window) or a state of another shape is the app's bug: "
-                  "the graph does not check it (edgerec.incremental.StepSession does)",
+        "the graph does not check it (edgerec.incremental.StepSession does)",
     }
     if top_k:
-        entry["inputs"]["history"] = {"dtype": dtype, "shape": ["batch", spec.window], "init": "zeros",
-                                      "meaning": "items in the window (excluded from the top-K)"}
-        entry["outputs"] = {"items": "int64 [batch, K] best unseen items (TFLite output_0); "
-                                     "0 past the last one when fewer than K are unseen",
-                            "scores": "float32 [batch, K] (TFLite output_1); -inf where items is 0",
-                            "next_state": "feed back as `state` (TFLite output_2)",
-                            "next_history": "feed back as `history` (TFLite output_3)"}
+        entry["inputs"]["history"] = {
+            "dtype": dtype,
+            "shape": ["batch", spec.window],
+            "init": "zeros",
+            "meaning": "items in the window (excluded from the top-K)",
+        }
+        entry["outputs"] = {
+            "items": "int64 [batch, K] best unseen items (TFLite output_0); "
+            "0 past the last one when fewer than K are unseen",
+            "scores": "float32 [batch, K] (TFLite output_1); -inf where items is 0",
+            "next_state": "feed back as `state` (TFLite output_2)",
+            "next_history": "feed back as `history` (TFLite output_3)",
+        }
     return entry
 
 
@@ -78,14 +96,19 @@ def calibration_feeds(path: Path, sequences, chunk: int = 64):
     call, specs = device_runner.open_step(str(path), 1)
     window = int(specs["state"][0][2])
     for start in range(0, len(sequences), chunk):
-        rows = [np.asarray(s, dtype=np.int64)[-window:] for s in sequences[start: start + chunk]]
-        state = {name: np.zeros([len(rows), *shape[1:]], dtype) for name, (shape, dtype) in specs.items()
-                 if name not in ("item", "position")}
+        rows = [np.asarray(s, dtype=np.int64)[-window:] for s in sequences[start : start + chunk]]
+        state = {
+            name: np.zeros([len(rows), *shape[1:]], dtype)
+            for name, (shape, dtype) in specs.items()
+            if name not in ("item", "position")
+        }
         for t in range(max((len(r) for r in rows), default=0)):
             active = np.array([i for i, r in enumerate(rows) if len(r) > t])
-            feed = {"item": np.array([rows[i][t] for i in active], specs["item"][1]),
-                    "position": np.full(len(active), t, specs["position"][1]),
-                    **{name: value[active] for name, value in state.items()}}
+            feed = {
+                "item": np.array([rows[i][t] for i in active], specs["item"][1]),
+                "position": np.full(len(active), t, specs["position"][1]),
+                **{name: value[active] for name, value in state.items()},
+            }
             yield feed
             out = call(feed)
             for name in state:
@@ -101,8 +124,7 @@ class StepSession:
             scores = session.add(item)   # scores (or (items, scores) for a top-K file)
     """
 
-    def __init__(self, path: Path, threads: int = 1, roll_keep: int | None = None,
-                 allow_modified: bool = False):
+    def __init__(self, path: Path, threads: int = 1, roll_keep: int | None = None, allow_modified: bool = False):
         """A step file inside a bundle is checked against the hash its metadata.json records
         (`allow_modified` lets a changed file through; `self.modified` says so)."""
         self.path = Path(path)
@@ -110,8 +132,7 @@ class StepSession:
             raise EdgerecError(f"{self.path}: no such step model")
         self.modified: list[str] = []
         if (self.path.parent / "metadata.json").is_file():
-            _, self.modified = read_bundle(self.path.parent, names=[self.path.name],
-                                           allow_modified=allow_modified)
+            _, self.modified = read_bundle(self.path.parent, names=[self.path.name], allow_modified=allow_modified)
         try:
             self.call, self.specs = device_runner.open_step(str(self.path), threads)
         except Exception as exc:
@@ -129,14 +150,19 @@ class StepSession:
     def save_state(self) -> dict:
         """Everything needed to resume after an app restart: the state arrays, the items in the
         window and a fingerprint of the step file (a state only fits the model that made it)."""
-        return {"model": self.fingerprint, "items": list(self.items),
-                **{name: value.copy() for name, value in self.state.items()}}
+        return {
+            "model": self.fingerprint,
+            "items": list(self.items),
+            **{name: value.copy() for name, value in self.state.items()},
+        }
 
     def load_state(self, saved: dict) -> None:
         """Resume from `save_state()`; refuses a state of the wrong shape or from another model."""
         if saved.get("model") != self.fingerprint:
-            raise EdgerecError(f"this state was saved from another model ({str(saved.get('model'))[:12]}), "
-                               f"not {self.path.name} ({self.fingerprint[:12]})")
+            raise EdgerecError(
+                f"this state was saved from another model ({str(saved.get('model'))[:12]}), "
+                f"not {self.path.name} ({self.fingerprint[:12]})"
+            )
         items = [int(i) for i in saved.get("items", [])]
         if len(items) > self.window:
             raise EdgerecError(f"the saved window holds {len(items)} items; this model's holds {self.window}")
@@ -146,14 +172,16 @@ class StepSession:
                 continue
             got = np.asarray(saved.get(name))
             if got.shape != tuple([1, *shape[1:]]):
-                raise EdgerecError(f"state '{name}' has shape {list(got.shape)}; this model's is "
-                                   f"{[1, *shape[1:]]} (a state from another model?)")
+                raise EdgerecError(
+                    f"state '{name}' has shape {list(got.shape)}; this model's is "
+                    f"{[1, *shape[1:]]} (a state from another model?)"
+                )
             arrays[name] = got.astype(dtype)
         self.items, self.state = items, arrays
 
     def add(self, item: int):
         if len(self.items) >= self.window:  # roll: restart from the newest roll_keep items
-            keep = self.items[-self.roll_keep:]
+            keep = self.items[-self.roll_keep :]
             self.reset()
             for old in keep:
                 self._step(old)

@@ -83,11 +83,20 @@ def weight_only_onnx(src: Path, dst: Path, units: list[str]) -> None:
         q = np.clip(np.rint(w / shaped), -127, 127).astype(np.int8)
         if axis is None:
             scale = scale.reshape(())
-        added += [numpy_helper.from_array(q, f"{name}_int8"), numpy_helper.from_array(scale, f"{name}_scale"),
-                  numpy_helper.from_array(np.zeros(scale.shape, np.int8), f"{name}_zero")]
-        dequantize.append(helper.make_node("DequantizeLinear", [f"{name}_int8", f"{name}_scale", f"{name}_zero"],
-                                           [name], name=f"{name}_dequantize",
-                                           **({"axis": axis} if axis is not None else {})))
+        added += [
+            numpy_helper.from_array(q, f"{name}_int8"),
+            numpy_helper.from_array(scale, f"{name}_scale"),
+            numpy_helper.from_array(np.zeros(scale.shape, np.int8), f"{name}_zero"),
+        ]
+        dequantize.append(
+            helper.make_node(
+                "DequantizeLinear",
+                [f"{name}_int8", f"{name}_scale", f"{name}_zero"],
+                [name],
+                name=f"{name}_dequantize",
+                **({"axis": axis} if axis is not None else {}),
+            )
+        )
     keep = [i for i in graph.initializer if i.name not in {n.output[0] for n in dequantize}]
     del graph.initializer[:]
     graph.initializer.extend(keep + added)

@@ -10,7 +10,7 @@ tested against hand-computed cases.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -72,8 +72,9 @@ def candidate_counts(num_items: int, histories=None, mask_history: bool = True) 
     items in 1..num_items (what bounds `top_k`'s real entries)."""
     if not mask_history or histories is None:
         return np.full(0 if histories is None else len(histories), num_items, dtype=np.int64)
-    return np.array([num_items - len({int(i) for i in h if 1 <= int(i) <= num_items}) for h in histories],
-                    dtype=np.int64)
+    return np.array(
+        [num_items - len({int(i) for i in h if 1 <= int(i) <= num_items}) for h in histories], dtype=np.int64
+    )
 
 
 def per_user_metrics(ranks: np.ndarray) -> dict[str, np.ndarray]:
@@ -128,11 +129,15 @@ def paired_bootstrap(a: Sequence[float], b: Sequence[float], n_boot: int = 2000,
     rng = np.random.default_rng(seed)
     means = diff[rng.integers(0, len(diff), size=(n_boot, len(diff)))].mean(axis=1)
     p = 2 * min((means <= 0).mean(), (means >= 0).mean())
-    return {"diff": float(diff.mean()), "ci95": [float(np.quantile(means, 0.025)),
-            float(np.quantile(means, 0.975))], "p_value": float(min(1.0, p))}
+    return {
+        "diff": float(diff.mean()),
+        "ci95": [float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))],
+        "p_value": float(min(1.0, p)),
+    }
 
 
 # ----------------------------------------------------------------------- beyond accuracy
+
 
 def item_popularity(sequences, num_items: int) -> np.ndarray:
     """Training interactions per item index (index 0 = padding stays 0)."""
@@ -154,8 +159,9 @@ def gini(counts: np.ndarray) -> float:
     return float(((2 * ranks - n - 1) * x).sum() / (n * total))
 
 
-def beyond_accuracy(top: np.ndarray, popularity: np.ndarray, tail_share_of_items: float = 0.8,
-                    n_boot: int = 0, seed: int = 0) -> dict:
+def beyond_accuracy(
+    top: np.ndarray, popularity: np.ndarray, tail_share_of_items: float = 0.8, n_boot: int = 0, seed: int = 0
+) -> dict:
     """What users see, across all of them, from their top-K lists (item indices 1..N):
     coverage (share of the catalogue recommended to anyone), mean training popularity of the
     recommended items, Gini index of how often each item is recommended (all N items, zeros
@@ -170,8 +176,12 @@ def beyond_accuracy(top: np.ndarray, popularity: np.ndarray, tail_share_of_items
 
     def figures(rows):
         counts = np.bincount(rows.ravel(), minlength=num_items + 1)[1:]
-        return {"coverage": float((counts > 0).mean()), "mean_popularity": float(popularity[rows].mean()),
-                "gini": gini(counts), "tail_share": float(counts[~head].sum() / max(counts.sum(), 1))}
+        return {
+            "coverage": float((counts > 0).mean()),
+            "mean_popularity": float(popularity[rows].mean()),
+            "gini": gini(counts),
+            "tail_share": float(counts[~head].sum() / max(counts.sum(), 1)),
+        }
 
     out = figures(top)
     if n_boot:
@@ -181,13 +191,16 @@ def beyond_accuracy(top: np.ndarray, popularity: np.ndarray, tail_share_of_items
         # `paired_half_sample` instead.
         rng = np.random.default_rng(seed)
         draws = [figures(top[rng.integers(0, len(top), len(top))]) for _ in range(n_boot)]
-        out["ci95"] = {k: [float(np.quantile([d[k] for d in draws], 0.025)),
-                           float(np.quantile([d[k] for d in draws], 0.975))] for k in ("mean_popularity", "tail_share")}
+        out["ci95"] = {
+            k: [float(np.quantile([d[k] for d in draws], 0.025)), float(np.quantile([d[k] for d in draws], 0.975))]
+            for k in ("mean_popularity", "tail_share")
+        }
     return out
 
 
-def paired_half_sample(top_a, top_b, popularity: np.ndarray, key: str = "coverage", n: int = 1000,
-                       seed: int = 0) -> dict:
+def paired_half_sample(
+    top_a, top_b, popularity: np.ndarray, key: str = "coverage", n: int = 1000, seed: int = 0
+) -> dict:
     """A set-level figure of model A minus model B: on all users, and its 95% range over random
     halves of the users (the same half for both models, drawn without replacement)."""
     top_a, top_b = np.asarray(top_a), np.asarray(top_b)
@@ -198,6 +211,8 @@ def paired_half_sample(top_a, top_b, popularity: np.ndarray, key: str = "coverag
         users = rng.choice(len(top_a), half, replace=False)
         diffs.append(beyond_accuracy(top_a[users], popularity)[key] - beyond_accuracy(top_b[users], popularity)[key])
     full = beyond_accuracy(top_a, popularity)[key] - beyond_accuracy(top_b, popularity)[key]
-    return {"diff": float(full), "half_sample_range95": [float(np.quantile(diffs, 0.025)),
-                                                           float(np.quantile(diffs, 0.975))],
-            "share_of_halves_above_zero": float(np.mean(np.asarray(diffs) > 0))}
+    return {
+        "diff": float(full),
+        "half_sample_range95": [float(np.quantile(diffs, 0.025)), float(np.quantile(diffs, 0.975))],
+        "share_of_halves_above_zero": float(np.mean(np.asarray(diffs) > 0)),
+    }

@@ -35,8 +35,7 @@ from edgerec.training import autocast
 
 KINDS = ("causal", "masked", "text")
 POSITIONS = ("end", "start")
-_ARCHITECTURES = {"causal": "BertLMHeadModel", "masked": "BertForMaskedLM",
-                  "text": "BertForSequenceClassification"}
+_ARCHITECTURES = {"causal": "BertLMHeadModel", "masked": "BertForMaskedLM", "text": "BertForSequenceClassification"}
 META = "edgerec.json"
 
 
@@ -71,11 +70,19 @@ def build_id_model(kind: str, vocab_size: int, shape: Shape):
     if kind not in ("causal", "masked"):
         raise EdgerecError(f"unknown id-model kind '{kind}' (causal or masked)")
     config = transformers.BertConfig(
-        vocab_size=vocab_size, hidden_size=shape.hidden, num_hidden_layers=shape.layers,
-        num_attention_heads=shape.heads, intermediate_size=shape.intermediate,
-        max_position_embeddings=shape.max_len, type_vocab_size=1, pad_token_id=0,
-        hidden_dropout_prob=shape.dropout, attention_probs_dropout_prob=shape.attention_dropout,
-        is_decoder=(kind == "causal"), tie_word_embeddings=True, use_cache=False,
+        vocab_size=vocab_size,
+        hidden_size=shape.hidden,
+        num_hidden_layers=shape.layers,
+        num_attention_heads=shape.heads,
+        intermediate_size=shape.intermediate,
+        max_position_embeddings=shape.max_len,
+        type_vocab_size=1,
+        pad_token_id=0,
+        hidden_dropout_prob=shape.dropout,
+        attention_probs_dropout_prob=shape.attention_dropout,
+        is_decoder=(kind == "causal"),
+        tie_word_embeddings=True,
+        use_cache=False,
         # Eager attention converts to TFLite (litert-torch has no lowering for SDPA, #827) and to
         # ONNX with the same graph; at these sizes it is as fast on CPU.
         attn_implementation="eager",
@@ -110,8 +117,10 @@ def init_from_teacher(student, teacher, layers: list[int] | None = None) -> str 
         return f"the teacher is a {type(teacher).__name__}, the student a {type(student).__name__}"
     s, t = student.config, teacher.config
     if (s.hidden_size, s.vocab_size) != (t.hidden_size, t.vocab_size):
-        return (f"the teacher's width / catalogue ({t.hidden_size}, {t.vocab_size}) differs from the "
-                f"student's ({s.hidden_size}, {s.vocab_size})")
+        return (
+            f"the teacher's width / catalogue ({t.hidden_size}, {t.vocab_size}) differs from the "
+            f"student's ({s.hidden_size}, {s.vocab_size})"
+        )
     if (s.intermediate_size, s.num_attention_heads) != (t.intermediate_size, t.num_attention_heads):
         return "the teacher's layers have another FFN width or head count"
     if item_rank(student) or item_rank(teacher):
@@ -121,7 +130,7 @@ def init_from_teacher(student, teacher, layers: list[int] | None = None) -> str 
     with torch.no_grad():
         for name, tensor in target.items():
             if name.startswith("bert.encoder.layer."):
-                index, rest = name[len("bert.encoder.layer."):].split(".", 1)
+                index, rest = name[len("bert.encoder.layer.") :].split(".", 1)
                 name_t = f"bert.encoder.layer.{layers[int(index)]}.{rest}"
             else:
                 name_t = name
@@ -210,7 +219,7 @@ def left_pad(histories, max_len: int, mask_token: int | None = None) -> np.ndarr
     for row, history in enumerate(histories):
         tail = np.asarray(history[-room:] if room > 0 else [], dtype=np.int64)
         end = room
-        out[row, end - len(tail): end] = tail
+        out[row, end - len(tail) : end] = tail
         if mask_token is not None:
             out[row, -1] = mask_token
     return out
@@ -276,8 +285,9 @@ class RecModel:
         """Raw logits over the checkpoint's own vocabulary at the answer position."""
         if self.kind == "text":
             return self.model(**inputs).logits
-        return last_position_logits(self.model, inputs["input_ids"], inputs["attention_mask"],
-                                    inputs.get("position_ids"))
+        return last_position_logits(
+            self.model, inputs["input_ids"], inputs["attention_mask"], inputs.get("position_ids")
+        )
 
     def scores(self, histories, batch_size: int = 32) -> np.ndarray:
         """Item scores [B, num_items + 1] (column 0, padding, is -inf), in the order given.
@@ -292,7 +302,7 @@ class RecModel:
         out = np.empty((len(histories), self.num_items + 1), dtype=np.float32)
         with torch.inference_mode(), autocast(self.precision):
             for start in range(0, len(histories), batch_size):
-                rows = order[start: start + batch_size]
+                rows = order[start : start + batch_size]
                 logits = self.logits(self.encode([histories[i] for i in rows], trim=True))
                 out[rows] = self.to_item_scores(logits.float().numpy())
         return out
@@ -318,8 +328,7 @@ def start_positions(input_ids):
 def last_position_logits(model, input_ids, attention_mask, position_ids=None):
     """Encode, then apply the output head at the last position only (the output layer is the
     largest matmul, and only one position is ever read)."""
-    hidden = model.bert(input_ids=input_ids, attention_mask=attention_mask,
-                        position_ids=position_ids).last_hidden_state
+    hidden = model.bert(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids).last_hidden_state
     return model.cls(hidden[:, -1, :])
 
 
@@ -354,8 +363,9 @@ def last_position_hidden(model, input_ids, positions: str = "end", composed=None
         position_ids = start_positions(input_ids)
     else:
         position_ids = input_ids.clamp(max=0) + torch.arange(length, dtype=input_ids.dtype)
-    hidden = embeddings.LayerNorm(embeddings.word_embeddings(input_ids)
-                                  - torch.nn.functional.embedding(position_ids, negated))
+    hidden = embeddings.LayerNorm(
+        embeddings.word_embeddings(input_ids) - torch.nn.functional.embedding(position_ids, negated)
+    )
     # The last query sees every non-padding position (causal or not), so its mask is the padding
     # mask alone; HF's full [L, L] causal mask is only built when earlier layers need it.
     blocked = (input_ids == 0).to(hidden.dtype)[:, None, None, :] * torch.finfo(hidden.dtype).min
@@ -429,7 +439,7 @@ def item_text(entry: dict, genres: bool = False) -> str:
 
 
 def _window(history, render: dict) -> list[int]:
-    items = [int(i) for i in list(history)[-int(render["limit"]):]]
+    items = [int(i) for i in list(history)[-int(render["limit"]) :]]
     return items[::-1] if render["order"] == "recent-first" else items
 
 
@@ -468,7 +478,7 @@ class TextEncoder:
             body.extend(self.pieces[item])
             if self.render["order"] == "recent-first" and len(body) >= room:
                 break
-        body = body[:room] if self.render["order"] == "recent-first" else body[max(0, len(body) - room):]
+        body = body[:room] if self.render["order"] == "recent-first" else body[max(0, len(body) - room) :]
         return [self.cls] + body + [self.sep]
 
     def __call__(self, histories) -> dict:
@@ -522,8 +532,9 @@ def load_model(directory: Path) -> RecModel:
             factorize_items(model, int(meta["item_rank"]), init="random")
             model.load_state_dict(load_safetensors(directory / "model.safetensors"), strict=True)
         else:
-            model = cls.from_pretrained(directory, use_safetensors=True, trust_remote_code=False,
-                                        attn_implementation="eager")
+            model = cls.from_pretrained(
+                directory, use_safetensors=True, trust_remote_code=False, attn_implementation="eager"
+            )
         tokenizer = None
         if kind == "text":
             tokenizer = transformers.AutoTokenizer.from_pretrained(directory, trust_remote_code=False)

@@ -27,7 +27,7 @@ import numpy as np
 
 from edgerec.artifacts import artifact_hash, check_output, read_artifact, read_manifest, writes_output
 from edgerec.data import load_data
-from edgerec.distill import DistillConfig, _write_student, train_student
+from edgerec.distill import DistillConfig, train_student, write_student
 from edgerec.errors import EdgerecError
 from edgerec.evaluate import check_compatible, evaluate, headline, resolve_model_dir
 from edgerec.graphs import scoring_graph
@@ -69,15 +69,18 @@ def plan(heads: int, intermediate: int, sparsity: float) -> tuple[int, int]:
     drop_heads = int(round(heads * sparsity))
     drop_ffn = int(round(intermediate * sparsity))
     if drop_heads >= heads:
-        raise EdgerecError(f"sparsity {sparsity} would remove all {heads} heads of every layer; use a lower "
-                           "--sparsity, or --drop-layers to remove whole layers")
+        raise EdgerecError(
+            f"sparsity {sparsity} would remove all {heads} heads of every layer; use a lower "
+            "--sparsity, or --drop-layers to remove whole layers"
+        )
     if drop_ffn >= intermediate:
         raise EdgerecError(f"sparsity {sparsity} would remove all {intermediate} FFN neurons of every layer")
     return drop_heads, drop_ffn
 
 
-def importance(model, data, max_len: int, batch_size: int = 128,
-               meta: dict | None = None) -> tuple[list[np.ndarray], list[np.ndarray]]:
+def importance(
+    model, data, max_len: int, batch_size: int = 128, meta: dict | None = None
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Per layer: Taylor importance of each attention head and each FFN neuron on the validation
     users (next-item cross-entropy at the answer position). `meta`: the model's edgerec.json
     (kind, position convention); a causal model with "end" positions when omitted."""
@@ -96,14 +99,18 @@ def importance(model, data, max_len: int, batch_size: int = 128,
             def grad_hook(grad):
                 contribution = (context * grad).reshape(*context.shape[:-1], -1, size).sum(dim=(1, 3))
                 heads[index] += contribution.abs().sum(0).detach().double().numpy()
+
             context.register_hook(grad_hook)
+
         return hook
 
     def on_ffn(index):
         def hook(module, args, output):
             def grad_hook(grad):
                 neurons[index] += (output * grad).sum(1).abs().sum(0).detach().double().numpy()
+
             output.register_hook(grad_hook)
+
         return hook
 
     for index, layer in enumerate(layers):
@@ -115,9 +122,10 @@ def importance(model, data, max_len: int, batch_size: int = 128,
     rec = RecModel(model, meta)  # eval(): no dropout, the estimate is about the model as it will run
     try:
         for start in range(0, len(histories), batch_size):
-            logits = rec.logits(rec.encode(histories[start: start + batch_size]))
-            loss = torch.nn.functional.cross_entropy(logits, torch.as_tensor(targets[start: start + batch_size], dtype=torch.long),
-                                                     reduction="sum")
+            logits = rec.logits(rec.encode(histories[start : start + batch_size]))
+            loss = torch.nn.functional.cross_entropy(
+                logits, torch.as_tensor(targets[start : start + batch_size], dtype=torch.long), reduction="sum"
+            )
             model.zero_grad(set_to_none=True)
             loss.backward()
     finally:
@@ -183,8 +191,10 @@ def rank_for_budget(model, max_bytes: int, overhead: float = 1.15) -> int | None
     rest = parameters - sum(p.numel() for p in table.parameters())
     rank = int((max_bytes / overhead - rest) // (vocab + hidden))
     if rank < 1:
-        raise EdgerecError(f"even a rank-1 item table leaves the model above {max_bytes / 1e6:.3f} MB in int8; "
-                           "raise --sparsity or the budget")
+        raise EdgerecError(
+            f"even a rank-1 item table leaves the model above {max_bytes / 1e6:.3f} MB in int8; "
+            "raise --sparsity or the budget"
+        )
     return min(rank, hidden)
 
 
@@ -201,8 +211,16 @@ def onnx_bytes(rec) -> int:
 
 
 @writes_output
-def prune(student_dir: Path, teacher_dir: Path, data_dir: Path, out_dir: Path, config: PruneConfig = PruneConfig(),
-          *, overwrite: bool = False, log=print) -> dict | None:
+def prune(
+    student_dir: Path,
+    teacher_dir: Path,
+    data_dir: Path,
+    out_dir: Path,
+    config: PruneConfig = PruneConfig(),
+    *,
+    overwrite: bool = False,
+    log=print,
+) -> dict | None:
     """Prune a student artifact, recover it by distillation, write a `pruned` artifact."""
     config.validate()
     check_output(out_dir, "pruned", overwrite)
@@ -221,7 +239,9 @@ def prune(student_dir: Path, teacher_dir: Path, data_dir: Path, out_dir: Path, c
     if config.drop_layers >= bert.num_hidden_layers:
         raise EdgerecError(f"--drop-layers {config.drop_layers} would remove all {bert.num_hidden_layers} layers")
     if config.embedding_rank and config.embedding_rank > bert.hidden_size:
-        raise EdgerecError(f"--embedding-rank {config.embedding_rank} is larger than the hidden size {bert.hidden_size}")
+        raise EdgerecError(
+            f"--embedding-rank {config.embedding_rank} is larger than the hidden size {bert.hidden_size}"
+        )
     if config.embedding_rank and item_rank(model) and config.embedding_rank >= item_rank(model):
         raise EdgerecError(f"the item table already has rank {item_rank(model)}")
     before = rec.num_parameters
@@ -230,13 +250,23 @@ def prune(student_dir: Path, teacher_dir: Path, data_dir: Path, out_dir: Path, c
     dist = setup_distributed()
     started = time.perf_counter()
     steps, trained = [], None
-    shape = Shape(hidden=bert.hidden_size, layers=bert.num_hidden_layers - config.drop_layers,
-                  heads=bert.num_attention_heads,
-                  intermediate=bert.intermediate_size, max_len=rec.max_len, dropout=bert.hidden_dropout_prob,
-                  attention_dropout=bert.attention_probs_dropout_prob)
-    distill_config = DistillConfig(student=shape, alpha=config.alpha, temperature=config.temperature,
-                                   train=config.recovery, student_kind=rec.kind,
-                                   positions=rec.positions)
+    shape = Shape(
+        hidden=bert.hidden_size,
+        layers=bert.num_hidden_layers - config.drop_layers,
+        heads=bert.num_attention_heads,
+        intermediate=bert.intermediate_size,
+        max_len=rec.max_len,
+        dropout=bert.hidden_dropout_prob,
+        attention_dropout=bert.attention_probs_dropout_prob,
+    )
+    distill_config = DistillConfig(
+        student=shape,
+        alpha=config.alpha,
+        temperature=config.temperature,
+        train=config.recovery,
+        student_kind=rec.kind,
+        positions=rec.positions,
+    )
     for step in range(1, config.iterations + 1):
         share = config.sparsity * step / config.iterations
         current = model.bert.encoder.layer[0]
@@ -253,26 +283,58 @@ def prune(student_dir: Path, teacher_dir: Path, data_dir: Path, out_dir: Path, c
             factorize_items(model, rank, init="svd")
             removed["item_rank"] = rank
         parameters = sum(p.numel() for p in model.parameters())
-        log(f"step {step}/{config.iterations}: removed heads {removed['heads']}, FFN now "
-            f"{removed['ffn_neurons_per_layer']} per layer, {parameters:,} parameters; recovering")
-        trained = train_student(lambda _teacher: (model, None), teacher_dir, data, distill_config, dist, out_dir,
-                                desc=f"recover {step}/{config.iterations}")
+        log(
+            f"step {step}/{config.iterations}: removed heads {removed['heads']}, FFN now "
+            f"{removed['ffn_neurons_per_layer']} per layer, {parameters:,} parameters; recovering"
+        )
+        trained = train_student(
+            lambda _teacher: (model, None),
+            teacher_dir,
+            data,
+            distill_config,
+            dist,
+            out_dir,
+            desc=f"recover {step}/{config.iterations}",
+        )
         model = trained["student"]
-        steps.append({"step": step, "sparsity": share, "removed": removed, "parameters": parameters,
-                      "valid_ndcg10": trained["result"].best_metric,
-                      "head_importance": [h.tolist() for h in head_scores],
-                      "seconds": round(trained["result"].seconds, 1)})
+        steps.append(
+            {
+                "step": step,
+                "sparsity": share,
+                "removed": removed,
+                "parameters": parameters,
+                "valid_ndcg10": trained["result"].best_metric,
+                "head_importance": [h.tolist() for h in head_scores],
+                "seconds": round(trained["result"].seconds, 1),
+            }
+        )
     if not dist.is_main:
         return None
     after_bytes = onnx_bytes(RecModel(model.cpu().eval(), trained["meta"]))
-    extra = {"pruning": {
-        "exported_onnx_bytes_before": before_bytes, "exported_onnx_bytes_after": after_bytes,
-        "source": str(student_dir), "source_stage": source["stage"], "source_hash": artifact_hash(student_dir),
-        "parameters_before": before,
-        "parameters_after": sum(p.numel() for p in model.parameters()), "test_before": before_metrics,
-        "heads_per_layer": model.bert.encoder.layer[0].attention.self.num_attention_heads,
-        "ffn_per_layer": model.config.intermediate_size, "steps": steps,
-        "seconds": round(time.perf_counter() - started, 1)}}
+    extra = {
+        "pruning": {
+            "exported_onnx_bytes_before": before_bytes,
+            "exported_onnx_bytes_after": after_bytes,
+            "source": str(student_dir),
+            "source_stage": source["stage"],
+            "source_hash": artifact_hash(student_dir),
+            "parameters_before": before,
+            "parameters_after": sum(p.numel() for p in model.parameters()),
+            "test_before": before_metrics,
+            "heads_per_layer": model.bert.encoder.layer[0].attention.self.num_attention_heads,
+            "ffn_per_layer": model.config.intermediate_size,
+            "steps": steps,
+            "seconds": round(time.perf_counter() - started, 1),
+        }
+    }
     trained.pop("student")
-    return _write_student(out_dir, data, student=model, overwrite=overwrite, stage="pruned",
-                          manifest_config=config, extra=extra, **trained)
+    return write_student(
+        out_dir,
+        data,
+        student=model,
+        overwrite=overwrite,
+        stage="pruned",
+        manifest_config=config,
+        extra=extra,
+        **trained,
+    )

@@ -78,6 +78,7 @@ class QuantizeConfig:
 
 # ---------------------------------------------------------------------------- calibration data
 
+
 def load_calibration(path: Path, num_items: int, max_len: int) -> list[np.ndarray]:
     """Calibration histories in model index space, checked. Accepts the data artifact's
     `calibration.npz` (items + offsets) or an `.npz` with `input_ids` [n, max_len] (left-padded)."""
@@ -88,15 +89,15 @@ def load_calibration(path: Path, num_items: int, max_len: int) -> list[np.ndarra
     if "input_ids" in arrays:
         ids = arrays["input_ids"]
         if ids.ndim != 2 or ids.shape[1] != max_len:
-            raise EdgerecError(f"{path}: input_ids has shape {list(ids.shape)}; the model takes "
-                               f"[n, {max_len}] (left-padded with 0)")
+            raise EdgerecError(
+                f"{path}: input_ids has shape {list(ids.shape)}; the model takes [n, {max_len}] (left-padded with 0)"
+            )
         sequences = [row[row != 0] for row in ids]
     elif {"items", "offsets"} <= set(arrays):
         flat, offsets = arrays["items"], arrays["offsets"]
-        sequences = [flat[offsets[i]: offsets[i + 1]] for i in range(len(offsets) - 1)]
+        sequences = [flat[offsets[i] : offsets[i + 1]] for i in range(len(offsets) - 1)]
     else:
-        raise EdgerecError(f"{path}: expected arrays 'input_ids' or 'items' + 'offsets', "
-                           f"found {sorted(arrays)}")
+        raise EdgerecError(f"{path}: expected arrays 'input_ids' or 'items' + 'offsets', found {sorted(arrays)}")
     sequences = [np.asarray(s, dtype=np.int64) for s in sequences]
     if not sequences or not any(len(s) for s in sequences):
         raise EdgerecError(f"{path}: the calibration set is empty")
@@ -104,24 +105,30 @@ def load_calibration(path: Path, num_items: int, max_len: int) -> list[np.ndarra
         raise EdgerecError(f"{path}: {sum(len(s) == 0 for s in sequences)} calibration sequences are empty")
     bad = [int(v) for s in sequences for v in s if not 1 <= v <= num_items]
     if bad:
-        raise EdgerecError(f"{path}: {len(bad)} calibration items are not in the model's catalogue "
-                           f"of {num_items} (e.g. index {bad[0]})")
+        raise EdgerecError(
+            f"{path}: {len(bad)} calibration items are not in the model's catalogue "
+            f"of {num_items} (e.g. index {bad[0]})"
+        )
     return sequences
 
 
 def input_feeds(sequences, max_len: int, dtype: str, size: int = CHUNK):
     """Calibration feeds for a full model: chunks of `size` encoded histories."""
     for start in range(0, len(sequences), size):
-        yield {"input_ids": encode(sequences[start: start + size], max_len, dtype)}
+        yield {"input_ids": encode(sequences[start : start + size], max_len, dtype)}
 
 
 # ------------------------------------------------------------------------------------- ONNX
 
+
 def _ort_method(name: str):
     from onnxruntime.quantization import CalibrationMethod
 
-    return {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-            "percentile": CalibrationMethod.Percentile}[name]
+    return {
+        "minmax": CalibrationMethod.MinMax,
+        "entropy": CalibrationMethod.Entropy,
+        "percentile": CalibrationMethod.Percentile,
+    }[name]
 
 
 @quietly("ONNX Runtime's calibration")
@@ -139,8 +146,9 @@ def calibrate_onnx(model: Path, feeds, method: str, out: Path) -> int:
             return next(self.items, None)
 
     with tempfile.TemporaryDirectory(prefix="edgerec-calib-") as tmp:
-        calibrator = create_calibrator(Path(model), None, augmented_model_path=str(Path(tmp) / "aug.onnx"),
-                                       calibrate_method=_ort_method(method))
+        calibrator = create_calibrator(
+            Path(model), None, augmented_model_path=str(Path(tmp) / "aug.onnx"), calibrate_method=_ort_method(method)
+        )
         # One chunk per collect_data call: ORT folds each call's outputs into its running ranges
         # (min-max) or histograms and drops them, so memory is one chunk's activations. (Its
         # max_intermediate_outputs option is not used: in ORT 1.32 it discards the collected
@@ -149,11 +157,15 @@ def calibrate_onnx(model: Path, feeds, method: str, out: Path) -> int:
             calibrator.collect_data(Chunk(feed))
         ranges = calibrator.compute_data()
         assert isinstance(ranges, TensorsData)
-    broken = [name for name, value in ranges.data.items()
-              if not np.all(np.isfinite(np.asarray(value.range_value, dtype=np.float64)))]
+    broken = [
+        name
+        for name, value in ranges.data.items()
+        if not np.all(np.isfinite(np.asarray(value.range_value, dtype=np.float64)))
+    ]
     if broken:
-        raise EdgerecError(f"{model}: the model produces NaN/inf on calibration data "
-                           f"({len(broken)} tensors, e.g. {broken[0]})")
+        raise EdgerecError(
+            f"{model}: the model produces NaN/inf on calibration data ({len(broken)} tensors, e.g. {broken[0]})"
+        )
     save_tensors_data(ranges, out)
     return len(ranges.data)
 
@@ -162,9 +174,11 @@ def onnx_units(model_path: Path, keep_float=()) -> list[str]:
     """Names of the nodes with a weight (initializer input) that int8 can apply to."""
     model = load_onnx(model_path, load_external_data=False)
     weights = {i.name for i in model.graph.initializer}
-    return [n.name for n in model.graph.node
-            if n.op_type in WEIGHT_OPS and n.op_type not in keep_float
-            and any(i in weights for i in n.input)]
+    return [
+        n.name
+        for n in model.graph.node
+        if n.op_type in WEIGHT_OPS and n.op_type not in keep_float and any(i in weights for i in n.input)
+    ]
 
 
 def _graph(model_path: Path):
@@ -197,8 +211,7 @@ def structural_float(model_path: Path, settings) -> dict[str, str]:
     else:
         return {}
     graph, weights = _graph(model_path)
-    return {n.name: why for n in graph.node
-            if n.op_type == "MatMul" and any(weights.get(i, 2) != 2 for i in n.input)}
+    return {n.name: why for n in graph.node if n.op_type == "MatMul" and any(weights.get(i, 2) != 2 for i in n.input)}
 
 
 @quietly("ONNX Runtime's quantizer")
@@ -220,19 +233,38 @@ def quantize_onnx(src: Path, dst: Path, settings, ranges: Path | None, units: li
         return
     op_types = sorted({t for t in WEIGHT_OPS if t not in settings.keep_float})
     if settings.scheme == "dynamic":
-        quantize_dynamic(src, dst, weight_type=types[settings.weight_type], per_channel=settings.per_channel,
-                         reduce_range=settings.reduce_range, op_types_to_quantize=op_types,
-                         nodes_to_quantize=units, extra_options={"MatMulConstBOnly": True})
+        quantize_dynamic(
+            src,
+            dst,
+            weight_type=types[settings.weight_type],
+            per_channel=settings.per_channel,
+            reduce_range=settings.reduce_range,
+            op_types_to_quantize=op_types,
+            nodes_to_quantize=units,
+            extra_options={"MatMulConstBOnly": True},
+        )
         _compact(dst)
         return
-    overrides = ({name: [{"symmetric": True}] for name in _per_tensor_weights(src)}
-                 if settings.per_channel and settings.format == "QDQ" else {})
-    quantize_static(src, dst, None, calibration_cache_path=ranges,
-                    quant_format=getattr(QuantFormat, settings.format), op_types_to_quantize=op_types,
-                    per_channel=settings.per_channel, reduce_range=settings.reduce_range,
-                    activation_type=types[settings.activation_type], weight_type=types[settings.weight_type],
-                    calibrate_method=_ort_method(settings.calibration), nodes_to_quantize=units,
-                    extra_options={"MatMulConstBOnly": True, "TensorQuantOverrides": overrides})
+    overrides = (
+        {name: [{"symmetric": True}] for name in _per_tensor_weights(src)}
+        if settings.per_channel and settings.format == "QDQ"
+        else {}
+    )
+    quantize_static(
+        src,
+        dst,
+        None,
+        calibration_cache_path=ranges,
+        quant_format=getattr(QuantFormat, settings.format),
+        op_types_to_quantize=op_types,
+        per_channel=settings.per_channel,
+        reduce_range=settings.reduce_range,
+        activation_type=types[settings.activation_type],
+        weight_type=types[settings.weight_type],
+        calibrate_method=_ort_method(settings.calibration),
+        nodes_to_quantize=units,
+        extra_options={"MatMulConstBOnly": True, "TensorQuantOverrides": overrides},
+    )
     _compact(dst)
 
 
@@ -245,6 +277,7 @@ def _compact(path: Path) -> None:
 
 
 # ----------------------------------------------------------------------------------- TFLite
+
 
 def _tflite_quantizer(src: Path, scheme: str, per_channel: bool, units):
     from ai_edge_quantizer import algorithm_manager, qtyping, quantizer, recipe
@@ -265,8 +298,9 @@ def _tflite_quantizer(src: Path, scheme: str, per_channel: bool, units):
             continue
         if op == "EMBEDDING_LOOKUP" or scheme == "weight_only":
             # no integer-compute lookup in the recipes: int8 storage, explicit DEQUANTIZE
-            q.add_weight_only_config(".*", op, 8, granularity=tensorwise
-                                     if op in ("EMBEDDING_LOOKUP", "FULLY_CONNECTED") else channel)
+            q.add_weight_only_config(
+                ".*", op, 8, granularity=tensorwise if op in ("EMBEDDING_LOOKUP", "FULLY_CONNECTED") else channel
+            )
         elif scheme == "dynamic" and op == "FULLY_CONNECTED":
             q.add_dynamic_config(".*", op, 8, granularity=tensorwise)
         elif scheme == "dynamic":
@@ -283,11 +317,12 @@ def calibrate_tflite(src: Path, sequences, max_len: int, out: Path) -> dict:
     q = _tflite_quantizer(src, "static", False, TFLITE_UNITS)
     result = None
     for start in range(0, len(sequences), CHUNK):  # bounded: one chunk of samples at a time
-        samples = [{"input_ids": encode([s], max_len, "int32")} for s in sequences[start: start + CHUNK]]
+        samples = [{"input_ids": encode([s], max_len, "int32")} for s in sequences[start : start + CHUNK]]
         result = q.calibrate({signature: samples}, previous_calibration_result=result, num_threads=1)
     plain = {name: {k: np.asarray(v).tolist() for k, v in qsv.items()} for name, qsv in result.items()}
-    broken = [n for n, qsv in plain.items() for v in qsv.values()
-              if not np.all(np.isfinite(np.asarray(v, dtype=np.float64)))]
+    broken = [
+        n for n, qsv in plain.items() for v in qsv.values() if not np.all(np.isfinite(np.asarray(v, dtype=np.float64)))
+    ]
     if broken:
         raise EdgerecError(f"{src}: the model produces NaN/inf on calibration data (e.g. {broken[0]})")
     write_json(out, plain)
@@ -303,8 +338,9 @@ def quantize_tflite(src: Path, dst: Path, scheme: str, per_channel: bool, calibr
     try:
         result = q.quantize(calibration if q.need_calibration else None, enable_progress_report=False)
     except TypeError as exc:  # AEQ 0.10: str + bytes in dequant_insert (see _try_form)
-        raise UnsupportedMix(f"ai-edge-quantizer cannot quantize {', '.join(units)} with the other ops "
-                             f"float ({exc})") from None
+        raise UnsupportedMix(
+            f"ai-edge-quantizer cannot quantize {', '.join(units)} with the other ops float ({exc})"
+        ) from None
     Path(dst).write_bytes(result.quantized_model)
 
 
@@ -327,18 +363,24 @@ def quantize_steps(bundle: Path, folder: Path, files: dict, settings, sequences,
                 ranges = folder / "calibration" / "step-onnx.json"
                 log(f"calibrating {name}: replaying {min(len(sequences), CHUNK)} calibration histories")
                 calibrate_onnx(src, calibration_feeds(src, sequences[:CHUNK]), settings.calibration, ranges)
-            quantize_onnx(src, dst, settings, ranges,
-                          [u for u in onnx_units(src, settings.keep_float) if u not in kept])
+            quantize_onnx(
+                src, dst, settings, ranges, [u for u in onnx_units(src, settings.keep_float) if u not in kept]
+            )
         else:
             quantize_tflite(src, dst, "dynamic", settings.per_channel, None, list(TFLITE_UNITS))
-        out[fmt] = {"scheme": scheme, "fp32_bytes": src.stat().st_size, "int8_bytes": dst.stat().st_size,
-                    "size_ratio": dst.stat().st_size / src.stat().st_size,
-                    "kept_float": [{"unit": u, "why": why} for u, why in kept.items()]}
+        out[fmt] = {
+            "scheme": scheme,
+            "fp32_bytes": src.stat().st_size,
+            "int8_bytes": dst.stat().st_size,
+            "size_ratio": dst.stat().st_size / src.stat().st_size,
+            "kept_float": [{"unit": u, "why": why} for u, why in kept.items()],
+        }
         log(f"{name}: {out[fmt]['fp32_bytes'] / 1e6:.3f} -> {out[fmt]['int8_bytes'] / 1e6:.3f} MB ({scheme})")
     return out
 
 
 # --------------------------------------------------------------------------- accuracy-aware
+
 
 def validation_ndcg(scorer, data) -> np.ndarray:
     """Per-user NDCG@10 on the validation users (full ranking, history masked)."""
@@ -357,11 +399,19 @@ def judge(got: np.ndarray, reference: np.ndarray, max_drop: float) -> dict:
     test = metrics.paired_bootstrap(got, reference)
     floor = float(np.mean(reference)) * (1.0 - max_drop)
     beyond = float(np.mean(got)) < floor
-    return {"ndcg10": float(np.mean(got)), "floor": floor, "paired_vs_fp32": test,
-            "fits": not (beyond and test["ci95"][1] < 0),
-            "why": ("within the tolerance" if not beyond else
-                    "the drop is not significant (paired 95% interval reaches 0)" if test["ci95"][1] >= 0
-                    else "the drop is larger than the tolerance and significant")}
+    return {
+        "ndcg10": float(np.mean(got)),
+        "floor": floor,
+        "paired_vs_fp32": test,
+        "fits": not (beyond and test["ci95"][1] < 0),
+        "why": (
+            "within the tolerance"
+            if not beyond
+            else "the drop is not significant (paired 95% interval reaches 0)"
+            if test["ci95"][1] >= 0
+            else "the drop is larger than the tolerance and significant"
+        ),
+    }
 
 
 class UnsupportedMix(EdgerecError):
@@ -383,9 +433,11 @@ def fit_tolerance(quantize, score, units: list[str], reference: np.ndarray, max_
     trail = [{"float": [], **verdict}]
     if verdict["fits"]:
         return {"path": path, "kept_float": [], "sensitivity": {}, "trail": trail, **verdict}
-    log(f"int8 NDCG@10 {verdict['ndcg10']:.4f} < {verdict['floor']:.4f} (paired interval "
+    log(
+        f"int8 NDCG@10 {verdict['ndcg10']:.4f} < {verdict['floor']:.4f} (paired interval "
         f"{verdict['paired_vs_fp32']['ci95'][0]:+.4f}, {verdict['paired_vs_fp32']['ci95'][1]:+.4f}): "
-        f"ranking {len(units)} units by sensitivity")
+        f"ranking {len(units)} units by sensitivity"
+    )
     sensitivity: dict[str, float | None] = {}
     for unit in units:
         try:
@@ -419,17 +471,24 @@ def fit_tolerance(quantize, score, units: list[str], reference: np.ndarray, max_
             break
     if not verdict["fits"]:
         raise EdgerecError(f"int8 NDCG@10 stays below {verdict['floor']:.4f} even with every unit in float")
-    reasons = [{"unit": u, "why": f"quantized alone it cost {sensitivity[u]:+.4f} validation NDCG@10, "
-                                 f"the most of the remaining units" if sensitivity[u] is not None else
-                "the quantizer cannot quantize it alone, and the units before it were not enough"}
-               for u in kept]
+    reasons = [
+        {
+            "unit": u,
+            "why": f"quantized alone it cost {sensitivity[u]:+.4f} validation NDCG@10, the most of the remaining units"
+            if sensitivity[u] is not None
+            else "the quantizer cannot quantize it alone, and the units before it were not enough",
+        }
+        for u in kept
+    ]
     return {"path": path, "kept_float": reasons, "sensitivity": sensitivity, "trail": trail, **verdict}
 
 
 # ------------------------------------------------------------------------------- choosing
 
-def _try_form(fmt, form, src, work, tmp, settings, sequences, meta, target, data, local, reference,
-              max_drop, log) -> dict:
+
+def _try_form(
+    fmt, form, src, work, tmp, settings, sequences, meta, target, data, local, reference, max_drop, log
+) -> dict:
     """One int8 form of one file, fitted to the accuracy tolerance (`fit_tolerance`). Its file
     lands in a folder of its own with a metadata.json carrying the ONNX session entries it needs,
     so the standalone runner (emulated ARM included) opens it as an app would."""
@@ -441,13 +500,15 @@ def _try_form(fmt, form, src, work, tmp, settings, sequences, meta, target, data
         ranges = tmp / "calibration" / "onnx.json"
         if form.startswith("static_") and not ranges.exists():
             log(f"calibrating {src.name} on {len(sequences)} sequences ({settings.calibration})")
-            calibrate_onnx(src, input_feeds(sequences, meta["max_len"], target.onnx.input_dtype),
-                           settings.calibration, ranges)
+            calibrate_onnx(
+                src, input_feeds(sequences, meta["max_len"], target.onnx.input_dtype), settings.calibration, ranges
+            )
 
         def run(chosen):
             path = work / f"onnx-{len(list(work.iterdir()))}.onnx"
             quantize_onnx(src, path, form_set, ranges, chosen)
             return path
+
         float_ops = settings.keep_float if form != "weight_only" else ()
     else:
         units, structural, float_ops = list(TFLITE_UNITS), {}, ()
@@ -456,8 +517,10 @@ def _try_form(fmt, form, src, work, tmp, settings, sequences, meta, target, data
             # ai-edge-quantizer 0.10's static recipe has no integer lookup, and adding a
             # weight-only lookup to it fails inside the quantizer (str + bytes in
             # dequant_insert): the tables stay float under this scheme.
-            structural = {"EMBEDDING_LOOKUP": "no integer lookup in ai-edge-quantizer's static "
-                                              "recipe; weight-only mixed in fails (AEQ 0.10)"}
+            structural = {
+                "EMBEDDING_LOOKUP": "no integer lookup in ai-edge-quantizer's static "
+                "recipe; weight-only mixed in fails (AEQ 0.10)"
+            }
             units.remove("EMBEDDING_LOOKUP")
             log(f"calibrating {src.name} on {len(sequences)} sequences (min/max)")
             calibration = calibrate_tflite(src, sequences, meta["max_len"], tmp / "calibration" / "tflite.json")
@@ -468,23 +531,38 @@ def _try_form(fmt, form, src, work, tmp, settings, sequences, meta, target, data
             return path
 
     def score(path):
-        return validation_ndcg(open_model(local, path, {**meta, "onnx_session_config": {path.name: session}},
-                                          target), data)
+        return validation_ndcg(
+            open_model(local, path, {**meta, "onnx_session_config": {path.name: session}}, target), data
+        )
 
     try:
         fit = fit_tolerance(run, score, units, reference, max_drop, log)
     except EdgerecError as exc:
-        return {"fits": False, "why": str(exc), "path": src, "int8_bytes": src.stat().st_size,
-                "ndcg10": math.nan, "kept_float": [], "quantized_units": []}
+        return {
+            "fits": False,
+            "why": str(exc),
+            "path": src,
+            "int8_bytes": src.stat().st_size,
+            "ndcg10": math.nan,
+            "kept_float": [],
+            "quantized_units": [],
+        }
     folder = work / "forms" / f"{fmt}-{form}"
     folder.mkdir(parents=True)
     shutil.copy(fit["path"], folder / src.name)
     write_json(folder / "metadata.json", {"onnx_session_config": {src.name: session}} if session else {})
     kept = [k["unit"] for k in fit["kept_float"]]
-    return {**fit, "fits": True, "path": folder / src.name, "int8_bytes": (folder / src.name).stat().st_size,
-            "session_config": session, "quantized_units": [u for u in units if u not in kept],
-            "kept_float": fit["kept_float"] + [{"unit": u, "why": why} for u, why in structural.items()]
-            + [{"unit": t, "why": "keep_float in the target profile"} for t in float_ops]}
+    return {
+        **fit,
+        "fits": True,
+        "path": folder / src.name,
+        "int8_bytes": (folder / src.name).stat().st_size,
+        "session_config": session,
+        "quantized_units": [u for u in units if u not in kept],
+        "kept_float": fit["kept_float"]
+        + [{"unit": u, "why": why} for u, why in structural.items()]
+        + [{"unit": t, "why": "keep_float in the target profile"} for t in float_ops],
+    }
 
 
 def arm_counter(target, config: QuantizeConfig, histories, max_len: int, log):
@@ -506,6 +584,7 @@ def arm_counter(target, config: QuantizeConfig, histories, max_len: int, log):
     def count(runtime: str, path: Path, dtype: str) -> float:
         ids = encode(rows, max_len, dtype)
         return device.instructions_per_call(runtime, path, ids)["instructions_per_call"]
+
     count.cpu = device.cpu
     return count, ""
 
@@ -516,23 +595,39 @@ def choose_form(candidates: dict, max_size_ratio: float | None, counted: bool) -
     else the first in the profile's order."""
     fitting = [f for f, c in candidates.items() if c["fits"]]
     if not fitting:
-        raise EdgerecError("no int8 form keeps validation NDCG@10 within the tolerance: "
-                           + "; ".join(f"{f}: {c['why']}" for f, c in candidates.items()))
+        raise EdgerecError(
+            "no int8 form keeps validation NDCG@10 within the tolerance: "
+            + "; ".join(f"{f}: {c['why']}" for f, c in candidates.items())
+        )
     small = [f for f in fitting if max_size_ratio is None or candidates[f]["size_ratio"] <= max_size_ratio]
-    pool, size_note = (small, "") if small else (
-        fitting, f"; no form is within {max_size_ratio}x of the fp32 size, so size did not decide")
+    pool, size_note = (
+        (small, "")
+        if small
+        else (fitting, f"; no form is within {max_size_ratio}x of the fp32 size, so size did not decide")
+    )
     if counted:
         pool = [f for f in pool if "arm_instructions_per_call" in candidates[f]]
         best = min(pool, key=lambda f: candidates[f]["arm_instructions_per_call"])
-        return best, (f"fewest ARM instructions per call ({candidates[best]['arm_vs_fp32']:.3f}x fp32) "
-                      f"among {len(pool)} form(s) whose accuracy{'' if size_note else ' and size'} fit{size_note}")
+        return best, (
+            f"fewest ARM instructions per call ({candidates[best]['arm_vs_fp32']:.3f}x fp32) "
+            f"among {len(pool)} form(s) whose accuracy{'' if size_note else ' and size'} fit{size_note}"
+        )
     return pool[0], f"first form in the profile's order whose accuracy{'' if size_note else ' and size'} fit{size_note}"
 
 
 # ----------------------------------------------------------------------------------- driver
 
-def quantize(bundle: Path, data_dir: Path, out_dir: Path | None, config: QuantizeConfig, *,
-             targets_dir: Path | None = None, overwrite: bool = False, log=print) -> dict:
+
+def quantize(
+    bundle: Path,
+    data_dir: Path,
+    out_dir: Path | None,
+    config: QuantizeConfig,
+    *,
+    targets_dir: Path | None = None,
+    overwrite: bool = False,
+    log=print,
+) -> dict:
     """Read an fp32 bundle (edgerec export), write an int8 bundle (default dist/<target>-int8)."""
     target = load_target(config.target, targets_dir)
     out_dir = Path(out_dir or Path("dist") / f"{target.name}-int8")
@@ -540,8 +635,10 @@ def quantize(bundle: Path, data_dir: Path, out_dir: Path | None, config: Quantiz
         check_output(out_dir, "quantize", overwrite)
         source = read_manifest(bundle, "export")
         if source.get("target", {}).get("name") != target.name:
-            raise EdgerecError(f"{bundle}: exported for target {source.get('target', {}).get('name')!r}, "
-                               f"not {target.name!r}; export it for {target.name} first")
+            raise EdgerecError(
+                f"{bundle}: exported for target {source.get('target', {}).get('name')!r}, "
+                f"not {target.name!r}; export it for {target.name} first"
+            )
         meta, _ = read_bundle(bundle, fix="export it again")
         data = load_data(data_dir)
         if data.num_items != meta["num_items"]:
@@ -549,8 +646,9 @@ def quantize(bundle: Path, data_dir: Path, out_dir: Path | None, config: Quantiz
         settings = target.quantization
         if config.calibration_method:
             if config.calibration_method not in ("minmax", "entropy", "percentile"):
-                raise EdgerecError(f"--calibration-method must be minmax, entropy or percentile, "
-                                   f"got {config.calibration_method!r}")
+                raise EdgerecError(
+                    f"--calibration-method must be minmax, entropy or percentile, got {config.calibration_method!r}"
+                )
             settings = replace(settings, calibration=config.calibration_method)
         max_drop = settings.max_ndcg_drop if config.max_ndcg_drop is None else config.max_ndcg_drop
         calibration_path = Path(config.calibration_file) if config.calibration_file else data.path / "calibration.npz"
@@ -580,8 +678,22 @@ def quantize(bundle: Path, data_dir: Path, out_dir: Path | None, config: Quantiz
                 candidates = {}
                 for form in forms:
                     log(f"{name}: int8 form {form}")
-                    candidates[form] = _try_form(fmt, form, src, work, tmp, settings, sequences, meta, target,
-                                                 data, local, per_user, max_drop, log)
+                    candidates[form] = _try_form(
+                        fmt,
+                        form,
+                        src,
+                        work,
+                        tmp,
+                        settings,
+                        sequences,
+                        meta,
+                        target,
+                        data,
+                        local,
+                        per_user,
+                        max_drop,
+                        log,
+                    )
                     c = candidates[form]
                     c["size_ratio"] = c["int8_bytes"] / src.stat().st_size
                     if fp32_count and c["fits"]:
@@ -595,33 +707,64 @@ def quantize(bundle: Path, data_dir: Path, out_dir: Path | None, config: Quantiz
                     session_config = {name: SESSION_CONFIG[chosen]}
                 # The final file must load and rank on every runtime the profile names (e.g.
                 # tflite-runtime 2.14 for rpi4), not only the one the tolerance loop used.
-                on_runtimes = {r.name: (fit["ndcg10"] if r is local else float(np.mean(validation_ndcg(
-                    open_model(r, tmp / name, {**meta, "onnx_session_config": session_config}, target), data))))
-                    for r in runtimes}
+                on_runtimes = {
+                    r.name: (
+                        fit["ndcg10"]
+                        if r is local
+                        else float(
+                            np.mean(
+                                validation_ndcg(
+                                    open_model(r, tmp / name, {**meta, "onnx_session_config": session_config}, target),
+                                    data,
+                                )
+                            )
+                        )
+                    )
+                    for r in runtimes
+                }
                 fp32_size, int8_size = src.stat().st_size, (tmp / name).stat().st_size
                 results[fmt] = {
-                    "scheme": chosen, "runtime": local.name, "fp32_bytes": fp32_size, "int8_bytes": int8_size,
-                    "size_ratio": int8_size / fp32_size, "valid_ndcg10_fp32": reference,
-                    "valid_ndcg10_int8": fit["ndcg10"], "valid_ndcg10_by_runtime": on_runtimes,
+                    "scheme": chosen,
+                    "runtime": local.name,
+                    "fp32_bytes": fp32_size,
+                    "int8_bytes": int8_size,
+                    "size_ratio": int8_size / fp32_size,
+                    "valid_ndcg10_fp32": reference,
+                    "valid_ndcg10_int8": fit["ndcg10"],
+                    "valid_ndcg10_by_runtime": on_runtimes,
                     "ndcg_retained": fit["ndcg10"] / reference if reference else math.nan,
-                    "max_ndcg_drop": max_drop, "quantized_units": fit["quantized_units"],
-                    "kept_float": fit["kept_float"], "paired_vs_fp32": fit["paired_vs_fp32"],
-                    "accepted": fit["why"], "sensitivity": fit["sensitivity"], "trail": fit["trail"],
+                    "max_ndcg_drop": max_drop,
+                    "quantized_units": fit["quantized_units"],
+                    "kept_float": fit["kept_float"],
+                    "paired_vs_fp32": fit["paired_vs_fp32"],
+                    "accepted": fit["why"],
+                    "sensitivity": fit["sensitivity"],
+                    "trail": fit["trail"],
                     "chosen_because": why,
-                    "arm_instructions": ({"cpu": count.cpu, "runtime": runtimes[0].name, "fp32_per_call": fp32_count}
-                                         if fp32_count else (not_counted if len(forms) > 1 else "one form allowed")),
-                    "forms": {f: {k: v for k, v in c.items() if k not in ("path", "trail", "sensitivity")}
-                              for f, c in candidates.items()},
-                    "seconds": round(time.perf_counter() - started, 2)}
+                    "arm_instructions": (
+                        {"cpu": count.cpu, "runtime": runtimes[0].name, "fp32_per_call": fp32_count}
+                        if fp32_count
+                        else (not_counted if len(forms) > 1 else "one form allowed")
+                    ),
+                    "forms": {
+                        f: {k: v for k, v in c.items() if k not in ("path", "trail", "sensitivity")}
+                        for f, c in candidates.items()
+                    },
+                    "seconds": round(time.perf_counter() - started, 2),
+                }
                 counted = f", {fit['arm_vs_fp32']:.3f}x fp32's ARM instructions on {count.cpu}" if fp32_count else ""
-                log(f"{name}: {chosen}, {fp32_size / 1e6:.3f} -> {int8_size / 1e6:.3f} MB, validation NDCG@10 "
-                    f"{reference:.4f} -> {fit['ndcg10']:.4f}{counted}")
+                log(
+                    f"{name}: {chosen}, {fp32_size / 1e6:.3f} -> {int8_size / 1e6:.3f} MB, validation NDCG@10 "
+                    f"{reference:.4f} -> {fit['ndcg10']:.4f}{counted}"
+                )
             shutil.rmtree(work)
             for side in ("items.json", "items-extra.json"):
                 if (Path(bundle) / side).is_file():
                     shutil.copy(Path(bundle) / side, tmp / side)
-            quant_meta = {fmt: {k: r[k] for k in ("scheme", "size_ratio", "valid_ndcg10_fp32", "valid_ndcg10_int8")}
-                          for fmt, r in results.items()}
+            quant_meta = {
+                fmt: {k: r[k] for k in ("scheme", "size_ratio", "valid_ndcg10_fp32", "valid_ndcg10_int8")}
+                for fmt, r in results.items()
+            }
             extra = {}
             if meta.get("step_model"):
                 step = quantize_steps(Path(bundle), tmp, meta["step_model"]["files"], settings, sequences, log)
@@ -630,17 +773,37 @@ def quantize(bundle: Path, data_dir: Path, out_dir: Path | None, config: Quantiz
             meta.pop("ort_format", None)  # the fp32 bundle's: made again from the int8 files
             if session_config:
                 extra["onnx_session_config"] = session_config
-            ort_entry = ort_files(tmp, {**meta, "files": files, "onnx_session_config": session_config}, extra.get("step_model"), target,
-                                  data.examples("test")[0][:64])
+            ort_entry = ort_files(
+                tmp,
+                {**meta, "files": files, "onnx_session_config": session_config},
+                extra.get("step_model"),
+                target,
+                data.examples("test")[0][:64],
+            )
             if ort_entry:
                 extra["ort_format"] = ort_entry
                 manifest["ort_format"] = ort_entry
-            write_json(tmp / "metadata.json", {**meta, "files": files, "precision": "int8",
-                                               "quantization": quant_meta, **extra,
-                                               "integrity": bundle_integrity(tmp)})
-            manifest.update(target=target.to_dict(), files_by_format=files, fp32_bundle=str(bundle),
-                            calibration={"method": settings.calibration, "sequences": len(sequences),
-                                         "source": str(calibration_path)},
-                            quantization=results,
-                            sizes={f: (tmp / p).stat().st_size for f, p in files.items()})
+            write_json(
+                tmp / "metadata.json",
+                {
+                    **meta,
+                    "files": files,
+                    "precision": "int8",
+                    "quantization": quant_meta,
+                    **extra,
+                    "integrity": bundle_integrity(tmp),
+                },
+            )
+            manifest.update(
+                target=target.to_dict(),
+                files_by_format=files,
+                fp32_bundle=str(bundle),
+                calibration={
+                    "method": settings.calibration,
+                    "sequences": len(sequences),
+                    "source": str(calibration_path),
+                },
+                quantization=results,
+                sizes={f: (tmp / p).stat().st_size for f, p in files.items()},
+            )
         return manifest

@@ -30,8 +30,14 @@ class Recommender:
         files = self.meta.get("files", {})
         if "onnx" in files:
             dtype = self.meta["inputs"]["input_ids"]["dtype"]["onnx"]
-            self.scorer = OnnxScorer(bundle / files["onnx"], self.meta["max_len"], self.meta["num_items"], dtype, threads,
-                                     session_config=self.meta.get("onnx_session_config", {}).get(files["onnx"]))
+            self.scorer = OnnxScorer(
+                bundle / files["onnx"],
+                self.meta["max_len"],
+                self.meta["num_items"],
+                dtype,
+                threads,
+                session_config=self.meta.get("onnx_session_config", {}).get(files["onnx"]),
+            )
         elif "tflite" in files:
             self.scorer = LiteRTScorer(bundle / files["tflite"], self.meta["max_len"], self.meta["num_items"], threads)
         else:
@@ -53,8 +59,8 @@ class Recommender:
         `candidates`); with `explain`, each gets its top history items by contribution (score
         drop when left out)."""
         history = self.indices(history_ids)
-        window = history[-self.meta["max_len"]:]  # what the model reads
-        variants = [history] + ([window[:j] + window[j + 1:] for j in range(len(window))] if explain else [])
+        window = history[-self.meta["max_len"] :]  # what the model reads
+        variants = [history] + ([window[:j] + window[j + 1 :] for j in range(len(window))] if explain else [])
         scores = self.scorer.scores(variants)
         top = metrics.top_k(scores[:1], k, self.meta["num_items"], [history])[0]
         out = []
@@ -66,9 +72,14 @@ class Recommender:
             if explain:
                 drops = scores[0, index] - scores[1:, index]  # per left-out history position
                 order = np.argsort(-drops, kind="stable")[:reasons]
-                row["because"] = [{"item": self.items[window[j] - 1]["id"],
-                                   "title": self.items[window[j] - 1].get("title"),
-                                   "contribution": float(drops[j])} for j in order]
+                row["because"] = [
+                    {
+                        "item": self.items[window[j] - 1]["id"],
+                        "title": self.items[window[j] - 1].get("title"),
+                        "contribution": float(drops[j]),
+                    }
+                    for j in order
+                ]
             out.append(row)
         return out
 

@@ -22,14 +22,26 @@ def points(runs: dict, compared: dict, references: dict, label: str) -> list[dic
     """One point per model: NDCG@10, size and p50 latency (what the plots show)."""
     out = []
     for name, ref in references.items():
-        out.append({"model": f"{name} (PyTorch)", "ndcg10": ref["metrics"]["NDCG@10"]["mean"],
-                    "ci95": ref["metrics"]["NDCG@10"]["ci95"], "mb": ref["bytes"] / 1e6,
-                    "p50_ms": ref["latency"]["p50_ms"]})
+        out.append(
+            {
+                "model": f"{name} (PyTorch)",
+                "ndcg10": ref["metrics"]["NDCG@10"]["mean"],
+                "ci95": ref["metrics"]["NDCG@10"]["ci95"],
+                "mb": ref["bytes"] / 1e6,
+                "p50_ms": ref["latency"]["p50_ms"],
+            }
+        )
     for group, results in [(label, runs), *compared.items()]:
         for runtime, r in results.items():
-            out.append({"model": f"{group} {r['file']} ({runtime})", "ndcg10": r["metrics"]["NDCG@10"]["mean"],
-                        "ci95": r["metrics"]["NDCG@10"]["ci95"], "mb": r["bytes"] / 1e6,
-                        "p50_ms": r["latency"]["p50_ms"]})
+            out.append(
+                {
+                    "model": f"{group} {r['file']} ({runtime})",
+                    "ndcg10": r["metrics"]["NDCG@10"]["mean"],
+                    "ci95": r["metrics"]["NDCG@10"]["ci95"],
+                    "mb": r["bytes"] / 1e6,
+                    "p50_ms": r["latency"]["p50_ms"],
+                }
+            )
     return out
 
 
@@ -40,13 +52,22 @@ def figures(pts: list[dict], runs: dict, beyond: dict | None = None) -> dict[str
     import matplotlib.pyplot as plt
 
     images = {}
-    for key, axis, title in (("mb", "model size (MB, log)", "NDCG@10 against size"),
-                             ("p50_ms", "p50 latency at batch 1 (ms, log)", "NDCG@10 against latency")):
+    for key, axis, title in (
+        ("mb", "model size (MB, log)", "NDCG@10 against size"),
+        ("p50_ms", "p50 latency at batch 1 (ms, log)", "NDCG@10 against latency"),
+    ):
         fig, ax = plt.subplots(figsize=(6.4, 4.2))
         for p in pts:  # error bars: the 95% bootstrap interval over users
             low, high = p["ci95"]
-            ax.errorbar(p[key], p["ndcg10"], yerr=[[p["ndcg10"] - low], [high - p["ndcg10"]]], fmt="o",
-                        capsize=3, alpha=0.8, label=p["model"])  # a legend: close points' labels overlap
+            ax.errorbar(
+                p[key],
+                p["ndcg10"],
+                yerr=[[p["ndcg10"] - low], [high - p["ndcg10"]]],
+                fmt="o",
+                capsize=3,
+                alpha=0.8,
+                label=p["model"],
+            )  # a legend: close points' labels overlap
         ax.set_xscale("log")
         ax.margins(x=0.3)
         ax.set_xlabel(axis)
@@ -90,9 +111,17 @@ def _table(headers: list[str], rows: list[list]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-EMULATED_HEADERS = ["aarch64 runtime", "file", "users", "max |diff| vs here", "identical top-10",
-                    "NDCG@10 ARM / here", "instructions per call, emulated", "per step update",
-                    "step replay = full top-10"]
+EMULATED_HEADERS = [
+    "aarch64 runtime",
+    "file",
+    "users",
+    "max |diff| vs here",
+    "identical top-10",
+    "NDCG@10 ARM / here",
+    "instructions per call, emulated",
+    "per step update",
+    "step replay = full top-10",
+]
 
 
 def emulated_rows(emulated) -> list[list[str]]:
@@ -103,13 +132,23 @@ def emulated_rows(emulated) -> list[list[str]]:
     for cpu, runtimes in emulated["cpus"].items():
         for name, r in runtimes.items():
             count, step = r.get("instructions"), r.get("step_instructions")
-            rows.append([f"{name} on emulated {cpu}", r["file"], str(r["users"]),
-                         f"{r.get('max_abs_diff_vs_host', float('nan')):.2e}", f"{r['identical_top10']:.3f}",
-                         f"{r['ndcg10_arm']:.4f} / {r['ndcg10_host']:.4f}",
-                         f"{count['instructions_per_call']:,.0f}" if isinstance(count, dict) else str(count),
-                         f"{step['instructions_per_call']:,.0f}" if isinstance(step, dict) else "-",
-                         (f"{r['step_replay']['identical_top10_with_full']:.3f} ({r['step_replay']['users']} users)"
-                          if r.get("step_replay") else "-")])
+            rows.append(
+                [
+                    f"{name} on emulated {cpu}",
+                    r["file"],
+                    str(r["users"]),
+                    f"{r.get('max_abs_diff_vs_host', float('nan')):.2e}",
+                    f"{r['identical_top10']:.3f}",
+                    f"{r['ndcg10_arm']:.4f} / {r['ndcg10_host']:.4f}",
+                    f"{count['instructions_per_call']:,.0f}" if isinstance(count, dict) else str(count),
+                    f"{step['instructions_per_call']:,.0f}" if isinstance(step, dict) else "-",
+                    (
+                        f"{r['step_replay']['identical_top10_with_full']:.3f} ({r['step_replay']['users']} users)"
+                        if r.get("step_replay")
+                        else "-"
+                    ),
+                ]
+            )
     return rows
 
 
@@ -121,47 +160,125 @@ def write_report(directory: Path, report: dict, runs: dict, compared: dict, refe
     _atomic_write(directory / "report.json", json.dumps(report, indent=2, default=str) + "\n")
     budget_rows = [[b["budget"], b["where"], b["value"], b["limit"], b["status"]] for b in report["budgets"]]
     accuracy_rows = [[p["model"], f"{p['ndcg10']:.4f}", f"{p['mb']:.3f}", f"{p['p50_ms']:.4f}"] for p in pts]
-    runtime_rows = [[name, r["file"], f"{r['metrics']['HR@10']['mean']:.4f}", f"{r['metrics']['NDCG@10']['mean']:.4f}",
-                     f"{r['metrics']['MRR']['mean']:.4f}",
-                     f"{r['metrics'].get('top10_agreement', {}).get('mean', float('nan')):.3f}",
-                     f"{r['latency']['p50_ms']:.4f}", f"{r['latency']['p95_ms']:.4f}", f"{r['latency']['p99_ms']:.4f}",
-                     f"{r['load_ms']:.1f}", f"{r['peak_rss_mb']:.1f}"] for name, r in runs.items()]
+    runtime_rows = [
+        [
+            name,
+            r["file"],
+            f"{r['metrics']['HR@10']['mean']:.4f}",
+            f"{r['metrics']['NDCG@10']['mean']:.4f}",
+            f"{r['metrics']['MRR']['mean']:.4f}",
+            f"{r['metrics'].get('top10_agreement', {}).get('mean', float('nan')):.3f}",
+            f"{r['latency']['p50_ms']:.4f}",
+            f"{r['latency']['p95_ms']:.4f}",
+            f"{r['latency']['p99_ms']:.4f}",
+            f"{r['load_ms']:.1f}",
+            f"{r['peak_rss_mb']:.1f}",
+        ]
+        for name, r in runs.items()
+    ]
     beyond = report.get("beyond_accuracy", {}).get("models", {})
-    beyond_rows = [[name, f"{b['coverage']:.3f}", f"{b['mean_popularity']:.1f}", f"{b['gini']:.3f}",
-                    f"{b['tail_share']:.3f}",
-                    f"{b['vs_teacher']['coverage']:.2f}" if b.get("vs_teacher") else "-"] for name, b in beyond.items()]
+    beyond_rows = [
+        [
+            name,
+            f"{b['coverage']:.3f}",
+            f"{b['mean_popularity']:.1f}",
+            f"{b['gini']:.3f}",
+            f"{b['tail_share']:.3f}",
+            f"{b['vs_teacher']['coverage']:.2f}" if b.get("vs_teacher") else "-",
+        ]
+        for name, b in beyond.items()
+    ]
     step = report.get("step_model") or {}
-    step_rows = [[name, r["file"], f"{r['identical_top10']:.3f}", f"{r['top10_agreement_with_full_model']:.3f}",
-                  f"{r['metrics']['NDCG@10']['mean']:.4f}", f"{r['latency_per_update']['p50_ms']:.4f}",
-                  f"{r['latency_per_update']['p95_ms']:.4f}", f"{r['latency_per_update']['p99_ms']:.4f}",
-                  f"{r['p50_vs_full_call']:.2f}x"] for name, r in step.items()]
-    step_html = ("<h2>Step model (every history replayed item by item)</h2>" + _table(
-        ["runtime", "file", "identical top-10", "top-10 agreement with full model", "NDCG@10",
-         "update p50 ms", "p95 ms", "p99 ms", "p50 / full call"], step_rows)) if step_rows else ""
+    step_rows = [
+        [
+            name,
+            r["file"],
+            f"{r['identical_top10']:.3f}",
+            f"{r['top10_agreement_with_full_model']:.3f}",
+            f"{r['metrics']['NDCG@10']['mean']:.4f}",
+            f"{r['latency_per_update']['p50_ms']:.4f}",
+            f"{r['latency_per_update']['p95_ms']:.4f}",
+            f"{r['latency_per_update']['p99_ms']:.4f}",
+            f"{r['p50_vs_full_call']:.2f}x",
+        ]
+        for name, r in step.items()
+    ]
+    step_html = (
+        (
+            "<h2>Step model (every history replayed item by item)</h2>"
+            + _table(
+                [
+                    "runtime",
+                    "file",
+                    "identical top-10",
+                    "top-10 agreement with full model",
+                    "NDCG@10",
+                    "update p50 ms",
+                    "p95 ms",
+                    "p99 ms",
+                    "p50 / full call",
+                ],
+                step_rows,
+            )
+        )
+        if step_rows
+        else ""
+    )
     emulated = report.get("emulated_arm")
-    arm_html = ("<h2>On ARM: the aarch64 runtimes under emulation</h2><p>The same file on the aarch64 "
-                "build of each runtime (qemu user mode), against this machine's run of it. Instructions "
-                "are counted on the emulated CPU (no timing noise; each count is the median of two or three "
-                "measurements, which usually agree within 0.2%); emulated seconds mean nothing.</p>"
-                + _table(EMULATED_HEADERS, emulated_rows(emulated))) if isinstance(emulated, dict) else (
-        f"<h2>On ARM</h2><p>Emulated ARM check: {html.escape(str(emulated))}.</p>" if emulated else "")
+    arm_html = (
+        (
+            "<h2>On ARM: the aarch64 runtimes under emulation</h2><p>The same file on the aarch64 "
+            "build of each runtime (qemu user mode), against this machine's run of it. Instructions "
+            "are counted on the emulated CPU (no timing noise; each count is the median of two or three "
+            "measurements, which usually agree within 0.2%); emulated seconds mean nothing.</p>"
+            + _table(EMULATED_HEADERS, emulated_rows(emulated))
+        )
+        if isinstance(emulated, dict)
+        else (f"<h2>On ARM</h2><p>Emulated ARM check: {html.escape(str(emulated))}.</p>" if emulated else "")
+    )
     verdict = "PASS" if report["passed"] else "FAIL"
-    imgs = "".join(f'<figure><img alt="{html.escape(t)}" src="data:image/png;base64,{b}"><figcaption>'
-                   f"{html.escape(t)}</figcaption></figure>" for t, b in images.items())
-    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>edgerec report: {html.escape(report['target']['name'])}</title>
-<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}table{{border-collapse:collapse;margin:1em 0}}
-td,th{{border:1px solid #ccc;padding:3px 8px;font-size:13px}}figure{{display:inline-block;margin:0 1em 1em 0}}</style></head><body>
-<h1>{html.escape(report['target']['name'])}: {verdict}</h1>
-<p>Bundle {html.escape(report['bundle'])} ({html.escape(label)}), {report['users']} test users, full ranking, history masked.
-{html.escape(report['note'])}.</p>
+    imgs = "".join(
+        f'<figure><img alt="{html.escape(t)}" src="data:image/png;base64,{b}"><figcaption>'
+        f"{html.escape(t)}</figcaption></figure>"
+        for t, b in images.items()
+    )
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>edgerec report: {
+        html.escape(report["target"]["name"])
+    }</title>
+<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}
+table{{border-collapse:collapse;margin:1em 0}}
+td,th{{border:1px solid #ccc;padding:3px 8px;font-size:13px}}
+figure{{display:inline-block;margin:0 1em 1em 0}}</style></head><body>
+<h1>{html.escape(report["target"]["name"])}: {verdict}</h1>
+<p>Bundle {html.escape(report["bundle"])} ({html.escape(label)}), {
+        report["users"]
+    } test users, full ranking, history masked.
+{html.escape(report["note"])}.</p>
 <h2>Budgets</h2>{_table(["budget", "where", "value", "limit", "status"], budget_rows)}
-<h2>On the target's runtimes</h2>{_table(["runtime", "file", "HR@10", "NDCG@10", "MRR", "top-10 agreement vs teacher",
-                                          "p50 ms", "p95 ms", "p99 ms", "load ms", "peak RSS MB"], runtime_rows)}
+<h2>On the target's runtimes</h2>{
+        _table(
+            [
+                "runtime",
+                "file",
+                "HR@10",
+                "NDCG@10",
+                "MRR",
+                "top-10 agreement vs teacher",
+                "p50 ms",
+                "p95 ms",
+                "p99 ms",
+                "load ms",
+                "peak RSS MB",
+            ],
+            runtime_rows,
+        )
+    }
 {step_html}
 {arm_html}
 <h2>All models</h2>{_table(["model", "NDCG@10", "MB", "p50 ms"], accuracy_rows)}
-<h2>Beyond accuracy (top-10, same users)</h2>{_table(["model", "coverage", "mean popularity", "Gini", "tail share",
-                                                       "coverage vs teacher"], beyond_rows)}
+<h2>Beyond accuracy (top-10, same users)</h2>{
+        _table(["model", "coverage", "mean popularity", "Gini", "tail share", "coverage vs teacher"], beyond_rows)
+    }
 <h2>Plots</h2>{imgs}
 </body></html>
 """

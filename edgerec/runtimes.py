@@ -37,9 +37,9 @@ class Scorer(abc.ABC):
         out = []
         step = self.fixed_batch or batch_size
         for start in range(0, len(histories), step):
-            ids = encode(histories[start: start + step], self.max_len, self.dtype)
+            ids = encode(histories[start : start + step], self.max_len, self.dtype)
             if self.fixed_batch:
-                rows = [self.run(ids[i: i + 1]) for i in range(len(ids))]
+                rows = [self.run(ids[i : i + 1]) for i in range(len(ids))]
                 raw = np.concatenate(rows)
             else:
                 raw = self.run(ids)
@@ -50,8 +50,16 @@ class Scorer(abc.ABC):
 
 
 class OnnxScorer(Scorer):
-    def __init__(self, path: Path, max_len: int, num_items: int, dtype: str = "int64",
-                 threads: int = 1, provider: str = "CPUExecutionProvider", session_config: dict | None = None):
+    def __init__(
+        self,
+        path: Path,
+        max_len: int,
+        num_items: int,
+        dtype: str = "int64",
+        threads: int = 1,
+        provider: str = "CPUExecutionProvider",
+        session_config: dict | None = None,
+    ):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -91,8 +99,7 @@ class IsolatedScorer(Scorer):
     """A runtime in its own environment (e.g. tflite-runtime 2.14 with NumPy 1.x), driven through
     the standalone device runner."""
 
-    def __init__(self, runtime: str, path: Path, max_len: int, num_items: int, dtype: str,
-                 threads: int = 1):
+    def __init__(self, runtime: str, path: Path, max_len: int, num_items: int, dtype: str, threads: int = 1):
         self.runtime, self.path, self.threads = runtime, Path(path), threads
         self.max_len, self.num_items, self.dtype = max_len, num_items, dtype
 
@@ -106,13 +113,28 @@ class IsolatedScorer(Scorer):
 
 # runtime name -> (format it runs, how to open a file of that format for a target profile)
 RUNTIMES = {
-    "onnxruntime": ("onnx", lambda path, meta, target, runtime: OnnxScorer(
-        path, meta["max_len"], meta["num_items"], target.onnx.input_dtype, target.threads,
-        runtime.execution_provider, meta.get("onnx_session_config", {}).get(Path(path).name))),
-    "litert": ("tflite", lambda path, meta, target, runtime: LiteRTScorer(
-        path, meta["max_len"], meta["num_items"], target.threads)),
-    "tflite-runtime": ("tflite", lambda path, meta, target, runtime: IsolatedScorer(
-        runtime.name, path, meta["max_len"], meta["num_items"], "int32", target.threads)),
+    "onnxruntime": (
+        "onnx",
+        lambda path, meta, target, runtime: OnnxScorer(
+            path,
+            meta["max_len"],
+            meta["num_items"],
+            target.onnx.input_dtype,
+            target.threads,
+            runtime.execution_provider,
+            meta.get("onnx_session_config", {}).get(Path(path).name),
+        ),
+    ),
+    "litert": (
+        "tflite",
+        lambda path, meta, target, runtime: LiteRTScorer(path, meta["max_len"], meta["num_items"], target.threads),
+    ),
+    "tflite-runtime": (
+        "tflite",
+        lambda path, meta, target, runtime: IsolatedScorer(
+            runtime.name, path, meta["max_len"], meta["num_items"], "int32", target.threads
+        ),
+    ),
 }
 
 

@@ -178,8 +178,7 @@ def _build(cls, raw, path: Path, where: str):
     names = {f.name for f in dataclasses.fields(cls)}
     for key in raw:
         if key not in names:
-            raise EdgerecError(f"{path}: unknown key '{_join(where, key)}' "
-                               f"(allowed: {', '.join(sorted(names))})")
+            raise EdgerecError(f"{path}: unknown key '{_join(where, key)}' (allowed: {', '.join(sorted(names))})")
     values = {}
     for f in dataclasses.fields(cls):
         key = _join(where, f.name)

@@ -7,7 +7,6 @@ fine-tuned from a local pre-trained BERT directory, reading the history as item 
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -23,8 +22,7 @@ from edgerec.errors import EdgerecError
 from edgerec.evaluate import evaluate, headline, item_ids_hash, public, rank_users
 from edgerec.files import check_safetensors, read_json
 from edgerec.models import RecModel, Shape, TextEncoder, build_id_model, item_text, save_model
-from edgerec.training import TrainConfig, fit, resolve_precision, setup_distributed
-
+from edgerec.training import TrainConfig, fit, prepare_work_dir, resolve_precision, setup_distributed, work_dir_for
 
 # The default teacher is what a team brings to edgerec: a BERT recommender far bigger than the
 # device can take. 2.1M parameters on MovieLens-100K (hidden 256, 2 layers, 4 heads, FFN 1024),
@@ -35,8 +33,7 @@ from edgerec.training import TrainConfig, fit, resolve_precision, setup_distribu
 # 0.098 (fp32) / 0.096 (bf16), best epoch 22 of 37. Dropout 0.5 alone gave 0.090, decay 1.0
 # 0.090, replacing 10% of input items by the mask token 0.083, a deeper hidden-192 x 4 was still
 # on the plateau after 17 epochs (benchmarks/teacher_recipe.py and the issue notes).
-TEACHER_SHAPE = Shape(hidden=256, layers=2, heads=4, intermediate=1024, dropout=0.5,
-                      attention_dropout=0.2)
+TEACHER_SHAPE = Shape(hidden=256, layers=2, heads=4, intermediate=1024, dropout=0.5, attention_dropout=0.2)
 TEACHER_TRAIN = TrainConfig(warmup_steps=45, patience=15, weight_decay=0.5)
 # The 227K-parameter teacher `edgerec build` trained before (test NDCG@10 0.093-0.095): kept for
 # the benchmarks that compare with it.
@@ -68,9 +65,14 @@ class TeacherConfig:
 # the head started from the titles 0.054 vs 0.043 from transformers' random init; lr 5e-4 was
 # unstable (0.036 after 3 epochs).
 TEXT_TEACHER = TeacherConfig(
-    kind="text", text_max_tokens=64, text_examples_per_user=4, text_head_init="titles",
-    train=TrainConfig(epochs=12, batch_size=32, lr=2e-4, weight_decay=0.01, warmup_steps=100, patience=3,
-                      precision="auto"))
+    kind="text",
+    text_max_tokens=64,
+    text_examples_per_user=4,
+    text_head_init="titles",
+    train=TrainConfig(
+        epochs=12, batch_size=32, lr=2e-4, weight_decay=0.01, warmup_steps=100, patience=3, precision="auto"
+    ),
+)
 
 
 # --------------------------------------------------------------------------- batches and losses
@@ -88,8 +90,9 @@ def _token_loss_module(model):
         def forward(self, input_ids, labels, position_ids, attention_mask=None):
             if attention_mask is None:  # left-padded rows; packed batches bring their own mask
                 attention_mask = (input_ids != 0).long()
-            hidden = self.model.bert(input_ids=input_ids, position_ids=position_ids,
-                                     attention_mask=attention_mask).last_hidden_state
+            hidden = self.model.bert(
+                input_ids=input_ids, position_ids=position_ids, attention_mask=attention_mask
+            ).last_hidden_state
             keep = labels != -100
             logits = self.model.cls(hidden[keep])
             return torch.nn.functional.cross_entropy(logits, labels[keep])
@@ -104,7 +107,7 @@ def batches_of(indices, batch_size: int):
     movielens-100k it cost accuracy (validation NDCG@10 0.098 vs 0.109 for the same model): the
     batch mix matters more than the padding. Each batch is packed instead (`pack`).
     """
-    return [indices[i: i + batch_size] for i in range(0, len(indices), batch_size)]
+    return [indices[i : i + batch_size] for i in range(0, len(indices), batch_size)]
 
 
 def segment_positions(n: int, max_len: int, positions: str = "end") -> np.ndarray:
@@ -152,8 +155,8 @@ def pack(segments: list[dict], capacity: int, causal: bool) -> dict:
     for i, (row, start) in place.items():
         n = len(segments[i]["input_ids"])
         for k in keys:
-            out[k][row, start: start + n] = segments[i][k]
-        block[row, start: start + n] = i
+            out[k][row, start : start + n] = segments[i][k]
+        block[row, start : start + n] = i
     mask = (block[:, :, None] == block[:, None, :]) & (block[:, None, :] >= 0)
     if causal:
         mask &= np.tril(np.ones((width, width), bool))[None]
@@ -169,6 +172,7 @@ def causal_batches(sequences, max_len: int, batch_size: int, kd_rows=None, posit
     With `kd_rows` (per sequence: position -> row of the teacher-target cache), each batch also
     carries `kd_rows`, the cache row for every position (-1 where there is none).
     """
+
     def make(indices, rng):
         for batch in batches_of(indices, batch_size):
             segments = []
@@ -176,12 +180,15 @@ def causal_batches(sequences, max_len: int, batch_size: int, kd_rows=None, posit
                 seq, begin = sequences[u], 0
                 if len(seq) > max_len + 1:  # a random window: long histories give new examples
                     begin = int(rng.integers(0, len(seq) - max_len))
-                window = np.asarray(seq[begin: begin + max_len + 1], np.int64)
+                window = np.asarray(seq[begin : begin + max_len + 1], np.int64)
                 n = len(window) - 1
                 if n <= 0:
                     continue
-                segment = {"input_ids": window[:-1], "labels": window[1:],
-                           "position_ids": segment_positions(n, max_len, positions)}
+                segment = {
+                    "input_ids": window[:-1],
+                    "labels": window[1:],
+                    "position_ids": segment_positions(n, max_len, positions),
+                }
                 if kd_rows is not None:
                     segment["kd_rows"] = [kd_rows[u].get(begin + j, -1) for j in range(n)]
                 segments.append(segment)
@@ -193,6 +200,7 @@ def causal_batches(sequences, max_len: int, batch_size: int, kd_rows=None, posit
 
 def masked_batches(sequences, max_len: int, batch_size: int, mask_token: int, mask_prob: float):
     """BERT4Rec cloze: hide random positions (always at least one) and predict them; packed."""
+
     def make(indices, rng):
         for batch in batches_of(indices, batch_size):
             segments = []
@@ -200,13 +208,17 @@ def masked_batches(sequences, max_len: int, batch_size: int, mask_token: int, ma
                 seq = np.asarray(sequences[i], np.int64)
                 if len(seq) > max_len:
                     begin = int(rng.integers(0, len(seq) - max_len + 1))
-                    seq = seq[begin: begin + max_len]
+                    seq = seq[begin : begin + max_len]
                 n = len(seq)
                 hide = rng.random(n) < mask_prob
                 hide[rng.integers(0, n)] = True
-                segments.append({"input_ids": np.where(hide, mask_token, seq),
-                                 "labels": np.where(hide, seq, -100),
-                                 "position_ids": segment_positions(n, max_len)})
+                segments.append(
+                    {
+                        "input_ids": np.where(hide, mask_token, seq),
+                        "labels": np.where(hide, seq, -100),
+                        "position_ids": segment_positions(n, max_len),
+                    }
+                )
             yield pack(segments, max_len, causal=False)
 
     return make
@@ -230,27 +242,15 @@ def validator(data, meta: dict, tokenizer=None, precision: str = "fp32"):
 # --------------------------------------------------------------------------- training
 
 
-def work_dir_for(out_dir: Path) -> Path:
-    return Path(out_dir).parent / f".{Path(out_dir).name}.work"
-
-
-def _prepare_work_dir(out_dir: Path, config_payload: dict, dist) -> Path:
-    """Resume when the same run was interrupted; start clean when the config changed."""
-    work = work_dir_for(out_dir)
-    stamp = work / "config.json"
-    text = json.dumps(config_payload, sort_keys=True, default=str)
-    if dist.is_main:
-        if work.exists() and (not stamp.is_file() or stamp.read_text() != text):
-            shutil.rmtree(work)
-        work.mkdir(parents=True, exist_ok=True)
-        stamp.write_text(text)
-    dist.barrier()
-    return work
-
-
 @writes_output
-def train_teacher(data_dir: Path, out_dir: Path, config: TeacherConfig = TeacherConfig(), *,
-                  base: Path | None = None, overwrite: bool = False) -> dict | None:
+def train_teacher(
+    data_dir: Path,
+    out_dir: Path,
+    config: TeacherConfig = TeacherConfig(),
+    *,
+    base: Path | None = None,
+    overwrite: bool = False,
+) -> dict | None:
     """Train (id kinds) or fine-tune (text kind, `base` = local pre-trained BERT) a teacher.
 
     Runs under torchrun / accelerate launch; returns the manifest on rank 0, None elsewhere.
@@ -268,15 +268,22 @@ def train_teacher(data_dir: Path, out_dir: Path, config: TeacherConfig = Teacher
         raise EdgerecError("--base is for the text teacher (--kind text)")
     dist = setup_distributed()
     torch.manual_seed(config.train.seed)
-    meta = {"kind": config.kind, "num_items": data.num_items, "mask_token": data.mask_token,
-            "item_ids_sha256": item_ids_hash(data.item_ids())}
+    meta = {
+        "kind": config.kind,
+        "num_items": data.num_items,
+        "mask_token": data.mask_token,
+        "item_ids_sha256": item_ids_hash(data.item_ids()),
+    }
     tokenizer = None
     if config.kind == "text":
         if config.text_examples_per_user < 1 or config.text_items < 1 or config.text_max_tokens < 8:
             raise EdgerecError("text teacher: examples per user and items must be >= 1, tokens >= 8")
         model, tokenizer = _text_model(base, data)
-        meta.update(max_len=config.text_max_tokens, titles=_titles(data, config.text_genres),
-                    render={"order": config.text_order, "limit": config.text_items})
+        meta.update(
+            max_len=config.text_max_tokens,
+            titles=_titles(data, config.text_genres),
+            render={"order": config.text_order, "limit": config.text_items},
+        )
         usable = [s for s in train_seqs if len(s) >= 2]
         if config.text_head_init not in ("titles", "random"):
             raise EdgerecError(f"unknown text head init {config.text_head_init!r} (titles or random)")
@@ -292,17 +299,28 @@ def train_teacher(data_dir: Path, out_dir: Path, config: TeacherConfig = Teacher
             batches = causal_batches(usable, config.shape.max_len, config.train.batch_size)
         else:
             usable = [s for s in train_seqs if len(s) >= 1]
-            batches = masked_batches(usable, config.shape.max_len, config.train.batch_size,
-                                     data.mask_token, config.mask_prob)
+            batches = masked_batches(
+                usable, config.shape.max_len, config.train.batch_size, data.mask_token, config.mask_prob
+            )
     if not usable:
         raise EdgerecError(f"{data_dir}: the training split is empty (every history is too short)")
     model.to(dist.device)
-    work = _prepare_work_dir(out_dir, {"config": asdict(config), "data": str(data_dir),
-                                       "base": str(base), "world": dist.world}, dist)
+    work = prepare_work_dir(
+        out_dir, {"config": asdict(config), "data": str(data_dir), "base": str(base), "world": dist.world}, dist
+    )
     examples = len(usable) * (config.text_examples_per_user if config.kind == "text" else 1)
     precision = resolve_precision(config.train.precision, dist.device) if config.kind == "text" else "fp32"
-    result = fit(model, loss_module, batches, examples, validator(data, meta, tokenizer, precision),
-                 config.train, work, dist, desc=f"teacher ({config.kind})")
+    result = fit(
+        model,
+        loss_module,
+        batches,
+        examples,
+        validator(data, meta, tokenizer, precision),
+        config.train,
+        work,
+        dist,
+        desc=f"teacher ({config.kind})",
+    )
     if not dist.is_main:
         return None
     return _write_teacher(out_dir, data, model, meta, tokenizer, config, result, base, overwrite)
@@ -313,19 +331,27 @@ def _write_teacher(out_dir, data, model, meta, tokenizer, config, result, base, 
     rec = RecModel(model, meta, tokenizer)
     started = time.perf_counter()
     test = evaluate(rec, data, "test")
-    with atomic_artifact(out_dir, "teacher", config=config, inputs={"data": data.path},
-                         overwrite=overwrite) as (tmp, manifest):
+    with atomic_artifact(out_dir, "teacher", config=config, inputs={"data": data.path}, overwrite=overwrite) as (
+        tmp,
+        manifest,
+    ):
         save_model(tmp / "model", model, meta, tokenizer)
         shutil.copy(data.path / "items.json", tmp / "items.json")
         write_json(tmp / "test_report.json", public(test))
         manifest.update(
-            kind=config.kind, base=str(base) if base else None, parameters=rec.num_parameters,
+            kind=config.kind,
+            base=str(base) if base else None,
+            parameters=rec.num_parameters,
             metrics={"valid_ndcg10": result.best_metric, "test": headline(test)},
-            training={"epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
-                      "stopped": result.stopped, "seconds": round(result.seconds, 1),
-                      "precision": result.precision,
-                      "eval_seconds": round(time.perf_counter() - started, 1),
-                      "history": result.history},
+            training={
+                "epochs_run": result.epochs_run,
+                "best_epoch": result.best_epoch,
+                "stopped": result.stopped,
+                "seconds": round(result.seconds, 1),
+                "precision": result.precision,
+                "eval_seconds": round(time.perf_counter() - started, 1),
+                "history": result.history,
+            },
         )
     shutil.rmtree(work_dir_for(out_dir), ignore_errors=True)
     return manifest
@@ -375,8 +401,13 @@ def _text_model(base: Path, data):
         # transformers says the new item head is "newly initialized": that is the point here
         with third_party("loading the pre-trained BERT"):
             model = transformers.BertForSequenceClassification.from_pretrained(
-                base, num_labels=len(labels), id2label=labels, label2id={v: k for k, v in labels.items()},
-                use_safetensors=True, trust_remote_code=False, attn_implementation="eager",
+                base,
+                num_labels=len(labels),
+                id2label=labels,
+                label2id={v: k for k, v in labels.items()},
+                use_safetensors=True,
+                trust_remote_code=False,
+                attn_implementation="eager",
             )
             tokenizer = transformers.AutoTokenizer.from_pretrained(base, trust_remote_code=False)
     except (OSError, ValueError, KeyError, RuntimeError) as exc:  # transformers' load errors
@@ -400,8 +431,9 @@ def _init_item_head(model, tokenizer, meta: dict, sequences, num_items: int) -> 
     with torch.inference_mode():
         pooled = []
         for start in range(0, len(titles), 256):
-            enc = tokenizer(titles[start: start + 256], padding=True, truncation=True, max_length=32,
-                            return_tensors="pt")
+            enc = tokenizer(
+                titles[start : start + 256], padding=True, truncation=True, max_length=32, return_tensors="pt"
+            )
             pooled.append(model.bert(**enc).pooler_output)
         rows = torch.cat(pooled)
         rows = rows - rows.mean(dim=0, keepdim=True)
@@ -429,8 +461,9 @@ def _text_training(model, tokenizer, sequences, meta, config: TeacherConfig):
             self.model = model
 
         def forward(self, input_ids, attention_mask, labels, token_type_ids=None):
-            logits = self.model(input_ids=input_ids, attention_mask=attention_mask,
-                                token_type_ids=token_type_ids).logits
+            logits = self.model(
+                input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
+            ).logits
             return torch.nn.functional.cross_entropy(logits.float(), labels)
 
     encoder = TextEncoder(tokenizer, meta["titles"], config.text_max_tokens, meta["render"])
@@ -439,7 +472,7 @@ def _text_training(model, tokenizer, sequences, meta, config: TeacherConfig):
         size = config.train.batch_size
         for start in range(0, len(indices), size):
             prefixes, labels = [], []
-            for i in indices[start: start + size]:
+            for i in indices[start : start + size]:
                 seq = sequences[int(i) % len(sequences)]
                 cut = int(rng.integers(1, len(seq)))
                 prefixes.append(seq[:cut])
@@ -453,8 +486,9 @@ def _text_training(model, tokenizer, sequences, meta, config: TeacherConfig):
 
 
 @writes_output
-def import_teacher(path: Path, data_dir: Path, out_dir: Path, *, overwrite: bool = False,
-                   text: TeacherConfig | None = None) -> dict:
+def import_teacher(
+    path: Path, data_dir: Path, out_dir: Path, *, overwrite: bool = False, text: TeacherConfig | None = None
+) -> dict:
     """Adopt an existing fine-tuned checkpoint, aligning its vocabulary with the data's items.
 
     A text checkpoint reads the history as it was fine-tuned to: `text`'s text_max_tokens,
@@ -481,8 +515,7 @@ def import_teacher(path: Path, data_dir: Path, out_dir: Path, *, overwrite: bool
         raise EdgerecError(f"{path}: model_type is {raw.get('model_type')!r}; edgerec imports BERT")
     check_safetensors(path / "model.safetensors")
     arch = (raw.get("architectures") or [""])[0]
-    kinds = {"BertForSequenceClassification": "text", "BertForMaskedLM": "masked",
-             "BertLMHeadModel": "causal"}
+    kinds = {"BertForSequenceClassification": "text", "BertForMaskedLM": "masked", "BertLMHeadModel": "causal"}
     if arch not in kinds:
         raise EdgerecError(f"{path}: architecture {arch!r} is not one of {', '.join(kinds)}")
     kind = kinds[arch]
@@ -493,28 +526,36 @@ def import_teacher(path: Path, data_dir: Path, out_dir: Path, *, overwrite: bool
         token_of, vocabulary = _align(labels, data, path, offset=0, what="id2label", partial=True)
         known = sum(1 for t in token_of[1:] if t >= 0)
         if 2 * known < data.num_items:
-            raise EdgerecError(f"{path}: only {known} of the data's {data.num_items} items are labels of "
-                               "this checkpoint: is it fine-tuned on this catalogue?")
+            raise EdgerecError(
+                f"{path}: only {known} of the data's {data.num_items} items are labels of "
+                "this checkpoint: is it fine-tuned on this catalogue?"
+            )
         reading = text or TeacherConfig(kind="text", text_max_tokens=128)
         max_len = min(int(raw.get("max_position_embeddings", 512)), reading.text_max_tokens)
     else:
         tokens = _read_token_vocab(path)
         if len(tokens) != raw.get("vocab_size"):
-            raise EdgerecError(f"{path}: items.txt has {len(tokens)} tokens, config vocab_size is "
-                               f"{raw.get('vocab_size')}")
+            raise EdgerecError(
+                f"{path}: items.txt has {len(tokens)} tokens, config vocab_size is {raw.get('vocab_size')}"
+            )
         token_of, vocabulary = _align(tokens, data, path, offset=0, what="items.txt")
         max_len = int(raw["max_position_embeddings"])
     cls = getattr(transformers, arch)
     try:
-        model = cls.from_pretrained(path, use_safetensors=True, trust_remote_code=False,
-                                    attn_implementation="eager")
-        tokenizer = (transformers.AutoTokenizer.from_pretrained(path, trust_remote_code=False)
-                     if kind == "text" else None)
+        model = cls.from_pretrained(path, use_safetensors=True, trust_remote_code=False, attn_implementation="eager")
+        tokenizer = (
+            transformers.AutoTokenizer.from_pretrained(path, trust_remote_code=False) if kind == "text" else None
+        )
     except (OSError, ValueError, KeyError, RuntimeError) as exc:  # transformers' load errors
         first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         raise EdgerecError(f"{path}: cannot load the checkpoint ({first})") from None
-    meta = {"kind": kind, "num_items": data.num_items, "max_len": max_len,
-            "item_ids_sha256": item_ids_hash(data.item_ids()), "token_of_item": token_of}
+    meta = {
+        "kind": kind,
+        "num_items": data.num_items,
+        "max_len": max_len,
+        "item_ids_sha256": item_ids_hash(data.item_ids()),
+        "token_of_item": token_of,
+    }
     if kind == "text":
         meta["titles"] = _titles(data, reading.text_genres)
         meta["render"] = {"order": reading.text_order, "limit": reading.text_items}
@@ -524,13 +565,19 @@ def import_teacher(path: Path, data_dir: Path, out_dir: Path, *, overwrite: bool
             raise EdgerecError(f"{path}: a masked (BERT4Rec) model needs a [MASK] token in items.txt")
     rec = RecModel(model, meta, tokenizer)
     test = evaluate(rec, data, "test")
-    with atomic_artifact(out_dir, "teacher", config={"imported": str(path)},
-                         inputs={"data": data.path}, overwrite=overwrite) as (tmp, manifest):
+    with atomic_artifact(
+        out_dir, "teacher", config={"imported": str(path)}, inputs={"data": data.path}, overwrite=overwrite
+    ) as (tmp, manifest):
         save_model(tmp / "model", model, meta, tokenizer)
         shutil.copy(data.path / "items.json", tmp / "items.json")
         write_json(tmp / "test_report.json", public(test))
-        manifest.update(kind=kind, imported_from=str(path), parameters=rec.num_parameters,
-                        metrics={"test": headline(test)}, vocabulary=vocabulary)
+        manifest.update(
+            kind=kind,
+            imported_from=str(path),
+            parameters=rec.num_parameters,
+            metrics={"test": headline(test)},
+            vocabulary=vocabulary,
+        )
     return manifest
 
 
@@ -539,13 +586,14 @@ def _read_token_vocab(path: Path) -> list[str]:
     [PAD] and [MASK] name the special tokens."""
     vocab = path / "items.txt"
     if not vocab.is_file():
-        raise EdgerecError(f"{path}: an id-based checkpoint needs items.txt (one item id per line, "
-                           "line n = token n, with [PAD] and [MASK] for the special tokens)")
+        raise EdgerecError(
+            f"{path}: an id-based checkpoint needs items.txt (one item id per line, "
+            "line n = token n, with [PAD] and [MASK] for the special tokens)"
+        )
     return [line.strip() for line in vocab.read_text().splitlines()]
 
 
-def _align(names: list[str], data, path: Path, offset: int, what: str,
-           partial: bool = False) -> tuple[list[int], dict]:
+def _align(names: list[str], data, path: Path, offset: int, what: str, partial: bool = False) -> tuple[list[int], dict]:
     """For each data item index, the checkpoint's token/label index; say exactly what differs.
 
     `partial`: a data item the checkpoint lacks maps to -1 (scored last) and a checkpoint entry
@@ -556,20 +604,26 @@ def _align(names: list[str], data, path: Path, offset: int, what: str,
     missing = [i for i in data_ids if i not in position]
     special = {"[PAD]", "[MASK]", ""}
     extra = sorted(set(names) - set(data_ids) - special)
-    vocabulary = {"data_items": len(data_ids), "checkpoint_entries": len(set(names) - special),
-                  "data_items_unknown_to_checkpoint": len(missing), "checkpoint_entries_not_in_data": len(extra),
-                  "notes": []}
+    vocabulary = {
+        "data_items": len(data_ids),
+        "checkpoint_entries": len(set(names) - special),
+        "data_items_unknown_to_checkpoint": len(missing),
+        "checkpoint_entries_not_in_data": len(extra),
+        "notes": [],
+    }
     if partial:
         if extra:
             vocabulary["notes"].append(
                 f"{len(extra)} of the teacher's {what} entries are not items of {data.path} (e.g. "
                 f"{', '.join(extra[:3])}): ignored, so neither the teacher's scores nor the student "
-                "ever name them")
+                "ever name them"
+            )
         if missing:
             vocabulary["notes"].append(
                 f"{len(missing)} items of {data.path} have no {what} entry in the teacher (e.g. "
                 f"{', '.join(missing[:3])}): the teacher ranks them last and gives them no soft "
-                "target, so the student learns them from the ground truth alone")
+                "target, so the student learns them from the ground truth alone"
+            )
         return [position.get("[PAD]", 0)] + [position.get(i, -1) for i in data_ids], vocabulary
     if missing or extra:
         parts = []

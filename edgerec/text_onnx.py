@@ -32,8 +32,15 @@ def export_text_onnx(model_dir: Path, out: Path, opset: int = 17) -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         with third_party("optimum's ONNX export of the text teacher"):
-            main_export(str(model_dir), tmp, task="text-classification", opset=opset, local_files_only=True,
-                        trust_remote_code=False, library_name="transformers")
+            main_export(
+                str(model_dir),
+                tmp,
+                task="text-classification",
+                opset=opset,
+                local_files_only=True,
+                trust_remote_code=False,
+                library_name="transformers",
+            )
     except Exception as exc:  # the exporter's own failure, as one line
         shutil.rmtree(tmp, ignore_errors=True)
         first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
@@ -72,8 +79,7 @@ class TextOnnxScorer:
         order = np.argsort([len(h) for h in histories], kind="stable")
         out = np.empty((len(histories), self.rec.num_items + 1), dtype=np.float32)
         for start in range(0, len(histories), batch_size):
-            rows = order[start: start + batch_size]
-            feeds = {k: v.numpy() for k, v in self.rec.encode([histories[i] for i in rows]).items()
-                     if k in self.inputs}
+            rows = order[start : start + batch_size]
+            feeds = {k: v.numpy() for k, v in self.rec.encode([histories[i] for i in rows]).items() if k in self.inputs}
             out[rows] = self.rec.to_item_scores(self.session.run(["logits"], feeds)[0])
         return out

@@ -13,10 +13,11 @@ import ctypes
 import json
 import math
 import os
+import shutil
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
 
 import numpy as np
 
@@ -70,6 +71,8 @@ def epoch_lr(config: TrainConfig, epoch: int) -> float:
     if config.schedule == "cosine":
         return config.lr * 0.5 * (1 + math.cos(math.pi * epoch / config.epochs))
     return config.lr
+
+
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo: oneDNN has bf16 dot products
 
 
@@ -82,8 +85,7 @@ def resolve_precision(precision: str, device: str = "cpu") -> str:
 
         return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
     try:
-        flags = next((line.split(":", 1)[1].split() for line in open("/proc/cpuinfo")
-                      if line.startswith("flags")), [])
+        flags = next((line.split(":", 1)[1].split() for line in open("/proc/cpuinfo") if line.startswith("flags")), [])
     except OSError:
         flags = []
     return "bf16" if any(f in flags for f in BF16_CPU_FLAGS) else "fp32"
@@ -156,7 +158,7 @@ def shard(n: int, dist: Dist, epoch: int, seed: int, shuffle: bool = True) -> np
     order = np.random.default_rng(seed + epoch).permutation(n) if shuffle else np.arange(n)
     per = math.ceil(n / dist.world)
     order = np.resize(order, per * dist.world)
-    return order[dist.rank:: dist.world]
+    return order[dist.rank :: dist.world]
 
 
 @contextlib.contextmanager
@@ -269,10 +271,8 @@ def fit(
 
     config.validate()
     torch.manual_seed(config.seed)
-    optimizer = torch.optim.AdamW(loss_module.parameters(), lr=config.lr,
-                                  weight_decay=config.weight_decay)
-    state = {"epoch": 0, "best_metric": -1.0, "best_epoch": -1, "history": [], "seconds": 0.0,
-             "steps": 0}
+    optimizer = torch.optim.AdamW(loss_module.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    state = {"epoch": 0, "best_metric": -1.0, "best_epoch": -1, "history": [], "seconds": 0.0, "steps": 0}
     last, best = Path(work_dir) / "last", Path(work_dir) / "best"
     # Resume from the last finished epoch. The work dir must be visible to every rank (one
     # machine, or a shared filesystem); our own files, loaded with weights_only=True.
@@ -287,8 +287,14 @@ def fit(
     started = time.perf_counter() - state["seconds"]
     stopped = "epochs"
     precision = resolve_precision(config.precision, dist.device)
-    bar = tqdm(total=config.epochs, initial=state["epoch"], desc=desc, disable=not dist.is_main,
-               unit="epoch", dynamic_ncols=True)
+    bar = tqdm(
+        total=config.epochs,
+        initial=state["epoch"],
+        desc=desc,
+        disable=not dist.is_main,
+        unit="epoch",
+        dynamic_ncols=True,
+    )
     with reuse_freed_memory() as heap:
         while state["epoch"] < config.epochs:
             epoch = state["epoch"]
@@ -328,8 +334,7 @@ def fit(
                 _save_last(last, loss_module, optimizer, state)
             dist.barrier()
             bar.update(1)
-            bar.set_postfix(loss=f"{loss_mean:.3f}", val_ndcg10=f"{metric:.4f}",
-                            best=f"{state['best_metric']:.4f}")
+            bar.set_postfix(loss=f"{loss_mean:.3f}", val_ndcg10=f"{metric:.4f}", best=f"{state['best_metric']:.4f}")
             if epoch + 1 - state["best_epoch"] >= config.patience:
                 stopped = "early-stopping"
                 break
@@ -339,9 +344,15 @@ def fit(
     bar.close()
     if state["best_epoch"] > 0 and dist.is_main:  # only rank 0 goes on to write the artifact
         load_model(model, str(best / "model.safetensors"))
-    return FitResult(best_metric=state["best_metric"], best_epoch=state["best_epoch"],
-                     epochs_run=state["epoch"], seconds=state["seconds"],
-                     history=state["history"], stopped=stopped, precision=precision)
+    return FitResult(
+        best_metric=state["best_metric"],
+        best_epoch=state["best_epoch"],
+        epochs_run=state["epoch"],
+        seconds=state["seconds"],
+        history=state["history"],
+        stopped=stopped,
+        precision=precision,
+    )
 
 
 def _save_last(last: Path, loss_module, optimizer, state: dict) -> None:
@@ -359,3 +370,24 @@ def _save_last(last: Path, loss_module, optimizer, state: dict) -> None:
     (tmp / "state.json").write_text(json.dumps(state))
     shutil.rmtree(last, ignore_errors=True)
     os.replace(tmp, last)
+
+
+# --------------------------------------------------------------------------- work folders
+
+
+def work_dir_for(out_dir: Path) -> Path:
+    return Path(out_dir).parent / f".{Path(out_dir).name}.work"
+
+
+def prepare_work_dir(out_dir: Path, config_payload: dict, dist) -> Path:
+    """Resume when the same run was interrupted; start clean when the config changed."""
+    work = work_dir_for(out_dir)
+    stamp = work / "config.json"
+    text = json.dumps(config_payload, sort_keys=True, default=str)
+    if dist.is_main:
+        if work.exists() and (not stamp.is_file() or stamp.read_text() != text):
+            shutil.rmtree(work)
+        work.mkdir(parents=True, exist_ok=True)
+        stamp.write_text(text)
+    dist.barrier()
+    return work

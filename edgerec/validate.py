@@ -83,16 +83,19 @@ def load_bundle(bundle: Path, target, allow_modified: bool = False) -> tuple[dic
     if meta.get("target") != target.name:
         raise EdgerecError(f"{bundle}: a bundle for target {meta.get('target')!r}, not {target.name!r}")
     if not isinstance(items, list) or len(items) != meta.get("num_items"):
-        raise EdgerecError(f"{bundle}: items.json lists {len(items) if isinstance(items, list) else 'no'} "
-                           f"items but metadata.json says the model scores {meta.get('num_items')}")
+        raise EdgerecError(
+            f"{bundle}: items.json lists {len(items) if isinstance(items, list) else 'no'} "
+            f"items but metadata.json says the model scores {meta.get('num_items')}"
+        )
     for fmt, name in meta.get("files", {}).items():
         if not (bundle / name).is_file():
             raise EdgerecError(f"{bundle}: {name} is missing")
     return meta, items, modified
 
 
-def run_bundle(bundle: Path, meta: dict, target, histories, targets, num_items: int, warmup: int,
-               teacher_top=None, device=None) -> dict:
+def run_bundle(
+    bundle: Path, meta: dict, target, histories, targets, num_items: int, warmup: int, teacher_top=None, device=None
+) -> dict:
     """Every runtime of the profile on the bundle, each in its own runner process (on `device`
     when given: an `SshDevice`)."""
     results = {}
@@ -108,18 +111,32 @@ def run_bundle(bundle: Path, meta: dict, target, histories, targets, num_items: 
         else:
             python = python_for(runtime.name) if runtime.environment == "isolated" else sys.executable
             out = run_runner(python, runtime.name, Path(bundle) / name, ids, target.threads, warmup)
-        summary, top, per_user = score_outputs(out["scores"], meta.get("top_k"), num_items, histories, targets,
-                                               teacher_top, f"{bundle}: {name} on {runtime.name}")
-        results[runtime.name] = {"top": top,
-            "file": name, "bytes": (Path(bundle) / name).stat().st_size, "metrics": summary,
-            "per_user_ndcg10": per_user["NDCG@10"], "latency": latency_stats(out["seconds"]),
+        summary, top, per_user = score_outputs(
+            out["scores"],
+            meta.get("top_k"),
+            num_items,
+            histories,
+            targets,
+            teacher_top,
+            f"{bundle}: {name} on {runtime.name}",
+        )
+        results[runtime.name] = {
+            "top": top,
+            "file": name,
+            "bytes": (Path(bundle) / name).stat().st_size,
+            "metrics": summary,
+            "per_user_ndcg10": per_user["NDCG@10"],
+            "latency": latency_stats(out["seconds"]),
             "latency_ms": (np.asarray(out["seconds"]) * 1e3).tolist(),
-            "load_ms": float(out["load_seconds"]) * 1e3, "peak_rss_mb": float(out["peak_rss_bytes"]) / 1e6}
+            "load_ms": float(out["load_seconds"]) * 1e3,
+            "peak_rss_mb": float(out["peak_rss_bytes"]) / 1e6,
+        }
     return results
 
 
-def validate_steps(bundle: Path, entry: dict, target, histories, targets, num_items: int,
-                   full_runs: dict, warmup: int = 0, device=None) -> dict:
+def validate_steps(
+    bundle: Path, entry: dict, target, histories, targets, num_items: int, full_runs: dict, warmup: int = 0, device=None
+) -> dict:
     """Replay every test history through the bundle's step files on each runtime of the profile:
     the final top-10 against the full model's on the same runtime (identical in fp32; after int8
     the two files are quantized separately, so agreement is reported), accuracy, and per-update
@@ -131,19 +148,36 @@ def validate_steps(bundle: Path, entry: dict, target, histories, targets, num_it
         if name is None or runtime.name not in full_runs:
             continue
         dtype = target.onnx.input_dtype if fmt == "onnx" else "int32"
-        result = replay(runtime, Path(bundle) / name, encode(histories, entry["layout"]["window"], dtype),
-                        target.threads, warmup, device)
+        result = replay(
+            runtime,
+            Path(bundle) / name,
+            encode(histories, entry["layout"]["window"], dtype),
+            target.threads,
+            warmup,
+            device,
+        )
         reference = full_runs[runtime.name]["top"]
-        summary, top, _ = score_outputs(result["scores"], entry.get("top_k"), num_items, histories, targets,
-                                        reference, f"{bundle}: {name} on {runtime.name}")
+        summary, top, _ = score_outputs(
+            result["scores"],
+            entry.get("top_k"),
+            num_items,
+            histories,
+            targets,
+            reference,
+            f"{bundle}: {name} on {runtime.name}",
+        )
         latency = latency_stats(result["seconds"])
         out[runtime.name] = {
-            "file": name, "bytes": (Path(bundle) / name).stat().st_size, "users": len(histories),
-            "updates": latency["runs"], "metrics": summary,
+            "file": name,
+            "bytes": (Path(bundle) / name).stat().st_size,
+            "users": len(histories),
+            "updates": latency["runs"],
+            "metrics": summary,
             "identical_top10": float((top == reference).all(axis=1).mean()),
             "top10_agreement_with_full_model": summary["top10_agreement"]["mean"],
             "latency_per_update": latency,
-            "p50_vs_full_call": latency["p50_ms"] / full_runs[runtime.name]["latency"]["p50_ms"]}
+            "p50_vs_full_call": latency["p50_ms"] / full_runs[runtime.name]["latency"]["p50_ms"],
+        }
     return out
 
 
@@ -157,9 +191,15 @@ def _pytorch(model_dir: Path, data, histories, targets, teacher_top=None, timed:
         rec.scores([history])
         seconds.append(time.perf_counter() - started)
     size = sum(p.stat().st_size for p in resolve_model_dir(model_dir).glob("*.safetensors"))
-    return {"metrics": summary, "top": top, "per_user_ndcg10": per_user["NDCG@10"],
-            "latency": latency_stats(seconds), "bytes": size, "parameters": rec.num_parameters,
-            "kind": rec.kind}
+    return {
+        "metrics": summary,
+        "top": top,
+        "per_user_ndcg10": per_user["NDCG@10"],
+        "latency": latency_stats(seconds),
+        "bytes": size,
+        "parameters": rec.num_parameters,
+        "kind": rec.kind,
+    }
 
 
 def _text_onnx(teacher: Path, data, histories, targets, reference: dict, timed: int = 200) -> dict:
@@ -175,9 +215,14 @@ def _text_onnx(teacher: Path, data, histories, targets, reference: dict, timed: 
         started = time.perf_counter()
         scorer.scores([history])
         seconds.append(time.perf_counter() - started)
-    return {"metrics": summary, "latency": latency_stats(seconds), "bytes": path.stat().st_size,
-            "file": "model.onnx (fp32, optimum)", "runtime": "onnxruntime",
-            "ndcg10_minus_pytorch": float(np.mean(per_user["NDCG@10"] - reference["per_user_ndcg10"]))}
+    return {
+        "metrics": summary,
+        "latency": latency_stats(seconds),
+        "bytes": path.stat().st_size,
+        "file": "model.onnx (fp32, optimum)",
+        "runtime": "onnxruntime",
+        "ndcg10_minus_pytorch": float(np.mean(per_user["NDCG@10"] - reference["per_user_ndcg10"])),
+    }
 
 
 def coverage_budgets(target, runs: dict, beyond: dict, label: str) -> list[dict]:
@@ -188,44 +233,78 @@ def coverage_budgets(target, runs: dict, beyond: dict, label: str) -> list[dict]
     rows = []
     for runtime, r in runs.items():
         kept = beyond["models"][f"{label} {r['file']} ({runtime})"].get("vs_teacher", {}).get("coverage")
-        rows.append({"budget": "coverage@10 kept vs teacher", "where": runtime,
-                     "value": None if kept is None else round(kept, 4), "limit": f">= {limit}",
-                     "status": ("SKIP (no teacher found; pass --teacher)" if kept is None
-                                else "PASS" if kept >= limit else "FAIL")})
+        rows.append(
+            {
+                "budget": "coverage@10 kept vs teacher",
+                "where": runtime,
+                "value": None if kept is None else round(kept, 4),
+                "limit": f">= {limit}",
+                "status": (
+                    "SKIP (no teacher found; pass --teacher)" if kept is None else "PASS" if kept >= limit else "FAIL"
+                ),
+            }
+        )
     return rows
 
 
-def check_budgets(target, runs: dict, teacher_ndcg: float | None, where: str = "this machine",
-                  latency_checked: bool = True) -> list[dict]:
+def check_budgets(
+    target, runs: dict, teacher_ndcg: float | None, where: str = "this machine", latency_checked: bool = True
+) -> list[dict]:
     """One row per budget and runtime. A latency that does not stand for the reference device
     (`latency_stands_for_device`) is reported, never passed: "NOT CHECKED (...)"."""
     budgets, rows = target.budgets, []
     for runtime, r in runs.items():
         mb = r["bytes"] / 1e6
-        rows.append({"budget": "model size", "where": f"{r['file']} ({runtime})", "value": round(mb, 4),
-                     "limit": f"<= {budgets.max_model_mb} MB", "status": "PASS" if mb <= budgets.max_model_mb else "FAIL"})
+        rows.append(
+            {
+                "budget": "model size",
+                "where": f"{r['file']} ({runtime})",
+                "value": round(mb, 4),
+                "limit": f"<= {budgets.max_model_mb} MB",
+                "status": "PASS" if mb <= budgets.max_model_mb else "FAIL",
+            }
+        )
         p95 = r["latency"]["p95_ms"]
-        rows.append({"budget": "p95 latency, batch 1", "where": f"{runtime} on {where}", "value": round(p95, 4),
-                     "limit": f"<= {budgets.max_p95_ms} ms ({budgets.reference_device})",
-                     "status": ("PASS" if p95 <= budgets.max_p95_ms else "FAIL") if latency_checked
-                     else "NOT CHECKED (measured here, not on the reference device)"})
+        rows.append(
+            {
+                "budget": "p95 latency, batch 1",
+                "where": f"{runtime} on {where}",
+                "value": round(p95, 4),
+                "limit": f"<= {budgets.max_p95_ms} ms ({budgets.reference_device})",
+                "status": ("PASS" if p95 <= budgets.max_p95_ms else "FAIL")
+                if latency_checked
+                else "NOT CHECKED (measured here, not on the reference device)",
+            }
+        )
         ndcg = r["metrics"]["NDCG@10"]["mean"]
         if teacher_ndcg:
             kept = ndcg / teacher_ndcg
-            rows.append({"budget": "NDCG@10 kept vs teacher", "where": runtime, "value": round(kept, 4),
-                         "limit": f">= {budgets.min_ndcg_retained}",
-                         "status": "PASS" if kept >= budgets.min_ndcg_retained else "FAIL"})
+            rows.append(
+                {
+                    "budget": "NDCG@10 kept vs teacher",
+                    "where": runtime,
+                    "value": round(kept, 4),
+                    "limit": f">= {budgets.min_ndcg_retained}",
+                    "status": "PASS" if kept >= budgets.min_ndcg_retained else "FAIL",
+                }
+            )
         else:
-            rows.append({"budget": "NDCG@10 kept vs teacher", "where": runtime, "value": None,
-                         "limit": f">= {budgets.min_ndcg_retained}", "status": "SKIP (no teacher found; pass --teacher)"})
+            rows.append(
+                {
+                    "budget": "NDCG@10 kept vs teacher",
+                    "where": runtime,
+                    "value": None,
+                    "limit": f">= {budgets.min_ndcg_retained}",
+                    "status": "SKIP (no teacher found; pass --teacher)",
+                }
+            )
     return rows
 
 
 STEP_REPLAY_USERS = 8  # a replay is one emulated call per history item: keep it to a few users
 
 
-def validate_emulated(bundle: Path, meta: dict, target, histories, targets, num_items: int,
-                      log=print) -> dict:
+def validate_emulated(bundle: Path, meta: dict, target, histories, targets, num_items: int, log=print) -> dict:
     """The bundle on the aarch64 builds of its runtimes, per CPU model the profile emulates
     (edgerec/emulator.py), on the first `device.users` test users: scores against the same
     file on this machine's runtime (max |diff|, top-10 agreement), NDCG@10 on ARM kernels vs
@@ -247,39 +326,57 @@ def validate_emulated(bundle: Path, meta: dict, target, histories, targets, num_
             python = python_for(runtime.name) if runtime.environment == "isolated" else sys.executable
             here = run_runner(python, runtime.name, Path(bundle) / name, ids, 1)
             where = f"{bundle}: {name} on aarch64 {runtime.name} ({device.name})"
-            _, arm_top, arm_user = score_outputs(arm["scores"], meta.get("top_k"), num_items, hist, tgt,
-                                                 None, where)
-            _, here_top, here_user = score_outputs(here["scores"], meta.get("top_k"), num_items, hist, tgt,
-                                                   None, f"{bundle}: {name} on {runtime.name}")
-            entry = {"file": name, "users": n,
-                     "top10_agreement_with_host": float(metrics.topk_agreement(arm_top, here_top).mean()),
-                     "identical_top10": float((arm_top == here_top).all(axis=1).mean()),
-                     "ndcg10_arm": float(arm_user["NDCG@10"].mean()),
-                     "ndcg10_host": float(here_user["NDCG@10"].mean()),
-                     "paired_arm_minus_host": metrics.paired_bootstrap(arm_user["NDCG@10"], here_user["NDCG@10"])}
+            _, arm_top, arm_user = score_outputs(arm["scores"], meta.get("top_k"), num_items, hist, tgt, None, where)
+            _, here_top, here_user = score_outputs(
+                here["scores"], meta.get("top_k"), num_items, hist, tgt, None, f"{bundle}: {name} on {runtime.name}"
+            )
+            entry = {
+                "file": name,
+                "users": n,
+                "top10_agreement_with_host": float(metrics.topk_agreement(arm_top, here_top).mean()),
+                "identical_top10": float((arm_top == here_top).all(axis=1).mean()),
+                "ndcg10_arm": float(arm_user["NDCG@10"].mean()),
+                "ndcg10_host": float(here_user["NDCG@10"].mean()),
+                "paired_arm_minus_host": metrics.paired_bootstrap(arm_user["NDCG@10"], here_user["NDCG@10"]),
+            }
             if not meta.get("top_k"):
-                entry["max_abs_diff_vs_host"] = float(np.max(np.abs(np.asarray(arm["scores"], np.float64)
-                                                                    - np.asarray(here["scores"], np.float64))))
+                entry["max_abs_diff_vs_host"] = float(
+                    np.max(np.abs(np.asarray(arm["scores"], np.float64) - np.asarray(here["scores"], np.float64)))
+                )
             if step and fmt in step.get("files", {}):
                 # the step file replayed item by item on ARM kernels, against the full file there
                 k = min(STEP_REPLAY_USERS, n)
-                step_ids = encode(hist[:k], step["layout"]["window"], target.onnx.input_dtype if fmt == "onnx" else "int32")
+                step_ids = encode(
+                    hist[:k], step["layout"]["window"], target.onnx.input_dtype if fmt == "onnx" else "int32"
+                )
                 log(f"{device.name}: replaying {step['files'][fmt]} for {k} test users")
                 replayed = device.run_runner(runtime.name, Path(bundle) / step["files"][fmt], step_ids, 1, step=True)
-                _, step_top, _ = score_outputs(replayed["scores"], meta.get("top_k"), num_items, hist[:k], tgt[:k],
-                                               None, f"{bundle}: {step['files'][fmt]} on {device.name}")
-                entry["step_replay"] = {"users": k, "identical_top10_with_full": float(
-                    (step_top == arm_top[:k]).all(axis=1).mean()), "top10_agreement_with_full": float(
-                    metrics.topk_agreement(step_top, arm_top[:k]).mean())}
+                _, step_top, _ = score_outputs(
+                    replayed["scores"],
+                    meta.get("top_k"),
+                    num_items,
+                    hist[:k],
+                    tgt[:k],
+                    None,
+                    f"{bundle}: {step['files'][fmt]} on {device.name}",
+                )
+                entry["step_replay"] = {
+                    "users": k,
+                    "identical_top10_with_full": float((step_top == arm_top[:k]).all(axis=1).mean()),
+                    "top10_agreement_with_full": float(metrics.topk_agreement(step_top, arm_top[:k]).mean()),
+                }
             if cannot:
                 entry["instructions"] = f"not measured: {cannot}"
             else:
                 log(f"{device.name}: counting instructions per call ({name})")
                 entry["instructions"] = device.instructions_per_call(runtime.name, Path(bundle) / name, ids)
                 if step and fmt in step.get("files", {}):
-                    step_ids = encode(hist, step["layout"]["window"], target.onnx.input_dtype if fmt == "onnx" else "int32")
+                    step_ids = encode(
+                        hist, step["layout"]["window"], target.onnx.input_dtype if fmt == "onnx" else "int32"
+                    )
                     entry["step_instructions"] = device.instructions_per_call(
-                        runtime.name, Path(bundle) / step["files"][fmt], step_ids[:5], few=1, many=6, step=True)
+                        runtime.name, Path(bundle) / step["files"][fmt], step_ids[:5], few=1, many=6, step=True
+                    )
             result[runtime.name] = entry
         out["cpus"][cpu] = result
     return out
@@ -297,8 +394,10 @@ def instruction_budgets(target, emulated: dict | None) -> list[dict]:
         where = f"{runtime.name} on emulated {cpus[0][0]}" if cpus else runtime.name
         row = {"budget": "ARM instructions per call, batch 1", "where": where, "limit": f"<= {limit:,.0f}"}
         if isinstance(got, dict):
-            row.update(value=round(got["instructions_per_call"]),
-                       status="PASS" if got["instructions_per_call"] <= limit else "FAIL")
+            row.update(
+                value=round(got["instructions_per_call"]),
+                status="PASS" if got["instructions_per_call"] <= limit else "FAIL",
+            )
         else:
             why = got or (emulated if isinstance(emulated, str) else "no emulated device ran")
             row.update(value=None, status=f"NOT CHECKED ({why})")
@@ -306,22 +405,31 @@ def instruction_budgets(target, emulated: dict | None) -> list[dict]:
     return rows
 
 
-def validate(bundle: Path, data_dir: Path, config: ValidateConfig, *, teacher: Path | None = None,
-             student: Path | None = None, compare: dict[str, Path] | None = None,
-             targets_dir: Path | None = None, report_dir: Path | None = None, log=print) -> dict:
+def validate(
+    bundle: Path,
+    data_dir: Path,
+    config: ValidateConfig,
+    *,
+    teacher: Path | None = None,
+    student: Path | None = None,
+    compare: dict[str, Path] | None = None,
+    targets_dir: Path | None = None,
+    report_dir: Path | None = None,
+    log=print,
+) -> dict:
     """Measure the bundle (and `compare` bundles, for the report's plots); write report.json and
     report.html into `report_dir` (default: the bundle). Returns the report."""
     target = load_target(config.target, targets_dir)
     if config.device is not None and not config.device_python.strip():
         raise EdgerecError("--device-python is empty: name the Python on the device (e.g. python3)")
-    device = (SshDevice.parse(config.device, config.device_python, config.ssh_key)
-              if config.device is not None else None)
+    device = SshDevice.parse(config.device, config.device_python, config.ssh_key) if config.device is not None else None
     bundle = Path(bundle)
     meta, items, modified = load_bundle(bundle, target, config.allow_modified)
     check_writable(Path(report_dir or bundle), "the validation report")
     data = load_data(data_dir)
-    if meta["num_items"] != data.num_items or item_ids_hash([str(i["id"]) if isinstance(i, dict) else str(i)
-                                                             for i in items]) != item_ids_hash(data.item_ids()):
+    if meta["num_items"] != data.num_items or item_ids_hash(
+        [str(i["id"]) if isinstance(i, dict) else str(i) for i in items]
+    ) != item_ids_hash(data.item_ids()):
         raise EdgerecError(f"{bundle}: its items.json does not match the item vocabulary of {data_dir}")
     found = lineage(bundle)
     teacher = Path(teacher) if teacher else found["teacher"]
@@ -345,20 +453,24 @@ def validate(bundle: Path, data_dir: Path, config: ValidateConfig, *, teacher: P
     if student:
         log(f"fp32 student (PyTorch): {student}")
         references["student"] = _pytorch(student, data, histories, targets, teacher_top)
-    log(f"{bundle}: {len(histories)} test users, batch 1, on {', '.join(r.name for r in target.runtimes)}"
-        + (f" at {config.device}" if device else ""))
+    log(
+        f"{bundle}: {len(histories)} test users, batch 1, on {', '.join(r.name for r in target.runtimes)}"
+        + (f" at {config.device}" if device else "")
+    )
     runs = run_bundle(bundle, meta, target, histories, targets, data.num_items, config.warmup, teacher_top, device)
     compared = {}
     for label, other in (compare or {}).items():
         other_meta, _, other_modified = load_bundle(other, target, config.allow_modified)
         modified += [f"{other}/{name}" for name in other_modified]
-        compared[label] = run_bundle(other, other_meta, target, histories, targets, data.num_items,
-                                     config.warmup, teacher_top, device)
+        compared[label] = run_bundle(
+            other, other_meta, target, histories, targets, data.num_items, config.warmup, teacher_top, device
+        )
     step = None
     if meta.get("step_model"):
         log("step model: replaying every history item by item")
-        step = validate_steps(bundle, meta["step_model"], target, histories, targets, data.num_items,
-                              runs, config.warmup, device)
+        step = validate_steps(
+            bundle, meta["step_model"], target, histories, targets, data.num_items, runs, config.warmup, device
+        )
     emulated = None
     if not target.device.emulate:
         emulated = "the profile names no emulated CPU"
@@ -374,28 +486,39 @@ def validate(bundle: Path, data_dir: Path, config: ValidateConfig, *, teacher: P
     beyond = beyond_accuracy(data, runs, references, meta.get("precision", "fp32"))
     machine = _machine()
     where = config.device or f"this machine ({machine['cpu']})"
-    budgets = check_budgets(target, runs, teacher_ndcg, where,
-                            latency_stands_for_device(target, machine, device))
+    budgets = check_budgets(target, runs, teacher_ndcg, where, latency_stands_for_device(target, machine, device))
     budgets += coverage_budgets(target, runs, beyond, meta.get("precision", "fp32"))
     budgets += instruction_budgets(target, emulated)
     passed = all(b["status"] != "FAIL" for b in budgets)
     label = meta.get("precision", "fp32")
     report = {
-        "target": target.to_dict(), "bundle": str(bundle), "data": str(data_dir), "users": len(histories),
-        "precision": label, "machine": machine, "lineage": {k: str(v) if v else None for k, v in
-                                                                {"teacher": teacher, "student": student}.items()},
-        "runtimes": _public(runs), "compare": {k: _public(v) for k, v in compared.items()},
-        "references": {k: {kk: vv for kk, vv in v.items() if kk not in ("top", "per_user_ndcg10")}
-                       for k, v in references.items()},
-        "beyond_accuracy": beyond, "budgets": budgets, "passed": passed, "step_model": step,
-        "emulated_arm": emulated, "teacher_onnxruntime": teacher_onnx,
+        "target": target.to_dict(),
+        "bundle": str(bundle),
+        "data": str(data_dir),
+        "users": len(histories),
+        "precision": label,
+        "machine": machine,
+        "lineage": {k: str(v) if v else None for k, v in {"teacher": teacher, "student": student}.items()},
+        "runtimes": _public(runs),
+        "compare": {k: _public(v) for k, v in compared.items()},
+        "references": {
+            k: {kk: vv for kk, vv in v.items() if kk not in ("top", "per_user_ndcg10")} for k, v in references.items()
+        },
+        "beyond_accuracy": beyond,
+        "budgets": budgets,
+        "passed": passed,
+        "step_model": step,
+        "emulated_arm": emulated,
+        "teacher_onnxruntime": teacher_onnx,
         "device": config.device or "this machine",
         "modified_files": modified,  # let through by allow_modified: not the files that were built
-        "note": f"latency measured on {where}; the budget is for {target.budgets.reference_device}"}
+        "note": f"latency measured on {where}; the budget is for {target.budgets.reference_device}",
+    }
     if teacher:
         report["paired_vs_teacher"] = {
             runtime: metrics.paired_bootstrap(r["per_user_ndcg10"], references["teacher"]["per_user_ndcg10"])
-            for runtime, r in runs.items()}
+            for runtime, r in runs.items()
+        }
     try:
         write_report(Path(report_dir or bundle), report, runs, compared, references, label)
     except OSError as exc:
@@ -404,8 +527,10 @@ def validate(bundle: Path, data_dir: Path, config: ValidateConfig, *, teacher: P
 
 
 def _public(runs: dict) -> dict:
-    return {k: {kk: vv for kk, vv in v.items() if kk not in ("per_user_ndcg10", "latency_ms", "top")}
-            for k, v in runs.items()}
+    return {
+        k: {kk: vv for kk, vv in v.items() if kk not in ("per_user_ndcg10", "latency_ms", "top")}
+        for k, v in runs.items()
+    }
 
 
 def beyond_accuracy(data, runs: dict, references: dict, label: str) -> dict:
@@ -418,14 +543,21 @@ def beyond_accuracy(data, runs: dict, references: dict, label: str) -> dict:
     teacher = figures.get("teacher (PyTorch)")
     if teacher:
         for values in figures.values():
-            values["vs_teacher"] = {k: (values[k] / teacher[k] if teacher[k] else None)
-                                    for k in ("coverage", "mean_popularity", "gini", "tail_share")}
+            values["vs_teacher"] = {
+                k: (values[k] / teacher[k] if teacher[k] else None)
+                for k in ("coverage", "mean_popularity", "gini", "tail_share")
+            }
     deciles = np.minimum((np.argsort(np.argsort(-popularity[1:], kind="stable")) * 10) // data.num_items, 9)
-    by_decile = {name: (np.bincount(deciles[np.asarray(top).ravel() - 1], minlength=10) / np.asarray(top).size).tolist()
-                 for name, top in models.items()}
-    return {"models": figures, "share_by_popularity_decile": by_decile,
-            "definition": "top-10 per test user, history masked; popularity = training interactions; "
-                          "tail = items outside the top 20% by popularity"}
+    by_decile = {
+        name: (np.bincount(deciles[np.asarray(top).ravel() - 1], minlength=10) / np.asarray(top).size).tolist()
+        for name, top in models.items()
+    }
+    return {
+        "models": figures,
+        "share_by_popularity_decile": by_decile,
+        "definition": "top-10 per test user, history masked; popularity = training interactions; "
+        "tail = items outside the top 20% by popularity",
+    }
 
 
 def _machine() -> dict:
@@ -437,8 +569,12 @@ def _machine() -> dict:
         flags = next((line.split(":", 1)[1].split() for line in lines if line.startswith(("flags", "Features"))), [])
     except OSError:
         pass
-    return {"cpu": cpu or platform.processor() or platform.machine(), "cores": os.cpu_count(),
-            "platform": platform.platform(), "flags": sorted(flags)}
+    return {
+        "cpu": cpu or platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "platform": platform.platform(),
+        "flags": sorted(flags),
+    }
 
 
 def latency_stands_for_device(target, machine: dict, device) -> bool:
@@ -446,4 +582,3 @@ def latency_stands_for_device(target, machine: dict, device) -> bool:
     yes; on this machine only when its CPU has the flags the profile names."""
     wanted = target.budgets.host_stands_for_device_with
     return device is not None or bool(wanted) and set(wanted) <= set(machine.get("flags", []))
-

@@ -18,28 +18,34 @@ from edgerec.errors import EdgerecError
 from edgerec.graphs import StateLayout, portable_top_k, step_inputs, step_output_names
 
 
-def export_onnx(graph, path: Path, max_len: int, opset: int, dtype: str, top_k: int | None,
-                metadata: dict) -> None:
+def export_onnx(graph, path: Path, max_len: int, opset: int, dtype: str, top_k: int | None, metadata: dict) -> None:
     import torch
 
     example = torch.ones((2, max_len), dtype=getattr(torch, dtype))
-    write_onnx(graph, {"input_ids": example}, ["items", "scores"] if top_k else ["scores"], path, opset,
-               metadata)
+    write_onnx(graph, {"input_ids": example}, ["items", "scores"] if top_k else ["scores"], path, opset, metadata)
 
 
 @quietly("the ONNX exporter")
-def write_onnx(graph, inputs: dict, outputs: list[str], path: Path, opset: int, metadata: dict,
-               what: str = "ONNX export") -> None:
+def write_onnx(
+    graph, inputs: dict, outputs: list[str], path: Path, opset: int, metadata: dict, what: str = "ONNX export"
+) -> None:
     """torch.onnx.export with every input and output batch-dynamic, then the bundle's facts in
     `metadata_props`, compact names and the checker."""
     import onnx
     import torch
 
     try:
-        torch.onnx.export(graph, tuple(inputs.values()), str(path), input_names=list(inputs),
-                          output_names=outputs, opset_version=opset, dynamo=False,
-                          dynamic_axes={name: {0: "batch"} for name in [*inputs, *outputs]},
-                          do_constant_folding=True)
+        torch.onnx.export(
+            graph,
+            tuple(inputs.values()),
+            str(path),
+            input_names=list(inputs),
+            output_names=outputs,
+            opset_version=opset,
+            dynamo=False,
+            dynamic_axes={name: {0: "batch"} for name in [*inputs, *outputs]},
+            do_constant_folding=True,
+        )
     except Exception as exc:  # unsupported opset or operator: one line naming the profile's choice
         first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
         raise EdgerecError(f"{what} at opset {opset} failed: {first}") from None
@@ -121,8 +127,11 @@ def decomposed_layer_norms(module):
         y = centred * torch.rsqrt((centred * centred).mean(-1, keepdim=True) + self.eps)
         return y * self.weight + self.bias if self.weight is not None else y
 
-    norms = [m for m in module.modules() if isinstance(m, torch.nn.LayerNorm)
-             and len(m.normalized_shape) == 1 and (m.weight is None) == (m.bias is None)]
+    norms = [
+        m
+        for m in module.modules()
+        if isinstance(m, torch.nn.LayerNorm) and len(m.normalized_shape) == 1 and (m.weight is None) == (m.bias is None)
+    ]
     for norm in norms:
         norm.forward = types.MethodType(forward, norm)
     try:
@@ -132,10 +141,18 @@ def decomposed_layer_norms(module):
             del norm.forward
 
 
-def export_step_onnx(graph, path: Path, spec: StateLayout, opset: int, dtype: str,
-                     top_k: int | None, metadata: dict) -> None:
-    write_onnx(graph, step_inputs(spec, dtype, top_k, batch=2), step_output_names(top_k), path, opset, metadata,
-               "step model ONNX export")
+def export_step_onnx(
+    graph, path: Path, spec: StateLayout, opset: int, dtype: str, top_k: int | None, metadata: dict
+) -> None:
+    write_onnx(
+        graph,
+        step_inputs(spec, dtype, top_k, batch=2),
+        step_output_names(top_k),
+        path,
+        opset,
+        metadata,
+        "step model ONNX export",
+    )
 
 
 def export_step_tflite(graph, path: Path, spec: StateLayout, top_k: int | None) -> None:
@@ -182,8 +199,9 @@ def write_ort(folder: Path, names: list[str], platform: str, session_config: dic
                 _fold_with(Path(tmp, name), session_config)
         try:
             with third_party("ONNX Runtime's ORT-format converter"):
-                convert_onnx_models_to_ort(Path(tmp), optimization_styles=[OptimizationStyle.Fixed],
-                                           target_platform=platform)
+                convert_onnx_models_to_ort(
+                    Path(tmp), optimization_styles=[OptimizationStyle.Fixed], target_platform=platform
+                )
         except Exception as exc:  # the converter raises what ORT raises
             raise EdgerecError(f"ORT format conversion failed: {str(exc).splitlines()[0][:300]}") from None
         files = {}
@@ -206,9 +224,19 @@ def write_ort(folder: Path, names: list[str], platform: str, session_config: dic
         try_eps = bool(usability_checker.analyze_model(folder / names[0], skip_optimize=False, logger=logger))
     finally:
         logger.removeHandler(handler)
-    verdicts = [line.strip() for text in report for line in text.splitlines()
-                if "should perform well" in line or "not recommended" in line]
-    return {"files": files, "required_operators": "required_operators.config", "platform": platform,
-            "optimization": "Fixed", "mobile_usability": {
-                "recommended_execution_provider": "compare NNAPI / CoreML with the CPU EP" if try_eps else "CPU",
-                "verdicts": verdicts}}
+    verdicts = [
+        line.strip()
+        for text in report
+        for line in text.splitlines()
+        if "should perform well" in line or "not recommended" in line
+    ]
+    return {
+        "files": files,
+        "required_operators": "required_operators.config",
+        "platform": platform,
+        "optimization": "Fixed",
+        "mobile_usability": {
+            "recommended_execution_provider": "compare NNAPI / CoreML with the CPU EP" if try_eps else "CPU",
+            "verdicts": verdicts,
+        },
+    }

@@ -5,8 +5,9 @@
     python examples/app.py dist/arm64 --history 50,258,100 --incremental   # the step model
 
 Reads `metadata.json` (input name, dtype, max length, padding, each file's sha256, checked
-first) and `items.json` (model index <-> your item ids and titles), encodes the history exactly as the bundle describes (most recent item
-last, left-padded with 0), runs the model and prints the 10 best items the user has not seen.
+first) and `items.json` (model index <-> your item ids and titles), encodes the history exactly
+as the bundle describes (most recent item last, left-padded with 0), runs the model and prints
+the 10 best items the user has not seen.
 `--explain` reruns the model with each history item left out and names the items whose absence
 lowers a recommendation's score most: an explanation computed by the device model itself.
 `--incremental` feeds the history one item at a time through the bundle's step model (as an app
@@ -29,7 +30,9 @@ def check_integrity(bundle: Path, meta) -> None:
     a damaged download or a partial copy otherwise runs and gives wrong answers."""
     expected = dict(meta.get("integrity", {}))
     if (bundle / "manifest.json").is_file():
-        expected["metadata.json"] = {"sha256": json.loads((bundle / "manifest.json").read_text())["files"]["metadata.json"]}
+        expected["metadata.json"] = {
+            "sha256": json.loads((bundle / "manifest.json").read_text())["files"]["metadata.json"]
+        }
     for name, want in expected.items():
         blob = (bundle / name).read_bytes() if (bundle / name).is_file() else b""
         if len(blob) != want.get("bytes", len(blob)) or hashlib.sha256(blob).hexdigest() != want["sha256"]:
@@ -65,6 +68,7 @@ def load(bundle: Path):
 
         def run(batch):  # the TFLite graph takes one history at a time
             return np.concatenate([runner(input_ids=row[None].astype(np.int32))[output] for row in batch])
+
     return meta, items, run
 
 
@@ -80,8 +84,11 @@ def load_step(bundle: Path, meta):
         return np.dtype(name)
 
     inputs = step["inputs"]
-    initial = {name: np.zeros([1] + spec["shape"][1:], dtype(spec)) for name, spec in inputs.items()
-               if name not in ("item", "position")}  # every state input starts at zeros
+    initial = {
+        name: np.zeros([1] + spec["shape"][1:], dtype(spec))
+        for name, spec in inputs.items()
+        if name not in ("item", "position")
+    }  # every state input starts at zeros
     if fmt == "onnx":
         import onnxruntime as ort
 
@@ -103,10 +110,14 @@ def load_step(bundle: Path, meta):
             return {name: out[f"output_{i}"] for i, name in enumerate(step["tflite_outputs"])}
 
     def run(item, position, state):
-        feeds = {"item": np.array([item], dtype(inputs["item"])),
-                 "position": np.array([position], dtype(inputs["position"])), **state}
+        feeds = {
+            "item": np.array([item], dtype(inputs["item"])),
+            "position": np.array([position], dtype(inputs["position"])),
+            **state,
+        }
         out = call(feeds)
         return out, {name: out["next_" + name] for name in state}
+
     return step, initial, run
 
 
@@ -130,7 +141,7 @@ def encode(histories, max_len):
     batch = np.zeros((len(histories), max_len), dtype=np.int64)  # 0 = padding, on the left
     for row, history in enumerate(histories):
         tail = history[-max_len:]
-        batch[row, max_len - len(tail):] = tail
+        batch[row, max_len - len(tail) :] = tail
     return batch
 
 
@@ -140,8 +151,9 @@ def main():
     parser.add_argument("--history", required=True, help="your item ids, oldest first, comma-separated")
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--explain", action="store_true")
-    parser.add_argument("--incremental", action="store_true",
-                        help="feed the history item by item through the bundle's step model")
+    parser.add_argument(
+        "--incremental", action="store_true", help="feed the history item by item through the bundle's step model"
+    )
     args = parser.parse_args()
 
     meta, items, run = load(args.bundle)
@@ -156,14 +168,16 @@ def main():
             raise SystemExit("error: --explain uses the full model; drop --incremental")
         out = incremental(args.bundle, meta, history)
         if "items" in out:  # a top-K step file: the K best unseen items, already ranked
-            ranked_items = [(i, s) for i, s in zip(out["items"][0][: args.k], out["scores"][0]) if i > 0]  # 0: none left
+            ranked_items = [
+                (i, s) for i, s in zip(out["items"][0][: args.k], out["scores"][0]) if i > 0
+            ]  # 0: none left
             for rank, (index, score) in enumerate(ranked_items, start=1):
                 entry = items[int(index) - 1]
                 print(f"{rank:2d}. {entry.get('title') or entry['id']}  [{entry['id']}]  {score:.3f}")
             return
         scores = out["scores"]
-    window = history[-meta["max_len"]:]
-    variants = [history] + ([window[:j] + window[j + 1:] for j in range(len(window))] if args.explain else [])
+    window = history[-meta["max_len"] :]
+    variants = [history] + ([window[:j] + window[j + 1 :] for j in range(len(window))] if args.explain else [])
     if not args.incremental:
         scores = run(encode(variants, meta["max_len"]))  # column j scores model index j + 1
     ranked = scores[0].copy()
@@ -176,7 +190,8 @@ def main():
             drops = scores[0, column] - scores[1:, column]
             top = np.argsort(-drops, kind="stable")[:3]
             line += "  because of: " + "; ".join(
-                f"{items[window[j] - 1].get('title') or items[window[j] - 1]['id']} ({drops[j]:+.2f})" for j in top)
+                f"{items[window[j] - 1].get('title') or items[window[j] - 1]['id']} ({drops[j]:+.2f})" for j in top
+            )
         print(line)
 
 

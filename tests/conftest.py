@@ -33,8 +33,14 @@ def synthetic_rows(n_users: int = 48, seed: int = 0) -> list[dict]:
             while item in seen:
                 item = (item + 1) % N_ITEMS
             seen.add(item)
-            rows.append({"user": f"u{u}", "item": f"i{item}", "timestamp": t + step * 10,
-                         "title": f"Movie {item} {'Space' if item % 2 else 'Love'} Story"})
+            rows.append(
+                {
+                    "user": f"u{u}",
+                    "item": f"i{item}",
+                    "timestamp": t + step * 10,
+                    "title": f"Movie {item} {'Space' if item % 2 else 'Love'} Story",
+                }
+            )
             item = (item + (1 if rng.random() < 0.85 else int(rng.integers(2, 5)))) % N_ITEMS
     return rows
 

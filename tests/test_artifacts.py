@@ -1,4 +1,3 @@
-
 import pytest
 
 from edgerec.artifacts import artifact_hash, atomic_artifact, read_manifest

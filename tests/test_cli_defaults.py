@@ -13,11 +13,21 @@ def _defaults(function):
 
 
 def _expected(shape, train):
-    return {"hidden": shape.hidden, "layers": shape.layers, "heads": shape.heads,
-            "intermediate": shape.intermediate, "max_len": shape.max_len, "dropout": shape.dropout,
-            "epochs": train.epochs, "batch_size": train.batch_size, "lr": train.lr,
-            "patience": train.patience, "max_minutes": train.max_minutes, "seed": train.seed,
-            "warmup_steps": train.warmup_steps}
+    return {
+        "hidden": shape.hidden,
+        "layers": shape.layers,
+        "heads": shape.heads,
+        "intermediate": shape.intermediate,
+        "max_len": shape.max_len,
+        "dropout": shape.dropout,
+        "epochs": train.epochs,
+        "batch_size": train.batch_size,
+        "lr": train.lr,
+        "patience": train.patience,
+        "max_minutes": train.max_minutes,
+        "seed": train.seed,
+        "warmup_steps": train.warmup_steps,
+    }
 
 
 def test_teacher_cli_defaults_match_teacher_config():

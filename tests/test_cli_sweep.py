@@ -31,8 +31,7 @@ from edgerec.teacher import TeacherConfig, train_teacher
 from edgerec.training import TrainConfig
 
 TINY = Shape(hidden=8, layers=1, heads=1, intermediate=8, max_len=8)
-TINY_ARGS = ["--hidden", "8", "--layers", "1", "--heads", "1", "--intermediate", "8", "--max-len", "8",
-             "--epochs", "1"]
+TINY_ARGS = ["--hidden", "8", "--layers", "1", "--heads", "1", "--intermediate", "8", "--max-len", "8", "--epochs", "1"]
 TARGET = "x86_64-avx2"  # ONNX only: the cheapest bundle
 
 # What each path option expects. Kinds: an artifact of a stage (data, teacher, student, model =
@@ -41,34 +40,71 @@ TARGET = "x86_64-avx2"  # ONNX only: the cheapest bundle
 # hf (a Hugging Face directory),
 # targets (a folder of target profiles).
 PATHS = {
-    "data interactions": "file", "data --out": "out", "data --items": "file", "data --calibration": "toml",
-    "teacher --data": "data", "teacher --out": "out", "teacher --base": "hf",
-    "teacher import path": "hf", "teacher import --data": "data", "teacher import --out": "out",
-    "evaluate model": "model", "evaluate --data": "data", "evaluate --out": "file-out",
-    "distill --teacher": "teacher", "distill --data": "data", "distill --out": "out",
-    "prune --student": "student", "prune --teacher": "teacher", "prune --data": "data", "prune --out": "out",
+    "data interactions": "file",
+    "data --out": "out",
+    "data --items": "file",
+    "data --calibration": "toml",
+    "teacher --data": "data",
+    "teacher --out": "out",
+    "teacher --base": "hf",
+    "teacher import path": "hf",
+    "teacher import --data": "data",
+    "teacher import --out": "out",
+    "evaluate model": "model",
+    "evaluate --data": "data",
+    "evaluate --out": "file-out",
+    "distill --teacher": "teacher",
+    "distill --data": "data",
+    "distill --out": "out",
+    "prune --student": "student",
+    "prune --teacher": "teacher",
+    "prune --data": "data",
+    "prune --out": "out",
     "prune --targets-dir": "targets",
-    "export --model": "model", "export --data": "data", "export --out": "out", "export --targets-dir": "targets",
-    "quantize --bundle": "bundle", "quantize --data": "data", "quantize --out": "out",
-    "quantize --calibration": "file", "quantize --targets-dir": "targets",
-    "validate --bundle": "bundle", "validate --data": "data", "validate --teacher": "teacher",
-    "validate --student": "student", "validate --ssh-key": "keyfile", "validate --report": "folder",
+    "export --model": "model",
+    "export --data": "data",
+    "export --out": "out",
+    "export --targets-dir": "targets",
+    "quantize --bundle": "bundle",
+    "quantize --data": "data",
+    "quantize --out": "out",
+    "quantize --calibration": "file",
+    "quantize --targets-dir": "targets",
+    "validate --bundle": "bundle",
+    "validate --data": "data",
+    "validate --teacher": "teacher",
+    "validate --student": "student",
+    "validate --ssh-key": "keyfile",
+    "validate --report": "folder",
     "validate --targets-dir": "targets",
-    "build interactions": "file", "build --teacher": "teacher", "build --work": "folder", "build --dist": "folder",
+    "build interactions": "file",
+    "build --teacher": "teacher",
+    "build --work": "folder",
+    "build --dist": "folder",
     "build --targets-dir": "targets",
     "recommend --bundle": "bundle",
-    "targets list --targets-dir": "targets", "targets show --targets-dir": "targets",
+    "targets list --targets-dir": "targets",
+    "targets show --targets-dir": "targets",
 }
 
 # Free-text options and what must be refused.
 STRINGS = {
-    "data --dataset": ["", "nope"], "data --user-col": ["", "nope"], "data --item-col": ["", "nope"],
-    "data --time-col": ["", "nope"], "data --title-col": ["", "nope"], "data --genres-col": ["", "nope"],
-    "prune --target": ["", "nope"], "export --target": ["", "nope"], "quantize --target": ["", "nope"],
-    "validate --target": ["", "nope"], "validate --device": ["", "nope", "ssh://"],
+    "data --dataset": ["", "nope"],
+    "data --user-col": ["", "nope"],
+    "data --item-col": ["", "nope"],
+    "data --time-col": ["", "nope"],
+    "data --title-col": ["", "nope"],
+    "data --genres-col": ["", "nope"],
+    "prune --target": ["", "nope"],
+    "export --target": ["", "nope"],
+    "quantize --target": ["", "nope"],
+    "validate --target": ["", "nope"],
+    "validate --device": ["", "nope", "ssh://"],
     "validate --device-python": ["", "  "],
-    "build --target": ["", "nope"], "build --dataset": ["", "nope"],
-    "recommend --history": ["", "nope", ",,"], "targets show name": ["", "nope"],
+    "build --target": ["", "nope"],
+    "build --dataset": ["", "nope"],
+    "recommend --history": ["", "nope", ",,"],
+    "targets show name": ["", "nope"],
     "distill --init": ["", "nope"],
 }
 
@@ -113,8 +149,9 @@ def base_type(param):
 
 def numeric_bad(param) -> list[str]:
     kind = base_type(param)
-    assert param.min is not None and param.max is not None, \
+    assert param.min is not None and param.max is not None, (
         f"{param.name}: a numeric option needs min= and max= (a range the CLI checks)"
+    )
     if kind is int:
         return [str(param.min - 1), str(param.max + 1), "abc"]
     return [repr(param.min - max(1.0, abs(param.min))), repr(param.max * 2 + 1), "nan", "inf", "abc"]
@@ -128,10 +165,15 @@ def is_flag(param) -> bool:
 def world(tmp_path_factory, data_dir, interactions_csv):
     """Valid artifacts to hold every other argument steady, and broken ones to feed."""
     root = tmp_path_factory.mktemp("sweep")
-    train_teacher(data_dir, root / "teacher", TeacherConfig(kind="causal", shape=TINY,
-                                                            train=TrainConfig(epochs=1, batch_size=16)))
-    distill(root / "teacher", data_dir, root / "student",
-            DistillConfig(student=TINY, train=TrainConfig(epochs=1, batch_size=16)))
+    train_teacher(
+        data_dir, root / "teacher", TeacherConfig(kind="causal", shape=TINY, train=TrainConfig(epochs=1, batch_size=16))
+    )
+    distill(
+        root / "teacher",
+        data_dir,
+        root / "student",
+        DistillConfig(student=TINY, train=TrainConfig(epochs=1, batch_size=16)),
+    )
     export(root / "student", data_dir, root / "bundle", ExportConfig(target=TARGET, parity_users=8))
     bad = root / "bad"
     bad.mkdir()
@@ -139,15 +181,20 @@ def world(tmp_path_factory, data_dir, interactions_csv):
     (bad / "a-file").write_text("not a folder\n")
     (bad / "empty-file").write_bytes(b"")
     (bad / "garbage").write_bytes(bytes(range(256)) * 4)
-    for name, source, member, how in (("data", data_dir, "sequences.npz", "truncate"),
-                                      ("teacher", root / "teacher", "model/model.safetensors", "truncate"),
-                                      ("student", root / "student", "model/model.safetensors", "truncate"),
-                                      ("bundle", root / "bundle", "model.onnx", "flip")):
+    for name, source, member, how in (
+        ("data", data_dir, "sequences.npz", "truncate"),
+        ("teacher", root / "teacher", "model/model.safetensors", "truncate"),
+        ("student", root / "student", "model/model.safetensors", "truncate"),
+        ("bundle", root / "bundle", "model.onnx", "flip"),
+    ):
         copy = bad / f"damaged-{name}"
         shutil.copytree(source, copy)
         blob = (copy / member).read_bytes()
-        (copy / member).write_bytes(blob[: len(blob) // 2] if how == "truncate"
-                                    else blob[:len(blob) // 2] + bytes([blob[len(blob) // 2] ^ 1]) + blob[len(blob) // 2 + 1:])
+        (copy / member).write_bytes(
+            blob[: len(blob) // 2]
+            if how == "truncate"
+            else blob[: len(blob) // 2] + bytes([blob[len(blob) // 2] ^ 1]) + blob[len(blob) // 2 + 1 :]
+        )
     hf = bad / "garbage-hf"
     hf.mkdir()
     (hf / "config.json").write_text("{not json")
@@ -157,29 +204,44 @@ def world(tmp_path_factory, data_dir, interactions_csv):
     for name in ("arm64", "rpi4", TARGET, "x86_64-vnni"):
         (profiles / f"{name}.toml").write_text("version = [unclosed\n")
     first_item = load_data(data_dir).item_ids()[0]
-    return {"root": root, "data": data_dir, "csv": interactions_csv, "teacher": root / "teacher",
-            "student": root / "student", "bundle": root / "bundle", "bad": bad, "item": first_item}
+    return {
+        "root": root,
+        "data": data_dir,
+        "csv": interactions_csv,
+        "teacher": root / "teacher",
+        "student": root / "student",
+        "bundle": root / "bundle",
+        "bad": bad,
+        "item": first_item,
+    }
 
 
 def path_cases(kind: str, w) -> list[str]:
     bad = w["bad"]
     missing, a_file, empty_dir = bad / "missing", bad / "a-file", bad / "empty-dir"
     below_file = a_file / "inside"
-    artifact = {"data": [w["teacher"], bad / "damaged-data"], "teacher": [w["data"], bad / "damaged-teacher"],
-                "student": [w["data"], bad / "damaged-student"], "model": [w["data"], bad / "damaged-student"],
-                "bundle": [w["data"], bad / "damaged-bundle"]}
+    artifact = {
+        "data": [w["teacher"], bad / "damaged-data"],
+        "teacher": [w["data"], bad / "damaged-teacher"],
+        "student": [w["data"], bad / "damaged-student"],
+        "model": [w["data"], bad / "damaged-student"],
+        "bundle": [w["data"], bad / "damaged-bundle"],
+    }
     if kind in artifact:
         return [str(p) for p in (missing, a_file, empty_dir, *artifact[kind])]
-    return [str(p) for p in {
-        "out": [a_file, empty_dir, below_file, w["teacher"]],  # the last: an existing artifact
-        "folder": [a_file, below_file],
-        "file-out": [empty_dir, below_file],
-        "file": [missing, empty_dir, bad / "empty-file", bad / "garbage"],
-        "toml": [missing, empty_dir, bad / "garbage"],
-        "keyfile": [missing, empty_dir],
-        "hf": [missing, a_file, empty_dir, bad / "garbage-hf"],
-        "targets": [missing, a_file, bad / "garbage-targets"],
-    }[kind]]
+    return [
+        str(p)
+        for p in {
+            "out": [a_file, empty_dir, below_file, w["teacher"]],  # the last: an existing artifact
+            "folder": [a_file, below_file],
+            "file-out": [empty_dir, below_file],
+            "file": [missing, empty_dir, bad / "empty-file", bad / "garbage"],
+            "toml": [missing, empty_dir, bad / "garbage"],
+            "keyfile": [missing, empty_dir],
+            "hf": [missing, a_file, empty_dir, bad / "garbage-hf"],
+            "targets": [missing, a_file, bad / "garbage-targets"],
+        }[kind]
+    ]
 
 
 def base_args(command: str, w, out: Path) -> list[str]:
@@ -194,8 +256,20 @@ def base_args(command: str, w, out: Path) -> list[str]:
         "prune": ["--student", s, "--teacher", t, "--data", d, "--out", str(out), "--recovery-epochs", "1"],
         "export": ["--target", TARGET, "--model", s, "--data", d, "--out", str(out)],
         "quantize": ["--target", TARGET, "--bundle", b, "--data", d, "--out", str(out)],
-        "validate": ["--target", TARGET, "--bundle", b, "--data", d, "--report", str(out), "--users", "2",
-                     "--warmup", "0"],
+        "validate": [
+            "--target",
+            TARGET,
+            "--bundle",
+            b,
+            "--data",
+            d,
+            "--report",
+            str(out),
+            "--users",
+            "2",
+            "--warmup",
+            "0",
+        ],
         "build": ["--target", TARGET, str(w["csv"]), "--work", str(out / "runs"), "--dist", str(out / "dist")],
         "recommend": ["--bundle", b, "--history", w["item"]],
         "targets list": [],
@@ -226,7 +300,7 @@ def _set_positional(args: list[str], value: str) -> list[str]:
     while i < len(args):
         a = args[i]
         if a.startswith("-"):
-            out += args[i: i + 2]
+            out += args[i : i + 2]
             i += 2
             continue
         out.append(a if done else value)
@@ -256,8 +330,11 @@ def cases(w):
 
 
 def snapshot(*folders) -> set:
-    return {(str(p), p.stat().st_size, p.stat().st_mtime_ns) if p.is_file() else (str(p),)
-            for folder in folders for p in Path(folder).rglob("*")}
+    return {
+        (str(p), p.stat().st_size, p.stat().st_mtime_ns) if p.is_file() else (str(p),)
+        for folder in folders
+        for p in Path(folder).rglob("*")
+    }
 
 
 def test_every_option_has_bad_values():

@@ -47,17 +47,20 @@ def one_error_line(result: subprocess.CompletedProcess, *parts: str) -> str:
 # ------------------------------------------------------------------ values that parse
 
 
-@pytest.mark.parametrize("key,value,expected", [
-    ("max_p95_ms", "-2.0", "'budgets.max_p95_ms' is -2.0; allowed: >= 1e-06"),
-    ("max_model_mb", "0.0", "'budgets.max_model_mb' is 0.0"),
-    ("min_ndcg_retained", "nan", "a finite number is needed"),
-    ("parity_atol", "inf", "a finite number is needed"),
-    ("max_ndcg_drop", "1.5", "'quantization.max_ndcg_drop' is 1.5; allowed: [0.0, 1.0]"),
-    ("opset", "3", "'onnx.opset' is 3; allowed: [7, 23]"),
-    ("threads", "0", "'threads' is 0; allowed: [1, 256]"),
-    ("users", "-1", "'device.users' is -1"),
-    ("min_version", '"latest"', "expected a version like"),
-])
+@pytest.mark.parametrize(
+    "key,value,expected",
+    [
+        ("max_p95_ms", "-2.0", "'budgets.max_p95_ms' is -2.0; allowed: >= 1e-06"),
+        ("max_model_mb", "0.0", "'budgets.max_model_mb' is 0.0"),
+        ("min_ndcg_retained", "nan", "a finite number is needed"),
+        ("parity_atol", "inf", "a finite number is needed"),
+        ("max_ndcg_drop", "1.5", "'quantization.max_ndcg_drop' is 1.5; allowed: [0.0, 1.0]"),
+        ("opset", "3", "'onnx.opset' is 3; allowed: [7, 23]"),
+        ("threads", "0", "'threads' is 0; allowed: [1, 256]"),
+        ("users", "-1", "'device.users' is -1"),
+        ("min_version", '"latest"', "expected a version like"),
+    ],
+)
 def test_a_profile_value_out_of_its_range_is_one_line(tmp_path, key, value, expected):
     text = (SHIPPED / "arm64.toml").read_text()
     lines = text.splitlines()
@@ -104,8 +107,11 @@ def test_a_broken_jsonl_line_is_named(tmp_path):
 
 
 def _can_mount_read_only() -> bool:
-    return (os.geteuid() == 0 and shutil.which("unshare") is not None
-            and subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode == 0)
+    return (
+        os.geteuid() == 0
+        and shutil.which("unshare") is not None
+        and subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode == 0
+    )
 
 
 def run_read_only(folder: Path, args, **kw) -> subprocess.CompletedProcess:
@@ -118,11 +124,13 @@ def run_read_only(folder: Path, args, **kw) -> subprocess.CompletedProcess:
         finally:
             folder.chmod(0o755)
     if not _can_mount_read_only():
-        pytest.skip("needs `unshare -m` (root in a container that allows mount namespaces) to make a "
-                    "folder read-only for root")
+        pytest.skip(
+            "needs `unshare -m` (root in a container that allows mount namespaces) to make a folder read-only for root"
+        )
     script = 'mount --bind -o ro "$0" "$0" && exec "$@"'
-    return subprocess.run(["unshare", "-m", "sh", "-c", script, str(folder), *CLI, *args],
-                          capture_output=True, text=True, **kw)
+    return subprocess.run(
+        ["unshare", "-m", "sh", "-c", script, str(folder), *CLI, *args], capture_output=True, text=True, **kw
+    )
 
 
 def test_a_read_only_output_folder_is_one_line(tmp_path, interactions_csv):
@@ -136,8 +144,21 @@ def test_a_read_only_output_folder_is_one_line(tmp_path, interactions_csv):
 def test_distill_into_a_read_only_folder_fails_before_training(tmp_path, data_dir, tiny_teacher):
     place = tmp_path / "ro"
     place.mkdir()
-    result = run_read_only(place, ["distill", "--teacher", str(tiny_teacher), "--data", str(data_dir),
-                                   "--out", str(place / "student"), *TINY, "--epochs", "1"])
+    result = run_read_only(
+        place,
+        [
+            "distill",
+            "--teacher",
+            str(tiny_teacher),
+            "--data",
+            str(data_dir),
+            "--out",
+            str(place / "student"),
+            *TINY,
+            "--epochs",
+            "1",
+        ],
+    )
     one_error_line(result, "cannot write there")
     assert "epoch" not in result.stderr + result.stdout  # no training ran
 
@@ -146,16 +167,21 @@ def test_a_cache_that_is_a_file_or_read_only_is_one_line(tmp_path):
     cache = tmp_path / "cache-file"
     cache.write_text("not a folder")
     env = {**os.environ, "EDGEREC_CACHE": str(cache)}
-    one_error_line(run(["data", "--dataset", "movielens-100k", "--out", str(tmp_path / "d")], env=env),
-                   "is a file, not a folder (EDGEREC_CACHE")
+    one_error_line(
+        run(["data", "--dataset", "movielens-100k", "--out", str(tmp_path / "d")], env=env),
+        "is a file, not a folder (EDGEREC_CACHE",
+    )
     below = {**os.environ, "EDGEREC_CACHE": str(cache / "sub")}
-    one_error_line(run(["data", "--dataset", "movielens-100k", "--out", str(tmp_path / "d")], env=below),
-                   "is a file, not a folder")
+    one_error_line(
+        run(["data", "--dataset", "movielens-100k", "--out", str(tmp_path / "d")], env=below), "is a file, not a folder"
+    )
     folder = tmp_path / "ro-cache"
     folder.mkdir()
     env = {**os.environ, "EDGEREC_CACHE": str(folder)}
-    one_error_line(run_read_only(folder, ["data", "--dataset", "movielens-100k", "--out", str(tmp_path / "d")],
-                                 env=env), f"{folder}: cannot write there")
+    one_error_line(
+        run_read_only(folder, ["data", "--dataset", "movielens-100k", "--out", str(tmp_path / "d")], env=env),
+        f"{folder}: cannot write there",
+    )
     assert not (tmp_path / "d").exists()
 
 
@@ -165,9 +191,15 @@ def test_a_cache_that_is_a_file_or_read_only_is_one_line(tmp_path):
 @pytest.fixture(scope="module")
 def tiny_teacher(tmp_path_factory, data_dir):
     out = tmp_path_factory.mktemp("edges") / "teacher"
-    train_teacher(data_dir, out, TeacherConfig(kind="causal", shape=Shape(hidden=8, layers=1, heads=1, intermediate=8,
-                                                                           max_len=8),
-                                               train=TrainConfig(epochs=1, batch_size=16)))
+    train_teacher(
+        data_dir,
+        out,
+        TeacherConfig(
+            kind="causal",
+            shape=Shape(hidden=8, layers=1, heads=1, intermediate=8, max_len=8),
+            train=TrainConfig(epochs=1, batch_size=16),
+        ),
+    )
     return out
 
 
@@ -180,12 +212,12 @@ def _wait_for(path: Path, process: subprocess.Popen, guard_s: float = 180.0) -> 
         time.sleep(0.05)
 
 
-def test_a_second_run_is_refused_at_once_with_the_holders_pid_and_a_stale_lock_is_taken_over(
-        tmp_path, data_dir):
+def test_a_second_run_is_refused_at_once_with_the_holders_pid_and_a_stale_lock_is_taken_over(tmp_path, data_dir):
     out = tmp_path / "teacher"
     args = ["teacher", "--data", str(data_dir), "--out", str(out), *TINY, "--patience", "100000"]
-    first = subprocess.Popen([*CLI, *args, "--epochs", "100000"], stdout=subprocess.DEVNULL,
-                             stderr=subprocess.PIPE, text=True)
+    first = subprocess.Popen(
+        [*CLI, *args, "--epochs", "100000"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
     try:
         _wait_for(tmp_path / ".teacher.work", first)  # training has started
         second = run([*args, "--epochs", "100000"])
@@ -205,9 +237,17 @@ def test_the_library_holds_the_lock_for_the_whole_stage(tmp_path, data_dir, tiny
     """A holder in another process (as a concurrent command) refuses a stage before it reads its
     inputs; the same process may nest its own claims (a stage inside build)."""
     out = tmp_path / "bundle"
-    holder = subprocess.Popen([sys.executable, "-c", "import sys; from edgerec.artifacts import output_lock\n"
-                               f"with output_lock({str(out)!r}):\n    print('held', flush=True); sys.stdin.read()"],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from edgerec.artifacts import output_lock\n"
+            f"with output_lock({str(out)!r}):\n    print('held', flush=True); sys.stdin.read()",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         from edgerec.errors import EdgerecError
@@ -233,8 +273,7 @@ def bundle(tmp_path_factory, data_dir, tiny_teacher):
 def test_recommend_more_than_is_left_returns_only_real_unseen_items_best_first(bundle):
     items = json.loads((bundle / "items.json").read_text())
     history = [entry["id"] for entry in items[:-3]]  # all but three items
-    result = run(["recommend", "-b", str(bundle), "--history", ",".join(history), "-k", "50", "--explain",
-                  "--json"])
+    result = run(["recommend", "-b", str(bundle), "--history", ",".join(history), "-k", "50", "--explain", "--json"])
     assert result.returncode == 0, result.stderr
     assert "Warning" not in result.stderr and "nan" not in result.stdout
     answer = json.loads(result.stdout)
@@ -250,14 +289,26 @@ def test_recommend_more_than_is_left_returns_only_real_unseen_items_best_first(b
     assert json.loads(everything.stdout)["items"] == []
 
 
-def test_validate_and_evaluate_into_a_read_only_folder_fail_before_the_work(tmp_path, data_dir, bundle,
-                                                                             tiny_teacher):
+def test_validate_and_evaluate_into_a_read_only_folder_fail_before_the_work(tmp_path, data_dir, bundle, tiny_teacher):
     place = tmp_path / "ro"
     place.mkdir()
-    result = run_read_only(place, ["validate", "--bundle", str(bundle), "--data", str(data_dir),
-                                   "--target", "x86_64-avx2", "--report", str(place / "report")])
+    result = run_read_only(
+        place,
+        [
+            "validate",
+            "--bundle",
+            str(bundle),
+            "--data",
+            str(data_dir),
+            "--target",
+            "x86_64-avx2",
+            "--report",
+            str(place / "report"),
+        ],
+    )
     one_error_line(result, f"{place}: cannot write the validation report there (Read-only file system)")
-    result = run_read_only(place, ["evaluate", str(tiny_teacher), "--data", str(data_dir),
-                                   "--out", str(place / "eval.json")])
+    result = run_read_only(
+        place, ["evaluate", str(tiny_teacher), "--data", str(data_dir), "--out", str(place / "eval.json")]
+    )
     one_error_line(result, "cannot write the evaluation report there")
     assert list(place.iterdir()) == []

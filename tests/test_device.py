@@ -33,9 +33,11 @@ def sshd(tmp_path_factory):
     os.chmod(root / "authorized_keys", 0o600)
     port = _free_port()
     (root / "sshd_config").write_text(
-        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {root / 'host'}\nAuthorizedKeysFile {root / 'authorized_keys'}\n"
+        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {root / 'host'}\n"
+        f"AuthorizedKeysFile {root / 'authorized_keys'}\n"
         "PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n"
-        f"PermitRootLogin yes\nPidFile {root / 'sshd.pid'}\nSetEnv PATH={os.environ['PATH']}\n")
+        f"PermitRootLogin yes\nPidFile {root / 'sshd.pid'}\nSetEnv PATH={os.environ['PATH']}\n"
+    )
     if os.geteuid() == 0:  # sshd's privilege-separation directory
         Path("/run/sshd").mkdir(exist_ok=True)
     server = subprocess.Popen([SSHD, "-D", "-e", "-f", str(root / "sshd_config")], stderr=subprocess.PIPE)
@@ -66,9 +68,14 @@ def bundle(tmp_path_factory, data_dir):
     from edgerec.training import TrainConfig
 
     root = tmp_path_factory.mktemp("device-bundle")
-    train_teacher(data_dir, root / "teacher", TeacherConfig(
-        shape=Shape(hidden=16, layers=1, heads=2, intermediate=32, max_len=12),
-        train=TrainConfig(epochs=2, batch_size=16, lr=1e-2)))
+    train_teacher(
+        data_dir,
+        root / "teacher",
+        TeacherConfig(
+            shape=Shape(hidden=16, layers=1, heads=2, intermediate=32, max_len=12),
+            train=TrainConfig(epochs=2, batch_size=16, lr=1e-2),
+        ),
+    )
     export(root / "teacher", data_dir, root / "fp32", ExportConfig(target="x86_64-vnni"))
     return root / "fp32"
 
@@ -78,13 +85,24 @@ def test_validate_on_a_device_over_ssh(tmp_path, data_dir, bundle, sshd):
     from edgerec.validate import ValidateConfig, validate
 
     url = f"ssh://{sshd['user']}@127.0.0.1:{sshd['port']}"
-    remote = validate(bundle, data_dir, ValidateConfig(target="x86_64-vnni", warmup=2, device=url,
-                                                       device_python=sys.executable),
-                      report_dir=tmp_path / "remote", log=lambda m: None)
-    local = validate(bundle, data_dir, ValidateConfig(target="x86_64-vnni", warmup=2),
-                     report_dir=tmp_path / "local", log=lambda m: None)
+    remote = validate(
+        bundle,
+        data_dir,
+        ValidateConfig(target="x86_64-vnni", warmup=2, device=url, device_python=sys.executable),
+        report_dir=tmp_path / "remote",
+        log=lambda m: None,
+    )
+    local = validate(
+        bundle,
+        data_dir,
+        ValidateConfig(target="x86_64-vnni", warmup=2),
+        report_dir=tmp_path / "local",
+        log=lambda m: None,
+    )
     assert remote["device"] == url and "measured on ssh://" in remote["note"]
-    ndcg = {r: x["runtimes"]["onnxruntime"]["metrics"]["NDCG@10"]["mean"] for r, x in (("remote", remote), ("local", local))}
+    ndcg = {
+        r: x["runtimes"]["onnxruntime"]["metrics"]["NDCG@10"]["mean"] for r, x in (("remote", remote), ("local", local))
+    }
     assert ndcg["remote"] == pytest.approx(ndcg["local"])  # the same scores came back
     assert remote["runtimes"]["onnxruntime"]["latency"]["runs"] == remote["users"]
 
@@ -96,6 +114,22 @@ def test_a_refused_connection_is_one_clear_error(bundle, data_dir):
         device.run_runner("onnxruntime", bundle / "model.onnx", __import__("numpy").zeros((1, 12), "int64"))
     with pytest.raises(EdgerecError, match="must look like ssh://"):
         SshDevice.parse("http://host")
-    run = subprocess.run([sys.executable, "-m", "edgerec", "validate", "-T", "x86_64-vnni", "-b", str(bundle),
-                          "-d", str(data_dir), "--device", f"ssh://127.0.0.1:{port}"], capture_output=True, text=True)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edgerec",
+            "validate",
+            "-T",
+            "x86_64-vnni",
+            "-b",
+            str(bundle),
+            "-d",
+            str(data_dir),
+            "--device",
+            f"ssh://127.0.0.1:{port}",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert run.returncode == 2 and "Traceback" not in run.stderr and "cannot reach device" in run.stderr

@@ -1,4 +1,3 @@
-
 import numpy as np
 import pytest
 
@@ -15,17 +14,16 @@ from edgerec.models import Shape, build_id_model, load_model
 from edgerec.teacher import TeacherConfig, train_teacher
 from edgerec.training import TrainConfig
 
-TEACHER = Shape(hidden=32, layers=1, heads=2, intermediate=64, max_len=12, dropout=0.0,
-                attention_dropout=0.0)
-STUDENT = Shape(hidden=8, layers=1, heads=2, intermediate=16, max_len=12, dropout=0.0,
-                attention_dropout=0.0)
+TEACHER = Shape(hidden=32, layers=1, heads=2, intermediate=64, max_len=12, dropout=0.0, attention_dropout=0.0)
+STUDENT = Shape(hidden=8, layers=1, heads=2, intermediate=16, max_len=12, dropout=0.0, attention_dropout=0.0)
 
 
 @pytest.fixture(scope="module")
 def teacher_dir(tmp_path_factory, data_dir):
     out = tmp_path_factory.mktemp("teach") / "teacher"
-    train_teacher(data_dir, out, TeacherConfig(shape=TEACHER, train=TrainConfig(
-        epochs=25, batch_size=16, lr=1e-2, patience=50)))
+    train_teacher(
+        data_dir, out, TeacherConfig(shape=TEACHER, train=TrainConfig(epochs=25, batch_size=16, lr=1e-2, patience=50))
+    )
     return out
 
 
@@ -70,7 +68,7 @@ def test_soft_targets_keep_the_whole_mass():
     full = np.exp(z - z.max(1, keepdims=True))
     full /= full.sum(1, keepdims=True)
     np.testing.assert_allclose(np.exp(logp), np.take_along_axis(full, idx, 1), rtol=1e-4)
-    assert (np.sort(full, 1)[:, -7:].sum(1) == pytest.approx(np.exp(logp).sum(1), rel=1e-4))
+    assert np.sort(full, 1)[:, -7:].sum(1) == pytest.approx(np.exp(logp).sum(1), rel=1e-4)
 
 
 def test_causal_windows_cover_every_position_once():
@@ -101,11 +99,15 @@ def _kd_case(top_logp_dtype=np.float32):
     idx, logp, tail = _soft_targets(teacher_logits, 3, 2.0)
     targets = {"top_items": idx + 1, "top_logp": logp.astype(top_logp_dtype), "tail_logp": tail}
     ids = torch.tensor([[1, 2, 3]])
-    batch = {"input_ids": ids, "labels": torch.tensor([[-100, -100, 4]]),
-             "position_ids": torch.tensor([[9, 10, 11]]), "kd_rows": torch.tensor([[-1, -1, 0]])}
+    batch = {
+        "input_ids": ids,
+        "labels": torch.tensor([[-100, -100, 4]]),
+        "position_ids": torch.tensor([[9, 10, 11]]),
+        "kd_rows": torch.tensor([[-1, -1, 0]]),
+    }
     with torch.no_grad():
         hidden = student.bert(input_ids=ids, position_ids=batch["position_ids"]).last_hidden_state
-        q = torch.softmax(student.cls(hidden[0, -1])[1: num_items + 1].double() / 2.0, 0).numpy()
+        q = torch.softmax(student.cls(hidden[0, -1])[1 : num_items + 1].double() / 2.0, 0).numpy()
     return student, targets, batch, idx, logp, tail, q
 
 
@@ -186,11 +188,11 @@ def test_tail_boost_reweights_the_teacher_toward_rare_items(data_dir):
 
 
 @pytest.mark.parametrize("kind,positions", [("causal", "start"), ("masked", "end")])
-def test_student_kinds_and_position_conventions_train_and_rank(tmp_path, data_dir, teacher_dir,
-                                                                monkeypatch, kind, positions):
+def test_student_kinds_and_position_conventions_train_and_rank(
+    tmp_path, data_dir, teacher_dir, monkeypatch, kind, positions
+):
     monkeypatch.setenv("EDGEREC_CACHE", str(tmp_path / "cache"))
-    manifest = distill(teacher_dir, data_dir, tmp_path / "s",
-                       config(student_kind=kind, positions=positions, epochs=40))
+    manifest = distill(teacher_dir, data_dir, tmp_path / "s", config(student_kind=kind, positions=positions, epochs=40))
     assert manifest["metrics"]["test"]["NDCG@10"] > 0.3  # random is about 0.1 on 24 items
     student = load_model(tmp_path / "s" / "model")
     assert (student.kind, student.positions) == (kind, positions)
@@ -215,8 +217,11 @@ def test_start_positions_count_from_the_first_item_whatever_the_padding():
 
 
 def test_bad_student_kind_or_positions_is_one_clear_error(tmp_path, data_dir, teacher_dir):
-    for kw, message in (({"student_kind": "rnn"}, "--student-kind"), ({"positions": "middle"}, "--positions"),
-                        ({"student_kind": "masked", "positions": "start"}, "causal students")):
+    for kw, message in (
+        ({"student_kind": "rnn"}, "--student-kind"),
+        ({"positions": "middle"}, "--positions"),
+        ({"student_kind": "masked", "positions": "start"}, "causal students"),
+    ):
         with pytest.raises(EdgerecError, match=message):
             distill(teacher_dir, data_dir, tmp_path / "x", config(**kw))
     assert not (tmp_path / "x").exists()
@@ -243,7 +248,9 @@ def test_init_from_teacher_copies_embeddings_head_and_chosen_layers():
     assert torch.equal(s["bert.embeddings.word_embeddings.weight"], t["bert.embeddings.word_embeddings.weight"])
     assert torch.equal(s["cls.predictions.bias"], t["cls.predictions.bias"])
     # positions count from the end: the student's 8 slots are the teacher's last 8
-    assert torch.equal(s["bert.embeddings.position_embeddings.weight"], t["bert.embeddings.position_embeddings.weight"][-8:])
+    assert torch.equal(
+        s["bert.embeddings.position_embeddings.weight"], t["bert.embeddings.position_embeddings.weight"][-8:]
+    )
     for i, j in enumerate([0, 2]):
         key = "bert.encoder.layer.{}.intermediate.dense.weight"
         assert torch.equal(s[key.format(i)], t[key.format(j)])
@@ -259,8 +266,12 @@ def test_init_from_teacher_copies_embeddings_head_and_chosen_layers():
 def test_distill_records_how_the_student_started(tmp_path, data_dir, teacher_dir, monkeypatch):
     monkeypatch.setenv("EDGEREC_CACHE", str(tmp_path / "cache"))
     wide = Shape(hidden=32, layers=1, heads=2, intermediate=64, max_len=12, dropout=0.0, attention_dropout=0.0)
-    started = distill(teacher_dir, data_dir, tmp_path / "a",
-                      DistillConfig(student=wide, top_k=8, train=TrainConfig(epochs=1, batch_size=16, lr=1e-4)))
+    started = distill(
+        teacher_dir,
+        data_dir,
+        tmp_path / "a",
+        DistillConfig(student=wide, top_k=8, train=TrainConfig(epochs=1, batch_size=16, lr=1e-4)),
+    )
     assert started["init"] == {"from": "teacher", "layers": [0]}
     # one epoch at a small rate from the teacher's weights ranks about as the teacher does
     m = started["metrics"]
@@ -277,8 +288,9 @@ def test_init_from_another_model_artifact(tmp_path, data_dir, teacher_dir, monke
     monkeypatch.setenv("EDGEREC_CACHE", str(tmp_path / "cache"))
     wide = Shape(hidden=32, layers=1, heads=2, intermediate=64, max_len=12, dropout=0.0, attention_dropout=0.0)
     train = TrainConfig(epochs=1, batch_size=16, lr=1e-4)
-    m = distill(teacher_dir, data_dir, tmp_path / "a", DistillConfig(student=wide, top_k=8, train=train,
-                                                                     init=str(teacher_dir)))
+    m = distill(
+        teacher_dir, data_dir, tmp_path / "a", DistillConfig(student=wide, top_k=8, train=train, init=str(teacher_dir))
+    )
     assert m["init"] == {"from": str(teacher_dir), "layers": [0]}
     assert "init" in m["inputs"]  # its content hash, like the teacher's
     with pytest.raises(EdgerecError, match="cannot start the student"):  # hidden 8 from hidden 32

@@ -24,10 +24,32 @@ def test_shards_cover_every_example_with_equal_sizes():
 def test_teacher_under_torchrun_two_processes(tmp_path, data_dir):
     out = tmp_path / "t"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-           "--standalone", "-m", "edgerec.cli", "teacher", "--data", str(data_dir),
-           "--out", str(out), "--hidden", "16", "--layers", "1", "--intermediate", "32",
-           "--max-len", "12", "--epochs", "3", "--json"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        "2",
+        "--standalone",
+        "-m",
+        "edgerec.cli",
+        "teacher",
+        "--data",
+        str(data_dir),
+        "--out",
+        str(out),
+        "--hidden",
+        "16",
+        "--layers",
+        "1",
+        "--intermediate",
+        "32",
+        "--max-len",
+        "12",
+        "--epochs",
+        "3",
+        "--json",
+    ]
     result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     manifest = json.loads((out / "manifest.json").read_text())

@@ -18,7 +18,8 @@ from edgerec.errors import EdgerecError
 
 SHAPE = dict(hidden=16, layers=1, heads=2, intermediate=32, max_len=12)
 can_emulate = all(shutil.which(t) for t in ("qemu-aarch64-static", "qemu-aarch64", "debootstrap")) or (
-    os.geteuid() == 0 and shutil.which("apt-get") is not None)
+    os.geteuid() == 0 and shutil.which("apt-get") is not None
+)
 
 
 @pytest.fixture(scope="module")
@@ -30,8 +31,11 @@ def arm_bundles(tmp_path_factory, data_dir):
     from edgerec.training import TrainConfig
 
     root = tmp_path_factory.mktemp("arm")
-    train_teacher(data_dir, root / "teacher", TeacherConfig(shape=Shape(**SHAPE), train=TrainConfig(
-        epochs=3, batch_size=16, lr=1e-2)))
+    train_teacher(
+        data_dir,
+        root / "teacher",
+        TeacherConfig(shape=Shape(**SHAPE), train=TrainConfig(epochs=3, batch_size=16, lr=1e-2)),
+    )
     export(root / "teacher", data_dir, root / "fp32", ExportConfig(target="arm64"))
     quantize(root / "fp32", data_dir, root / "int8", QuantizeConfig(target="arm64"), log=lambda m: None)
     return root
@@ -47,16 +51,22 @@ def _profile(tmp_path, cpu="cortex-a76", users=8, extra=""):
 
 
 def test_missing_tools_are_named_and_the_report_says_the_arm_check_did_not_run(
-        tmp_path, data_dir, arm_bundles, monkeypatch):
+    tmp_path, data_dir, arm_bundles, monkeypatch
+):
     from edgerec.validate import ValidateConfig, validate
 
     monkeypatch.delenv("EDGEREC_EMULATE", raising=False)
     monkeypatch.setenv("EDGEREC_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(emulator.shutil, "which", lambda name: None)  # no qemu, no apt
     lines = []
-    report = validate(arm_bundles / "int8", data_dir, ValidateConfig(target="arm64", users=8),
-                      targets_dir=_profile(tmp_path, extra="max_instructions_per_call = 1e9\n"),
-                      report_dir=tmp_path / "r", log=lines.append)
+    report = validate(
+        arm_bundles / "int8",
+        data_dir,
+        ValidateConfig(target="arm64", users=8),
+        targets_dir=_profile(tmp_path, extra="max_instructions_per_call = 1e9\n"),
+        report_dir=tmp_path / "r",
+        log=lines.append,
+    )
     assert report["emulated_arm"].startswith("did not run: the ARM emulator needs qemu-aarch64-static")
     assert any(line.startswith("warning: the ARM check did not run") for line in lines)
     rows = [b for b in report["budgets"] if b["budget"].startswith("ARM instructions")]
@@ -68,8 +78,14 @@ def test_no_emulate_is_reported_as_not_run(tmp_path, data_dir, arm_bundles, monk
     from edgerec.validate import ValidateConfig, validate
 
     monkeypatch.delenv("EDGEREC_EMULATE", raising=False)
-    report = validate(arm_bundles / "int8", data_dir, ValidateConfig(target="arm64", users=8, emulate=False),
-                      targets_dir=_profile(tmp_path), report_dir=tmp_path / "r", log=lambda m: None)
+    report = validate(
+        arm_bundles / "int8",
+        data_dir,
+        ValidateConfig(target="arm64", users=8, emulate=False),
+        targets_dir=_profile(tmp_path),
+        report_dir=tmp_path / "r",
+        log=lambda m: None,
+    )
     assert report["emulated_arm"].startswith("not run")
 
 
@@ -89,8 +105,11 @@ def test_an_emulated_cpu_list_must_hold_users(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not can_emulate, reason="qemu-user-static, qemu-user and debootstrap are missing and "
-                                            "cannot be installed here (not root or no apt-get)")
+@pytest.mark.skipif(
+    not can_emulate,
+    reason="qemu-user-static, qemu-user and debootstrap are missing and "
+    "cannot be installed here (not root or no apt-get)",
+)
 def test_validate_runs_the_bundle_on_the_aarch64_runtimes(tmp_path_factory, data_dir, arm_bundles, monkeypatch):
     from edgerec.validate import ValidateConfig, validate
 
@@ -101,9 +120,14 @@ def test_validate_runs_the_bundle_on_the_aarch64_runtimes(tmp_path_factory, data
     lines = []
     reports = {}
     for name in ("fp32", "int8"):
-        reports[name] = validate(arm_bundles / name, data_dir, ValidateConfig(target="arm64", users=8),
-                                 targets_dir=_profile(tmp_path, extra="max_instructions_per_call = 1e12\n"),
-                                 report_dir=tmp_path / name, log=lines.append)
+        reports[name] = validate(
+            arm_bundles / name,
+            data_dir,
+            ValidateConfig(target="arm64", users=8),
+            targets_dir=_profile(tmp_path, extra="max_instructions_per_call = 1e12\n"),
+            report_dir=tmp_path / name,
+            log=lines.append,
+        )
     counts = {}
     for name, report in reports.items():
         arm = report["emulated_arm"]
@@ -130,10 +154,14 @@ def test_validate_runs_the_bundle_on_the_aarch64_runtimes(tmp_path_factory, data
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not can_emulate, reason="qemu-user-static, qemu-user and debootstrap are missing and "
-                                            "cannot be installed here (not root or no apt-get)")
+@pytest.mark.skipif(
+    not can_emulate,
+    reason="qemu-user-static, qemu-user and debootstrap are missing and "
+    "cannot be installed here (not root or no apt-get)",
+)
 def test_export_checks_parity_on_arm_and_quantize_ships_the_form_with_fewest_arm_instructions(
-        tmp_path_factory, data_dir, arm_bundles, monkeypatch):
+    tmp_path_factory, data_dir, arm_bundles, monkeypatch
+):
     from edgerec.export import ExportConfig, export
     from edgerec.quantize import QuantizeConfig, choose_form, quantize
 
@@ -142,15 +170,27 @@ def test_export_checks_parity_on_arm_and_quantize_ships_the_form_with_fewest_arm
         monkeypatch.setenv("EDGEREC_CACHE", str(tmp_path_factory.getbasetemp() / "emulator-cache"))
     tmp_path = tmp_path_factory.mktemp("choose")
     targets = _profile(tmp_path, users=8)
-    manifest = export(arm_bundles / "teacher", data_dir, tmp_path / "fp32", ExportConfig(target="arm64"),
-                      targets_dir=targets, log=lambda m: None)
+    manifest = export(
+        arm_bundles / "teacher",
+        data_dir,
+        tmp_path / "fp32",
+        ExportConfig(target="arm64"),
+        targets_dir=targets,
+        log=lambda m: None,
+    )
     arm = manifest["parity_emulated_arm"]
     assert set(arm) == {"onnxruntime on emulated cortex-a76", "litert on emulated cortex-a76"}, arm
     for check in arm.values():
         assert check["users"] == 8 and check["max_abs_diff"] <= check["atol"] and check["top10_agreement"] == 1.0
 
-    manifest = quantize(tmp_path / "fp32", data_dir, tmp_path / "int8", QuantizeConfig(target="arm64"),
-                        targets_dir=targets, log=lambda m: None)
+    manifest = quantize(
+        tmp_path / "fp32",
+        data_dir,
+        tmp_path / "int8",
+        QuantizeConfig(target="arm64"),
+        targets_dir=targets,
+        log=lambda m: None,
+    )
     for fmt, result in manifest["quantization"].items():
         assert result["arm_instructions"]["cpu"] == "cortex-a76", result["arm_instructions"]
         forms = result["forms"]
@@ -160,8 +200,11 @@ def test_export_checks_parity_on_arm_and_quantize_ships_the_form_with_fewest_arm
         assert "fewest ARM instructions" in result["chosen_because"]
 
 
-@pytest.mark.skipif(not can_emulate, reason="qemu-user-static, qemu-user and debootstrap are missing and "
-                                            "cannot be installed here (not root or no apt-get)")
+@pytest.mark.skipif(
+    not can_emulate,
+    reason="qemu-user-static, qemu-user and debootstrap are missing and "
+    "cannot be installed here (not root or no apt-get)",
+)
 def test_a_runtime_without_an_aarch64_wheel_is_one_line_before_the_userland(tmp_path, monkeypatch):
     monkeypatch.setenv("EDGEREC_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(emulator, "SITES", {"onnxruntime": ["onnxruntime==1.0.0"]})  # x86-only release
@@ -173,8 +216,11 @@ def test_a_runtime_without_an_aarch64_wheel_is_one_line_before_the_userland(tmp_
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not can_emulate, reason="qemu-user-static, qemu-user and debootstrap are missing and "
-                                            "cannot be installed here (not root or no apt-get)")
+@pytest.mark.skipif(
+    not can_emulate,
+    reason="qemu-user-static, qemu-user and debootstrap are missing and "
+    "cannot be installed here (not root or no apt-get)",
+)
 def test_the_step_model_replays_to_the_full_models_answer_on_arm(tmp_path_factory, data_dir, arm_bundles, monkeypatch):
     from edgerec.distill import DistillConfig, distill
     from edgerec.export import ExportConfig, export
@@ -186,16 +232,36 @@ def test_the_step_model_replays_to_the_full_models_answer_on_arm(tmp_path_factor
     if "EDGEREC_CACHE" not in os.environ:  # the emulator the tests above set up
         monkeypatch.setenv("EDGEREC_CACHE", str(tmp_path_factory.getbasetemp() / "emulator-cache"))
     tmp_path = tmp_path_factory.mktemp("step-arm")
-    distill(arm_bundles / "teacher", data_dir, tmp_path / "student", DistillConfig(
-        student=Shape(**SHAPE), top_k=8, positions="start", train=TrainConfig(epochs=2, batch_size=16, lr=1e-2)))
+    distill(
+        arm_bundles / "teacher",
+        data_dir,
+        tmp_path / "student",
+        DistillConfig(
+            student=Shape(**SHAPE), top_k=8, positions="start", train=TrainConfig(epochs=2, batch_size=16, lr=1e-2)
+        ),
+    )
     targets = _profile(tmp_path, users=4)
-    export(tmp_path / "student", data_dir, tmp_path / "fp32", ExportConfig(target="arm64", step=True),
-           targets_dir=targets, log=lambda m: None)
-    report = validate(tmp_path / "fp32", data_dir, ValidateConfig(target="arm64", users=8), targets_dir=targets,
-                      report_dir=tmp_path / "r", log=lambda m: None)
+    export(
+        tmp_path / "student",
+        data_dir,
+        tmp_path / "fp32",
+        ExportConfig(target="arm64", step=True),
+        targets_dir=targets,
+        log=lambda m: None,
+    )
+    report = validate(
+        tmp_path / "fp32",
+        data_dir,
+        ValidateConfig(target="arm64", users=8),
+        targets_dir=targets,
+        report_dir=tmp_path / "r",
+        log=lambda m: None,
+    )
     for runtime, run in report["emulated_arm"]["cpus"]["cortex-a76"].items():
-        assert run["step_replay"] == {"users": 4, "identical_top10_with_full": 1.0,
-                                      "top10_agreement_with_full": 1.0}, (runtime, run)
+        assert run["step_replay"] == {"users": 4, "identical_top10_with_full": 1.0, "top10_agreement_with_full": 1.0}, (
+            runtime,
+            run,
+        )
         assert run["step_instructions"]["instructions_per_call"] > 1000
     assert "step replay = full top-10" in (tmp_path / "r" / "report.html").read_text()
 
@@ -209,8 +275,12 @@ def test_an_outlying_count_is_measured_again_and_the_median_reported():
             object.__setattr__(self, "values", iter(values))
 
         def _per_call(self, *args):
-            return {"instructions_per_call": next(self.values), "cpu": self.cpu, "calls": [5, 105],
-                    "process_instructions": [0, 0]}
+            return {
+                "instructions_per_call": next(self.values),
+                "cpu": self.cpu,
+                "calls": [5, 105],
+                "process_instructions": [0, 0],
+            }
 
     ids = np.ones((1, 4), np.int64)
     agreeing = Counted([600.0, 601.0, 9999.0]).instructions_per_call("onnxruntime", Path("m.onnx"), ids)

@@ -20,8 +20,9 @@ SHAPE = Shape(hidden=16, layers=1, heads=2, intermediate=32, max_len=12)
 def _model(root, data_dir, kind):
     out = root / f"teacher-{kind}"
     if not out.exists():
-        train_teacher(data_dir, out, TeacherConfig(kind=kind, shape=SHAPE, train=TrainConfig(
-            epochs=3, batch_size=16, lr=1e-2)))
+        train_teacher(
+            data_dir, out, TeacherConfig(kind=kind, shape=SHAPE, train=TrainConfig(epochs=3, batch_size=16, lr=1e-2))
+        )
     return out
 
 
@@ -76,11 +77,11 @@ def test_in_graph_top_k_masks_the_history(tmp_path, data_dir, models):
     items, scores = session.run(["items", "scores"], {"input_ids": encode(histories, SHAPE.max_len, "int64")})
     rec = load_model(models["causal"] / "model")
     # the graph can only exclude what it sees: the last max_len items
-    window = [h[-SHAPE.max_len:] for h in histories]
+    window = [h[-SHAPE.max_len :] for h in histories]
     expected = metrics.top_k(rec.scores(histories), 5, rec.num_items, window)
     assert (items == expected).all()
     for row, history in zip(items, histories):
-        assert not set(row.tolist()) & set(history[-SHAPE.max_len:].tolist())
+        assert not set(row.tolist()) & set(history[-SHAPE.max_len :].tolist())
     assert (np.diff(scores, axis=1) <= 0).all()
 
 
@@ -93,9 +94,17 @@ def test_rpi4_bundle_runs_in_tflite_runtime_2_14(tmp_path, data_dir, models):
     import subprocess
 
     from edgerec.envs import python_for
-    probe = subprocess.run([str(python_for("tflite-runtime")), "-c",
-                            "import tflite_runtime, numpy; print(tflite_runtime.__version__, numpy.__version__)"],
-                           capture_output=True, text=True, check=True)
+
+    probe = subprocess.run(
+        [
+            str(python_for("tflite-runtime")),
+            "-c",
+            "import tflite_runtime, numpy; print(tflite_runtime.__version__, numpy.__version__)",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     version, numpy_version = probe.stdout.split()
     assert version.startswith("2.14") and numpy_version.startswith("1.")
 
@@ -114,9 +123,10 @@ def _custom_profile(tmp_path, base: str, name: str, old: str, new: str):
 
 def test_parity_failure_fails_the_export(tmp_path, data_dir, models):
     folder = _custom_profile(tmp_path, "x86_64-avx2", "strict", "parity_atol = 1e-4", "parity_atol = 1e-15")
-    with pytest.raises(EdgerecError, match="onnx on onnxruntime parity check failed vs PyTorch: scores differ by up to"):
-        export(models["causal"], data_dir, tmp_path / "d", ExportConfig(target="strict"),
-               targets_dir=folder)
+    with pytest.raises(
+        EdgerecError, match="onnx on onnxruntime parity check failed vs PyTorch: scores differ by up to"
+    ):
+        export(models["causal"], data_dir, tmp_path / "d", ExportConfig(target="strict"), targets_dir=folder)
     assert not (tmp_path / "d").exists()
 
 
@@ -129,8 +139,13 @@ def test_bad_inputs(tmp_path, data_dir, models):
         export(models["causal"], data_dir, tmp_path / "d", ExportConfig(target="arm64", top_k=0))
     folder = _custom_profile(tmp_path, "arm64", "odd", 'formats = ["onnx", "tflite"]', 'formats = ["onnx"]')
     with pytest.raises(EdgerecError, match=r"'onnx.opset' is 99; allowed: \[7, 23\]"):  # refused at load
-        export(models["causal"], data_dir, tmp_path / "d", ExportConfig(target="future"),
-               targets_dir=_custom_profile(tmp_path, "x86_64-avx2", "future", "opset = 17", "opset = 99"))
+        export(
+            models["causal"],
+            data_dir,
+            tmp_path / "d",
+            ExportConfig(target="future"),
+            targets_dir=_custom_profile(tmp_path, "x86_64-avx2", "future", "opset = 17", "opset = 99"),
+        )
     with pytest.raises(EdgerecError, match="runtime litert runs tflite"):
         export(models["causal"], data_dir, tmp_path / "d", ExportConfig(target="odd"), targets_dir=folder)
     assert not (tmp_path / "d").exists()
@@ -141,8 +156,20 @@ def test_export_cli(tmp_path, data_dir, models):
 
     from edgerec.cli import app
 
-    result = CliRunner().invoke(app, ["export", "--target", "x86_64-avx2", "--model", str(models["causal"]),
-                                      "--data", str(data_dir), "--out", str(tmp_path / "d")])
+    result = CliRunner().invoke(
+        app,
+        [
+            "export",
+            "--target",
+            "x86_64-avx2",
+            "--model",
+            str(models["causal"]),
+            "--data",
+            str(data_dir),
+            "--out",
+            str(tmp_path / "d"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "onnxruntime" in result.output and "1.000" in result.output
 
@@ -153,8 +180,7 @@ def test_last_position_hidden_matches_the_full_forward(kind):
 
     from edgerec.models import build_id_model, last_position_hidden
 
-    model = build_id_model(kind, 40, Shape(hidden=16, layers=3, heads=4, intermediate=32,
-                                           max_len=10)).eval()
+    model = build_id_model(kind, 40, Shape(hidden=16, layers=3, heads=4, intermediate=32, max_len=10)).eval()
     ids = torch.zeros((3, 10), dtype=torch.long)
     ids[0, -4:] = torch.tensor([5, 6, 7, 8])
     ids[1, :] = torch.arange(1, 11)
@@ -183,10 +209,14 @@ def test_compact_names_never_reuse_an_interface_name():
 
     # inputs called like the short names (e.g. a graph cut out of an exported one)
     graph = helper.make_graph(
-        [helper.make_node("Relu", ["t0"], ["/long/module/path/relu"]),
-         helper.make_node("Neg", ["/long/module/path/relu"], ["t1"])], "g",
+        [
+            helper.make_node("Relu", ["t0"], ["/long/module/path/relu"]),
+            helper.make_node("Neg", ["/long/module/path/relu"], ["t1"]),
+        ],
+        "g",
         [helper.make_tensor_value_info("t0", TensorProto.FLOAT, [2])],
-        [helper.make_tensor_value_info("t1", TensorProto.FLOAT, [2])])
+        [helper.make_tensor_value_info("t1", TensorProto.FLOAT, [2])],
+    )
     model = helper.make_model(graph)
     compact_names(model)
     onnx.checker.check_model(model, full_check=True)
@@ -227,16 +257,24 @@ def test_arm64_bundle_is_app_ready_items_and_ort_mobile_files(tmp_path, data_dir
     entry = meta["ort_format"]
     assert entry["files"] == {"model.onnx": "model.ort"} and entry["platform"] == "arm"
     assert entry["check"]["model.ort"]["identical_top10"] == 1.0
-    assert entry["mobile_usability"]["recommended_execution_provider"] in ("CPU", "compare NNAPI / CoreML with the CPU EP")
+    assert entry["mobile_usability"]["recommended_execution_provider"] in (
+        "CPU",
+        "compare NNAPI / CoreML with the CPU EP",
+    )
     config = (bundle / "required_operators.config").read_text()
     assert "# - model.ort" in config and "ai.onnx;" in config and str(tmp_path) not in config
     assert {"model.ort", "required_operators.config"} <= set(meta["integrity"])
     histories = load_data(data_dir).examples("test")[0]  # the .ort file answers as the .onnx one does
     ids = encode(histories, meta["max_len"], "int64")
-    onnx_scores, ort_scores = (ort.InferenceSession(str(bundle / name), providers=["CPUExecutionProvider"])
-                               .run(["scores"], {"input_ids": ids})[0] for name in ("model.onnx", "model.ort"))
-    np.testing.assert_array_equal(np.argsort(-onnx_scores, 1, kind="stable")[:, :10],
-                                  np.argsort(-ort_scores, 1, kind="stable")[:, :10])
+    onnx_scores, ort_scores = (
+        ort.InferenceSession(str(bundle / name), providers=["CPUExecutionProvider"]).run(
+            ["scores"], {"input_ids": ids}
+        )[0]
+        for name in ("model.onnx", "model.ort")
+    )
+    np.testing.assert_array_equal(
+        np.argsort(-onnx_scores, 1, kind="stable")[:, :10], np.argsort(-ort_scores, 1, kind="stable")[:, :10]
+    )
     for side in ("items.json", "metadata.json", "required_operators.config"):
         assert (bundle / side).stat().st_size < (bundle / "model.onnx").stat().st_size, side
 
@@ -249,8 +287,11 @@ def test_two_layer_causal_export_computes_its_mask_at_run_time(tmp_path, data_di
     from ai_edge_litert.interpreter import Interpreter
 
     two = tmp_path / "teacher"
-    train_teacher(data_dir, two, TeacherConfig(shape=replace(SHAPE, layers=2), train=TrainConfig(
-        epochs=1, batch_size=16, lr=1e-2)))
+    train_teacher(
+        data_dir,
+        two,
+        TeacherConfig(shape=replace(SHAPE, layers=2), train=TrainConfig(epochs=1, batch_size=16, lr=1e-2)),
+    )
     manifest = export(two, data_dir, tmp_path / "d", ExportConfig(target=target))
     for runtime, check in manifest["parity"].items():
         assert check["top10_agreement"] == 1.0 and check["max_abs_diff"] < 1e-4, runtime

@@ -48,8 +48,10 @@ def edgerec_imports(path: Path, known: set[str]):
 
 def import_graph() -> dict[str, set[str]]:
     found = modules()
-    return {name: {target for target, _, _ in edgerec_imports(path, set(found)) if target != name}
-            for name, path in found.items()}
+    return {
+        name: {target for target, _, _ in edgerec_imports(path, set(found)) if target != name}
+        for name, path in found.items()
+    }
 
 
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
@@ -68,7 +70,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
             elif nxt not in graph or state.get(nxt) == 2:
                 continue
             elif state.get(nxt) == 1:
-                return path[path.index(nxt):] + [nxt]
+                return path[path.index(nxt) :] + [nxt]
             else:
                 state[nxt] = 1
                 path.append(nxt)
@@ -95,8 +97,11 @@ def test_library_modules_import_edgerec_at_the_top():
     for name, path in found.items():
         if any(name == p or name.startswith(p + ".") for p in LOCAL_IMPORTS_ALLOWED):
             continue
-        local += [f"{path.relative_to(PACKAGE.parent)}:{line} imports {target} inside a function"
-                  for target, line, at_top in edgerec_imports(path, set(found)) if not at_top]
+        local += [
+            f"{path.relative_to(PACKAGE.parent)}:{line} imports {target} inside a function"
+            for target, line, at_top in edgerec_imports(path, set(found))
+            if not at_top
+        ]
     assert not local, "\n".join(local)
 
 
@@ -112,3 +117,19 @@ def test_shared_machinery_sits_below_the_stages(stage):
                 seen.add(target)
                 todo.append(target)
     assert not seen & stages, f"{stage} reaches {sorted(seen & stages)}"
+
+
+def test_no_module_imports_another_modules_private_names():
+    """What two modules share is public in the module below them: a name that starts with `_`
+    stays in its own room (tests may reach in; the package may not)."""
+    found = []
+    for name, path in modules().items():
+        tree = ast.parse(path.read_text(), filename=str(path))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "edgerec":
+                found += [
+                    f"{name}:{node.lineno} imports {node.module}.{a.name}"
+                    for a in node.names
+                    if a.name.startswith("_") and not a.name.endswith("__") and node.module != name
+                ]
+    assert not found, found

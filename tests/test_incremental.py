@@ -11,7 +11,7 @@ from edgerec.errors import EdgerecError
 from edgerec.export import ExportConfig, export
 from edgerec.graphs import step_graph, step_inputs, step_layout
 from edgerec.incremental import StepSession
-from edgerec.models import Shape, build_id_model, last_position_hidden, load_model, RecModel
+from edgerec.models import RecModel, Shape, build_id_model, last_position_hidden, load_model
 from edgerec.teacher import TeacherConfig, train_teacher
 from edgerec.training import TrainConfig
 
@@ -26,21 +26,28 @@ def artifacts(tmp_path_factory, data_dir):
 
     root = tmp_path_factory.mktemp("incremental")
     os.environ.setdefault("EDGEREC_CACHE", str(root / "cache"))
-    train_teacher(data_dir, root / "teacher", TeacherConfig(shape=TEACHER, train=TrainConfig(
-        epochs=3, batch_size=16, lr=1e-2)))
+    train_teacher(
+        data_dir, root / "teacher", TeacherConfig(shape=TEACHER, train=TrainConfig(epochs=3, batch_size=16, lr=1e-2))
+    )
     train = TrainConfig(epochs=3, batch_size=16, lr=1e-2)
     for name, positions in (("start", "start"), ("end", "end")):
-        distill(root / "teacher", data_dir, root / name,
-                DistillConfig(student=STUDENT, top_k=8, train=train, positions=positions))
+        distill(
+            root / "teacher",
+            data_dir,
+            root / name,
+            DistillConfig(student=STUDENT, top_k=8, train=train, positions=positions),
+        )
     return root
 
 
-@pytest.mark.parametrize("target,top_k", [("arm64", None), ("arm64", 5), ("x86_64-vnni", None),
-                                          pytest.param("rpi4", None, marks=pytest.mark.slow)])
-def test_step_model_replays_to_the_full_models_answer_on_every_runtime(tmp_path, data_dir, artifacts,
-                                                                         target, top_k):
-    manifest = export(artifacts / "start", data_dir, tmp_path / "d",
-                      ExportConfig(target=target, top_k=top_k, step=True))
+@pytest.mark.parametrize(
+    "target,top_k",
+    [("arm64", None), ("arm64", 5), ("x86_64-vnni", None), pytest.param("rpi4", None, marks=pytest.mark.slow)],
+)
+def test_step_model_replays_to_the_full_models_answer_on_every_runtime(tmp_path, data_dir, artifacts, target, top_k):
+    manifest = export(
+        artifacts / "start", data_dir, tmp_path / "d", ExportConfig(target=target, top_k=top_k, step=True)
+    )
     step = manifest["step_model"]
     assert set(step["replay_check"]) == {r["name"] for r in manifest["target"]["runtimes"]}
     for runtime, check in step["replay_check"].items():
@@ -146,17 +153,44 @@ def test_export_cli_step_flag(tmp_path, data_dir, artifacts):
 
     from edgerec.cli.main import app
 
-    result = CliRunner().invoke(app, ["export", "--target", "x86_64-avx2", "--model", str(artifacts / "start"),
-                                      "--data", str(data_dir), "--out", str(tmp_path / "d"), "--step"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "export",
+            "--target",
+            "x86_64-avx2",
+            "--model",
+            str(artifacts / "start"),
+            "--data",
+            str(data_dir),
+            "--out",
+            str(tmp_path / "d"),
+            "--step",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "step model: step.onnx" in result.output
-    bad = CliRunner().invoke(app, ["export", "--target", "x86_64-avx2", "--model", str(artifacts / "end"),
-                                   "--data", str(data_dir), "--out", str(tmp_path / "e"), "--step"])
+    bad = CliRunner().invoke(
+        app,
+        [
+            "export",
+            "--target",
+            "x86_64-avx2",
+            "--model",
+            str(artifacts / "end"),
+            "--data",
+            str(data_dir),
+            "--out",
+            str(tmp_path / "e"),
+            "--step",
+        ],
+    )
     assert bad.exit_code == 2 and "positions start" in bad.output and "Traceback" not in bad.output
 
 
-@pytest.mark.parametrize("target,top_k", [("x86_64-avx2", None), ("arm64", 4),
-                                          pytest.param("rpi4", None, marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "target,top_k", [("x86_64-avx2", None), ("arm64", 4), pytest.param("rpi4", None, marks=pytest.mark.slow)]
+)
 def test_example_app_incremental_mode_gives_the_full_models_list(tmp_path, data_dir, artifacts, target, top_k):
     """examples/app.py --incremental (NumPy + the runtime, no edgerec) rolls through a history
     longer than the window and lists what the full model lists for the items in its window."""
@@ -167,15 +201,31 @@ def test_example_app_incremental_mode_gives_the_full_models_list(tmp_path, data_
     from edgerec.envs import python_for
 
     app = Path(__file__).resolve().parents[1] / "examples" / "app.py"
-    no_edgerec = ("import runpy, sys; sys.modules['edgerec'] = None; sys.argv = sys.argv[1:]; "
-                  "runpy.run_path(sys.argv[0], run_name='__main__')")
+    no_edgerec = (
+        "import runpy, sys; sys.modules['edgerec'] = None; sys.argv = sys.argv[1:]; "
+        "runpy.run_path(sys.argv[0], run_name='__main__')"
+    )
     export(artifacts / "start", data_dir, tmp_path / "d", ExportConfig(target=target, top_k=top_k, step=True))
     items = json.loads((tmp_path / "d" / "items.json").read_text())
     picks = [int(i) for i in np.random.default_rng(1).choice(len(items), size=15, replace=False)]
     ids = [items[i]["id"] for i in picks]
     python = python_for("tflite-runtime") if target == "rpi4" else sys.executable
-    run = subprocess.run([str(python), "-c", no_edgerec, str(app), str(tmp_path / "d"), "--history", ",".join(ids),
-                          "--incremental", "--k", "4"], capture_output=True, text=True)
+    run = subprocess.run(
+        [
+            str(python),
+            "-c",
+            no_edgerec,
+            str(app),
+            str(tmp_path / "d"),
+            "--history",
+            ",".join(ids),
+            "--incremental",
+            "--k",
+            "4",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert run.returncode == 0, run.stderr[-600:]
     listed = [line.split("[")[1].split("]")[0] for line in run.stdout.splitlines() if "[" in line]
     # 15 items, window 12, keep 6: the step state holds the last 9 items
@@ -196,8 +246,9 @@ def test_quantize_and_validate_cover_the_step_model(tmp_path, data_dir, artifact
         assert r["identical_top10"] == 1.0 and r["users"] == 40, runtime
         assert r["updates"] > 40 and r["latency_per_update"]["p50_ms"] > 0
     assert "Step model (every history replayed" in (tmp_path / "fp32" / "report.html").read_text()
-    manifest = quantize(tmp_path / "fp32", data_dir, tmp_path / "int8", QuantizeConfig(target="arm64"),
-                        log=lambda m: None)
+    manifest = quantize(
+        tmp_path / "fp32", data_dir, tmp_path / "int8", QuantizeConfig(target="arm64"), log=lambda m: None
+    )
     for fmt, q in manifest["step_quantization"].items():
         assert q["int8_bytes"] < q["fp32_bytes"], fmt
     meta = json.loads((tmp_path / "int8" / "metadata.json").read_text())
@@ -215,8 +266,7 @@ def test_a_profile_can_ask_for_the_step_model(tmp_path, data_dir, artifacts):
     text = (SHIPPED / "x86_64-avx2.toml").read_text().replace('name = "x86_64-avx2"', 'name = "kiosk"')
     (profiles / "kiosk.toml").write_text(text.replace("threads = 2", "threads = 2\nstep_model = true", 1))
     assert load_target("kiosk", profiles).step_model and not load_target("x86_64-avx2").step_model
-    manifest = export(artifacts / "start", data_dir, tmp_path / "d", ExportConfig(target="kiosk"),
-                      targets_dir=profiles)
+    manifest = export(artifacts / "start", data_dir, tmp_path / "d", ExportConfig(target="kiosk"), targets_dir=profiles)
     assert manifest["step_model"]["files"] == {"onnx": "step.onnx"}
     plain = export(artifacts / "start", data_dir, tmp_path / "e", ExportConfig(target="x86_64-avx2"))
     assert plain["step_model"] is None and not (tmp_path / "e" / "step.onnx").exists()
@@ -229,4 +279,6 @@ def test_validate_replays_a_top_k_step_model(tmp_path, data_dir, artifacts):
     report = validate(tmp_path / "d", data_dir, ValidateConfig(target="x86_64-avx2", warmup=2), log=lambda m: None)
     step = report["step_model"]["onnxruntime"]
     assert step["identical_top10"] == 1.0 and "HR@20" not in step["metrics"]  # fp32: the full file's lists
-    assert step["metrics"]["NDCG@10"]["mean"] == pytest.approx(report["runtimes"]["onnxruntime"]["metrics"]["NDCG@10"]["mean"])
+    assert step["metrics"]["NDCG@10"]["mean"] == pytest.approx(
+        report["runtimes"]["onnxruntime"]["metrics"]["NDCG@10"]["mean"]
+    )

@@ -30,15 +30,20 @@ from edgerec.validate import ValidateConfig, validate
 SHAPE = Shape(hidden=16, layers=1, heads=2, intermediate=32, max_len=8)
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "app.py"
 # examples/app.py must run without edgerec: the same trick as tests/test_recommend_examples.py
-NO_EDGEREC = ("import runpy, sys; sys.modules['edgerec'] = None; sys.argv = sys.argv[1:]; "
-              "runpy.run_path(sys.argv[0], run_name='__main__')")
+NO_EDGEREC = (
+    "import runpy, sys; sys.modules['edgerec'] = None; sys.argv = sys.argv[1:]; "
+    "runpy.run_path(sys.argv[0], run_name='__main__')"
+)
 
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory, data_dir):
     root = tmp_path_factory.mktemp("integrity")
-    train_teacher(data_dir, root / "teacher", TeacherConfig(kind="causal", shape=SHAPE,
-                                                            train=TrainConfig(epochs=1, batch_size=16)))
+    train_teacher(
+        data_dir,
+        root / "teacher",
+        TeacherConfig(kind="causal", shape=SHAPE, train=TrainConfig(epochs=1, batch_size=16)),
+    )
     export(root / "teacher", data_dir, root / "bundle", ExportConfig(target="x86_64-avx2", parity_users=16))
     return root
 
@@ -76,8 +81,9 @@ def test_a_changed_bundle_file_is_refused_by_validate_recommend_and_the_example(
         Recommender(bundle)
     result = CliRunner().invoke(app, ["recommend", "--bundle", str(bundle), "--history", "i1"])
     assert result.exit_code == 2 and result.stderr.count("\n") == 1 and name in result.stderr
-    out = subprocess.run([sys.executable, "-c", NO_EDGEREC, str(EXAMPLE), str(bundle), "--history", "i1"],
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-c", NO_EDGEREC, str(EXAMPLE), str(bundle), "--history", "i1"], capture_output=True, text=True
+    )
     assert out.returncode != 0 and f"{name} is not the file the bundle was built with" in out.stderr
 
 
@@ -94,8 +100,12 @@ def test_allow_modified_lets_an_edit_through_and_records_it(built, tmp_path, dat
     items = json.loads((bundle / "items.json").read_text())
     items[0]["title"] = "Renamed on purpose"
     (bundle / "items.json").write_text(json.dumps(items))
-    report = validate(bundle, data_dir, ValidateConfig(target="x86_64-avx2", warmup=0, users=4,
-                                                       allow_modified=True), log=lambda m: None)
+    report = validate(
+        bundle,
+        data_dir,
+        ValidateConfig(target="x86_64-avx2", warmup=0, users=4, allow_modified=True),
+        log=lambda m: None,
+    )
     assert report["modified_files"] == ["items.json"]
     assert Recommender(bundle, allow_modified=True).modified == ["items.json"]
 
@@ -107,7 +117,8 @@ def test_a_damaged_weight_file_in_an_artifact_is_one_line(built, tmp_path, data_
     result = CliRunner().invoke(app, ["evaluate", str(teacher), "--data", str(data_dir)])
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert result.stderr.strip().splitlines() == [
-        f"error: {weights}: has changed since it was written (sha256 differs); re-run the teacher stage that made it"]
+        f"error: {weights}: has changed since it was written (sha256 differs); re-run the teacher stage that made it"
+    ]
     manifest = teacher / "manifest.json"  # without the manifest, the loader itself names the file
     manifest.unlink()
     with pytest.raises(EdgerecError, match="damaged safetensors file"):
@@ -129,19 +140,30 @@ def _limited_write(limit: int):
     def apply():
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
     return apply
 
 
 def test_a_full_disk_leaves_the_earlier_artifact_intact(tmp_path, interactions_csv):
     out = tmp_path / "data"
-    cli = [sys.executable, "-m", "edgerec.cli", "data", str(interactions_csv), "--out", str(out),
-           "--title-col", "title"]
+    cli = [
+        sys.executable,
+        "-m",
+        "edgerec.cli",
+        "data",
+        str(interactions_csv),
+        "--out",
+        str(out),
+        "--title-col",
+        "title",
+    ]
     subprocess.run(cli, check=True, capture_output=True)
     before = {p.name: p.read_bytes() for p in out.iterdir()}
-    failed = subprocess.run([*cli, "--overwrite"], capture_output=True, text=True,
-                            preexec_fn=_limited_write(1024))
+    failed = subprocess.run([*cli, "--overwrite"], capture_output=True, text=True, preexec_fn=_limited_write(1024))
     assert failed.returncode == 2, failed.stderr
-    assert failed.stderr.strip().splitlines()[-1].startswith(f"error: {out}: writing the artifact failed (File too large")
+    assert (
+        failed.stderr.strip().splitlines()[-1].startswith(f"error: {out}: writing the artifact failed (File too large")
+    )
     assert "Traceback" not in failed.stderr
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]  # no temporary folder or lock left
@@ -149,17 +171,27 @@ def test_a_full_disk_leaves_the_earlier_artifact_intact(tmp_path, interactions_c
 
 def test_a_second_writer_of_the_same_output_is_refused(tmp_path, interactions_csv):
     out = tmp_path / "data"
-    holder = subprocess.Popen([sys.executable, "-c", "import sys; from edgerec.artifacts import output_lock\n"
-                               f"with output_lock({str(out)!r}):\n    print('held', flush=True); sys.stdin.read()"],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from edgerec.artifacts import output_lock\n"
+            f"with output_lock({str(out)!r}):\n    print('held', flush=True); sys.stdin.read()",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:  # as another edgerec command holds it while writing
         assert holder.stdout.readline().strip() == "held"
         result = CliRunner().invoke(app, ["data", str(interactions_csv), "--out", str(out)])
     finally:
         holder.communicate("")
     assert result.exit_code == 2
-    assert result.stderr.strip() == f"error: {out}: another edgerec command (pid {holder.pid}) is writing it " \
-                                    "now; wait for it to finish or choose another output"
+    assert (
+        result.stderr.strip() == f"error: {out}: another edgerec command (pid {holder.pid}) is writing it "
+        "now; wait for it to finish or choose another output"
+    )
     assert not out.exists()
     with output_lock(out), output_lock(out):  # one process may nest its own claims
         assert (tmp_path / ".data.lock").read_text().split()[0] == str(os.getpid())
@@ -170,8 +202,7 @@ def test_two_commands_racing_on_one_output_leave_one_whole_artifact(tmp_path, in
     out = tmp_path / "data"
     cli = [sys.executable, "-m", "edgerec.cli", "data", str(interactions_csv), "--out", str(out)]
     env = {**os.environ, "PYTHONHASHSEED": "0"}
-    runs = [subprocess.Popen(cli, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-            for _ in range(2)]
+    runs = [subprocess.Popen(cli, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for _ in range(2)]
     results = [(p.wait(), p.stderr.read()) for p in runs]
     codes = sorted(code for code, _ in results)
     assert codes == [0, 2], results
@@ -196,4 +227,5 @@ def test_a_benchmark_without_its_inputs_ends_in_one_line(tmp_path, script):
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert out.stderr.strip().splitlines()[-1] == (  # (third-party import noise may come before it)
         "error: runs/bench-teacher/data: no such artifact directory "
-        "(the inputs come from `python benchmarks/distill.py`)")
+        "(the inputs come from `python benchmarks/distill.py`)"
+    )

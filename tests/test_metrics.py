@@ -8,8 +8,7 @@ from edgerec import metrics
 
 def test_ranks_hand_computed():
     # items 1..4; column 0 is padding
-    scores = np.array([[0.0, 0.9, 0.5, 0.7, 0.1],
-                       [0.0, 0.2, 0.2, 0.2, 0.9]])
+    scores = np.array([[0.0, 0.9, 0.5, 0.7, 0.1], [0.0, 0.2, 0.2, 0.2, 0.9]])
     ranks = metrics.target_ranks(scores, [3, 2], num_items=4, mask_history=False)
     # row 0: only item 1 beats item 3 -> rank 1; row 1: item 4 beats it, item 1 ties with a
     # smaller index -> ranked ahead; item 3 ties with a larger index -> behind: rank 2
@@ -56,7 +55,7 @@ def test_top_k_agrees_with_ranks():
     top = metrics.top_k(scores, 5, 30, mask_history=False)
     for row in range(20):
         for position, item in enumerate(top[row]):
-            assert metrics.target_ranks(scores[row: row + 1], [item], 30, mask_history=False)[0] == position
+            assert metrics.target_ranks(scores[row : row + 1], [item], 30, mask_history=False)[0] == position
 
 
 def test_agreement():

@@ -27,8 +27,9 @@ SHAPE = Shape(hidden=32, layers=1, heads=2, intermediate=64, max_len=12)
 def bundles(tmp_path_factory, data_dir):
     root = tmp_path_factory.mktemp("quant")
     model = root / "model"
-    train_teacher(data_dir, model, TeacherConfig(kind="causal", shape=SHAPE, train=TrainConfig(
-        epochs=3, batch_size=16, lr=1e-2)))
+    train_teacher(
+        data_dir, model, TeacherConfig(kind="causal", shape=SHAPE, train=TrainConfig(epochs=3, batch_size=16, lr=1e-2))
+    )
     out = {}
     for target in ("arm64", "x86_64-avx2"):
         export(model, data_dir, root / target, ExportConfig(target=target))
@@ -42,14 +43,19 @@ def _quantized_tables(path):
 
     model = onnx.load(str(path))
     weights = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
-    return [weights[n.input[0]].dtype for n in model.graph.node
-            if n.op_type == "DequantizeLinear" and n.input[0] in weights and weights[n.input[0]].ndim == 2]
+    return [
+        weights[n.input[0]].dtype
+        for n in model.graph.node
+        if n.op_type == "DequantizeLinear" and n.input[0] in weights and weights[n.input[0]].ndim == 2
+    ]
 
 
 def test_arm64_int8_bundle(tmp_path, data_dir, bundles):
     manifest = quantize(bundles["arm64"], data_dir, tmp_path / "q", QuantizeConfig(target="arm64"), log=lambda m: None)
     out = tmp_path / "q"
-    assert {"model.onnx", "model.tflite", "items.json", "metadata.json", "manifest.json"} <= {p.name for p in out.iterdir()}
+    assert {"model.onnx", "model.tflite", "items.json", "metadata.json", "manifest.json"} <= {
+        p.name for p in out.iterdir()
+    }
     ranges = json.loads((out / "calibration" / "onnx.json").read_text())
     assert ranges["data"], "the calibration step saves its ranges"
     assert json.loads((out / "metadata.json").read_text())["precision"] == "int8"
@@ -58,8 +64,8 @@ def test_arm64_int8_bundle(tmp_path, data_dir, bundles):
         floor = result["valid_ndcg10_fp32"] * (1 - result["max_ndcg_drop"])
         assert result["valid_ndcg10_int8"] >= floor - 1e-12, fmt
         assert set(result["valid_ndcg10_by_runtime"]) == {
-            r["name"] for r in manifest["target"]["runtimes"]
-            if {"onnxruntime": "onnx"}.get(r["name"], "tflite") == fmt}
+            r["name"] for r in manifest["target"]["runtimes"] if {"onnxruntime": "onnx"}.get(r["name"], "tflite") == fmt
+        }
     # the item table (and every other 2-D weight) is stored in 8 bits
     dtypes = _quantized_tables(out / "model.onnx")
     assert dtypes and all(d.itemsize == 1 for d in dtypes)
@@ -69,21 +75,29 @@ def test_arm64_int8_bundle(tmp_path, data_dir, bundles):
 def test_qoperator_profile_and_dynamic_override(tmp_path, data_dir, bundles):
     import onnx
 
-    manifest = quantize(bundles["x86_64-avx2"], data_dir, tmp_path / "q", QuantizeConfig(target="x86_64-avx2"),
-                        log=lambda m: None)
+    manifest = quantize(
+        bundles["x86_64-avx2"], data_dir, tmp_path / "q", QuantizeConfig(target="x86_64-avx2"), log=lambda m: None
+    )
     ops = {n.op_type for n in onnx.load(str(tmp_path / "q" / "model.onnx")).graph.node}
     assert ops & {"QLinearMatMul", "QGemm", "MatMulInteger"}, ops  # QOperator: integer kernels
     assert manifest["quantization"]["onnx"]["scheme"] == "static_qoperator"
 
 
 def test_zero_tolerance_ends_no_measurably_worse_than_fp32(tmp_path, data_dir, bundles):
-    manifest = quantize(bundles["arm64"], data_dir, tmp_path / "q",
-                        QuantizeConfig(target="arm64", max_ndcg_drop=0.0), log=lambda m: None)
+    manifest = quantize(
+        bundles["arm64"],
+        data_dir,
+        tmp_path / "q",
+        QuantizeConfig(target="arm64", max_ndcg_drop=0.0),
+        log=lambda m: None,
+    )
     for result in manifest["quantization"].values():
         worse = result["valid_ndcg10_int8"] < result["valid_ndcg10_fp32"] - 1e-12
         assert not worse or result["paired_vs_fp32"]["ci95"][1] >= 0, result["accepted"]
-        assert result["accepted"] in ("within the tolerance",
-                                      "the drop is not significant (paired 95% interval reaches 0)")
+        assert result["accepted"] in (
+            "within the tolerance",
+            "the drop is not significant (paired 95% interval reaches 0)",
+        )
 
 
 def test_fit_tolerance_keeps_the_costliest_units_in_float():
@@ -133,8 +147,7 @@ def test_fit_tolerance_does_not_act_on_noise():
     # a 1% mean drop made of large per-user swings both ways: beyond a 0.5% tolerance, not significant
     noisy = reference + rng.normal(0, 0.1, 943)
     noisy += (reference.mean() * 0.99) - noisy.mean()
-    fit = fit_tolerance(lambda units: tuple(units), lambda path: noisy, ["a", "b"], reference, 0.005,
-                        lambda m: None)
+    fit = fit_tolerance(lambda units: tuple(units), lambda path: noisy, ["a", "b"], reference, 0.005, lambda m: None)
     assert fit["kept_float"] == [] and fit["why"].startswith("the drop is not significant")
     assert fit["paired_vs_fp32"]["ci95"][0] < 0 < fit["paired_vs_fp32"]["ci95"][1]
 
@@ -144,8 +157,13 @@ def test_bad_calibration_sets(tmp_path):
     np.savez(tmp_path / "empty.npz", input_ids=np.zeros((0, 12), np.int64))
     np.savez(tmp_path / "unknown.npz", input_ids=np.full((2, 12), 999, np.int64))
     np.savez(tmp_path / "other.npz", x=np.ones(3))
-    cases = {"missing.npz": "not found", "wide.npz": r"shape \[4, 7\]", "empty.npz": "empty",
-             "unknown.npz": "not in the model's catalogue", "other.npz": "expected arrays"}
+    cases = {
+        "missing.npz": "not found",
+        "wide.npz": r"shape \[4, 7\]",
+        "empty.npz": "empty",
+        "unknown.npz": "not in the model's catalogue",
+        "other.npz": "expected arrays",
+    }
     for name, message in cases.items():
         with pytest.raises(EdgerecError, match=message):
             load_calibration(tmp_path / name, num_items=24, max_len=12)
@@ -162,13 +180,18 @@ def test_nan_model_and_wrong_target_fail_without_artifact(tmp_path, data_dir, bu
     big.CopyFrom(numpy_helper.from_array(np.full(tuple(big.dims), np.nan, np.float32), big.name))
     onnx.save(model, str(tmp_path / "nan.onnx"))
     with pytest.raises(EdgerecError, match="NaN"):
-        calibrate_onnx(tmp_path / "nan.onnx", input_feeds([np.array([1, 2, 3])], 12, "int64"), "minmax",
-                       tmp_path / "r.json")
+        calibrate_onnx(
+            tmp_path / "nan.onnx", input_feeds([np.array([1, 2, 3])], 12, "int64"), "minmax", tmp_path / "r.json"
+        )
     with pytest.raises(EdgerecError, match="exported for target 'arm64'"):
         quantize(bundles["arm64"], data_dir, tmp_path / "q", QuantizeConfig(target="x86_64-vnni"))
     with pytest.raises(EdgerecError, match="calibration set not found"):
-        quantize(bundles["arm64"], data_dir, tmp_path / "q",
-                 QuantizeConfig(target="arm64", calibration_file=str(tmp_path / "nope.npz")))
+        quantize(
+            bundles["arm64"],
+            data_dir,
+            tmp_path / "q",
+            QuantizeConfig(target="arm64", calibration_file=str(tmp_path / "nope.npz")),
+        )
     assert not (tmp_path / "q").exists() and not list(tmp_path.glob(".q*"))
 
 
@@ -187,9 +210,26 @@ def test_cli_bad_calibration_is_one_line(tmp_path, data_dir, bundles):
     import sys
 
     np.savez(tmp_path / "wide.npz", input_ids=np.ones((4, 7), np.int64))
-    run = subprocess.run([sys.executable, "-m", "edgerec", "quantize", "-T", "arm64", "-b", str(bundles["arm64"]),
-                          "-d", str(data_dir), "-o", str(tmp_path / "q"), "--calibration", str(tmp_path / "wide.npz")],
-                         capture_output=True, text=True)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edgerec",
+            "quantize",
+            "-T",
+            "arm64",
+            "-b",
+            str(bundles["arm64"]),
+            "-d",
+            str(data_dir),
+            "-o",
+            str(tmp_path / "q"),
+            "--calibration",
+            str(tmp_path / "wide.npz"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert run.returncode == 2 and "Traceback" not in run.stderr
     assert run.stderr.strip().splitlines()[-1].startswith("error: ") and "[4, 7]" in run.stderr
     assert not (tmp_path / "q").exists()
@@ -198,11 +238,18 @@ def test_cli_bad_calibration_is_one_line(tmp_path, data_dir, bundles):
 def test_choose_form_prefers_fewest_arm_instructions_within_size():
     from edgerec.quantize import choose_form
 
-    forms = {"static_qdq": {"fits": True, "size_ratio": 0.29, "arm_instructions_per_call": 760.0, "arm_vs_fp32": 1.27},
-             "dynamic": {"fits": True, "size_ratio": 1.1, "arm_instructions_per_call": 500.0, "arm_vs_fp32": 0.83},
-             "weight_only": {"fits": True, "size_ratio": 0.29, "arm_instructions_per_call": 601.0, "arm_vs_fp32": 1.0},
-             "bad": {"fits": False, "size_ratio": 0.2, "arm_instructions_per_call": 1.0, "arm_vs_fp32": 0.1,
-                     "why": "too inaccurate"}}
+    forms = {
+        "static_qdq": {"fits": True, "size_ratio": 0.29, "arm_instructions_per_call": 760.0, "arm_vs_fp32": 1.27},
+        "dynamic": {"fits": True, "size_ratio": 1.1, "arm_instructions_per_call": 500.0, "arm_vs_fp32": 0.83},
+        "weight_only": {"fits": True, "size_ratio": 0.29, "arm_instructions_per_call": 601.0, "arm_vs_fp32": 1.0},
+        "bad": {
+            "fits": False,
+            "size_ratio": 0.2,
+            "arm_instructions_per_call": 1.0,
+            "arm_vs_fp32": 0.1,
+            "why": "too inaccurate",
+        },
+    }
     chosen, why = choose_form(forms, 0.30, counted=True)
     assert chosen == "weight_only" and "fewest ARM instructions" in why  # dynamic is too big, bad too inaccurate
     assert choose_form(forms, None, counted=True)[0] == "dynamic"
@@ -233,7 +280,8 @@ def test_weight_only_form_stores_the_tied_table_once_and_folds_at_load(tmp_path,
     gather = next(n for n in model.graph.node if n.op_type == "Gather" and n.input[0] != "")
     head = [n for n in model.graph.node if n.op_type == "Gemm"][-1]
     assert head.input[1] == gather.input[0] or any(  # one dequantized table feeds both
-        n.output[0] == gather.input[0] == head.input[1] for n in model.graph.node)
+        n.output[0] == gather.input[0] == head.input[1] for n in model.graph.node
+    )
     fp32 = ort.InferenceSession(str(bundles["arm64"] / "model.onnx"))
     options = ort.SessionOptions()
     options.add_session_config_entry("session.disable_quant_qdq", "1")

@@ -36,8 +36,7 @@ def test_every_profile_loads_and_round_trips(name, tmp_path):
 def test_rpi4_targets_the_legacy_runtime():
     rpi4 = load_target("rpi4")
     assert rpi4.formats == ("tflite",)
-    assert [(r.name, r.min_version, r.environment) for r in rpi4.runtimes] == [
-        ("tflite-runtime", "2.14", "isolated")]
+    assert [(r.name, r.min_version, r.environment) for r in rpi4.runtimes] == [("tflite-runtime", "2.14", "isolated")]
     assert load_target("x86_64-avx2").quantization.reduce_range is True
     assert load_target("x86_64-vnni").quantization.reduce_range is False
 
@@ -63,14 +62,17 @@ reference_device = "my phone"
 """
 
 
-@pytest.mark.parametrize("extra, message", [
-    ("colour = 'red'\n", "unknown key 'colour' (allowed:"),
-    ("threads = 'four'\n", "'threads' must be int, got 'four'"),
-    ("[quantization]\nformat = 'QXX'\n", "'quantization.format' is 'QXX'; allowed: QDQ, QOperator"),
-    ("[quantization]\nreduce_rang = true\n", "unknown key 'quantization.reduce_rang'"),
-    ("[onnx]\nopset = 17.5\n", "'onnx.opset' must be int"),
-    ("[onnx]\nopset = true\n", "'onnx.opset' must be int, got True"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        ("colour = 'red'\n", "unknown key 'colour' (allowed:"),
+        ("threads = 'four'\n", "'threads' must be int, got 'four'"),
+        ("[quantization]\nformat = 'QXX'\n", "'quantization.format' is 'QXX'; allowed: QDQ, QOperator"),
+        ("[quantization]\nreduce_rang = true\n", "unknown key 'quantization.reduce_rang'"),
+        ("[onnx]\nopset = 17.5\n", "'onnx.opset' must be int"),
+        ("[onnx]\nopset = true\n", "'onnx.opset' must be int, got True"),
+    ],
+)
 def test_bad_profiles_name_the_file_and_the_key(tmp_path, extra, message):
     text = BASE.format(name="mine")
     if extra.startswith("["):
@@ -85,7 +87,9 @@ def test_bad_profiles_name_the_file_and_the_key(tmp_path, extra, message):
 
 def test_runtime_names_and_formats_are_checked(tmp_path):
     path = _write(tmp_path, "mine", BASE.format(name="mine").replace('"onnxruntime"', '"tensorrt"'))
-    with pytest.raises(EdgerecError, match=r"'runtimes\[0\].name' is 'tensorrt'; allowed: litert, onnxruntime, tflite-runtime"):
+    with pytest.raises(
+        EdgerecError, match=r"'runtimes\[0\].name' is 'tensorrt'; allowed: litert, onnxruntime, tflite-runtime"
+    ):
         load_target_file(path)
     path = _write(tmp_path, "mine", BASE.format(name="mine").replace('["onnx"]', '["coreml"]'))
     with pytest.raises(EdgerecError, match=r"'formats\[0\]' is 'coreml'"):

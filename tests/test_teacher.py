@@ -6,16 +6,16 @@ import pytest
 from edgerec.errors import EdgerecError
 from edgerec.evaluate import evaluate_artifact
 from edgerec.models import Shape, load_model
-from edgerec.teacher import TeacherConfig, train_teacher, work_dir_for
-from edgerec.training import TrainConfig
+from edgerec.teacher import TeacherConfig, train_teacher
+from edgerec.training import TrainConfig, work_dir_for
 
-TINY = Shape(hidden=16, layers=1, heads=2, intermediate=32, max_len=12, dropout=0.0,
-             attention_dropout=0.0)
+TINY = Shape(hidden=16, layers=1, heads=2, intermediate=32, max_len=12, dropout=0.0, attention_dropout=0.0)
 
 
 def tiny(kind="causal", epochs=25, **train):
-    return TeacherConfig(kind=kind, shape=TINY,
-                         train=TrainConfig(epochs=epochs, batch_size=16, lr=1e-2, patience=50, **train))
+    return TeacherConfig(
+        kind=kind, shape=TINY, train=TrainConfig(epochs=epochs, batch_size=16, lr=1e-2, patience=50, **train)
+    )
 
 
 @pytest.mark.parametrize("kind", ["causal", "masked"])
@@ -75,10 +75,13 @@ def test_early_stopping_keeps_best(tmp_path, data_dir):
         assert t["epochs_run"] - t["best_epoch"] == 3
 
 
-@pytest.mark.parametrize("shape, message", [
-    (Shape(hidden=10, heads=3), "not divisible"),
-    (Shape(max_len=1), "max_len must be >= 2"),
-])
+@pytest.mark.parametrize(
+    "shape, message",
+    [
+        (Shape(hidden=10, heads=3), "not divisible"),
+        (Shape(max_len=1), "max_len must be >= 2"),
+    ],
+)
 def test_impossible_shapes(tmp_path, data_dir, shape, message):
     with pytest.raises(EdgerecError, match=message):
         train_teacher(data_dir, tmp_path / "t", TeacherConfig(shape=shape))
@@ -104,7 +107,7 @@ def test_scores_ignore_padding_and_long_histories(tmp_path, data_dir):
     model = load_model(tmp_path / "t" / "model")
     long = list(range(1, 25)) * 3
     a = model.scores([long])
-    b = model.scores([long[-TINY.max_len:]])
+    b = model.scores([long[-TINY.max_len :]])
     np.testing.assert_allclose(a, b, atol=1e-6)
     assert np.isneginf(a[0, 0]) and a.shape == (1, model.num_items + 1)
 
@@ -127,10 +130,14 @@ def _padded_and_packed(kind, positions="end"):
         lab = np.array([(t * 7) % 29 + 1 for t in w])
         inputs[r, -n:], labels[r, -n:] = w, lab
         position_ids[r, -n:] = segment_positions(n, length, positions)
-        segments.append({"input_ids": np.array(w), "labels": lab,
-                         "position_ids": segment_positions(n, length, positions)})
-    padded = {"input_ids": torch.from_numpy(inputs), "labels": torch.from_numpy(labels),
-              "position_ids": torch.from_numpy(position_ids)}
+        segments.append(
+            {"input_ids": np.array(w), "labels": lab, "position_ids": segment_positions(n, length, positions)}
+        )
+    padded = {
+        "input_ids": torch.from_numpy(inputs),
+        "labels": torch.from_numpy(labels),
+        "position_ids": torch.from_numpy(position_ids),
+    }
     return padded, pack(segments, length, causal=(kind == "causal"))
 
 
@@ -161,12 +168,15 @@ def test_packed_batches_compute_what_padded_rows_compute(kind, positions):
 def test_packing_keeps_every_token_once_and_its_own_block():
     from edgerec.teacher import pack
 
-    segments = [{"input_ids": np.arange(1, n + 1), "labels": np.arange(1, n + 1),
-                 "position_ids": np.arange(n)} for n in (7, 5, 3, 2, 6)]
+    segments = [
+        {"input_ids": np.arange(1, n + 1), "labels": np.arange(1, n + 1), "position_ids": np.arange(n)}
+        for n in (7, 5, 3, 2, 6)
+    ]
     batch = pack(segments, 8, causal=True)
     ids, mask = batch["input_ids"].numpy(), batch["attention_mask"].numpy()
     assert ids.shape == (3, 8) and sorted(ids[ids > 0].tolist()) == sorted(
-        np.concatenate([s["input_ids"] for s in segments]).tolist())
+        np.concatenate([s["input_ids"] for s in segments]).tolist()
+    )
     row = 1  # first fit decreasing: 7 | 6+2 | 5+3
     assert ids[row].tolist()[:8] == [1, 2, 3, 4, 5, 6, 1, 2]
     assert mask[row, 7].tolist() == [0, 0, 0, 0, 0, 0, 1, 1]  # sees its own block, causally
@@ -193,8 +203,11 @@ def test_warmup_ramps_the_learning_rate(tmp_path, data_dir, monkeypatch):
         return real_step(self, *args, **kwargs)
 
     monkeypatch.setattr(torch.optim.AdamW, "step", spy)
-    train_teacher(data_dir, tmp_path / "t", TeacherConfig(shape=TINY, train=TrainConfig(
-        epochs=2, batch_size=16, lr=1e-2, warmup_steps=4)))
+    train_teacher(
+        data_dir,
+        tmp_path / "t",
+        TeacherConfig(shape=TINY, train=TrainConfig(epochs=2, batch_size=16, lr=1e-2, warmup_steps=4)),
+    )
     assert seen[:5] == pytest.approx([2.5e-3, 5e-3, 7.5e-3, 1e-2, 1e-2])
 
 

@@ -24,16 +24,22 @@ def base_dir(tmp_path_factory):
     (path / "vocab.txt").write_text("\n".join(words) + "\n")
     tokenizer = transformers.BertTokenizerFast(vocab_file=str(path / "vocab.txt"), do_lower_case=True)
     tokenizer.save_pretrained(path)
-    config = transformers.BertConfig(vocab_size=len(words), hidden_size=32, num_hidden_layers=1,
-                                     num_attention_heads=2, intermediate_size=64,
-                                     max_position_embeddings=64)
+    config = transformers.BertConfig(
+        vocab_size=len(words),
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
     transformers.BertModel(config).save_pretrained(path, safe_serialization=True)
     return path
 
 
 def test_text_teacher_trains_and_scores_every_item(tmp_path, data_dir, base_dir):
-    config = TeacherConfig(kind="text", text_max_tokens=48,
-                           train=TrainConfig(epochs=3, batch_size=16, lr=5e-3, patience=5))
+    config = TeacherConfig(
+        kind="text", text_max_tokens=48, train=TrainConfig(epochs=3, batch_size=16, lr=5e-3, patience=5)
+    )
     manifest = train_teacher(data_dir, tmp_path / "t", config, base=base_dir)
     assert manifest["kind"] == "text" and manifest["metrics"]["test"]["NDCG@10"] > 0
     model = load_model(tmp_path / "t" / "model")
@@ -57,8 +63,11 @@ def _classifier_checkpoint(path, base_dir, labels):
     import transformers
 
     model = transformers.BertForSequenceClassification.from_pretrained(
-        base_dir, num_labels=len(labels), id2label=dict(enumerate(labels)),
-        label2id={l: i for i, l in enumerate(labels)})
+        base_dir,
+        num_labels=len(labels),
+        id2label=dict(enumerate(labels)),
+        label2id={label: i for i, label in enumerate(labels)},
+    )
     model.save_pretrained(path, safe_serialization=True)
     transformers.AutoTokenizer.from_pretrained(base_dir).save_pretrained(path)
     return model
@@ -107,8 +116,9 @@ def test_import_id_checkpoint_with_items_txt(tmp_path, data_dir):
     data = load_data(data_dir)
     trained = tmp_path / "trained"
     shape = Shape(hidden=16, layers=1, heads=2, intermediate=32, max_len=12)
-    train_teacher(data_dir, trained, TeacherConfig(kind="masked", shape=shape,
-                                                   train=TrainConfig(epochs=2, batch_size=16)))
+    train_teacher(
+        data_dir, trained, TeacherConfig(kind="masked", shape=shape, train=TrainConfig(epochs=2, batch_size=16))
+    )
     # a user's own checkpoint: plain HF files plus items.txt
     ckpt = tmp_path / "ckpt"
     ckpt.mkdir()
@@ -157,22 +167,36 @@ def test_cached_encoding_is_what_the_tokenizer_returns(data_dir, base_dir, order
         expected = tokenizer(render_history(history, titles, render), truncation=True, max_length=24)
         ids = expected["input_ids"]
         if order == "recent-last" and len(ids) == 24:  # left truncation drops [CLS]: put it back
-            ids = [tokenizer.cls_token_id] + tokenizer(render_history(history, titles, render),
-                                                       add_special_tokens=False)["input_ids"][-22:] + [tokenizer.sep_token_id]
+            ids = (
+                [tokenizer.cls_token_id]
+                + tokenizer(render_history(history, titles, render), add_special_tokens=False)["input_ids"][-22:]
+                + [tokenizer.sep_token_id]
+            )
         assert encoder.ids(history) == ids
     batch = encoder(histories)
     assert batch["input_ids"].shape[0] == len(histories)
     assert batch["attention_mask"].sum(1).tolist() == [len(encoder.ids(h)) for h in histories]
     newest = data.items[0]["title"].lower()  # item 1 is the most recent item of [3, 2, 1]
     text = tokenizer.decode(encoder.ids([3, 2, 1]), skip_special_tokens=True)
-    assert text.startswith(newest) if order == "recent-first" else text.rstrip().endswith(
-        tokenizer.decode(tokenizer(item_text(data.items[0], genres=True), add_special_tokens=False)["input_ids"]))
+    assert (
+        text.startswith(newest)
+        if order == "recent-first"
+        else text.rstrip().endswith(
+            tokenizer.decode(tokenizer(item_text(data.items[0], genres=True), add_special_tokens=False)["input_ids"])
+        )
+    )
 
 
 def test_text_teacher_options_reach_scoring(tmp_path, data_dir, base_dir):
-    config = TeacherConfig(kind="text", text_max_tokens=32, text_order="recent-last", text_items=4,
-                           text_genres=True, text_examples_per_user=3,
-                           train=TrainConfig(epochs=1, batch_size=16, lr=5e-3))
+    config = TeacherConfig(
+        kind="text",
+        text_max_tokens=32,
+        text_order="recent-last",
+        text_items=4,
+        text_genres=True,
+        text_examples_per_user=3,
+        train=TrainConfig(epochs=1, batch_size=16, lr=5e-3),
+    )
     manifest = train_teacher(data_dir, tmp_path / "t", config, base=base_dir)
     model = load_model(tmp_path / "t" / "model")
     assert model.meta["render"] == {"order": "recent-last", "limit": 4}
@@ -188,8 +212,9 @@ def test_text_teacher_options_reach_scoring(tmp_path, data_dir, base_dir):
 @pytest.fixture(scope="module")
 def text_teacher(tmp_path_factory, data_dir, base_dir):
     out = tmp_path_factory.mktemp("text") / "teacher"
-    config = TeacherConfig(kind="text", text_max_tokens=40, text_examples_per_user=2,
-                           train=TrainConfig(epochs=2, batch_size=16, lr=5e-3))
+    config = TeacherConfig(
+        kind="text", text_max_tokens=40, text_examples_per_user=2, train=TrainConfig(epochs=2, batch_size=16, lr=5e-3)
+    )
     train_teacher(data_dir, out, config, base=base_dir)
     return out
 
@@ -199,13 +224,16 @@ def test_text_teacher_exports_to_onnx_as_the_before_model(tmp_path, data_dir, te
     marked as a reference, never as a device bundle."""
     from edgerec.export import ExportConfig, export
 
-    manifest = export(text_teacher, data_dir, tmp_path / "before", ExportConfig(target="x86_64-avx2"),
-                      log=lambda m: None)
+    manifest = export(
+        text_teacher, data_dir, tmp_path / "before", ExportConfig(target="x86_64-avx2"), log=lambda m: None
+    )
     check = manifest["parity"]["onnxruntime"]
     assert check["top10_agreement"] == 1.0 and check["max_abs_diff"] < 1e-3
     meta = json.loads((tmp_path / "before" / "metadata.json").read_text())
     assert meta["kind"] == "text" and meta["reference_only"] is True
-    assert {"model.onnx", "tokenizer.json", "edgerec.json", "items.json"} <= {p.name for p in (tmp_path / "before").iterdir()}
+    assert {"model.onnx", "tokenizer.json", "edgerec.json", "items.json"} <= {
+        p.name for p in (tmp_path / "before").iterdir()
+    }
     from edgerec.files import read_bundle
 
     with pytest.raises(EdgerecError, match="not a device bundle"):  # quantize / validate refuse it in one line
@@ -231,8 +259,12 @@ def test_distil_an_id_student_from_a_text_teacher(tmp_path, data_dir, text_teach
 
     monkeypatch.setenv("EDGEREC_CACHE", str(tmp_path / "cache"))
     shape = Shape(hidden=16, layers=1, heads=2, intermediate=32, max_len=12)
-    manifest = distill(text_teacher, data_dir, tmp_path / "s",
-                       DistillConfig(student=shape, kd_positions=4, train=TrainConfig(epochs=2, batch_size=16)))
+    manifest = distill(
+        text_teacher,
+        data_dir,
+        tmp_path / "s",
+        DistillConfig(student=shape, kd_positions=4, train=TrainConfig(epochs=2, batch_size=16)),
+    )
     student = load_model(tmp_path / "s" / "model")
     assert student.kind == "causal" and manifest["metrics"]["test"]["NDCG@10"] > 0
 
@@ -242,8 +274,9 @@ def test_item_head_from_titles_ranks_by_text_and_popularity(tmp_path, data_dir, 
     reading of each title and its bias the log training count (most popular item: highest)."""
     from edgerec.metrics import item_popularity
 
-    config = TeacherConfig(kind="text", text_max_tokens=32, text_head_init="titles",
-                           train=TrainConfig(epochs=1, batch_size=16, lr=1e-9))
+    config = TeacherConfig(
+        kind="text", text_max_tokens=32, text_head_init="titles", train=TrainConfig(epochs=1, batch_size=16, lr=1e-9)
+    )
     train_teacher(data_dir, tmp_path / "t", config, base=base_dir)
     model = load_model(tmp_path / "t" / "model").model
     data = load_data(data_dir)
@@ -263,9 +296,27 @@ def test_cli_text_teacher_takes_the_text_defaults(tmp_path, data_dir, base_dir):
     from edgerec.cli import app
     from edgerec.teacher import TEXT_TEACHER
 
-    result = CliRunner().invoke(app, ["teacher", "--kind", "text", "--base", str(base_dir), "--data", str(data_dir),
-                                      "--out", str(tmp_path / "t"), "--epochs", "1", "--text-max-tokens", "24",
-                                      "--examples-per-user", "2", "--json"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "teacher",
+            "--kind",
+            "text",
+            "--base",
+            str(base_dir),
+            "--data",
+            str(data_dir),
+            "--out",
+            str(tmp_path / "t"),
+            "--epochs",
+            "1",
+            "--text-max-tokens",
+            "24",
+            "--examples-per-user",
+            "2",
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     train = json.loads((tmp_path / "t" / "manifest.json").read_text())["config"]["train"]
     assert train["lr"] == TEXT_TEACHER.train.lr and train["epochs"] == 1

@@ -21,8 +21,12 @@ from hypothesis import strategies as st
 from edgerec import metrics
 
 EXAMPLES = int(os.environ.get("EDGEREC_TOPK_EXAMPLES", "400"))
-SETTINGS = settings(max_examples=EXAMPLES, deadline=None, derandomize=True,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+SETTINGS = settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 
 def reference(scores: np.ndarray, k: int, masked: set[int]) -> list[tuple[int, float]]:
@@ -45,11 +49,12 @@ def check(items, got_scores, scores: np.ndarray, k: int, masked: set[int]) -> No
     if got_scores is not None:
         got = [float(s) for s in got_scores]
         assert got[: len(real)] == own, "returned scores are not the items' scores"
-        assert all(s == -np.inf for s in got[len(real):]), f"empty slots must score -inf: {got}"
+        assert all(s == -np.inf for s in got[len(real) :]), f"empty slots must score -inf: {got}"
     # equal scores may come in any order, but the set at each score is the reference's
     for value in set(own):
-        assert ({i for i in real if scores[i - 1] == value}
-                <= {i for i, s in reference(scores, len(scores), masked) if s == value})
+        assert {i for i in real if scores[i - 1] == value} <= {
+            i for i, s in reference(scores, len(scores), masked) if s == value
+        }
 
 
 def score_rows(n: int):
@@ -115,8 +120,14 @@ def _onnx_runner(path_dir, n, window, k):
     from edgerec.writers import write_onnx
 
     path = path_dir / f"topk-{n}-{window}-{k}.onnx"
-    write_onnx(_TopKOnly(k), {"item_scores": torch.zeros(2, n), "history": torch.zeros(2, window, dtype=torch.int64)},
-               ["items", "scores"], path, 17, {})
+    write_onnx(
+        _TopKOnly(k),
+        {"item_scores": torch.zeros(2, n), "history": torch.zeros(2, window, dtype=torch.int64)},
+        ["items", "scores"],
+        path,
+        17,
+        {},
+    )
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     return lambda s, h: session.run(None, {"item_scores": s[None], "history": np.asarray(h, np.int64)[None]})
 
@@ -128,8 +139,9 @@ def _tflite_runner(path_dir, n, window, k):
     from edgerec.writers import write_tflite
 
     path = path_dir / f"topk-{n}-{window}-{k}.tflite"
-    write_tflite(_TopKOnly(k), {"item_scores": torch.zeros(1, n), "history": torch.zeros(1, window, dtype=torch.int32)},
-                 path)
+    write_tflite(
+        _TopKOnly(k), {"item_scores": torch.zeros(1, n), "history": torch.zeros(1, window, dtype=torch.int32)}, path
+    )
     runner = Interpreter(model_path=str(path)).get_signature_runner()
 
     def run(s, h):
@@ -142,8 +154,11 @@ def _tflite_runner(path_dir, n, window, k):
 @pytest.fixture(scope="module")
 def runners(tmp_path_factory):
     folder = tmp_path_factory.mktemp("topk")
-    return {(fmt, shape): make(folder, *shape) for fmt, make in (("onnx", _onnx_runner), ("tflite", _tflite_runner))
-            for shape in GRAPHS}
+    return {
+        (fmt, shape): make(folder, *shape)
+        for fmt, make in (("onnx", _onnx_runner), ("tflite", _tflite_runner))
+        for shape in GRAPHS
+    }
 
 
 @st.composite

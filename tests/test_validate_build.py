@@ -26,8 +26,11 @@ SHAPE = Shape(hidden=32, layers=1, heads=2, intermediate=64, max_len=12)
 @pytest.fixture(scope="module")
 def bundles(tmp_path_factory, data_dir):
     root = tmp_path_factory.mktemp("validate")
-    train_teacher(data_dir, root / "teacher", TeacherConfig(kind="causal", shape=SHAPE, train=TrainConfig(
-        epochs=3, batch_size=16, lr=1e-2)))
+    train_teacher(
+        data_dir,
+        root / "teacher",
+        TeacherConfig(kind="causal", shape=SHAPE, train=TrainConfig(epochs=3, batch_size=16, lr=1e-2)),
+    )
     export(root / "teacher", data_dir, root / "fp32", ExportConfig(target="arm64"))
     quantize(root / "fp32", data_dir, root / "int8", QuantizeConfig(target="arm64"), log=lambda m: None)
     return root
@@ -47,8 +50,12 @@ def test_validate_measures_every_runtime_and_writes_a_report(tmp_path, data_dir,
         assert r["latency"]["runs"] == report["users"] and r["latency"]["p50_ms"] > 0, runtime
         assert r["peak_rss_mb"] > 0 and r["load_ms"] > 0
         assert 0 <= r["metrics"]["NDCG@10"]["mean"] <= 1 and "top10_agreement" in r["metrics"]
-    assert {b["budget"] for b in report["budgets"]} == {"model size", "p95 latency, batch 1", "NDCG@10 kept vs teacher",
-                                                        "coverage@10 kept vs teacher"}
+    assert {b["budget"] for b in report["budgets"]} == {
+        "model size",
+        "p95 latency, batch 1",
+        "NDCG@10 kept vs teacher",
+        "coverage@10 kept vs teacher",
+    }
     beyond = report["beyond_accuracy"]["models"]
     assert set(beyond) == {"teacher (PyTorch)", "int8 model.onnx (onnxruntime)", "int8 model.tflite (litert)"}
     for figures in beyond.values():
@@ -56,8 +63,11 @@ def test_validate_measures_every_runtime_and_writes_a_report(tmp_path, data_dir,
         assert figures["ci95"]["tail_share"][0] <= figures["tail_share"] <= figures["ci95"]["tail_share"][1]
     assert beyond["teacher (PyTorch)"]["vs_teacher"]["coverage"] == 1.0
     for b in report["budgets"]:  # arm64's latency budget is a phone's: this machine cannot check it
-        expected = ("NOT CHECKED (measured here, not on the reference device)",) \
-            if b["budget"].startswith("p95") else ("PASS", "FAIL")
+        expected = (
+            ("NOT CHECKED (measured here, not on the reference device)",)
+            if b["budget"].startswith("p95")
+            else ("PASS", "FAIL")
+        )
         assert b["status"] in expected, b
     assert report["machine"]["cpu"] in {b["where"] for b in report["budgets"] if b["budget"].startswith("p95")}.pop()
     assert json.loads((bundle / "report.json").read_text())["passed"] == report["passed"]
@@ -76,9 +86,26 @@ def test_a_failed_budget_exits_1(tmp_path, data_dir, bundles):
     profile = (__import__("edgerec.targets", fromlist=["x"]).available()["arm64"]).read_text()
     (tmp_path / "targets").mkdir()
     (tmp_path / "targets" / "arm64.toml").write_text(profile.replace("max_model_mb = 1.0", "max_model_mb = 0.0001"))
-    run = subprocess.run([sys.executable, "-m", "edgerec", "validate", "-T", "arm64", "-b", str(bundle), "-d",
-                          str(data_dir), "--targets-dir", str(tmp_path / "targets"), "--warmup", "1"],
-                         capture_output=True, text=True)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edgerec",
+            "validate",
+            "-T",
+            "arm64",
+            "-b",
+            str(bundle),
+            "-d",
+            str(data_dir),
+            "--targets-dir",
+            str(tmp_path / "targets"),
+            "--warmup",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert run.returncode == 1, run.stderr[-500:]
     assert re.search(r"model size\s+model.onnx \(onnxruntime\)\s+\S+\s+<= 0.0001 MB\s+FAIL", run.stdout)
 
@@ -105,10 +132,15 @@ def _lying_metadata(bundle):  # items.json and metadata agree, the model does no
     (bundle / "metadata.json").write_text(json.dumps({**meta, "num_items": meta["num_items"] - 1}))
 
 
-@pytest.mark.parametrize("tamper, message", [
-    (_truncate, "onnxruntime failed"), (_drop_item, "items.json lists"),
-    (_other_target, "a bundle for target 'rpi4'"), (_lying_metadata, "does not match the item vocabulary"),
-])
+@pytest.mark.parametrize(
+    "tamper, message",
+    [
+        (_truncate, "onnxruntime failed"),
+        (_drop_item, "items.json lists"),
+        (_other_target, "a bundle for target 'rpi4'"),
+        (_lying_metadata, "does not match the item vocabulary"),
+    ],
+)
 def test_tampered_bundles_fail_with_a_clear_message(tmp_path, data_dir, bundles, tamper, message):
     """Any edit is refused by the integrity check first; let through on purpose, each is still
     caught by what it breaks."""
@@ -119,8 +151,23 @@ def test_tampered_bundles_fail_with_a_clear_message(tmp_path, data_dir, bundles,
     with pytest.raises(EdgerecError, match=message):
         validate(bundle, data_dir, ValidateConfig(target="arm64", warmup=1, allow_modified=True), log=lambda m: None)
     for extra in ([], ["--allow-modified"]):
-        run = subprocess.run([sys.executable, "-m", "edgerec", "validate", "-T", "arm64", "-b", str(bundle),
-                              "-d", str(data_dir), *extra], capture_output=True, text=True)
+        run = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "edgerec",
+                "validate",
+                "-T",
+                "arm64",
+                "-b",
+                str(bundle),
+                "-d",
+                str(data_dir),
+                *extra,
+            ],
+            capture_output=True,
+            text=True,
+        )
         assert run.returncode == 2 and "Traceback" not in run.stderr
         assert run.stderr.strip().splitlines()[-1].startswith("error: ")
 
@@ -131,18 +178,28 @@ def test_build_runs_every_stage_then_reuses_them(tmp_path, interactions_csv):
     from edgerec.distill import DistillConfig
 
     tiny = TrainConfig(epochs=2, batch_size=16, lr=1e-2)
-    kwargs = dict(teacher_config=TeacherConfig(shape=SHAPE, train=tiny),
-                  distill_config=DistillConfig(student=Shape(hidden=16, layers=1, heads=2, intermediate=32,
-                                                             max_len=12), train=tiny), log=lambda m: None)
-    config = BuildConfig(target="x86_64-vnni", interactions=str(interactions_csv), work=str(tmp_path / "runs"),
-                         dist=str(tmp_path / "dist"))
+    kwargs = dict(
+        teacher_config=TeacherConfig(shape=SHAPE, train=tiny),
+        distill_config=DistillConfig(
+            student=Shape(hidden=16, layers=1, heads=2, intermediate=32, max_len=12), train=tiny
+        ),
+        log=lambda m: None,
+    )
+    config = BuildConfig(
+        target="x86_64-vnni",
+        interactions=str(interactions_csv),
+        work=str(tmp_path / "runs"),
+        dist=str(tmp_path / "dist"),
+    )
     first = build(config, **kwargs)
     assert [first["stages"][s]["status"] for s in ("data", "teacher", "distill", "export", "quantize")] == ["built"] * 5
     assert (tmp_path / "dist" / "x86_64-vnni" / "model.onnx").is_file()
     assert (tmp_path / "dist" / "x86_64-vnni" / "report.html").is_file()
     assert {p["model"].split()[0] for p in first["report"]["points"]} >= {"teacher", "student", "int8", "fp32"}
     second = build(config, **kwargs)
-    assert [second["stages"][s]["status"] for s in ("data", "teacher", "distill", "export", "quantize")] == ["reused"] * 5
+    assert [second["stages"][s]["status"] for s in ("data", "teacher", "distill", "export", "quantize")] == [
+        "reused"
+    ] * 5
     # a student started from another artifact (--init PATH) is reused too: that artifact's hash
     # is one of its inputs (it was rebuilt every time before)
     kwargs["distill_config"] = replace(kwargs["distill_config"], student=SHAPE, init=str(tmp_path / "runs" / "teacher"))
@@ -174,8 +231,9 @@ def test_top_k_outputs_are_ranked_from_the_items_they_return():
 def test_validate_takes_a_top_k_bundle_on_every_runtime(tmp_path, data_dir, bundles):
     export(bundles / "teacher", data_dir, tmp_path / "topk", ExportConfig(target="arm64", top_k=10))
     report = validate(tmp_path / "topk", data_dir, ValidateConfig(target="arm64", warmup=2), log=lambda m: None)
-    full = validate(_copy(bundles, tmp_path, "fp32"), data_dir, ValidateConfig(target="arm64", warmup=2),
-                    log=lambda m: None)
+    full = validate(
+        _copy(bundles, tmp_path, "fp32"), data_dir, ValidateConfig(target="arm64", warmup=2), log=lambda m: None
+    )
     assert set(report["runtimes"]) == {"onnxruntime", "litert"}
     for runtime, r in report["runtimes"].items():
         assert "NDCG@10" in r["metrics"] and "HR@20" not in r["metrics"], runtime

@@ -29,9 +29,13 @@ from edgerec.training import TrainConfig
 WEB = Path(__file__).resolve().parents[1] / "examples" / "web"
 ORT = WEB / "node_modules" / "onnxruntime-web" / "dist"
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(
-    not (CHROMIUM and DRIVER and ORT.is_dir()),
-    reason="needs chromium, chromedriver and `npm install` in examples/web (.ci/run sets them up)")]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not (CHROMIUM and DRIVER and ORT.is_dir()),
+        reason="needs chromium, chromedriver and `npm install` in examples/web (.ci/run sets them up)",
+    ),
+]
 
 
 def _port():
@@ -45,14 +49,26 @@ class WebDriver:
 
     def __init__(self, port):
         self.base = f"http://127.0.0.1:{port}"
-        caps = {"capabilities": {"alwaysMatch": {"browserName": "chrome", "goog:chromeOptions": {
-            "binary": CHROMIUM, "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]}}}}
+        caps = {
+            "capabilities": {
+                "alwaysMatch": {
+                    "browserName": "chrome",
+                    "goog:chromeOptions": {
+                        "binary": CHROMIUM,
+                        "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
+                    },
+                }
+            }
+        }
         self.session = self._call("POST", "/session", caps)["sessionId"]
 
     def _call(self, method, path, body=None):
-        request = urllib.request.Request(self.base + path, method=method,
-                                         data=json.dumps(body).encode() if body is not None else None,
-                                         headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(
+            self.base + path,
+            method=method,
+            data=json.dumps(body).encode() if body is not None else None,
+            headers={"Content-Type": "application/json"},
+        )
         with urllib.request.urlopen(request, timeout=60) as response:
             return json.loads(response.read())["value"]
 
@@ -94,9 +110,14 @@ def _wait(condition, seconds=60):
 @pytest.fixture(scope="module")
 def site(tmp_path_factory, data_dir):
     root = tmp_path_factory.mktemp("web")
-    train_teacher(data_dir, root / "model", TeacherConfig(shape=Shape(hidden=16, layers=1, heads=2, intermediate=32,
-                                                                      max_len=12),
-                                                          train=TrainConfig(epochs=3, batch_size=16, lr=1e-2)))
+    train_teacher(
+        data_dir,
+        root / "model",
+        TeacherConfig(
+            shape=Shape(hidden=16, layers=1, heads=2, intermediate=32, max_len=12),
+            train=TrainConfig(epochs=3, batch_size=16, lr=1e-2),
+        ),
+    )
     export(root / "model", data_dir, root / "bundle", ExportConfig(target="arm64"))
     site = root / "site"
     site.mkdir()

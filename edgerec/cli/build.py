@@ -14,34 +14,72 @@ from edgerec.cli.validate import print_beyond_and_budgets, print_emulated
 
 def build(
     target: Annotated[str, typer.Option("--target", "-T", help="Target profile (edgerec targets list).")] = "arm64",
-    interactions: Annotated[Optional[Path], typer.Argument(
-        help="Your interactions file (user, item, timestamp columns); omit it for --dataset.")] = None,
+    interactions: Annotated[
+        Optional[Path],
+        typer.Argument(help="Your interactions file (user, item, timestamp columns); omit it for --dataset."),
+    ] = None,
     dataset: Annotated[str, typer.Option(help="Built-in dataset used when no file is given.")] = "movielens-100k",
-    teacher: Annotated[Optional[Path], typer.Option(
-        "--teacher", "-t", help="Use this teacher artifact (trained or imported) instead of training one.")] = None,
-    teacher_epochs: Annotated[int, typer.Option(
-        min=1, max=100_000, help="Epoch budget of the teacher (early stopping may end it sooner).")] = 60,
-    distill_epochs: Annotated[int, typer.Option(
-        min=1, max=100_000, help="Epoch budget of distillation (early stopping may end it sooner).")] = 60,
-    teacher_minutes: Annotated[float, typer.Option(
-        min=0.01, max=100_000.0, callback=finite,
-        help="Wall-clock guard for the teacher; the build warns when it cuts training short.")] = 30.0,
-    distill_minutes: Annotated[float, typer.Option(
-        min=0.01, max=100_000.0, callback=finite,
-        help="Wall-clock guard for distillation; the build warns when it cuts training short.")] = 30.0,
-    sparsity: Annotated[Optional[float], typer.Option(min=0.0, max=0.99, callback=finite,
-        help="Add the prune stage: remove this share of attention heads and FFN neurons, then recover "
-             "(off by default; about 4 more minutes).")] = None,
-    keep: Annotated[Optional[float], typer.Option(min=0.0, max=2.0, callback=finite,
-        help="Share of the teacher's validation NDCG@10 the student must keep, else a larger one "
-             "(a second layer, then more width, up to the teacher's size) is distilled. Default: the "
-             "target's min_ndcg_retained with room for int8; 0: never grow.")] = None,
+    teacher: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--teacher", "-t", help="Use this teacher artifact (trained or imported) instead of training one."
+        ),
+    ] = None,
+    teacher_epochs: Annotated[
+        int, typer.Option(min=1, max=100_000, help="Epoch budget of the teacher (early stopping may end it sooner).")
+    ] = 60,
+    distill_epochs: Annotated[
+        int, typer.Option(min=1, max=100_000, help="Epoch budget of distillation (early stopping may end it sooner).")
+    ] = 60,
+    teacher_minutes: Annotated[
+        float,
+        typer.Option(
+            min=0.01,
+            max=100_000.0,
+            callback=finite,
+            help="Wall-clock guard for the teacher; the build warns when it cuts training short.",
+        ),
+    ] = 30.0,
+    distill_minutes: Annotated[
+        float,
+        typer.Option(
+            min=0.01,
+            max=100_000.0,
+            callback=finite,
+            help="Wall-clock guard for distillation; the build warns when it cuts training short.",
+        ),
+    ] = 30.0,
+    sparsity: Annotated[
+        Optional[float],
+        typer.Option(
+            min=0.0,
+            max=0.99,
+            callback=finite,
+            help="Add the prune stage: remove this share of attention heads and FFN neurons, then recover "
+            "(off by default; about 4 more minutes).",
+        ),
+    ] = None,
+    keep: Annotated[
+        Optional[float],
+        typer.Option(
+            min=0.0,
+            max=2.0,
+            callback=finite,
+            help="Share of the teacher's validation NDCG@10 the student must keep, else a larger one "
+            "(a second layer, then more width, up to the teacher's size) is distilled. Default: the "
+            "target's min_ndcg_retained with room for int8; 0: never grow.",
+        ),
+    ] = None,
     precision: Precision = "auto",
     work: Annotated[Path, typer.Option(help="Folder for the intermediate artifacts.")] = Path("runs"),
     dist: Annotated[Path, typer.Option(help="Folder for the app bundles (dist/<target>).")] = Path("dist"),
-    emulate: Annotated[bool, typer.Option(
-        help="Also validate on the aarch64 runtimes for the CPU models the profile's [device] emulate "
-             "names (qemu user mode; set up once into the cache, about 2 minutes).")] = True,
+    emulate: Annotated[
+        bool,
+        typer.Option(
+            help="Also validate on the aarch64 runtimes for the CPU models the profile's [device] emulate "
+            "names (qemu user mode; set up once into the cache, about 2 minutes)."
+        ),
+    ] = True,
     targets_dir: TargetsDir = None,
     json_out: JsonOut = False,
 ) -> None:
@@ -55,12 +93,22 @@ def build(
         from edgerec.build import BuildConfig
         from edgerec.build import build as run
 
-        config = BuildConfig(target=target, dataset=dataset, interactions=str(interactions) if interactions else None,
-                             teacher=str(teacher) if teacher else None, teacher_epochs=teacher_epochs,
-                             distill_epochs=distill_epochs, teacher_minutes=teacher_minutes,
-                             distill_minutes=distill_minutes, sparsity=sparsity, precision=precision,
-                             work=str(work), dist=str(dist),
-                             emulate=emulate, keep=keep)
+        config = BuildConfig(
+            target=target,
+            dataset=dataset,
+            interactions=str(interactions) if interactions else None,
+            teacher=str(teacher) if teacher else None,
+            teacher_epochs=teacher_epochs,
+            distill_epochs=distill_epochs,
+            teacher_minutes=teacher_minutes,
+            distill_minutes=distill_minutes,
+            sparsity=sparsity,
+            precision=precision,
+            work=str(work),
+            dist=str(dist),
+            emulate=emulate,
+            keep=keep,
+        )
         result = run(config, targets_dir=targets_dir, log=lambda m: typer.echo(m, err=True))
     report = result["report"]
     if json_out:
@@ -75,6 +123,8 @@ def build(
             if stage.get("warning"):
                 typer.echo(f"warning: {name}: {stage['warning']}")
         seconds = sum(s["seconds"] for s in result["stages"].values())
-        typer.echo(f"\n{'PASS' if report['passed'] else 'FAIL'}  bundle -> {result['bundle']}  "
-                   f"report -> {Path(result['bundle']) / 'report.html'}  ({seconds / 60:.1f} min of stage work)")
+        typer.echo(
+            f"\n{'PASS' if report['passed'] else 'FAIL'}  bundle -> {result['bundle']}  "
+            f"report -> {Path(result['bundle']) / 'report.html'}  ({seconds / 60:.1f} min of stage work)"
+        )
     raise typer.Exit(0 if report["passed"] else 1)

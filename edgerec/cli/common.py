@@ -7,7 +7,8 @@ import json
 import logging
 import math
 import sys
-from typing import Annotated, Any, Iterator, Literal, Optional
+from collections.abc import Iterator
+from typing import Annotated, Any, Literal, Optional
 
 import typer
 
@@ -61,8 +62,7 @@ def plain_table(headers: list[str], rows: list[list[str]]) -> None:
 
 
 def metric_rows(summary: dict[str, dict]) -> list[tuple[str, str]]:
-    return [(name, f"{v['mean']:.4f}  [{v['ci95'][0]:.4f}, {v['ci95'][1]:.4f}]")
-            for name, v in summary.items()]
+    return [(name, f"{v['mean']:.4f}  [{v['ci95'][0]:.4f}, {v['ci95'][1]:.4f}]") for name, v in summary.items()]
 
 
 def finite(value):
@@ -84,19 +84,34 @@ Dropout = Annotated[float, typer.Option(min=0.0, max=0.9, callback=finite, help=
 Epochs = Annotated[int, typer.Option(min=1, max=100_000, help="Maximum epochs.")]
 BatchSize = Annotated[int, typer.Option(min=1, max=65536, help="Users per batch (per process).")]
 LearningRate = Annotated[float, typer.Option(min=1e-9, max=10.0, callback=finite, help="AdamW learning rate.")]
-Patience = Annotated[int, typer.Option(
-    min=1, max=100_000, help="Stop after this many epochs without a better validation NDCG@10.")]
-MaxMinutes = Annotated[Optional[float], typer.Option(
-    min=0.01, max=100_000.0, callback=finite,
-    help="Wall-clock guard for training (the budget is --epochs; the result says when this cut it short).")]
+Patience = Annotated[
+    int, typer.Option(min=1, max=100_000, help="Stop after this many epochs without a better validation NDCG@10.")
+]
+MaxMinutes = Annotated[
+    Optional[float],
+    typer.Option(
+        min=0.01,
+        max=100_000.0,
+        callback=finite,
+        help="Wall-clock guard for training (the budget is --epochs; the result says when this cut it short).",
+    ),
+]
 Seed = Annotated[int, typer.Option(min=0, max=2**32 - 1, help="Random seed.")]
-WarmupSteps = Annotated[int, typer.Option(min=0, max=10_000_000,
-                                          help="Linear learning-rate warm-up, in optimizer steps.")]
-Schedule = Annotated[Literal["constant", "cosine"], typer.Option(
-    help="Learning rate after warm-up: constant, or cosine (down to 0 at the last of --epochs, "
-         "set per epoch).")]
-Precision = Annotated[Literal["fp32", "bf16", "auto"], typer.Option(
-    help="Forward passes in fp32, in bf16 autocast, or auto: bf16 where the CPU has bf16 dot "
-         "products (AVX512-BF16 / AMX) or the GPU supports it. The manifest records which ran.")]
+WarmupSteps = Annotated[
+    int, typer.Option(min=0, max=10_000_000, help="Linear learning-rate warm-up, in optimizer steps.")
+]
+Schedule = Annotated[
+    Literal["constant", "cosine"],
+    typer.Option(
+        help="Learning rate after warm-up: constant, or cosine (down to 0 at the last of --epochs, set per epoch)."
+    ),
+]
+Precision = Annotated[
+    Literal["fp32", "bf16", "auto"],
+    typer.Option(
+        help="Forward passes in fp32, in bf16 autocast, or auto: bf16 where the CPU has bf16 dot "
+        "products (AVX512-BF16 / AMX) or the GPU supports it. The manifest records which ran."
+    ),
+]
 Overwrite = Annotated[bool, typer.Option(help="Replace an existing artifact.")]
 JsonOut = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]

@@ -17,26 +17,45 @@ from edgerec.cli.common import (
 
 
 def data(
-    interactions: Annotated[Optional[Path], typer.Argument(
-        help="Interactions file (CSV, TSV, Parquet or JSONL) with user, item and timestamp "
-             "columns. Omit it to use --dataset.")] = None,
+    interactions: Annotated[
+        Optional[Path],
+        typer.Argument(
+            help="Interactions file (CSV, TSV, Parquet or JSONL) with user, item and timestamp "
+            "columns. Omit it to use --dataset."
+        ),
+    ] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Artifact directory to write.")] = Path("runs/data"),
-    dataset: Annotated[Optional[str], typer.Option(
-        help="Built-in dataset, fetched on first use into the cache (default: movielens-100k "
-             "when no file is given).")] = None,
-    items: Annotated[Optional[Path], typer.Option(
-        help="Optional item metadata file (titles, genres) keyed by --item-col.")] = None,
+    dataset: Annotated[
+        Optional[str],
+        typer.Option(
+            help="Built-in dataset, fetched on first use into the cache (default: movielens-100k "
+            "when no file is given)."
+        ),
+    ] = None,
+    items: Annotated[
+        Optional[Path], typer.Option(help="Optional item metadata file (titles, genres) keyed by --item-col.")
+    ] = None,
     user_col: Annotated[str, typer.Option(help="User id column.")] = "user",
     item_col: Annotated[str, typer.Option(help="Item id column.")] = "item",
-    time_col: Annotated[str, typer.Option(help="Timestamp column (Unix seconds or a Parquet timestamp).")] = "timestamp",
+    time_col: Annotated[
+        str, typer.Option(help="Timestamp column (Unix seconds or a Parquet timestamp).")
+    ] = "timestamp",
     title_col: Annotated[Optional[str], typer.Option(help="Item title column.")] = None,
     genres_col: Annotated[Optional[str], typer.Option(help="Item genres column ('|' or space separated).")] = None,
-    min_interactions: Annotated[int, typer.Option(min=3, max=1_000_000,
-        help="Drop users with fewer interactions (>= 3: train, validation and test need one each).")] = 3,
-    drop_duplicates: Annotated[bool, typer.Option(
-        help="Drop repeated (user, item, timestamp) rows instead of failing on them.")] = False,
-    calibration: Annotated[Optional[Path], typer.Option(
-        help="Calibration recipe TOML (default: calibration/default.toml).")] = None,
+    min_interactions: Annotated[
+        int,
+        typer.Option(
+            min=3,
+            max=1_000_000,
+            help="Drop users with fewer interactions (>= 3: train, validation and test need one each).",
+        ),
+    ] = 3,
+    drop_duplicates: Annotated[
+        bool, typer.Option(help="Drop repeated (user, item, timestamp) rows instead of failing on them.")
+    ] = False,
+    calibration: Annotated[
+        Optional[Path], typer.Option(help="Calibration recipe TOML (default: calibration/default.toml).")
+    ] = None,
     overwrite: Overwrite = False,
     json_out: JsonOut = False,
 ) -> None:
@@ -48,20 +67,31 @@ def data(
     with user_errors():
         from edgerec.data import CalibrationRecipe, DataConfig, make_data
 
-        config = DataConfig(user_col=user_col, item_col=item_col, time_col=time_col,
-                            title_col=title_col, genres_col=genres_col,
-                            min_interactions=min_interactions, drop_duplicates=drop_duplicates,
-                            calibration=CalibrationRecipe.load(calibration))
-        manifest = make_data(out, interactions=interactions, dataset=dataset, items_file=items,
-                             config=config, overwrite=overwrite)
+        config = DataConfig(
+            user_col=user_col,
+            item_col=item_col,
+            time_col=time_col,
+            title_col=title_col,
+            genres_col=genres_col,
+            min_interactions=min_interactions,
+            drop_duplicates=drop_duplicates,
+            calibration=CalibrationRecipe.load(calibration),
+        )
+        manifest = make_data(
+            out, interactions=interactions, dataset=dataset, items_file=items, config=config, overwrite=overwrite
+        )
     if json_out:
         emit_json(manifest)
         return
     c = manifest["counts"]
-    table(f"data -> {out}", [
-        ("users", str(c["users"])), ("items", str(c["items"])),
-        ("interactions", str(c["interactions"])),
-        ("users dropped (< %d interactions)" % min_interactions, str(c["users_dropped"])),
-        ("duplicate rows dropped", str(c["duplicates_dropped"])),
-        ("calibration sequences", str(c["calibration_sequences"])),
-    ])
+    table(
+        f"data -> {out}",
+        [
+            ("users", str(c["users"])),
+            ("items", str(c["items"])),
+            ("interactions", str(c["interactions"])),
+            ("users dropped (< %d interactions)" % min_interactions, str(c["users_dropped"])),
+            ("duplicate rows dropped", str(c["duplicates_dropped"])),
+            ("calibration sequences", str(c["calibration_sequences"])),
+        ],
+    )

@@ -20,9 +20,12 @@ from edgerec.errors import EdgerecError
 def evaluate(
     model: Annotated[Path, typer.Argument(help="Teacher or student artifact (or its model/ folder).")],
     data: Annotated[Path, typer.Option("--data", "-d", help="Data artifact.")] = Path("runs/data"),
-    split: Annotated[Literal["test", "valid"], typer.Option(help="'test' (last item) or 'valid' (second-last).")] = "test",
-    keep_history: Annotated[bool, typer.Option(
-        help="Rank items the user already has too (by default they are masked out).")] = False,
+    split: Annotated[
+        Literal["test", "valid"], typer.Option(help="'test' (last item) or 'valid' (second-last).")
+    ] = "test",
+    keep_history: Annotated[
+        bool, typer.Option(help="Rank items the user already has too (by default they are masked out).")
+    ] = False,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write the report as JSON here.")] = None,
     json_out: JsonOut = False,
 ) -> None:
@@ -47,5 +50,7 @@ def evaluate(
     if json_out:
         emit_json(report)
         return
-    table(f"{model} on {data} ({split}, {report['users']} users, full ranking)",
-          metric_rows(report["metrics"]) + [("parameters", f"{report['parameters']:,}")])
+    table(
+        f"{model} on {data} ({split}, {report['users']} users, full ranking)",
+        metric_rows(report["metrics"]) + [("parameters", f"{report['parameters']:,}")],
+    )

@@ -14,18 +14,34 @@ from edgerec.cli.targets import TargetsDir
 def export(
     target: Annotated[str, typer.Option("--target", "-T", help="Target profile (edgerec targets list).")],
     model: Annotated[Path, typer.Option("--model", "-m", help="Student or teacher artifact.")] = Path("runs/student"),
-    data: Annotated[Path, typer.Option("--data", "-d", help="Data artifact (items, parity users).")] = Path("runs/data"),
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Bundle directory (default dist/<target>).")] = None,
-    top_k: Annotated[Optional[int], typer.Option(min=1, max=10**7,
-        help="Return the K best unseen items and their scores from the ONNX graph itself.")] = None,
-    step: Annotated[Optional[bool], typer.Option(
-        "--step/--no-step",
-        help="Also export the incremental step model (step.onnx / step.tflite: one call per new "
-             "item, each layer's input cached in a state tensor the app carries). Needs a causal "
-             "student distilled with --positions start. Default: the profile's step_model.")] = None,
-    emulate: Annotated[bool, typer.Option(
-        help="Also check parity on the aarch64 builds of the runtimes for the CPU models the "
-             "profile's [device] emulate names (qemu user mode; set up once into the cache).")] = True,
+    data: Annotated[Path, typer.Option("--data", "-d", help="Data artifact (items, parity users).")] = Path(
+        "runs/data"
+    ),
+    out: Annotated[
+        Optional[Path], typer.Option("--out", "-o", help="Bundle directory (default dist/<target>).")
+    ] = None,
+    top_k: Annotated[
+        Optional[int],
+        typer.Option(
+            min=1, max=10**7, help="Return the K best unseen items and their scores from the ONNX graph itself."
+        ),
+    ] = None,
+    step: Annotated[
+        Optional[bool],
+        typer.Option(
+            "--step/--no-step",
+            help="Also export the incremental step model (step.onnx / step.tflite: one call per new "
+            "item, each layer's input cached in a state tensor the app carries). Needs a causal "
+            "student distilled with --positions start. Default: the profile's step_model.",
+        ),
+    ] = None,
+    emulate: Annotated[
+        bool,
+        typer.Option(
+            help="Also check parity on the aarch64 builds of the runtimes for the CPU models the "
+            "profile's [device] emulate names (qemu user mode; set up once into the cache)."
+        ),
+    ] = True,
     targets_dir: TargetsDir = None,
     overwrite: Overwrite = False,
     json_out: JsonOut = False,
@@ -40,16 +56,27 @@ def export(
         from edgerec.export import ExportConfig
         from edgerec.export import export as run
 
-        manifest = run(model, data, out, ExportConfig(target=target, top_k=top_k, step=step, emulate=emulate),
-                       targets_dir=targets_dir, overwrite=overwrite, log=lambda m: typer.echo(m, err=True))
+        manifest = run(
+            model,
+            data,
+            out,
+            ExportConfig(target=target, top_k=top_k, step=step, emulate=emulate),
+            targets_dir=targets_dir,
+            overwrite=overwrite,
+            log=lambda m: typer.echo(m, err=True),
+        )
     if json_out:
         emit_json(manifest)
         return
-    rows = [[runtime, f"{p['max_abs_diff']:.2e}", f"{p['top10_agreement']:.3f}", str(p["users"])]
-            for runtime, p in manifest["parity"].items()]
+    rows = [
+        [runtime, f"{p['max_abs_diff']:.2e}", f"{p['top10_agreement']:.3f}", str(p["users"])]
+        for runtime, p in manifest["parity"].items()
+    ]
     arm = manifest.get("parity_emulated_arm")
-    rows += [[where, f"{p['max_abs_diff']:.2e}", f"{p['top10_agreement']:.3f}", str(p["users"])]
-             for where, p in (arm.items() if isinstance(arm, dict) else [])]
+    rows += [
+        [where, f"{p['max_abs_diff']:.2e}", f"{p['top10_agreement']:.3f}", str(p["users"])]
+        for where, p in (arm.items() if isinstance(arm, dict) else [])
+    ]
     typer.echo(f"bundle -> {out or Path('dist') / target}")
     for fmt, size in manifest["sizes"].items():
         typer.echo(f"  model.{fmt}: {size / 1e6:.3f} MB")
@@ -58,8 +85,14 @@ def export(
         typer.echo(f"ARM parity (emulated): {arm}")
     if manifest.get("step_model"):
         step_model = manifest["step_model"]
-        typer.echo(f"step model: {', '.join(step_model['files'].values())}, state "
-                   f"{step_model['inputs']['state']['shape']} (replayed item by item vs the full model)")
-        plain_table(["runtime", "max |diff| vs torch", "top-10 agreement", "users"],
-                    [[runtime, f"{p['max_abs_diff']:.2e}", f"{p['top10_agreement']:.3f}", str(p["users"])]
-                     for runtime, p in step_model["replay_check"].items()])
+        typer.echo(
+            f"step model: {', '.join(step_model['files'].values())}, state "
+            f"{step_model['inputs']['state']['shape']} (replayed item by item vs the full model)"
+        )
+        plain_table(
+            ["runtime", "max |diff| vs torch", "top-10 agreement", "users"],
+            [
+                [runtime, f"{p['max_abs_diff']:.2e}", f"{p['top10_agreement']:.3f}", str(p["users"])]
+                for runtime, p in step_model["replay_check"].items()
+            ],
+        )

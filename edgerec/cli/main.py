@@ -21,7 +21,6 @@ from edgerec.cli import (
 )
 
 
-
 class OneLineErrors(TyperGroup):
     """Usage errors (a value out of range, an unknown choice, a missing option) end like edgerec's
     own errors: one line on stderr naming the option, exit code 2. Typer's default draws a boxed
@@ -70,11 +69,16 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def root(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
-                                 help="Print the version and exit."),
-    verbose: bool = typer.Option(False, "--verbose", "-v",
-                                 help="Show the converters', quantizers' and runtimes' own output "
-                                      "(captured by default, and shown when one of them fails)."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+    verbose: bool = typer.Option(
+        False,
+        "--verbose",
+        "-v",
+        help="Show the converters', quantizers' and runtimes' own output "
+        "(captured by default, and shown when one of them fails).",
+    ),
 ) -> None:
     """edgerec: on-device recommenders from BERT teachers."""
     if verbose:

@@ -13,23 +13,45 @@ from edgerec.cli.targets import TargetsDir
 
 def quantize(
     target: Annotated[str, typer.Option("--target", "-T", help="Target profile (edgerec targets list).")],
-    bundle: Annotated[Optional[Path], typer.Option(
-        "--bundle", "-b", help="fp32 bundle from edgerec export (default dist/<target>).")] = None,
-    data: Annotated[Path, typer.Option("--data", "-d", help="Data artifact (calibration set, validation users).")] = Path("runs/data"),
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="int8 bundle (default dist/<target>-int8).")] = None,
-    calibration: Annotated[Optional[Path], typer.Option(
-        help="Your own calibration set: .npz with input_ids [n, max_len] (left-padded) or "
-             "items + offsets; default the data artifact's calibration.npz.")] = None,
-    calibration_method: Annotated[Optional[Literal["minmax", "entropy", "percentile"]], typer.Option(
-        help="minmax, entropy or percentile (default: the profile's).")] = None,
-    max_ndcg_drop: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, callback=finite,
-        help="Tolerated relative drop of validation NDCG@10 vs fp32 before layers are kept in "
-             "float; a larger drop counts only when significant (paired bootstrap 95% interval "
-             "below 0). Default: the profile's.")] = None,
-    emulate: Annotated[bool, typer.Option(
-        help="Count each int8 form's ARM instructions per call on the profile's first emulated CPU "
-             "([device] emulate) and ship the cheapest whose accuracy (and size) fit; without it, "
-             "the first such form in the profile's order.")] = True,
+    bundle: Annotated[
+        Optional[Path], typer.Option("--bundle", "-b", help="fp32 bundle from edgerec export (default dist/<target>).")
+    ] = None,
+    data: Annotated[
+        Path, typer.Option("--data", "-d", help="Data artifact (calibration set, validation users).")
+    ] = Path("runs/data"),
+    out: Annotated[
+        Optional[Path], typer.Option("--out", "-o", help="int8 bundle (default dist/<target>-int8).")
+    ] = None,
+    calibration: Annotated[
+        Optional[Path],
+        typer.Option(
+            help="Your own calibration set: .npz with input_ids [n, max_len] (left-padded) or "
+            "items + offsets; default the data artifact's calibration.npz."
+        ),
+    ] = None,
+    calibration_method: Annotated[
+        Optional[Literal["minmax", "entropy", "percentile"]],
+        typer.Option(help="minmax, entropy or percentile (default: the profile's)."),
+    ] = None,
+    max_ndcg_drop: Annotated[
+        Optional[float],
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            callback=finite,
+            help="Tolerated relative drop of validation NDCG@10 vs fp32 before layers are kept in "
+            "float; a larger drop counts only when significant (paired bootstrap 95% interval "
+            "below 0). Default: the profile's.",
+        ),
+    ] = None,
+    emulate: Annotated[
+        bool,
+        typer.Option(
+            help="Count each int8 form's ARM instructions per call on the profile's first emulated CPU "
+            "([device] emulate) and ship the cheapest whose accuracy (and size) fit; without it, "
+            "the first such form in the profile's order."
+        ),
+    ] = True,
     targets_dir: TargetsDir = None,
     overwrite: Overwrite = False,
     json_out: JsonOut = False,
@@ -47,25 +69,61 @@ def quantize(
         from edgerec.quantize import QuantizeConfig
         from edgerec.quantize import quantize as run
 
-        config = QuantizeConfig(target=target, calibration_method=calibration_method,
-                                max_ndcg_drop=max_ndcg_drop,
-                                calibration_file=str(calibration) if calibration else None, emulate=emulate)
-        log = (lambda message: typer.echo(message, err=True))
-        manifest = run(bundle or Path("dist") / target, data, out, config, targets_dir=targets_dir,
-                       overwrite=overwrite, log=log)
+        config = QuantizeConfig(
+            target=target,
+            calibration_method=calibration_method,
+            max_ndcg_drop=max_ndcg_drop,
+            calibration_file=str(calibration) if calibration else None,
+            emulate=emulate,
+        )
+
+        def log(message):
+            typer.echo(message, err=True)
+
+        manifest = run(
+            bundle or Path("dist") / target, data, out, config, targets_dir=targets_dir, overwrite=overwrite, log=log
+        )
     if json_out:
         emit_json(manifest)
         return
     typer.echo(f"int8 bundle -> {out or Path('dist') / f'{target}-int8'}")
-    rows = [[fmt, r["scheme"], r["runtime"], f"{r['fp32_bytes'] / 1e6:.3f}", f"{r['int8_bytes'] / 1e6:.3f}",
-             f"{r['size_ratio']:.3f}", f"{r['valid_ndcg10_fp32']:.4f}", f"{r['valid_ndcg10_int8']:.4f}",
-             (f"{r['forms'][r['scheme']]['arm_vs_fp32']:.3f}x on {r['arm_instructions']['cpu']}"
-              if isinstance(r.get("arm_instructions"), dict) else "not counted"),
-             ", ".join(k["unit"] for k in r["kept_float"]) or "-"]
-            for fmt, r in manifest["quantization"].items()]
-    plain_table(["format", "form", "runtime", "fp32 MB", "int8 MB", "ratio", "valid NDCG@10 fp32",
-                 "int8", "ARM instructions vs fp32", "kept in float"], rows)
+    rows = [
+        [
+            fmt,
+            r["scheme"],
+            r["runtime"],
+            f"{r['fp32_bytes'] / 1e6:.3f}",
+            f"{r['int8_bytes'] / 1e6:.3f}",
+            f"{r['size_ratio']:.3f}",
+            f"{r['valid_ndcg10_fp32']:.4f}",
+            f"{r['valid_ndcg10_int8']:.4f}",
+            (
+                f"{r['forms'][r['scheme']]['arm_vs_fp32']:.3f}x on {r['arm_instructions']['cpu']}"
+                if isinstance(r.get("arm_instructions"), dict)
+                else "not counted"
+            ),
+            ", ".join(k["unit"] for k in r["kept_float"]) or "-",
+        ]
+        for fmt, r in manifest["quantization"].items()
+    ]
+    plain_table(
+        [
+            "format",
+            "form",
+            "runtime",
+            "fp32 MB",
+            "int8 MB",
+            "ratio",
+            "valid NDCG@10 fp32",
+            "int8",
+            "ARM instructions vs fp32",
+            "kept in float",
+        ],
+        rows,
+    )
     for fmt, r in manifest["quantization"].items():
         counted = r.get("arm_instructions")
-        typer.echo(f"{fmt}: {r['scheme']}: {r['chosen_because']}"
-                   + (f" (ARM instructions {counted})" if isinstance(counted, str) else ""))
+        typer.echo(
+            f"{fmt}: {r['scheme']}: {r['chosen_because']}"
+            + (f" (ARM instructions {counted})" if isinstance(counted, str) else "")
+        )

@@ -11,14 +11,20 @@ from edgerec.cli.common import JsonOut, emit_json, plain_table, user_errors
 
 
 def recommend(
-    bundle: Annotated[Path, typer.Option("--bundle", "-b", help="Bundle directory (e.g. dist/arm64).")] = Path("dist/arm64"),
-    history: Annotated[str, typer.Option(
-        help="The user's items, oldest first, as your item ids separated by commas.")] = "",
+    bundle: Annotated[Path, typer.Option("--bundle", "-b", help="Bundle directory (e.g. dist/arm64).")] = Path(
+        "dist/arm64"
+    ),
+    history: Annotated[
+        str, typer.Option(help="The user's items, oldest first, as your item ids separated by commas.")
+    ] = "",
     k: Annotated[int, typer.Option("-k", min=1, max=1_000_000, help="How many items to recommend.")] = 10,
-    explain: Annotated[bool, typer.Option(
-        help="For each item, the history items that contributed most (score drop when left out).")] = False,
-    allow_modified: Annotated[bool, typer.Option(
-        help="Use bundle files that differ from the hashes metadata.json records (edited on purpose).")] = False,
+    explain: Annotated[
+        bool, typer.Option(help="For each item, the history items that contributed most (score drop when left out).")
+    ] = False,
+    allow_modified: Annotated[
+        bool,
+        typer.Option(help="Use bundle files that differ from the hashes metadata.json records (edited on purpose)."),
+    ] = False,
     json_out: JsonOut = False,
 ) -> None:
     """Recommend from the bundle alone (its model file, items.json, metadata.json), on the
@@ -35,10 +41,14 @@ def recommend(
         emit_json({"k": k, "returned": len(rows), "candidates": left, "items": rows})
         return
     if len(rows) < k:
-        typer.echo(f"note: {len(rows)} of the {k} items asked for: only {left} items of the catalogue "
-                   "are not in the history", err=True)
+        typer.echo(
+            f"note: {len(rows)} of the {k} items asked for: only {left} items of the catalogue are not in the history",
+            err=True,
+        )
     table = []
     for rank, row in enumerate(rows, start=1):
         because = "; ".join(f"{b.get('title') or b['item']} ({b['contribution']:+.2f})" for b in row.get("because", []))
-        table.append([str(rank), row["item"], row.get("title") or "", f"{row['score']:.3f}"] + ([because] if explain else []))
+        table.append(
+            [str(rank), row["item"], row.get("title") or "", f"{row['score']:.3f}"] + ([because] if explain else [])
+        )
     plain_table(["#", "item", "title", "score"] + (["because of (score drop if left out)"] if explain else []), table)

