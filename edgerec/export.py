@@ -26,13 +26,13 @@ from edgerec.emulator import OFF, EmulatedDevice, EmulatorUnavailable, switched_
 from edgerec.errors import EdgerecError
 from edgerec.evaluate import check_compatible, resolve_model_dir
 from edgerec.files import bundle_integrity
+from edgerec.formats import FORMATS
 from edgerec.graphs import scoring_graph, step_graph, step_layout
 from edgerec.incremental import describe
 from edgerec.models import META, load_model
 from edgerec.runtimes import RUNTIMES, Scorer, encode, open_model
 from edgerec.targets import load_target
 from edgerec.text_onnx import TextOnnxScorer, export_text_onnx
-from edgerec.writers import export_onnx, export_step_onnx, export_step_tflite, export_tflite
 
 
 @dataclass(frozen=True)
@@ -113,14 +113,9 @@ def export(
         for fmt in target.formats:
             started = time.perf_counter()
             files[fmt] = f"model.{fmt}"
-            if fmt == "onnx":
-                export_onnx(graph, tmp / files[fmt], rec.max_len, target.onnx.opset, dtype, config.top_k, meta)
-                if config.top_k:  # parity runs on a scores-only twin of the same weights
-                    export_onnx(plain, tmp / "parity.onnx", rec.max_len, target.onnx.opset, dtype, None, {})
-            else:
-                export_tflite(graph, tmp / files[fmt], rec.max_len)
-                if config.top_k:
-                    export_tflite(plain, tmp / "parity.tflite", rec.max_len)
+            FORMATS[fmt].write_full(graph, tmp / files[fmt], target, rec.max_len, config.top_k, meta)
+            if config.top_k:  # parity runs on a scores-only twin of the same weights
+                FORMATS[fmt].write_full(plain, tmp / f"parity.{fmt}", target, rec.max_len, None, {})
             timings[fmt] = round(time.perf_counter() - started, 2)
         for runtime in target.runtimes:
             fmt = RUNTIMES[runtime.name][0]
@@ -130,7 +125,7 @@ def export(
                     f"which the profile's formats {list(target.formats)} omit"
                 )
             path = tmp / (f"parity.{fmt}" if config.top_k else files[fmt])
-            users = histories if fmt == "onnx" else histories[:128]  # batch-1 TFLite is slower
+            users = histories[: FORMATS[fmt].parity_users]
             checks[runtime.name] = parity(
                 rec,
                 open_model(runtime, path, meta, target),
@@ -275,7 +270,7 @@ def emulated_parity(rec, folder: Path, files: dict, meta: dict, target, historie
                 folder / files[fmt],
                 meta["max_len"],
                 meta["num_items"],
-                target.onnx.input_dtype if fmt == "onnx" else "int32",
+                FORMATS[fmt].input_dtype(target),
             )
             result[f"{runtime.name} on emulated {cpu}"] = parity(
                 rec, scorer, users, target.budgets.parity_atol, f"{fmt} on aarch64 {runtime.name} (emulated {cpu})"
@@ -299,15 +294,12 @@ def export_steps(
         files[fmt] = f"step.{fmt}"
         twins = [(graph, files[fmt], top_k)] + ([(plain, f"step-parity.{fmt}", None)] if top_k else [])
         for module, name, k in twins:
-            if fmt == "onnx":
-                export_step_onnx(module, folder / name, spec, target.onnx.opset, target.onnx.input_dtype, k, metadata)
-            else:
-                export_step_tflite(module, folder / name, spec, k)
+            FORMATS[fmt].write_step(module, folder / name, spec, target, k, metadata)
     checks = {}
     for runtime in target.runtimes:
         fmt = RUNTIMES[runtime.name][0]
-        dtype = target.onnx.input_dtype if fmt == "onnx" else "int32"
-        users = histories[:64] if fmt == "onnx" else histories[:16]  # every update is one call
+        dtype = FORMATS[fmt].input_dtype(target)
+        users = histories[: FORMATS[fmt].step_parity_users]  # every update is one call
         path = folder / (f"step-parity.{fmt}" if top_k else files[fmt])
         scorer = replay_scorer(runtime, path, spec.window, rec.num_items, dtype, target.threads)
         checks[runtime.name] = parity(

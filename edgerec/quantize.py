@@ -54,8 +54,9 @@ from edgerec.emulator import OFF, EmulatedDevice, EmulatorUnavailable, switched_
 from edgerec.errors import EdgerecError
 from edgerec.evaluate import rank_users
 from edgerec.files import bundle_integrity, load_npz, load_onnx, read_bundle
+from edgerec.formats import FORMATS
 from edgerec.incremental import calibration_feeds
-from edgerec.int8_forms import SESSION_CONFIG, form_settings, onnx_forms, tflite_forms, weight_only_onnx
+from edgerec.int8_forms import form_settings, weight_only_onnx
 from edgerec.runtimes import RUNTIMES, encode, open_model
 from edgerec.targets import load_target
 from edgerec.writers import compact_names
@@ -492,7 +493,7 @@ def _try_form(
     """One int8 form of one file, fitted to the accuracy tolerance (`fit_tolerance`). Its file
     lands in a folder of its own with a metadata.json carrying the ONNX session entries it needs,
     so the standalone runner (emulated ARM included) opens it as an app would."""
-    session = SESSION_CONFIG.get(form, {}) if fmt == "onnx" else {}
+    session = FORMATS[fmt].session_config(form)
     if fmt == "onnx":
         form_set = form_settings(settings, form)
         structural = structural_float(src, form_set)
@@ -669,11 +670,11 @@ def quantize(
                 src = Path(bundle) / name
                 runtimes = [r for r in target.runtimes if RUNTIMES[r.name][0] == fmt]
                 local = next((r for r in runtimes if r.environment == "local"), runtimes[0])
-                dtype = target.onnx.input_dtype if fmt == "onnx" else "int32"
+                dtype = FORMATS[fmt].input_dtype(target)
                 started = time.perf_counter()
                 per_user = validation_ndcg(scorer(local, src), data)
                 reference = float(np.mean(per_user))
-                forms = onnx_forms(settings) if fmt == "onnx" else tflite_forms(settings)
+                forms = FORMATS[fmt].int8_forms(settings)
                 fp32_count = count(runtimes[0].name, src, dtype) if count and len(forms) > 1 else None
                 candidates = {}
                 for form in forms:
@@ -703,8 +704,8 @@ def quantize(
                 chosen, why = choose_form(candidates, settings.max_size_ratio, fp32_count is not None)
                 fit = candidates[chosen]
                 shutil.copy(fit["path"], tmp / name)
-                if fmt == "onnx" and chosen in SESSION_CONFIG:  # per file: the step model has its own form
-                    session_config = {name: SESSION_CONFIG[chosen]}
+                if FORMATS[fmt].session_config(chosen):  # per file: the step model has its own form
+                    session_config = {name: FORMATS[fmt].session_config(chosen)}
                 # The final file must load and rank on every runtime the profile names (e.g.
                 # tflite-runtime 2.14 for rpi4), not only the one the tolerance loop used.
                 on_runtimes = {

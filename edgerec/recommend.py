@@ -16,7 +16,7 @@ import numpy as np
 from edgerec import metrics
 from edgerec.errors import EdgerecError
 from edgerec.files import read_bundle, read_json
-from edgerec.runtimes import LiteRTScorer, OnnxScorer
+from edgerec.formats import FORMATS
 
 
 class Recommender:
@@ -28,20 +28,10 @@ class Recommender:
         self.items = read_json(bundle / "items.json", "the bundle's item list")
         self.index_of = {str(entry["id"]): i + 1 for i, entry in enumerate(self.items)}
         files = self.meta.get("files", {})
-        if "onnx" in files:
-            dtype = self.meta["inputs"]["input_ids"]["dtype"]["onnx"]
-            self.scorer = OnnxScorer(
-                bundle / files["onnx"],
-                self.meta["max_len"],
-                self.meta["num_items"],
-                dtype,
-                threads,
-                session_config=self.meta.get("onnx_session_config", {}).get(files["onnx"]),
-            )
-        elif "tflite" in files:
-            self.scorer = LiteRTScorer(bundle / files["tflite"], self.meta["max_len"], self.meta["num_items"], threads)
-        else:
+        fmt = next((name for name in FORMATS if name in files), None)  # the first the bundle has
+        if fmt is None:
             raise EdgerecError(f"{bundle}: no model file in metadata.json")
+        self.scorer = FORMATS[fmt].open_bundle_file(bundle / files[fmt], self.meta, threads)
         if self.meta.get("top_k"):
             raise EdgerecError(f"{bundle}: exported with in-graph top-K; export without --top-k for explanations")
 

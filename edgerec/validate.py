@@ -34,6 +34,7 @@ from edgerec.envs import python_for, run_runner
 from edgerec.errors import EdgerecError
 from edgerec.evaluate import item_ids_hash, resolve_model_dir
 from edgerec.files import read_bundle, read_json
+from edgerec.formats import FORMATS
 from edgerec.models import load_model
 from edgerec.report import write_report
 from edgerec.runtimes import RUNTIMES, encode
@@ -104,7 +105,7 @@ def run_bundle(
         name = meta["files"].get(fmt)
         if name is None:
             raise EdgerecError(f"{bundle}: runtime {runtime.name} needs a .{fmt} file, the bundle has none")
-        dtype = target.onnx.input_dtype if fmt == "onnx" else "int32"
+        dtype = FORMATS[fmt].input_dtype(target)
         ids = encode(histories, meta["max_len"], dtype)
         if device is not None:
             out = device.run_runner(runtime.name, Path(bundle) / name, ids, target.threads, warmup)
@@ -147,7 +148,7 @@ def validate_steps(
         name = entry["files"].get(fmt)
         if name is None or runtime.name not in full_runs:
             continue
-        dtype = target.onnx.input_dtype if fmt == "onnx" else "int32"
+        dtype = FORMATS[fmt].input_dtype(target)
         result = replay(
             runtime,
             Path(bundle) / name,
@@ -320,7 +321,7 @@ def validate_emulated(bundle: Path, meta: dict, target, histories, targets, num_
         for runtime in target.runtimes:
             fmt = RUNTIMES[runtime.name][0]
             name = meta["files"][fmt]
-            ids = encode(hist, meta["max_len"], target.onnx.input_dtype if fmt == "onnx" else "int32")
+            ids = encode(hist, meta["max_len"], FORMATS[fmt].input_dtype(target))
             log(f"{device.name}: {name} on aarch64 {runtime.name}, {n} test users")
             arm = device.run_runner(runtime.name, Path(bundle) / name, ids, 1)
             python = python_for(runtime.name) if runtime.environment == "isolated" else sys.executable
@@ -346,9 +347,7 @@ def validate_emulated(bundle: Path, meta: dict, target, histories, targets, num_
             if step and fmt in step.get("files", {}):
                 # the step file replayed item by item on ARM kernels, against the full file there
                 k = min(STEP_REPLAY_USERS, n)
-                step_ids = encode(
-                    hist[:k], step["layout"]["window"], target.onnx.input_dtype if fmt == "onnx" else "int32"
-                )
+                step_ids = encode(hist[:k], step["layout"]["window"], FORMATS[fmt].input_dtype(target))
                 log(f"{device.name}: replaying {step['files'][fmt]} for {k} test users")
                 replayed = device.run_runner(runtime.name, Path(bundle) / step["files"][fmt], step_ids, 1, step=True)
                 _, step_top, _ = score_outputs(
@@ -371,9 +370,7 @@ def validate_emulated(bundle: Path, meta: dict, target, histories, targets, num_
                 log(f"{device.name}: counting instructions per call ({name})")
                 entry["instructions"] = device.instructions_per_call(runtime.name, Path(bundle) / name, ids)
                 if step and fmt in step.get("files", {}):
-                    step_ids = encode(
-                        hist, step["layout"]["window"], target.onnx.input_dtype if fmt == "onnx" else "int32"
-                    )
+                    step_ids = encode(hist, step["layout"]["window"], FORMATS[fmt].input_dtype(target))
                     entry["step_instructions"] = device.instructions_per_call(
                         runtime.name, Path(bundle) / step["files"][fmt], step_ids[:5], few=1, many=6, step=True
                     )

@@ -1,0 +1,35 @@
+"""TFLite: litert-torch's converter (`writers`), run by LiteRT or tflite-runtime 2.14."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edgerec.formats.base import ModelFormat
+from edgerec.int8_forms import tflite_forms
+from edgerec.runtimes import LiteRTScorer
+from edgerec.writers import export_step_tflite, export_tflite
+
+
+class TfliteFormat(ModelFormat):
+    name = "tflite"
+    # fixed batch of 1 (dynamic dims are fragile in litert-torch): each user is one call
+    parity_users = 128
+    step_parity_users = 16
+
+    def input_dtype(self, target) -> str:
+        return "int32"  # TFLite's GATHER takes int32 indices natively
+
+    def write_full(self, graph, path: Path, target, max_len: int, top_k: int | None, metadata: dict) -> None:
+        export_tflite(graph, path, max_len)  # the bundle's metadata.json is the app's source
+
+    def write_step(self, graph, path: Path, spec, target, top_k: int | None, metadata: dict) -> None:
+        export_step_tflite(graph, path, spec, top_k)
+
+    def int8_forms(self, settings) -> list[str]:
+        return tflite_forms(settings)
+
+    def open_bundle_file(self, path: Path, meta: dict, threads: int):
+        return LiteRTScorer(path, meta["max_len"], meta["num_items"], threads)
+
+
+TFLITE = TfliteFormat()
