@@ -16,6 +16,7 @@ import numpy as np
 from edgerec import metrics
 from edgerec.envs import python_for, run_runner
 from edgerec.errors import EdgerecError
+from edgerec.formats import FORMATS
 from edgerec.runtimes import RUNTIMES, Scorer, encode
 
 
@@ -48,29 +49,11 @@ def top_k_check(graph, folder: Path, files: dict, target, meta: dict, histories)
     result = {}
     for fmt, name in files.items():
         runtime = next(r for r in target.runtimes if RUNTIMES[r.name][0] == fmt)
-        if fmt == "onnx":
-            import onnxruntime as ort
-
-            session = ort.InferenceSession(str(folder / name), providers=["CPUExecutionProvider"])
-            got = session.run(["items"], {"input_ids": encode(histories, meta["max_len"], target.onnx.input_dtype)})[0]
-        elif runtime.environment == "isolated":
-            got = run_runner(
-                python_for(runtime.name),
-                runtime.name,
-                folder / name,
-                encode(histories, meta["max_len"], "int32"),
-                target.threads,
-            )["scores"]
+        ids = encode(histories, meta["max_len"], FORMATS[fmt].input_dtype(target))
+        if runtime.environment == "isolated":  # its own environment: the runner returns the first output
+            got = run_runner(python_for(runtime.name), runtime.name, folder / name, ids, target.threads)["scores"]
         else:
-            from ai_edge_litert.interpreter import Interpreter
-
-            runner = Interpreter(model_path=str(folder / name)).get_signature_runner()
-            got = np.concatenate(
-                [
-                    runner(input_ids=row[None].astype(np.int32))["output_0"]
-                    for row in encode(histories, meta["max_len"], "int32")
-                ]
-            )
+            got = FORMATS[fmt].top_k_items(folder / name, ids)
         same = float((np.asarray(got) == expected).all(axis=1).mean())
         if same < 1.0:
             raise EdgerecError(f"{fmt} top-K on {runtime.name} differs from PyTorch for {1 - same:.1%} of users")

@@ -136,11 +136,10 @@ def test_no_module_imports_another_modules_private_names():
 
 
 # Format branches not yet behind edgerec.formats (issue 32 goes on): making the int8 forms
-# (quantize), running a top-K file (checks), ORT Mobile's files (bundle) and the text teacher,
+# (quantize), ORT Mobile's files (bundle) and the text teacher,
 # which optimum exports to ONNX alone. This list may only shrink.
 FORMAT_BRANCHES_LEFT = {
     ("edgerec.quantize", 'if fmt == "onnx":'): 2,
-    ("edgerec.checks", 'if fmt == "onnx":'): 1,
     ("edgerec.bundle", 'if not target.onnx.ort_format or "onnx" not in meta["files"]:'): 1,
     ("edgerec.bundle", '[step_entry["files"]["onnx"]] if step_entry and "onnx" in step_entry["files"] else []'): 1,
     ("edgerec.export", 'if "onnx" not in target.formats:'): 1,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import abc
 from pathlib import Path
 
+import numpy as np
+
 
 class ModelFormat(abc.ABC):
     name: str  # the profile's `formats` key and the files' suffix: model.<name>, step.<name>
@@ -32,6 +34,10 @@ class ModelFormat(abc.ABC):
     def session_config(self, form: str) -> dict:
         """Session entries an app must set to run a file of this int8 form ({} for none)."""
         return {}
+
+    @abc.abstractmethod
+    def top_k_items(self, path: Path, input_ids) -> np.ndarray:
+        """The `items` output [B, K] of an in-graph top-K file for encoded inputs, on this host."""
 
     @abc.abstractmethod
     def open_bundle_file(self, path: Path, meta: dict, threads: int):

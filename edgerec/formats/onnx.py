@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from edgerec.formats.base import ModelFormat
 from edgerec.int8_forms import SESSION_CONFIG, onnx_forms
 from edgerec.runtimes import OnnxScorer
@@ -27,6 +29,12 @@ class OnnxFormat(ModelFormat):
 
     def session_config(self, form: str) -> dict:
         return dict(SESSION_CONFIG.get(form, {}))
+
+    def top_k_items(self, path: Path, input_ids) -> np.ndarray:
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return session.run(["items"], {"input_ids": input_ids})[0]
 
     def open_bundle_file(self, path: Path, meta: dict, threads: int):
         dtype = meta["inputs"]["input_ids"]["dtype"]["onnx"]

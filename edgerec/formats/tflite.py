@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from edgerec.formats.base import ModelFormat
 from edgerec.int8_forms import tflite_forms
 from edgerec.runtimes import LiteRTScorer
@@ -27,6 +29,12 @@ class TfliteFormat(ModelFormat):
 
     def int8_forms(self, settings) -> list[str]:
         return tflite_forms(settings)
+
+    def top_k_items(self, path: Path, input_ids) -> np.ndarray:
+        from ai_edge_litert.interpreter import Interpreter
+
+        runner = Interpreter(model_path=str(path)).get_signature_runner()  # batch 1: one call per row
+        return np.concatenate([runner(input_ids=row[None].astype(np.int32))["output_0"] for row in input_ids])
 
     def open_bundle_file(self, path: Path, meta: dict, threads: int):
         return LiteRTScorer(path, meta["max_len"], meta["num_items"], threads)
