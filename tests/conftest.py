@@ -61,3 +61,29 @@ def data_dir(tmp_path_factory, interactions_csv) -> Path:
     out = tmp_path_factory.mktemp("artifacts") / "data"
     make_data(out, interactions=interactions_csv, config=DataConfig(title_col="title"))
     return out
+
+
+@pytest.fixture
+def lock_holder():
+    """`with lock_holder(out) as pid:` another process holds `out`'s output lock meanwhile, as a
+    concurrent edgerec command would."""
+    import contextlib
+    import subprocess
+    import sys
+
+    @contextlib.contextmanager
+    def hold(out: Path):
+        code = (
+            "import sys; from edgerec.artifacts import output_lock\n"
+            f"with output_lock({str(out)!r}):\n    print('held', flush=True); sys.stdin.read()"
+        )
+        holder = subprocess.Popen(
+            [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        try:
+            assert holder.stdout.readline().strip() == "held"
+            yield holder.pid
+        finally:
+            holder.communicate("")
+
+    return hold

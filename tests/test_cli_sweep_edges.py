@@ -233,29 +233,15 @@ def test_a_second_run_is_refused_at_once_with_the_holders_pid_and_a_stale_lock_i
     assert sorted(p.name for p in tmp_path.iterdir()) == ["teacher"]  # no lock, work folder or temp left
 
 
-def test_the_library_holds_the_lock_for_the_whole_stage(tmp_path, data_dir, tiny_teacher):
+def test_the_library_holds_the_lock_for_the_whole_stage(tmp_path, data_dir, tiny_teacher, lock_holder):
     """A holder in another process (as a concurrent command) refuses a stage before it reads its
     inputs; the same process may nest its own claims (a stage inside build)."""
-    out = tmp_path / "bundle"
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import sys; from edgerec.artifacts import output_lock\n"
-            f"with output_lock({str(out)!r}):\n    print('held', flush=True); sys.stdin.read()",
-        ],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert holder.stdout.readline().strip() == "held"
-        from edgerec.errors import EdgerecError
+    from edgerec.errors import EdgerecError
 
-        with pytest.raises(EdgerecError, match=rf"another edgerec command \(pid {holder.pid}\)"):
+    out = tmp_path / "bundle"
+    with lock_holder(out) as pid:
+        with pytest.raises(EdgerecError, match=rf"another edgerec command \(pid {pid}\)"):
             export(tiny_teacher, data_dir, out, ExportConfig(target="x86_64-avx2", parity_users=4))
-    finally:
-        holder.communicate("")
     export(tiny_teacher, data_dir, out, ExportConfig(target="x86_64-avx2", parity_users=4))
     assert not (tmp_path / ".bundle.lock").exists()
 

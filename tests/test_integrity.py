@@ -169,27 +169,13 @@ def test_a_full_disk_leaves_the_earlier_artifact_intact(tmp_path, interactions_c
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]  # no temporary folder or lock left
 
 
-def test_a_second_writer_of_the_same_output_is_refused(tmp_path, interactions_csv):
+def test_a_second_writer_of_the_same_output_is_refused(tmp_path, interactions_csv, lock_holder):
     out = tmp_path / "data"
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import sys; from edgerec.artifacts import output_lock\n"
-            f"with output_lock({str(out)!r}):\n    print('held', flush=True); sys.stdin.read()",
-        ],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:  # as another edgerec command holds it while writing
-        assert holder.stdout.readline().strip() == "held"
+    with lock_holder(out) as pid:  # as another edgerec command holds it while writing
         result = CliRunner().invoke(app, ["data", str(interactions_csv), "--out", str(out)])
-    finally:
-        holder.communicate("")
     assert result.exit_code == 2
     assert (
-        result.stderr.strip() == f"error: {out}: another edgerec command (pid {holder.pid}) is writing it "
+        result.stderr.strip() == f"error: {out}: another edgerec command (pid {pid}) is writing it "
         "now; wait for it to finish or choose another output"
     )
     assert not out.exists()
