@@ -53,19 +53,9 @@ TFLITE_FORMS = ["dynamic", "static", "weight_only"]
 def make_forms(bundle: Path, data, target, folder: Path) -> dict:
     """fp32 and every int8 form of the bundle's files, each in a folder of its own with the
     metadata.json entries its runner needs: {(fmt, form): path}."""
-    from edgerec.quantize import (
-        SESSION_CONFIG,
-        TFLITE_UNITS,
-        calibrate_onnx,
-        calibrate_tflite,
-        form_settings,
-        input_feeds,
-        load_calibration,
-        onnx_units,
-        quantize_onnx,
-        quantize_tflite,
-        structural_float,
-    )
+    from edgerec.formats.onnx.int8 import calibrate_onnx, input_feeds, onnx_units, quantize_onnx, structural_float
+    from edgerec.formats.tflite.int8 import TFLITE_UNITS, calibrate_tflite, quantize_tflite
+    from edgerec.stages.quantize import SESSION_CONFIG, form_settings, load_calibration
 
     meta = json.loads((bundle / "metadata.json").read_text())
     settings = target.quantization
@@ -107,7 +97,7 @@ def make_forms(bundle: Path, data, target, folder: Path) -> dict:
 
 
 def host_scores(runtime, path: Path, meta: dict, target, histories) -> np.ndarray:
-    from edgerec.runtimes import open_model
+    from edgerec.formats import open_model
 
     session = json.loads((path.parent / "metadata.json").read_text()).get("onnx_session_config", {})
     return open_model(runtime, path, {**meta, "onnx_session_config": session}, target).scores(histories)[:, 1:]
@@ -121,11 +111,12 @@ def on_arm(files: dict, bundle: Path, target, cpus, rec, histories, targets, job
 
     import torch
 
-    from edgerec import metrics
-    from edgerec.checks import score_outputs
-    from edgerec.emulator import EmulatedDevice
-    from edgerec.errors import EdgerecError
-    from edgerec.runtimes import RUNTIMES, encode
+    from edgerec.core import metrics
+    from edgerec.core.errors import EdgerecError
+    from edgerec.devices.emulator import EmulatedDevice
+    from edgerec.devices.runtimes import encode
+    from edgerec.formats import RUNTIMES
+    from edgerec.formats.checks import score_outputs
 
     meta = json.loads((bundle / "metadata.json").read_text())
     n = meta["num_items"]
@@ -185,11 +176,12 @@ def on_arm(files: dict, bundle: Path, target, cpus, rec, histories, targets, job
 
 def step_vs_full(student: Path, folder: Path, windows, histories, log) -> list[dict]:
     """Instructions of one step-model update vs one full pass, per window n, on cortex-a76."""
-    from edgerec.emulator import EmulatedDevice
-    from edgerec.graphs import scoring_graph, step_graph, step_layout
-    from edgerec.models import load_model
-    from edgerec.runtimes import encode
-    from edgerec.writers import export_onnx, export_step_onnx, export_step_tflite, export_tflite
+    from edgerec.core.graphs import scoring_graph, step_graph, step_layout
+    from edgerec.core.models import load_model
+    from edgerec.devices.emulator import EmulatedDevice
+    from edgerec.devices.runtimes import encode
+    from edgerec.formats.onnx.export import export_onnx, export_step_onnx
+    from edgerec.formats.tflite.export import export_step_tflite, export_tflite
 
     device = EmulatedDevice.open("cortex-a76", log)
     rows = []
@@ -235,25 +227,18 @@ def step_forms(student: Path, data, folder: Path, cpus, histories, jobs: int, lo
     TFLite is left out: the full model's aborts in both aarch64 runtimes."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from edgerec.emulator import EmulatedDevice
-    from edgerec.errors import EdgerecError
-    from edgerec.graphs import step_graph, step_layout
-    from edgerec.incremental import calibration_feeds
-    from edgerec.models import load_model
-    from edgerec.quantize import (
-        SESSION_CONFIG,
-        TFLITE_UNITS,
-        calibrate_onnx,
-        form_settings,
-        load_calibration,
-        onnx_units,
-        quantize_onnx,
-        quantize_tflite,
-        structural_float,
-    )
-    from edgerec.runtimes import encode
-    from edgerec.targets import load_target
-    from edgerec.writers import export_step_onnx, export_step_tflite
+    from edgerec.core.errors import EdgerecError
+    from edgerec.core.graphs import step_graph, step_layout
+    from edgerec.core.models import load_model
+    from edgerec.core.targets import load_target
+    from edgerec.devices.emulator import EmulatedDevice
+    from edgerec.devices.incremental import calibration_feeds
+    from edgerec.devices.runtimes import encode
+    from edgerec.formats.onnx.export import export_step_onnx
+    from edgerec.formats.onnx.int8 import calibrate_onnx, onnx_units, quantize_onnx, structural_float
+    from edgerec.formats.tflite.export import export_step_tflite
+    from edgerec.formats.tflite.int8 import TFLITE_UNITS, quantize_tflite
+    from edgerec.stages.quantize import SESSION_CONFIG, form_settings, load_calibration
 
     rec = load_model(student / "model")
     rec.positions = "start"
@@ -331,11 +316,11 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    from edgerec.data import load_data
-    from edgerec.export import ExportConfig, export
-    from edgerec.models import load_model
-    from edgerec.quantize import QuantizeConfig, quantize
-    from edgerec.targets import load_target
+    from edgerec.core.interactions import load_data
+    from edgerec.core.models import load_model
+    from edgerec.core.targets import load_target
+    from edgerec.stages.export import ExportConfig, export
+    from edgerec.stages.quantize import QuantizeConfig, quantize
 
     started = time.perf_counter()
     cpus = args.cpus or CPUS

@@ -70,7 +70,7 @@ def run_benchmark(main, inputs_from: str | None = None) -> None:
     in one line on stderr, exit 2, naming the script that makes the inputs, not a traceback."""
     import sys
 
-    from edgerec.errors import EdgerecError
+    from edgerec.core.errors import EdgerecError
 
     try:
         main()

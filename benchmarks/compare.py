@@ -37,7 +37,7 @@ PEAK = textwrap.dedent("""
     if kind == "torch":
         import torch
         torch.set_num_threads(threads)
-        from edgerec.models import load_model
+        from edgerec.core.models import load_model
         rec = load_model(path)
         run = lambda: rec.scores([list(range(1, max_len + 1))])
     elif kind.startswith("onnx"):
@@ -72,13 +72,15 @@ def main() -> None:
     from optimum.onnxruntime import ORTQuantizer
     from optimum.onnxruntime.configuration import AutoQuantizationConfig
 
-    from edgerec import metrics
-    from edgerec.data import load_data
-    from edgerec.evaluate import evaluate
-    from edgerec.export import ExportConfig, export
-    from edgerec.models import load_model
-    from edgerec.quantize import QuantizeConfig, quantize
-    from edgerec.runtimes import LiteRTScorer, OnnxScorer, Scorer, encode
+    from edgerec.core import metrics
+    from edgerec.core.evaluation import evaluate
+    from edgerec.core.interactions import load_data
+    from edgerec.core.models import load_model
+    from edgerec.devices.runtimes import Scorer, encode
+    from edgerec.formats.onnx.runtime import OnnxScorer
+    from edgerec.formats.tflite.runtime import LiteRTScorer
+    from edgerec.stages.export import ExportConfig, export
+    from edgerec.stages.quantize import QuantizeConfig, quantize
 
     torch.set_num_threads(args.threads)
     data = load_data(args.data)
@@ -260,7 +262,7 @@ def _calibrate_plain(model: Path, sequences, max_len: int, out: Path) -> None:
     )
     from onnxruntime.quantization.calibrate import save_tensors_data
 
-    from edgerec.runtimes import encode
+    from edgerec.devices.runtimes import encode
 
     batches = [encode(sequences[i : i + 32], max_len, "int64") for i in range(0, len(sequences), 32)]
 

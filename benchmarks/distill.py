@@ -28,12 +28,14 @@ def main() -> None:
     parser.add_argument("--name", default="distill", help="results file name (benchmarks/results/NAME.json)")
     args = parser.parse_args()
 
-    from edgerec.data import load_data, make_data
-    from edgerec.distill import DistillConfig, distill
-    from edgerec.evaluate import evaluate
-    from edgerec.metrics import paired_bootstrap
-    from edgerec.models import load_model
-    from edgerec.teacher import TeacherConfig, train_teacher
+    from edgerec.core.distillation import DistillConfig
+    from edgerec.core.evaluation import evaluate
+    from edgerec.core.interactions import load_data
+    from edgerec.core.metrics import paired_bootstrap
+    from edgerec.core.models import load_model
+    from edgerec.stages.data import make_data
+    from edgerec.stages.distill import distill
+    from edgerec.stages.teacher import TeacherConfig, train_teacher
 
     data_dir, teacher_dir = args.work / "data", args.work / "teacher-causal"
     if not (data_dir / "manifest.json").is_file():

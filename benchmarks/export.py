@@ -43,12 +43,14 @@ def main() -> None:
     import onnxruntime as ort
     import torch
 
-    from edgerec.data import load_data
-    from edgerec.export import ExportConfig, export
-    from edgerec.graphs import portable_top_k, scoring_graph
-    from edgerec.models import load_model
-    from edgerec.runtimes import LiteRTScorer, OnnxScorer, encode
-    from edgerec.writers import export_onnx
+    from edgerec.core.graphs import portable_top_k, scoring_graph
+    from edgerec.core.interactions import load_data
+    from edgerec.core.models import load_model
+    from edgerec.devices.runtimes import encode
+    from edgerec.formats.onnx.export import export_onnx
+    from edgerec.formats.onnx.runtime import OnnxScorer
+    from edgerec.formats.tflite.runtime import LiteRTScorer
+    from edgerec.stages.export import ExportConfig, export
 
     torch.set_num_threads(args.threads)
     data = load_data(args.data)

@@ -45,7 +45,8 @@ STUDENTS = {  # name -> (artifact under --work, DistillConfig changes)
 
 
 def train_missing(work: Path, minutes: float) -> None:
-    from edgerec.distill import DistillConfig, distill
+    from edgerec.core.distillation import DistillConfig
+    from edgerec.stages.distill import distill
 
     default = DistillConfig()
     for folder, changes in STUDENTS.values():
@@ -55,10 +56,10 @@ def train_missing(work: Path, minutes: float) -> None:
 
 
 def accuracy(work: Path) -> tuple[dict, dict]:
-    from edgerec.data import load_data
-    from edgerec.evaluate import evaluate
-    from edgerec.metrics import paired_bootstrap
-    from edgerec.models import load_model
+    from edgerec.core.evaluation import evaluate
+    from edgerec.core.interactions import load_data
+    from edgerec.core.metrics import paired_bootstrap
+    from edgerec.core.models import load_model
 
     data = load_data(work / "data")
     teacher = load_model(work / "teacher-causal" / "model")
@@ -87,9 +88,9 @@ def accuracy(work: Path) -> tuple[dict, dict]:
 
 def exactness(work: Path, target: str, out: Path) -> dict:
     """The product path: export --step, validate, quantize, validate again (every test user)."""
-    from edgerec.export import ExportConfig, export
-    from edgerec.quantize import QuantizeConfig, quantize
-    from edgerec.validate import ValidateConfig, validate
+    from edgerec.stages.export import ExportConfig, export
+    from edgerec.stages.quantize import QuantizeConfig, quantize
+    from edgerec.stages.validate import ValidateConfig, validate
 
     model, data = work / STUDENTS["causal, start positions"][0], work / "data"
     export(model, data, out / "fp32", ExportConfig(target=target, step=True), overwrite=True)
@@ -119,10 +120,11 @@ def latency(work: Path, windows: list[int], runs: int, threads: int, folder: Pat
     import torch
     from ai_edge_litert.interpreter import Interpreter
 
-    from edgerec.distill import STUDENT_SHAPE
-    from edgerec.graphs import scoring_graph, step_graph, step_inputs, step_layout
-    from edgerec.models import RecModel, build_id_model, load_model, start_positions
-    from edgerec.writers import export_onnx, export_step_onnx, export_step_tflite, export_tflite
+    from edgerec.core.distillation import STUDENT_SHAPE
+    from edgerec.core.graphs import scoring_graph, step_graph, step_inputs, step_layout
+    from edgerec.core.models import RecModel, build_id_model, load_model, start_positions
+    from edgerec.formats.onnx.export import export_onnx, export_step_onnx
+    from edgerec.formats.tflite.export import export_step_tflite, export_tflite
 
     torch.set_num_threads(threads)
     result = {}

@@ -36,10 +36,10 @@ from common import RESULTS, fmt_ci, machine, print_table, run_benchmark, save  #
 
 
 def _teacher(data_dir: Path, out: Path, hidden: int, epochs: int, log) -> dict:
-    from edgerec.artifacts import read_manifest
-    from edgerec.models import Shape
-    from edgerec.teacher import TeacherConfig, train_teacher
-    from edgerec.training import TrainConfig
+    from edgerec.core.artifacts import read_manifest
+    from edgerec.core.models import Shape
+    from edgerec.core.training import TrainConfig
+    from edgerec.stages.teacher import TeacherConfig, train_teacher
 
     if (out / "manifest.json").is_file():
         log(f"reusing {out}")
@@ -105,13 +105,14 @@ def _wide(args, data, data_dir: Path, out_json: Path, log) -> None:
     published SASRec shape (hidden 64, 2 layers: the hidden-64 teacher's shape) distilled from it,
     both starting from the hidden-64 teacher's weights (the wide one is too wide to copy), the
     second built into the int8 arm64 bundle against the wide teacher."""
-    from edgerec.artifacts import read_manifest
-    from edgerec.build import BuildConfig, build
-    from edgerec.distill import STUDENT_SHAPE, DistillConfig, distill
-    from edgerec.evaluate import evaluate
-    from edgerec.metrics import paired_bootstrap
-    from edgerec.models import load_model
-    from edgerec.training import TrainConfig
+    from edgerec.core.artifacts import read_manifest
+    from edgerec.core.distillation import STUDENT_SHAPE, DistillConfig
+    from edgerec.core.evaluation import evaluate
+    from edgerec.core.metrics import paired_bootstrap
+    from edgerec.core.models import load_model
+    from edgerec.core.training import TrainConfig
+    from edgerec.stages.build import BuildConfig, build
+    from edgerec.stages.distill import distill
 
     t0 = time.perf_counter()
     work, wide_dir, base_dir = args.work, args.work / "teacher-wide", args.work / "teacher"
@@ -251,15 +252,17 @@ def main() -> None:
     parser.add_argument("--name", default="ml1m", help="results file (benchmarks/results/NAME.json)")
     args = parser.parse_args()
 
-    from edgerec.artifacts import read_manifest
-    from edgerec.build import BuildConfig, build, is_current
-    from edgerec.data import load_data, make_data
-    from edgerec.distill import DistillConfig, distill, keep_for_target
-    from edgerec.evaluate import evaluate
-    from edgerec.metrics import paired_bootstrap
-    from edgerec.models import Shape, load_model
-    from edgerec.targets import load_target
-    from edgerec.training import TrainConfig
+    from edgerec.core.artifacts import read_manifest
+    from edgerec.core.distillation import DistillConfig
+    from edgerec.core.evaluation import evaluate
+    from edgerec.core.interactions import load_data
+    from edgerec.core.metrics import paired_bootstrap
+    from edgerec.core.models import Shape, load_model
+    from edgerec.core.targets import load_target
+    from edgerec.core.training import TrainConfig
+    from edgerec.stages.build import BuildConfig, build, is_current
+    from edgerec.stages.data import make_data
+    from edgerec.stages.distill import distill, keep_for_target
 
     def log(message: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)

@@ -30,17 +30,18 @@ def main() -> None:
     parser.add_argument("--reuse", action="store_true", help="use an existing boosted student instead of training it")
     args = parser.parse_args()
 
-    from edgerec import metrics
-    from edgerec.data import load_data
-    from edgerec.distill import DistillConfig, distill
-    from edgerec.evaluate import evaluate, rank_users
-    from edgerec.models import load_model
-    from edgerec.training import TrainConfig
+    from edgerec.core import metrics
+    from edgerec.core.distillation import DistillConfig
+    from edgerec.core.evaluation import evaluate, rank_users
+    from edgerec.core.interactions import load_data
+    from edgerec.core.models import load_model
+    from edgerec.core.training import TrainConfig
+    from edgerec.stages.distill import distill
 
     data_dir, teacher_dir = args.work / "data", args.work / "teacher-causal"
     boosted_dir = args.work / f"student-tail-boost-{args.boost:g}"
     if args.reuse and (boosted_dir / "manifest.json").is_file():
-        from edgerec.artifacts import read_manifest
+        from edgerec.core.artifacts import read_manifest
 
         manifest = read_manifest(boosted_dir, "student")
     else:

@@ -26,9 +26,9 @@ from common import fmt_ci, machine, print_table, run_benchmark, save  # noqa: E4
 
 
 def per_user_ndcg(artifact: Path) -> np.ndarray:
-    from edgerec.data import load_data
-    from edgerec.evaluate import rank_users
-    from edgerec.models import load_model
+    from edgerec.core.evaluation import rank_users
+    from edgerec.core.interactions import load_data
+    from edgerec.core.models import load_model
 
     rec = load_model(artifact / "model")
     data = load_data(Path(json.loads((artifact / "manifest.json").read_text())["inputs"]["data"]["path"]))
@@ -47,11 +47,12 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("runs/bench-precision"))
     args = parser.parse_args()
 
-    from edgerec import metrics
-    from edgerec.data import make_data
-    from edgerec.distill import DistillConfig, distill
-    from edgerec.teacher import QUICK_TEACHER_SHAPE, TeacherConfig, train_teacher
-    from edgerec.training import TrainConfig
+    from edgerec.core import metrics
+    from edgerec.core.distillation import DistillConfig
+    from edgerec.core.training import TrainConfig
+    from edgerec.stages.data import make_data
+    from edgerec.stages.distill import distill
+    from edgerec.stages.teacher import QUICK_TEACHER_SHAPE, TeacherConfig, train_teacher
 
     work = args.work
     data = work / "data"

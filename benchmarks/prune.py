@@ -37,13 +37,14 @@ def main() -> None:
 
     import torch
 
-    from edgerec import metrics
-    from edgerec.data import load_data
-    from edgerec.evaluate import evaluate
-    from edgerec.export import ExportConfig, export
-    from edgerec.models import load_model
-    from edgerec.prune import PruneConfig, prune
-    from edgerec.runtimes import OnnxScorer, encode
+    from edgerec.core import metrics
+    from edgerec.core.evaluation import evaluate
+    from edgerec.core.interactions import load_data
+    from edgerec.core.models import load_model
+    from edgerec.devices.runtimes import encode
+    from edgerec.formats.onnx.runtime import OnnxScorer
+    from edgerec.stages.export import ExportConfig, export
+    from edgerec.stages.prune import PruneConfig, prune
 
     torch.set_num_threads(args.threads)
     data = load_data(args.data)

@@ -42,13 +42,16 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=1000)
     args = parser.parse_args()
 
-    from edgerec import metrics
-    from edgerec.data import load_data
-    from edgerec.evaluate import evaluate
-    from edgerec.export import ExportConfig, export
-    from edgerec.quantize import QuantizeConfig, quantize, quantize_tflite
-    from edgerec.runtimes import LiteRTScorer, OnnxScorer, encode
-    from edgerec.targets import load_target
+    from edgerec.core import metrics
+    from edgerec.core.evaluation import evaluate
+    from edgerec.core.interactions import load_data
+    from edgerec.core.targets import load_target
+    from edgerec.devices.runtimes import encode
+    from edgerec.formats.onnx.runtime import OnnxScorer
+    from edgerec.formats.tflite.int8 import quantize_tflite
+    from edgerec.formats.tflite.runtime import LiteRTScorer
+    from edgerec.stages.export import ExportConfig, export
+    from edgerec.stages.quantize import QuantizeConfig, quantize
 
     target = load_target(args.target)
     data = load_data(args.data)
@@ -169,7 +172,7 @@ def weight_graph(model_path: Path, activations: dict, out: Path, shrink: bool = 
     import onnx
     from onnx import helper, numpy_helper
 
-    from edgerec.quantize import onnx_units
+    from edgerec.formats.onnx.int8 import onnx_units
 
     model = onnx.load(str(model_path))
     units = set(onnx_units(model_path))
@@ -226,8 +229,8 @@ def int8_headroom(fp32: Path, int8: Path, target, data, max_len: int, runs: int,
 
     import onnxruntime as ort
 
-    from edgerec.quantize import calibrate_onnx, onnx_units, quantize_onnx, structural_float
-    from edgerec.runtimes import encode
+    from edgerec.devices.runtimes import encode
+    from edgerec.formats.onnx.int8 import calibrate_onnx, onnx_units, quantize_onnx, structural_float
 
     histories = data.examples("test")[0]
     ids = encode(histories[:1], max_len, "int64")
@@ -287,7 +290,7 @@ def int8_headroom(fp32: Path, int8: Path, target, data, max_len: int, runs: int,
 
 
 def _tflite_calibration(bundle: Path, data):
-    from edgerec.quantize import calibrate_tflite
+    from edgerec.formats.tflite.int8 import calibrate_tflite
 
     with tempfile.TemporaryDirectory() as tmp:
         max_len = json.loads((bundle / "metadata.json").read_text())["max_len"]

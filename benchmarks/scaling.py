@@ -48,13 +48,13 @@ def main() -> None:
 
     import torch
 
-    from edgerec.distill import STUDENT_SHAPE
-    from edgerec.graphs import scoring_graph
-    from edgerec.models import RecModel, build_id_model
-    from edgerec.quantize import calibrate_onnx, input_feeds, onnx_units, quantize_onnx
-    from edgerec.runtimes import OnnxScorer
-    from edgerec.targets import load_target
-    from edgerec.writers import export_onnx
+    from edgerec.core.distillation import STUDENT_SHAPE
+    from edgerec.core.graphs import scoring_graph
+    from edgerec.core.models import RecModel, build_id_model
+    from edgerec.core.targets import load_target
+    from edgerec.formats.onnx.export import export_onnx
+    from edgerec.formats.onnx.int8 import calibrate_onnx, input_feeds, onnx_units, quantize_onnx
+    from edgerec.formats.onnx.runtime import OnnxScorer
 
     settings = load_target("arm64").quantization
     bandwidth = read_bandwidth()
@@ -74,7 +74,7 @@ def main() -> None:
                 calibrate_onnx(fp32, input_feeds(histories, length, "int64"), settings.calibration, ranges)
                 quantize_onnx(fp32, int8, settings, ranges, onnx_units(fp32, settings.keep_float))
                 scorer = OnnxScorer(int8, length, items, "int64", args.threads)
-                from edgerec.runtimes import encode
+                from edgerec.devices.runtimes import encode
 
                 inputs = [encode([histories[i % len(histories)]], length, "int64") for i in range(args.runs + 20)]
                 for ids in inputs[:20]:

@@ -27,11 +27,12 @@ def main() -> None:
     parser.add_argument("--kinds", default="causal,masked")
     args = parser.parse_args()
 
-    from edgerec.data import load_data, make_data
-    from edgerec.evaluate import evaluate
-    from edgerec.metrics import paired_bootstrap
-    from edgerec.models import load_model
-    from edgerec.teacher import TeacherConfig, train_teacher
+    from edgerec.core.evaluation import evaluate
+    from edgerec.core.interactions import load_data
+    from edgerec.core.metrics import paired_bootstrap
+    from edgerec.core.models import load_model
+    from edgerec.stages.data import make_data
+    from edgerec.stages.teacher import TeacherConfig, train_teacher
 
     data_dir = args.work / "data"
     if not (data_dir / "manifest.json").is_file():

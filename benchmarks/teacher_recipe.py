@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import fmt_ci, machine, print_table, run_benchmark, run_single_threaded, save  # noqa: E402
 
-# name -> (shape overrides, training overrides) over the default teacher (edgerec.teacher)
+# name -> (shape overrides, training overrides) over the default teacher (edgerec.stages.teacher)
 RECIPES = {
     "quick": (
         {"hidden": 64, "heads": 2, "intermediate": 256, "dropout": 0.2, "attention_dropout": 0.2},
@@ -42,10 +42,10 @@ def train_one(data_dir: Path, out: Path, recipe: str, precision: str, epochs: in
     import torch
 
     torch.set_num_threads(1)
-    from edgerec.data import load_data
-    from edgerec.evaluate import evaluate
-    from edgerec.models import load_model
-    from edgerec.teacher import TeacherConfig, train_teacher
+    from edgerec.core.evaluation import evaluate
+    from edgerec.core.interactions import load_data
+    from edgerec.core.models import load_model
+    from edgerec.stages.teacher import TeacherConfig, train_teacher
 
     shape_over, train_over = RECIPES[recipe]
     default = TeacherConfig()
@@ -85,8 +85,9 @@ def main() -> None:
     parser.add_argument("--one", nargs=2, metavar=("RECIPE", "PRECISION"), help=argparse.SUPPRESS)
     args = parser.parse_args()
 
-    from edgerec.data import load_data, make_data
-    from edgerec.metrics import paired_bootstrap
+    from edgerec.core.interactions import load_data
+    from edgerec.core.metrics import paired_bootstrap
+    from edgerec.stages.data import make_data
 
     data_dir = args.work / "data"
     if args.one:

@@ -42,10 +42,10 @@ def main() -> None:
     parser.add_argument("--name", default="text_import")
     args = parser.parse_args()
 
-    from edgerec.data import load_data
-    from edgerec.evaluate import evaluate
-    from edgerec.metrics import paired_bootstrap
-    from edgerec.models import load_model
+    from edgerec.core.evaluation import evaluate
+    from edgerec.core.interactions import load_data
+    from edgerec.core.metrics import paired_bootstrap
+    from edgerec.core.models import load_model
 
     work = args.source / "import"
     shutil.rmtree(work, ignore_errors=True)

@@ -44,10 +44,10 @@ def train_one(data_dir: Path, out: Path, variant: str, epochs: int) -> None:
     import torch
 
     torch.set_num_threads(1)
-    from edgerec.data import load_data
-    from edgerec.evaluate import evaluate
-    from edgerec.models import load_model
-    from edgerec.teacher import TEXT_TEACHER, train_teacher
+    from edgerec.core.evaluation import evaluate
+    from edgerec.core.interactions import load_data
+    from edgerec.core.models import load_model
+    from edgerec.stages.teacher import TEXT_TEACHER, train_teacher
 
     over, train_over = VARIANTS[variant]
     config = replace(TEXT_TEACHER, **over, train=replace(TEXT_TEACHER.train, **{"epochs": epochs, **train_over}))
@@ -84,8 +84,9 @@ def main() -> None:
     parser.add_argument("--one", metavar="VARIANT", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
-    from edgerec.data import load_data, make_data
-    from edgerec.metrics import paired_bootstrap
+    from edgerec.core.interactions import load_data
+    from edgerec.core.metrics import paired_bootstrap
+    from edgerec.stages.data import make_data
 
     data_dir = args.work / "data"
     if args.one:

@@ -41,8 +41,8 @@ def throughput(teacher_dir: Path, data, log) -> dict:
     import numpy as np
     import torch
 
-    from edgerec.models import load_model, render_history
-    from edgerec.training import BF16_CPU_FLAGS, autocast, resolve_precision
+    from edgerec.core.models import load_model, render_history
+    from edgerec.core.training import BF16_CPU_FLAGS, autocast, resolve_precision
 
     rec = load_model(teacher_dir / "model")
     rng = np.random.default_rng(0)
@@ -99,7 +99,7 @@ def tail_view(data, tops: dict, per_user: dict) -> dict:
     half of the catalogue (training interactions), and coverage / tail share of the top-10s."""
     import numpy as np
 
-    from edgerec.metrics import beyond_accuracy, bootstrap_interval, item_popularity, paired_bootstrap
+    from edgerec.core.metrics import beyond_accuracy, bootstrap_interval, item_popularity, paired_bootstrap
 
     popularity = item_popularity(data.train_sequences(), data.num_items)
     _, targets = data.examples("test")
@@ -138,15 +138,17 @@ def main() -> None:
     parser.add_argument("--name", default="text_teacher", help="results file (benchmarks/results/NAME.json)")
     args = parser.parse_args()
 
-    from edgerec.build import BuildConfig, build
-    from edgerec.data import load_data, make_data
-    from edgerec.distill import DistillConfig, distill
-    from edgerec.evaluate import evaluate, rank_users
-    from edgerec.export import ExportConfig, export
-    from edgerec.metrics import paired_bootstrap
-    from edgerec.models import load_model
-    from edgerec.teacher import TEACHER_TRAIN, TEXT_TEACHER, TeacherConfig, train_teacher
-    from edgerec.training import TrainConfig
+    from edgerec.core.distillation import DistillConfig
+    from edgerec.core.evaluation import evaluate, rank_users
+    from edgerec.core.interactions import load_data
+    from edgerec.core.metrics import paired_bootstrap
+    from edgerec.core.models import load_model
+    from edgerec.core.training import TrainConfig
+    from edgerec.stages.build import BuildConfig, build
+    from edgerec.stages.data import make_data
+    from edgerec.stages.distill import distill
+    from edgerec.stages.export import ExportConfig, export
+    from edgerec.stages.teacher import TEACHER_TRAIN, TEXT_TEACHER, TeacherConfig, train_teacher
 
     def log(message: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)

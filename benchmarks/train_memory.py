@@ -32,9 +32,10 @@ SETTINGS = ("edgerec", "uncapped", "mmap64", "glibc-default")
 
 
 def one(setting: str, work: Path, epochs: int) -> dict:
-    import edgerec.training as training
-    from edgerec.distill import DistillConfig, distill
-    from edgerec.training import TrainConfig
+    import edgerec.core.training as training
+    from edgerec.core.distillation import DistillConfig
+    from edgerec.core.training import TrainConfig
+    from edgerec.stages.distill import distill
 
     libc = ctypes.CDLL("libc.so.6")
     original = training.reuse_freed_memory

@@ -41,9 +41,11 @@ def main() -> None:
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    from edgerec.data import load_data, make_data
-    from edgerec.models import Shape, build_id_model
-    from edgerec.teacher import _token_loss_module, causal_batches
+    from edgerec.core.batches import causal_batches
+    from edgerec.core.interactions import load_data
+    from edgerec.core.models import Shape, build_id_model
+    from edgerec.stages.data import make_data
+    from edgerec.stages.teacher import _token_loss_module
 
     if not args.data.exists():
         make_data(args.data)  # built-in movielens-100k

@@ -8,7 +8,7 @@ loops `edgerec teacher` and `edgerec distill` run, in three variants, each in it
 alike:
 - before: what edgerec did until this change: each batch left-padded to its longest history;
   validation in batches of 256 users in data order, each padded to max_len; glibc's defaults.
-- packed: batches packed (`edgerec.teacher.pack`) and validation sorted by length in batches of
+- packed: batches packed (`edgerec.stages.teacher.pack`) and validation sorted by length in batches of
   32, each padded to its own longest (`RecModel.scores`); glibc's defaults.
 - after: packed + `training.reuse_freed_memory` (what `fit` does with `--precision fp32`).
 - bf16: after + the forward pass under bf16 autocast (`--precision bf16`; fast only where the
@@ -65,7 +65,7 @@ def padded_batches(sequences, max_len: int, batch_size: int, kd_rows=None):
     (same draws from the same generator)."""
     import torch
 
-    from edgerec.teacher import batches_of
+    from edgerec.core.batches import batches_of
 
     def make(indices, rng):
         for batch in batches_of(indices, batch_size):
@@ -99,7 +99,7 @@ def old_validation(rec, histories, targets, num_items):
     """Validation as it ran before: 256 users at a time in data order, padded to max_len."""
     import torch
 
-    from edgerec import metrics
+    from edgerec.core import metrics
 
     total = 0.0
     with torch.inference_mode():
@@ -114,11 +114,19 @@ def old_validation(rec, histories, targets, num_items):
 def worker(case: str, variant: str, work: Path) -> dict:
     import torch
 
-    from edgerec.data import load_data, make_data
-    from edgerec.distill import STUDENT_SHAPE, DistillConfig, _row_lookup, compute_targets, distill_loss_module
-    from edgerec.models import RecModel, Shape, build_id_model
-    from edgerec.teacher import _token_loss_module, causal_batches, validator
-    from edgerec.training import Dist, autocast, reuse_freed_memory
+    from edgerec.core.batches import causal_batches, validator
+    from edgerec.core.distillation import (
+        STUDENT_SHAPE,
+        DistillConfig,
+        _row_lookup,
+        compute_targets,
+        distill_loss_module,
+    )
+    from edgerec.core.interactions import load_data
+    from edgerec.core.models import RecModel, Shape, build_id_model
+    from edgerec.core.training import Dist, autocast, reuse_freed_memory
+    from edgerec.stages.data import make_data
+    from edgerec.stages.teacher import _token_loss_module
 
     spec = CASES[case]
     data_dir = work / spec["dataset"]

@@ -3,6 +3,7 @@
     python examples/app.py dist/arm64 --history 50,258,100 [--explain] [--k 10]
     python examples/app.py dist/rpi4  --history 50,258,100      # TFLite: tflite-runtime 2.14 on a Pi
     python examples/app.py dist/arm64 --history 50,258,100 --incremental   # the step model
+    python examples/app.py dist/arm64 --history 50,258,100 --format executorch   # model.pte
 
 Reads `metadata.json` (input name, dtype, max length, padding, each file's sha256, checked
 first) and `items.json` (model index <-> your item ids and titles), encodes the history exactly
@@ -39,37 +40,54 @@ def check_integrity(bundle: Path, meta) -> None:
             raise SystemExit(f"error: {bundle / name} is not the file the bundle was built with")
 
 
-def load(bundle: Path):
+def _onnx(bundle: Path, meta, name):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    # e.g. the weight-only int8 form: fold its int8 weights into float ones once, at load
+    for key, value in meta.get("onnx_session_config", {}).get(name, {}).items():
+        options.add_session_config_entry(key, value)
+    session = ort.InferenceSession(str(bundle / name), options, providers=["CPUExecutionProvider"])
+    dtype = np.int32 if meta["inputs"]["input_ids"]["dtype"]["onnx"] == "int32" else np.int64
+    return lambda batch: session.run(["scores"], {"input_ids": batch.astype(dtype)})[0]  # any batch: one call
+
+
+def _tflite(bundle: Path, meta, name):
+    try:
+        from tflite_runtime.interpreter import Interpreter  # Raspberry Pi, older devices
+    except ImportError:
+        from ai_edge_litert.interpreter import Interpreter
+    interpreter = Interpreter(model_path=str(bundle / name))
+    signature = next(iter(interpreter.get_signature_list()))
+    runner = interpreter.get_signature_runner(signature)
+    output = interpreter.get_signature_list()[signature]["outputs"][0]
+    # the TFLite graph takes one history at a time
+    return lambda batch: np.concatenate([runner(input_ids=row[None].astype(np.int32))[output] for row in batch])
+
+
+def _executorch(bundle: Path, meta, name):
+    import torch  # ExecuTorch's Python runtime takes torch tensors (the app's C++/Kotlin/Swift API does not)
+    from executorch.runtime import Runtime
+
+    method = Runtime.get().load_program(bundle / name).load_method("forward")
+    # batch 1, int64 ids; output 0 is the scores
+    return lambda batch: np.concatenate(
+        [method.execute([torch.from_numpy(row[None].astype(np.int64))])[0].numpy() for row in batch]
+    )
+
+
+LOADERS = {"onnx": _onnx, "tflite": _tflite, "executorch": _executorch}  # in the order preferred
+
+
+def load(bundle: Path, fmt: str | None = None):
     meta = json.loads((bundle / "metadata.json").read_text())
     check_integrity(bundle, meta)
     items = json.loads((bundle / "items.json").read_text())
     files = meta["files"]
-    if "onnx" in files:
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        # e.g. the weight-only int8 form: fold its int8 weights into float ones once, at load
-        for key, value in meta.get("onnx_session_config", {}).get(files["onnx"], {}).items():
-            options.add_session_config_entry(key, value)
-        session = ort.InferenceSession(str(bundle / files["onnx"]), options, providers=["CPUExecutionProvider"])
-        dtype = np.int32 if meta["inputs"]["input_ids"]["dtype"]["onnx"] == "int32" else np.int64
-
-        def run(batch):  # dynamic batch: one call
-            return session.run(["scores"], {"input_ids": batch.astype(dtype)})[0]
-    else:
-        try:
-            from tflite_runtime.interpreter import Interpreter  # Raspberry Pi, older devices
-        except ImportError:
-            from ai_edge_litert.interpreter import Interpreter
-        interpreter = Interpreter(model_path=str(bundle / files["tflite"]))
-        signature = next(iter(interpreter.get_signature_list()))
-        runner = interpreter.get_signature_runner(signature)
-        output = interpreter.get_signature_list()[signature]["outputs"][0]
-
-        def run(batch):  # the TFLite graph takes one history at a time
-            return np.concatenate([runner(input_ids=row[None].astype(np.int32))[output] for row in batch])
-
-    return meta, items, run
+    fmt = fmt or next(f for f in LOADERS if f in files)
+    if fmt not in files:
+        raise SystemExit(f"error: the bundle has no {fmt} file (it has {', '.join(files)})")
+    return meta, items, LOADERS[fmt](bundle, meta, files[fmt])
 
 
 def load_step(bundle: Path, meta):
@@ -150,13 +168,14 @@ def main():
     parser.add_argument("bundle", type=Path)
     parser.add_argument("--history", required=True, help="your item ids, oldest first, comma-separated")
     parser.add_argument("--k", type=int, default=10)
+    parser.add_argument("--format", choices=sorted(LOADERS), help="the bundle file to run (default: the first it has)")
     parser.add_argument("--explain", action="store_true")
     parser.add_argument(
         "--incremental", action="store_true", help="feed the history item by item through the bundle's step model"
     )
     args = parser.parse_args()
 
-    meta, items, run = load(args.bundle)
+    meta, items, run = load(args.bundle, args.format)
     index_of = {str(entry["id"]): i + 1 for i, entry in enumerate(items)}  # model index = position + 1
     ids = [part.strip() for part in args.history.split(",") if part.strip()]
     unknown = [i for i in ids if i not in index_of]

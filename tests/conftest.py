@@ -56,7 +56,7 @@ def interactions_csv(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory, interactions_csv) -> Path:
-    from edgerec.data import DataConfig, make_data
+    from edgerec.stages.data import DataConfig, make_data
 
     out = tmp_path_factory.mktemp("artifacts") / "data"
     make_data(out, interactions=interactions_csv, config=DataConfig(title_col="title"))
@@ -74,7 +74,7 @@ def lock_holder():
     @contextlib.contextmanager
     def hold(out: Path):
         code = (
-            "import sys; from edgerec.artifacts import output_lock\n"
+            "import sys; from edgerec.core.artifacts import output_lock\n"
             f"with output_lock({str(out)!r}):\n    print('held', flush=True); sys.stdin.read()"
         )
         holder = subprocess.Popen(

@@ -16,16 +16,16 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from edgerec.artifacts import atomic_artifact, output_lock, read_manifest
 from edgerec.cli import app
-from edgerec.envs import run_runner
-from edgerec.errors import EdgerecError
-from edgerec.export import ExportConfig, export
-from edgerec.models import Shape
-from edgerec.recommend import Recommender
-from edgerec.teacher import TeacherConfig, train_teacher
-from edgerec.training import TrainConfig
-from edgerec.validate import ValidateConfig, validate
+from edgerec.core.artifacts import atomic_artifact, output_lock, read_manifest
+from edgerec.core.errors import EdgerecError
+from edgerec.core.models import Shape
+from edgerec.core.training import TrainConfig
+from edgerec.devices.envs import run_runner
+from edgerec.stages.export import ExportConfig, export
+from edgerec.stages.recommend import Recommender
+from edgerec.stages.teacher import TeacherConfig, train_teacher
+from edgerec.stages.validate import ValidateConfig, validate
 
 SHAPE = Shape(hidden=16, layers=1, heads=2, intermediate=32, max_len=8)
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "app.py"
@@ -122,7 +122,7 @@ def test_a_damaged_weight_file_in_an_artifact_is_one_line(built, tmp_path, data_
     manifest = teacher / "manifest.json"  # without the manifest, the loader itself names the file
     manifest.unlink()
     with pytest.raises(EdgerecError, match="damaged safetensors file"):
-        from edgerec.models import load_model
+        from edgerec.core.models import load_model
 
         load_model(teacher / "model")
 

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from edgerec.cli.common import JsonOut, Precision, emit_json, finite, plain_table, user_errors
+from edgerec.cli.common import Formats, JsonOut, Precision, emit_json, finite, format_list, plain_table, user_errors
 from edgerec.cli.targets import TargetsDir
 from edgerec.cli.validate import print_beyond_and_budgets, print_emulated
 
@@ -80,6 +80,7 @@ def build(
             "names (qemu user mode; set up once into the cache, about 2 minutes)."
         ),
     ] = True,
+    formats: Formats = None,
     targets_dir: TargetsDir = None,
     json_out: JsonOut = False,
 ) -> None:
@@ -90,8 +91,8 @@ def build(
     nothing changed only re-validates. The app embeds `dist/<target>/`; `report.html` there shows
     the plots. Exit code 0 when every budget passes, 1 when one fails, 2 for bad input."""
     with user_errors():
-        from edgerec.build import BuildConfig
-        from edgerec.build import build as run
+        from edgerec.stages.build import BuildConfig
+        from edgerec.stages.build import build as run
 
         config = BuildConfig(
             target=target,
@@ -108,6 +109,7 @@ def build(
             dist=str(dist),
             emulate=emulate,
             keep=keep,
+            formats=format_list(formats),
         )
         result = run(config, targets_dir=targets_dir, log=lambda m: typer.echo(m, err=True))
     report = result["report"]

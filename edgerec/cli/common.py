@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal, Optional
 
 import typer
 
-from edgerec.errors import EdgerecError
+from edgerec.core.errors import EdgerecError
 
 # Loggers that print import-time noise unrelated to the user's job (torchao's optional CUDA
 # kernels that cannot load on a CPU box; a torch deprecation warning torchao triggers).
@@ -115,3 +115,20 @@ Precision = Annotated[
 ]
 Overwrite = Annotated[bool, typer.Option(help="Replace an existing artifact.")]
 JsonOut = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
+Formats = Annotated[
+    Optional[str],
+    typer.Option(
+        help="Comma-separated formats to write, from the profile's formats and offers (edgerec targets "
+        "show T), e.g. onnx,tflite,executorch. Default: the profile's formats."
+    ),
+]
+
+
+def format_list(value: str | None) -> tuple[str, ...] | None:
+    """`--formats onnx,executorch` as a tuple (None when not given)."""
+    if value is None:
+        return None
+    names = tuple(dict.fromkeys(v.strip() for v in value.split(",") if v.strip()))
+    if not names:
+        raise typer.BadParameter("name at least one format", param_hint="--formats")
+    return names

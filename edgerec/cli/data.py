@@ -65,7 +65,7 @@ def data(
     start at 1 (0 = padding), most popular first.
     """
     with user_errors():
-        from edgerec.data import CalibrationRecipe, DataConfig, make_data
+        from edgerec.stages.data import CalibrationRecipe, DataConfig, make_data
 
         config = DataConfig(
             user_col=user_col,

@@ -147,11 +147,12 @@ def distill(
     and data reuses them. Runs unchanged under torchrun / accelerate launch.
     """
     with user_errors():
-        from edgerec.data import load_data
-        from edgerec.distill import DistillConfig, size_student
-        from edgerec.distill import distill as run
-        from edgerec.models import Shape
-        from edgerec.training import TrainConfig
+        from edgerec.core.distillation import DistillConfig
+        from edgerec.core.interactions import load_data
+        from edgerec.core.models import Shape
+        from edgerec.core.training import TrainConfig
+        from edgerec.stages.distill import distill as run
+        from edgerec.stages.distill import size_student
 
         shape = Shape(
             hidden=hidden,

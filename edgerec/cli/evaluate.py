@@ -14,7 +14,7 @@ from edgerec.cli.common import (
     table,
     user_errors,
 )
-from edgerec.errors import EdgerecError
+from edgerec.core.errors import EdgerecError
 
 
 def evaluate(
@@ -34,8 +34,8 @@ def evaluate(
     Every item in the catalogue is ranked (no sampled negatives); items already in the user's
     history are masked unless --keep-history."""
     with user_errors():
-        from edgerec.artifacts import check_file_output, check_writable, write_json
-        from edgerec.evaluate import evaluate_artifact, public
+        from edgerec.core.artifacts import check_file_output, check_writable, write_json
+        from edgerec.core.evaluation import evaluate_artifact, public
 
         if out is not None:
             check_file_output(out, "the evaluation report")

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from edgerec.cli.common import JsonOut, Overwrite, emit_json, plain_table, user_errors
+from edgerec.cli.common import Formats, JsonOut, Overwrite, emit_json, format_list, plain_table, user_errors
 from edgerec.cli.targets import TargetsDir
 
 
@@ -42,25 +42,26 @@ def export(
             "profile's [device] emulate names (qemu user mode; set up once into the cache)."
         ),
     ] = True,
+    formats: Formats = None,
     targets_dir: TargetsDir = None,
     overwrite: Overwrite = False,
     json_out: JsonOut = False,
 ) -> None:
-    """Export ONNX and/or TFLite for a target profile and check each file on every runtime the
-    profile names against PyTorch (max |score difference| and top-10 agreement on real test
-    users); a mismatch fails the export and leaves nothing behind.
+    """Export the profile's formats (ONNX, TFLite; ExecuTorch's .pte with --formats) and check
+    each file on every runtime the profile names for it against PyTorch (max |score difference|
+    and top-10 agreement on real test users); a mismatch fails the export and leaves nothing behind.
 
     The bundle holds the model file(s), `items.json` (model index -> your item id, titles) and
     `metadata.json` (inputs, outputs, padding, max length, target, parity)."""
     with user_errors():
-        from edgerec.export import ExportConfig
-        from edgerec.export import export as run
+        from edgerec.stages.export import ExportConfig
+        from edgerec.stages.export import export as run
 
         manifest = run(
             model,
             data,
             out,
-            ExportConfig(target=target, top_k=top_k, step=step, emulate=emulate),
+            ExportConfig(target=target, top_k=top_k, step=step, emulate=emulate, formats=format_list(formats)),
             targets_dir=targets_dir,
             overwrite=overwrite,
             log=lambda m: typer.echo(m, err=True),
@@ -79,7 +80,7 @@ def export(
     ]
     typer.echo(f"bundle -> {out or Path('dist') / target}")
     for fmt, size in manifest["sizes"].items():
-        typer.echo(f"  model.{fmt}: {size / 1e6:.3f} MB")
+        typer.echo(f"  {manifest['files_by_format'][fmt]}: {size / 1e6:.3f} MB")
     plain_table(["runtime", "max |diff| vs torch", "top-10 agreement", "users"], rows)
     if isinstance(arm, str):
         typer.echo(f"ARM parity (emulated): {arm}")

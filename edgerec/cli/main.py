@@ -82,7 +82,7 @@ def root(
 ) -> None:
     """edgerec: on-device recommenders from BERT teachers."""
     if verbose:
-        from edgerec.console import set_verbose
+        from edgerec.core.console import set_verbose
 
         set_verbose(True)
 

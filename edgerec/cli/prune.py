@@ -78,13 +78,13 @@ def prune(
     using the cached teacher targets. Writes an artifact that export, quantize and validate take
     like a student."""
     with user_errors():
-        from edgerec.prune import PruneConfig
-        from edgerec.prune import prune as run
-        from edgerec.training import TrainConfig
+        from edgerec.core.training import TrainConfig
+        from edgerec.stages.prune import PruneConfig
+        from edgerec.stages.prune import prune as run
 
         max_bytes = None
         if target is not None:
-            from edgerec.targets import load_target
+            from edgerec.core.targets import load_target
 
             max_bytes = int(load_target(target, targets_dir).budgets.max_model_mb * 1e6)
         config = PruneConfig(

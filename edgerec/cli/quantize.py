@@ -66,8 +66,8 @@ def quantize(
     fits. Calibration ranges are kept in the bundle (calibration/); the manifest lists every form's
     size, accuracy and instructions, and why one was chosen."""
     with user_errors():
-        from edgerec.quantize import QuantizeConfig
-        from edgerec.quantize import quantize as run
+        from edgerec.stages.quantize import QuantizeConfig
+        from edgerec.stages.quantize import quantize as run
 
         config = QuantizeConfig(
             target=target,

@@ -31,7 +31,7 @@ def recommend(
     runtime an app would use; items already in the history are not recommended, so fewer than
     K come back when fewer are left (--json: `returned` and `candidates` say so)."""
     with user_errors():
-        from edgerec.recommend import Recommender
+        from edgerec.stages.recommend import Recommender
 
         ids = [part.strip() for part in history.split(",") if part.strip()]
         recommender = Recommender(bundle, allow_modified=allow_modified)

@@ -24,9 +24,9 @@ TargetsDir = Annotated[
 
 @app.command("list")
 def list_(targets_dir: TargetsDir = None, json_out: JsonOut = False) -> None:
-    """One line per profile: name, formats, runtimes, budgets."""
+    """One line per profile: name, formats (offered ones in parentheses: --formats), runtimes, budgets."""
     with user_errors():
-        from edgerec.targets import available, load_target_file
+        from edgerec.core.targets import available, load_target_file
 
         profiles = {name: load_target_file(path) for name, path in available(targets_dir).items()}
     if json_out:
@@ -35,7 +35,7 @@ def list_(targets_dir: TargetsDir = None, json_out: JsonOut = False) -> None:
     rows = [
         [
             name,
-            ",".join(t.formats),
+            ",".join(t.formats) + "".join(f" (+{f})" for f in t.offers),
             ",".join(f"{r.name}>={r.min_version}" for r in t.runtimes),
             f"<={t.budgets.max_model_mb:g} MB",
             f"<={t.budgets.max_p95_ms:g} ms",
@@ -54,7 +54,7 @@ def show(
 ) -> None:
     """Everything a profile sets, with the file it came from."""
     with user_errors():
-        from edgerec.targets import available, load_target
+        from edgerec.core.targets import available, load_target
 
         target = load_target(name, targets_dir)
         path = available(targets_dir)[name]

@@ -29,7 +29,7 @@ from edgerec.cli.common import (
     table,
     user_errors,
 )
-from edgerec.teacher import TEACHER_SHAPE, TEACHER_TRAIN, TEXT_TEACHER  # the defaults --help shows
+from edgerec.stages.teacher import TEACHER_SHAPE, TEACHER_TRAIN, TEXT_TEACHER  # the defaults --help shows
 
 app = typer.Typer(no_args_is_help=False, rich_markup_mode="markdown")
 
@@ -135,12 +135,12 @@ def train(
         patience = patience if "patience" in given else text_train.patience
         precision = precision if "precision" in given else text_train.precision
     with user_errors():
-        from edgerec.models import Shape
-        from edgerec.teacher import TeacherConfig, train_teacher
-        from edgerec.training import TrainConfig
+        from edgerec.core.models import Shape
+        from edgerec.core.training import TrainConfig
+        from edgerec.stages.teacher import TeacherConfig, train_teacher
 
         if kind not in ("causal", "masked", "text"):
-            from edgerec.errors import EdgerecError
+            from edgerec.core.errors import EdgerecError
 
             raise EdgerecError(f"unknown --kind '{kind}' (causal, masked or text)")
         config = TeacherConfig(
@@ -216,7 +216,7 @@ def import_(
     for are counted and explained, one line each. `--text-*` say how a text checkpoint reads a
     history (as it was fine-tuned)."""
     with user_errors():
-        from edgerec.teacher import TeacherConfig, import_teacher
+        from edgerec.stages.teacher import TeacherConfig, import_teacher
 
         reading = TeacherConfig(
             kind="text",

@@ -65,7 +65,7 @@ def print_step_model(step: dict | None) -> None:
 def print_emulated(emulated) -> None:
     """The bundle on the aarch64 runtimes under emulation: agreement with this machine, ARM
     instructions per call (the only cost figure emulation gives: its seconds mean nothing)."""
-    from edgerec.report import EMULATED_HEADERS, emulated_rows
+    from edgerec.core.report import EMULATED_HEADERS, emulated_rows
 
     if isinstance(emulated, dict):
         typer.echo("")
@@ -124,8 +124,8 @@ def validate(
     load time, peak memory and file size, and checks the profile's budgets. Exit code 0 when every
     budget passes, 1 when one fails, 2 for bad input."""
     with user_errors():
-        from edgerec.validate import ValidateConfig
-        from edgerec.validate import validate as run
+        from edgerec.stages.validate import ValidateConfig
+        from edgerec.stages.validate import validate as run
 
         result = run(
             bundle or Path("dist") / target,

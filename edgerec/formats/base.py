@@ -3,17 +3,52 @@
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from edgerec.core.errors import EdgerecError
+
+
+@dataclass
+class Int8Plan:
+    """How `quantize` makes one int8 form of one file: `make(units)` writes a file with exactly
+    those units in int8 (the rest float) and returns its path; `units` are the ones the accuracy
+    loop may keep in float one by one; `structural` the units that stay float whatever the
+    accuracy, with why; `float_ops` the op types the profile keeps float."""
+
+    make: Callable[[list[str]], Path]
+    units: list[str]
+    structural: dict[str, str] = field(default_factory=dict)
+    float_ops: tuple = ()
+
 
 class ModelFormat(abc.ABC):
-    name: str  # the profile's `formats` key and the files' suffix: model.<name>, step.<name>
+    name: str  # the profile's `formats` key
+    suffix: str = ""  # the files' suffix (model.<suffix>, step.<suffix>); "" = the name
+    # runtime name -> how to open a file of this format for a target profile (`open_model`);
+    # None for a runtime that only runs in an environment of its own (`devices.envs`)
+    runtimes: dict = {}
+    # The batch the files are exported with (None: any batch); an app makes one call per user.
+    fixed_batch: int | None = None
     # Users a parity check replays through a file (None: every one given); batch-1 formats
     # take fewer, since each user is one call.
     parity_users: int | None = None
     step_parity_users: int = 64
+    writes_step = True  # can write the incremental step model
+
+    def file_name(self, stem: str) -> str:
+        return f"{stem}.{self.suffix or self.name}"
+
+    def missing(self) -> str | None:
+        """Why this format cannot be written here (an optional extra not installed), or None."""
+        return None
+
+    def input_shape(self, max_len: int) -> list:
+        """The `input_ids` shape of the full model's files, for metadata.json."""
+        return [self.fixed_batch or "batch", max_len]
 
     @abc.abstractmethod
     def input_dtype(self, target) -> str:
@@ -36,9 +71,51 @@ class ModelFormat(abc.ABC):
         return {}
 
     @abc.abstractmethod
+    def plan_int8(
+        self, form: str, src: Path, work: Path, calibration: Path, settings, sequences, meta, target, log, model=None
+    ):
+        """An `Int8Plan` for `form` of the fp32 file `src` (metadata `meta`): calibration on
+        `sequences`, if the form needs it, runs here and its ranges go into the `calibration`
+        folder; the files `make` writes go to `work`. `model()` loads the PyTorch model the
+        bundle was exported from, for formats that quantize the graph rather than the file."""
+
+    @abc.abstractmethod
+    def quantize_step(
+        self, src: Path, dst: Path, calibration: Path, settings, sequences, log, model=None
+    ) -> tuple[str, dict]:
+        """The step model `src` in int8 at `dst` with the profile's scheme for this format:
+        (scheme, {unit kept float: why})."""
+
+    app_file_keys: tuple[str, ...] = ()  # the metadata.json keys `app_files` writes
+
+    def app_files(self, folder: Path, meta: dict, step_entry: dict | None, target, histories) -> dict:
+        """Files an app of this format loads besides the model files (e.g. ORT Mobile's .ort),
+        written into the bundle `folder` and checked: their metadata.json entries by key."""
+        return {}
+
+    # A text teacher (a Hugging Face model over titles) exported for comparison: formats that
+    # can, say so and implement `write_text_model`.
+    exports_text = False
+
+    def write_text_model(self, rec, model_dir: Path, out: Path):
+        """The text teacher `rec` (loaded from `model_dir`) as the file `out`; returns a
+        `runtimes.Scorer` for that file."""
+        raise EdgerecError(f"a text teacher cannot be exported to {self.name}")
+
+    @abc.abstractmethod
     def top_k_items(self, path: Path, input_ids) -> np.ndarray:
         """The `items` output [B, K] of an in-graph top-K file for encoded inputs, on this host."""
 
     @abc.abstractmethod
     def open_bundle_file(self, path: Path, meta: dict, threads: int):
         """A `runtimes.Scorer` for a bundle file, opened as an app on this host would."""
+
+
+class UnsupportedMix(EdgerecError):
+    """The quantizer cannot make this mix of int8 and float ops (e.g. a tied item table read by
+    an int8 lookup and a float output layer, under ai-edge-quantizer 0.10)."""
+
+    expected = True  # fit_tolerance handles it: the quantizer's output stays off the console
+
+
+CHUNK = 64  # calibration sequences per collection step

@@ -1,0 +1,105 @@
+"""Isolated Python environments for runtimes that cannot share edgerec's.
+
+tflite-runtime 2.14 was built against NumPy 1.x and cannot create an interpreter under NumPy 2
+(design.md), exactly like the Python on many devices. Such a runtime gets its own venv in the
+cache, created on first use from the package index, and models run there through the standalone
+`device_runner.py` — the same mechanism a remote device uses.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from edgerec.core.datasets import cache_dir
+from edgerec.core.errors import EdgerecError
+from edgerec.core.files import load_npz
+
+ENVIRONMENTS = {
+    "tflite-runtime": ["tflite-runtime==2.14.0", "numpy<2"],
+}
+
+
+def python_for(runtime: str) -> Path:
+    """The interpreter of the runtime's environment, created (once) if needed."""
+    if runtime not in ENVIRONMENTS:
+        raise EdgerecError(f"no isolated environment is defined for runtime '{runtime}'")
+    folder = cache_dir() / "envs" / runtime
+    python = folder / "bin" / "python"
+    ready = folder / ".ready"
+    if ready.is_file() and python.is_file():
+        return python
+    # Built in place (a venv hard-codes its own path); `.ready` is written last, so a crash
+    # halfway leaves a folder that the next call removes and builds again.
+    shutil.rmtree(folder, ignore_errors=True)
+    try:
+        subprocess.run([sys.executable, "-m", "venv", str(folder)], check=True, capture_output=True)
+        result = subprocess.run(
+            [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", *ENVIRONMENTS[runtime]],
+            capture_output=True,
+            text=True,
+        )
+        if result.returncode != 0:
+            last = (result.stderr.strip().splitlines() or ["pip failed"])[-1]
+            raise EdgerecError(f"cannot set up the {runtime} environment: {last}")
+        ready.write_text("ok\n")
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    return python
+
+
+def run_isolated(runtime: str, model: Path, input_ids, threads: int = 1):
+    """Run the standalone runner in the runtime's environment; returns (scores, seconds)."""
+    out = run_runner(python_for(runtime), runtime, model, input_ids, threads)
+    return out["scores"], out["seconds"]
+
+
+def run_runner(
+    python: Path | str, runtime: str, model: Path, input_ids, threads: int = 1, warmup: int = 0, step: bool = False
+) -> dict:
+    """`device_runner.py` under the given interpreter, in its own process: scores, per-call
+    seconds, load seconds and peak RSS of a process that only loads and runs the model.
+    `step`: the model is a step model, each row is replayed item by item."""
+    import tempfile
+
+    import numpy as np
+
+    runner = Path(__file__).with_name("device_runner.py")
+    with tempfile.TemporaryDirectory() as tmp:
+        np.save(Path(tmp) / "inputs.npy", input_ids)
+        result = subprocess.run(
+            [
+                str(python),
+                str(runner),
+                str(model),
+                str(Path(tmp) / "inputs.npy"),
+                str(Path(tmp) / "out.npz"),
+                "--threads",
+                str(threads),
+                "--warmup",
+                str(warmup),
+                *(["--step"] if step else []),
+            ],
+            capture_output=True,
+            text=True,
+        )
+        if result.returncode != 0:
+            raise EdgerecError(f"{model}: {runtime} {runner_failure(result.returncode, result.stderr)}")
+        return load_npz(Path(tmp) / "out.npz", f"the {runtime} runner's output")
+
+
+def runner_failure(returncode: int, stderr: str) -> str:
+    """How a runner process ended, in a few words: the signal that killed it (a segfault in the
+    runtime, the OOM killer) or its exit code and last line of error output."""
+    lines = [line for line in (stderr or "").strip().splitlines() if line.strip()]
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        return f"crashed ({name}){': ' + lines[-1] if lines else ''}"
+    return f"failed (exit {returncode}): {lines[-1] if lines else 'no output'}"

@@ -1,0 +1,79 @@
+"""Recommendations and explanations from a bundle alone (the model file, items.json,
+metadata.json), through the target's runtime: what `edgerec recommend` and a notebook use.
+
+An explanation ranks the history items by how much each one contributed to a recommended item's
+score: the score drop when that item is left out of the history (leave-one-out, one extra forward
+pass per history item, batched in one call for ONNX). Cheap for a small student, exact for the
+model as shipped, and an app can do the same with its runtime alone (examples/app.py does).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from edgerec.core import metrics
+from edgerec.core.errors import EdgerecError
+from edgerec.core.files import read_bundle, read_json
+from edgerec.formats import FORMATS
+
+
+class Recommender:
+    def __init__(self, bundle: Path, threads: int = 1, allow_modified: bool = False):
+        """Every bundle file is checked against metadata.json's hashes first; `allow_modified`
+        lets changed files through (listed in `self.modified`)."""
+        bundle = Path(bundle)
+        self.meta, self.modified = read_bundle(bundle, allow_modified=allow_modified)
+        self.items = read_json(bundle / "items.json", "the bundle's item list")
+        self.index_of = {str(entry["id"]): i + 1 for i, entry in enumerate(self.items)}
+        files = self.meta.get("files", {})
+        fmt = next((name for name in FORMATS if name in files), None)  # the first the bundle has
+        if fmt is None:
+            raise EdgerecError(f"{bundle}: no model file in metadata.json")
+        self.scorer = FORMATS[fmt].open_bundle_file(bundle / files[fmt], self.meta, threads)
+        if self.meta.get("top_k"):
+            raise EdgerecError(f"{bundle}: exported with in-graph top-K; export without --top-k for explanations")
+
+    def indices(self, history_ids) -> list[int]:
+        history_ids = [str(i) for i in history_ids]
+        if not history_ids:
+            raise EdgerecError("the history is empty: give at least one item id")
+        unknown = [i for i in history_ids if i not in self.index_of]
+        if unknown:
+            raise EdgerecError(f"{len(unknown)} item ids are not in the catalogue (e.g. {unknown[0]!r})")
+        return [self.index_of[i] for i in history_ids]
+
+    def recommend(self, history_ids, k: int = 10, explain: bool = False, reasons: int = 3) -> list[dict]:
+        """The k best items not in the history, best first (fewer when fewer are left: see
+        `candidates`); with `explain`, each gets its top history items by contribution (score
+        drop when left out)."""
+        history = self.indices(history_ids)
+        window = history[-self.meta["max_len"] :]  # what the model reads
+        variants = [history] + ([window[:j] + window[j + 1 :] for j in range(len(window))] if explain else [])
+        scores = self.scorer.scores(variants)
+        top = metrics.top_k(scores[:1], k, self.meta["num_items"], [history])[0]
+        out = []
+        for index in top[top > 0]:  # 0 = no candidate left
+            entry = self.items[index - 1]
+            row = {"item": entry["id"], "index": int(index), "score": float(scores[0, index])}
+            if "title" in entry:
+                row["title"] = entry["title"]
+            if explain:
+                drops = scores[0, index] - scores[1:, index]  # per left-out history position
+                order = np.argsort(-drops, kind="stable")[:reasons]
+                row["because"] = [
+                    {
+                        "item": self.items[window[j] - 1]["id"],
+                        "title": self.items[window[j] - 1].get("title"),
+                        "contribution": float(drops[j]),
+                    }
+                    for j in order
+                ]
+            out.append(row)
+        return out
+
+    def candidates(self, history_ids) -> int:
+        """How many items can be recommended after this history: the catalogue less the distinct
+        items in it."""
+        return int(metrics.candidate_counts(self.meta["num_items"], [self.indices(history_ids)])[0])

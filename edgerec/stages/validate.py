@@ -1,0 +1,584 @@
+"""`edgerec validate --target T`: the bundle on the target's own runtimes, against its budgets.
+
+Each runtime the profile names runs the bundle in a separate process through the standalone
+`device_runner.py` (NumPy + the runtime, no edgerec), using only the bundle's files, exactly as an
+app would: one batch-1 call per test user. That one process gives the scores (accuracy), the
+per-call latency after a warm-up, the model load time (cold start) and the peak resident memory
+of a process that does nothing else. tflite-runtime 2.14 runs in its own environment (envs.py).
+
+Accuracy is full-ranking on the test users with the history masked, next to the teacher and the
+fp32 student (PyTorch) on the same users, found through the bundle's lineage (its manifests) or
+given explicitly. Budgets come from the profile; latency is measured on this machine, which is
+not the profile's reference device, and the report says so. A bundle with a step model is also
+replayed item by item through it on every runtime (`validate_steps`).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgerec.core import metrics
+from edgerec.core.artifacts import check_writable, read_artifact, read_manifest
+from edgerec.core.errors import EdgerecError
+from edgerec.core.evaluation import item_ids_hash, resolve_model_dir
+from edgerec.core.files import read_bundle, read_json
+from edgerec.core.interactions import load_data
+from edgerec.core.models import load_model
+from edgerec.core.report import write_report
+from edgerec.core.targets import Target, load_target
+from edgerec.devices.device import SshDevice
+from edgerec.devices.emulator import OFF, EmulatedDevice, EmulatorUnavailable, switched_off
+from edgerec.devices.envs import python_for, run_runner
+from edgerec.devices.runtimes import encode
+from edgerec.formats import FORMATS, RUNTIMES, target_profile
+from edgerec.formats.checks import accuracy, latency_stats, replay, score_outputs
+from edgerec.formats.onnx.text import TextOnnxScorer, cached_text_onnx
+
+
+@dataclass(frozen=True)
+class ValidateConfig:
+    target: str
+    warmup: int = 50  # untimed batch-1 calls before timing
+    users: int | None = None  # test users (None: all); each is one timed batch-1 call
+    device: str | None = None  # ssh://user@host[:port]: run the bundle there (edgerec/devices/device.py)
+    device_python: str = "python3"
+    ssh_key: str | None = None
+    allow_modified: bool = False  # validate files that differ from the hashes the bundle records
+    emulate: bool = True  # run the profile's [device] emulate CPUs (edgerec/devices/emulator.py)
+
+
+def lineage(bundle: Path) -> dict[str, Path | None]:
+    """The fp32 bundle, student and teacher this bundle came from, where they still exist."""
+    found: dict[str, Path | None] = {"fp32_bundle": None, "student": None, "teacher": None}
+    try:
+        manifest = read_manifest(bundle)
+        if manifest["stage"] == "quantize":
+            found["fp32_bundle"] = Path(manifest["inputs"]["bundle"]["path"])
+            manifest = read_manifest(found["fp32_bundle"], "export")
+        model = Path(manifest["inputs"]["model"]["path"])
+        model_manifest = read_manifest(model)
+        if model_manifest["stage"] == "teacher":
+            found["teacher"] = model
+        else:
+            found["student"] = model
+            found["teacher"] = Path(model_manifest["inputs"]["teacher"]["path"])
+    except (EdgerecError, KeyError, OSError):
+        pass
+    return {k: (v if v is not None and v.exists() else None) for k, v in found.items()}
+
+
+def load_bundle(bundle: Path, target, allow_modified: bool = False) -> tuple[dict, list, list[str]]:
+    """metadata.json and items.json, every bundle file checked against the hashes metadata.json
+    records (`files.read_bundle`), checked against each other and the target; also returns the
+    files let through as modified (`allow_modified`)."""
+    bundle = Path(bundle)
+    meta, modified = read_bundle(bundle, allow_modified=allow_modified)
+    items = read_json(bundle / "items.json", "the bundle's item list")
+    if meta.get("target") != target.name:
+        raise EdgerecError(f"{bundle}: a bundle for target {meta.get('target')!r}, not {target.name!r}")
+    if not isinstance(items, list) or len(items) != meta.get("num_items"):
+        raise EdgerecError(
+            f"{bundle}: items.json lists {len(items) if isinstance(items, list) else 'no'} "
+            f"items but metadata.json says the model scores {meta.get('num_items')}"
+        )
+    for fmt, name in meta.get("files", {}).items():
+        if not (bundle / name).is_file():
+            raise EdgerecError(f"{bundle}: {name} is missing")
+    return meta, items, modified
+
+
+def run_bundle(
+    bundle: Path, meta: dict, target, histories, targets, num_items: int, warmup: int, teacher_top=None, device=None
+) -> dict:
+    """Every runtime of the profile on the bundle, each in its own runner process (on `device`
+    when given: an `SshDevice`)."""
+    results = {}
+    for runtime in target.runtimes:
+        fmt = RUNTIMES[runtime.name][0]
+        name = meta["files"].get(fmt)
+        if name is None:
+            raise EdgerecError(f"{bundle}: runtime {runtime.name} needs a .{fmt} file, the bundle has none")
+        dtype = FORMATS[fmt].input_dtype(target)
+        ids = encode(histories, meta["max_len"], dtype)
+        if device is not None:
+            out = device.run_runner(runtime.name, Path(bundle) / name, ids, target.threads, warmup)
+        else:
+            python = python_for(runtime.name) if runtime.environment == "isolated" else sys.executable
+            out = run_runner(python, runtime.name, Path(bundle) / name, ids, target.threads, warmup)
+        summary, top, per_user = score_outputs(
+            out["scores"],
+            meta.get("top_k"),
+            num_items,
+            histories,
+            targets,
+            teacher_top,
+            f"{bundle}: {name} on {runtime.name}",
+        )
+        results[runtime.name] = {
+            "top": top,
+            "file": name,
+            "bytes": (Path(bundle) / name).stat().st_size,
+            "metrics": summary,
+            "per_user_ndcg10": per_user["NDCG@10"],
+            "latency": latency_stats(out["seconds"]),
+            "latency_ms": (np.asarray(out["seconds"]) * 1e3).tolist(),
+            "load_ms": float(out["load_seconds"]) * 1e3,
+            "peak_rss_mb": float(out["peak_rss_bytes"]) / 1e6,
+        }
+    return results
+
+
+def validate_steps(
+    bundle: Path, entry: dict, target, histories, targets, num_items: int, full_runs: dict, warmup: int = 0, device=None
+) -> dict:
+    """Replay every test history through the bundle's step files on each runtime of the profile:
+    the final top-10 against the full model's on the same runtime (identical in fp32; after int8
+    the two files are quantized separately, so agreement is reported), accuracy, and per-update
+    latency beside the full model's per-call latency."""
+    out = {}
+    for runtime in target.runtimes:
+        fmt = RUNTIMES[runtime.name][0]
+        name = entry["files"].get(fmt)
+        if name is None or runtime.name not in full_runs:
+            continue
+        dtype = FORMATS[fmt].input_dtype(target)
+        result = replay(
+            runtime,
+            Path(bundle) / name,
+            encode(histories, entry["layout"]["window"], dtype),
+            target.threads,
+            warmup,
+            device,
+        )
+        reference = full_runs[runtime.name]["top"]
+        summary, top, _ = score_outputs(
+            result["scores"],
+            entry.get("top_k"),
+            num_items,
+            histories,
+            targets,
+            reference,
+            f"{bundle}: {name} on {runtime.name}",
+        )
+        latency = latency_stats(result["seconds"])
+        out[runtime.name] = {
+            "file": name,
+            "bytes": (Path(bundle) / name).stat().st_size,
+            "users": len(histories),
+            "updates": latency["runs"],
+            "metrics": summary,
+            "identical_top10": float((top == reference).all(axis=1).mean()),
+            "top10_agreement_with_full_model": summary["top10_agreement"]["mean"],
+            "latency_per_update": latency,
+            "p50_vs_full_call": latency["p50_ms"] / full_runs[runtime.name]["latency"]["p50_ms"],
+        }
+    return out
+
+
+def _pytorch(model_dir: Path, data, histories, targets, teacher_top=None, timed: int = 200) -> dict:
+    rec = load_model(resolve_model_dir(model_dir))
+    scores = rec.scores(histories)
+    summary, top, per_user = accuracy(scores, histories, targets, data.num_items, teacher_top)
+    seconds = []
+    for history in histories[:timed]:  # batch-1 eager calls, as a PyTorch user would run it
+        started = time.perf_counter()
+        rec.scores([history])
+        seconds.append(time.perf_counter() - started)
+    size = sum(p.stat().st_size for p in resolve_model_dir(model_dir).glob("*.safetensors"))
+    return {
+        "metrics": summary,
+        "top": top,
+        "per_user_ndcg10": per_user["NDCG@10"],
+        "latency": latency_stats(seconds),
+        "bytes": size,
+        "parameters": rec.num_parameters,
+        "kind": rec.kind,
+    }
+
+
+def _text_onnx(teacher: Path, data, histories, targets, reference: dict, timed: int = 200) -> dict:
+    """A text teacher in ONNX Runtime (optimum's export, cached per teacher): the "before" model
+    runtime to runtime. Same users, same inputs, batch-1 calls as the PyTorch reference."""
+    model_dir = resolve_model_dir(teacher)
+    rec = load_model(model_dir)
+    path = cached_text_onnx(teacher, model_dir)
+    scorer = TextOnnxScorer(rec, path)
+    summary, _, per_user = accuracy(scorer.scores(histories), histories, targets, data.num_items, reference["top"])
+    seconds = []
+    for history in histories[:timed]:
+        started = time.perf_counter()
+        scorer.scores([history])
+        seconds.append(time.perf_counter() - started)
+    return {
+        "metrics": summary,
+        "latency": latency_stats(seconds),
+        "bytes": path.stat().st_size,
+        "file": "model.onnx (fp32, optimum)",
+        "runtime": "onnxruntime",
+        "ndcg10_minus_pytorch": float(np.mean(per_user["NDCG@10"] - reference["per_user_ndcg10"])),
+    }
+
+
+def coverage_budgets(target, runs: dict, beyond: dict, label: str) -> list[dict]:
+    """The profile's optional `min_coverage_retained`: bundle coverage@10 / the teacher's."""
+    limit = target.budgets.min_coverage_retained
+    if limit is None:
+        return []
+    rows = []
+    for runtime, r in runs.items():
+        kept = beyond["models"][f"{label} {r['file']} ({runtime})"].get("vs_teacher", {}).get("coverage")
+        rows.append(
+            {
+                "budget": "coverage@10 kept vs teacher",
+                "where": runtime,
+                "value": None if kept is None else round(kept, 4),
+                "limit": f">= {limit}",
+                "status": (
+                    "SKIP (no teacher found; pass --teacher)" if kept is None else "PASS" if kept >= limit else "FAIL"
+                ),
+            }
+        )
+    return rows
+
+
+def check_budgets(
+    target, runs: dict, teacher_ndcg: float | None, where: str = "this machine", latency_checked: bool = True
+) -> list[dict]:
+    """One row per budget and runtime. A latency that does not stand for the reference device
+    (`latency_stands_for_device`) is reported, never passed: "NOT CHECKED (...)"."""
+    budgets, rows = target.budgets, []
+    for runtime, r in runs.items():
+        mb = r["bytes"] / 1e6
+        rows.append(
+            {
+                "budget": "model size",
+                "where": f"{r['file']} ({runtime})",
+                "value": round(mb, 4),
+                "limit": f"<= {budgets.max_model_mb} MB",
+                "status": "PASS" if mb <= budgets.max_model_mb else "FAIL",
+            }
+        )
+        p95 = r["latency"]["p95_ms"]
+        rows.append(
+            {
+                "budget": "p95 latency, batch 1",
+                "where": f"{runtime} on {where}",
+                "value": round(p95, 4),
+                "limit": f"<= {budgets.max_p95_ms} ms ({budgets.reference_device})",
+                "status": ("PASS" if p95 <= budgets.max_p95_ms else "FAIL")
+                if latency_checked
+                else "NOT CHECKED (measured here, not on the reference device)",
+            }
+        )
+        ndcg = r["metrics"]["NDCG@10"]["mean"]
+        if teacher_ndcg:
+            kept = ndcg / teacher_ndcg
+            rows.append(
+                {
+                    "budget": "NDCG@10 kept vs teacher",
+                    "where": runtime,
+                    "value": round(kept, 4),
+                    "limit": f">= {budgets.min_ndcg_retained}",
+                    "status": "PASS" if kept >= budgets.min_ndcg_retained else "FAIL",
+                }
+            )
+        else:
+            rows.append(
+                {
+                    "budget": "NDCG@10 kept vs teacher",
+                    "where": runtime,
+                    "value": None,
+                    "limit": f">= {budgets.min_ndcg_retained}",
+                    "status": "SKIP (no teacher found; pass --teacher)",
+                }
+            )
+    return rows
+
+
+STEP_REPLAY_USERS = 8  # a replay is one emulated call per history item: keep it to a few users
+
+
+def validate_emulated(bundle: Path, meta: dict, target, histories, targets, num_items: int, log=print) -> dict:
+    """The bundle on the aarch64 builds of its runtimes, per CPU model the profile emulates
+    (edgerec/devices/emulator.py), on the first `device.users` test users: scores against the same
+    file on this machine's runtime (max |diff|, top-10 agreement), NDCG@10 on ARM kernels vs
+    here (paired), and ARM instructions per batch-1 call for the full and the step model."""
+    n = min(target.device.users, len(histories))
+    hist, tgt = histories[:n], targets[:n]
+    out = {"users": n, "cpus": {}}
+    step = meta.get("step_model")
+    for cpu in target.device.emulate:
+        device = EmulatedDevice.open(cpu, log)
+        cannot = device.can_count()
+        result = {}
+        for runtime in target.runtimes:
+            fmt = RUNTIMES[runtime.name][0]
+            name = meta["files"][fmt]
+            ids = encode(hist, meta["max_len"], FORMATS[fmt].input_dtype(target))
+            log(f"{device.name}: {name} on aarch64 {runtime.name}, {n} test users")
+            arm = device.run_runner(runtime.name, Path(bundle) / name, ids, 1)
+            python = python_for(runtime.name) if runtime.environment == "isolated" else sys.executable
+            here = run_runner(python, runtime.name, Path(bundle) / name, ids, 1)
+            where = f"{bundle}: {name} on aarch64 {runtime.name} ({device.name})"
+            _, arm_top, arm_user = score_outputs(arm["scores"], meta.get("top_k"), num_items, hist, tgt, None, where)
+            _, here_top, here_user = score_outputs(
+                here["scores"], meta.get("top_k"), num_items, hist, tgt, None, f"{bundle}: {name} on {runtime.name}"
+            )
+            entry = {
+                "file": name,
+                "users": n,
+                "top10_agreement_with_host": float(metrics.topk_agreement(arm_top, here_top).mean()),
+                "identical_top10": float((arm_top == here_top).all(axis=1).mean()),
+                "ndcg10_arm": float(arm_user["NDCG@10"].mean()),
+                "ndcg10_host": float(here_user["NDCG@10"].mean()),
+                "paired_arm_minus_host": metrics.paired_bootstrap(arm_user["NDCG@10"], here_user["NDCG@10"]),
+            }
+            if not meta.get("top_k"):
+                entry["max_abs_diff_vs_host"] = float(
+                    np.max(np.abs(np.asarray(arm["scores"], np.float64) - np.asarray(here["scores"], np.float64)))
+                )
+            if step and fmt in step.get("files", {}):
+                # the step file replayed item by item on ARM kernels, against the full file there
+                k = min(STEP_REPLAY_USERS, n)
+                step_ids = encode(hist[:k], step["layout"]["window"], FORMATS[fmt].input_dtype(target))
+                log(f"{device.name}: replaying {step['files'][fmt]} for {k} test users")
+                replayed = device.run_runner(runtime.name, Path(bundle) / step["files"][fmt], step_ids, 1, step=True)
+                _, step_top, _ = score_outputs(
+                    replayed["scores"],
+                    meta.get("top_k"),
+                    num_items,
+                    hist[:k],
+                    tgt[:k],
+                    None,
+                    f"{bundle}: {step['files'][fmt]} on {device.name}",
+                )
+                entry["step_replay"] = {
+                    "users": k,
+                    "identical_top10_with_full": float((step_top == arm_top[:k]).all(axis=1).mean()),
+                    "top10_agreement_with_full": float(metrics.topk_agreement(step_top, arm_top[:k]).mean()),
+                }
+            if cannot:
+                entry["instructions"] = f"not measured: {cannot}"
+            else:
+                log(f"{device.name}: counting instructions per call ({name})")
+                entry["instructions"] = device.instructions_per_call(runtime.name, Path(bundle) / name, ids)
+                if step and fmt in step.get("files", {}):
+                    step_ids = encode(hist, step["layout"]["window"], FORMATS[fmt].input_dtype(target))
+                    entry["step_instructions"] = device.instructions_per_call(
+                        runtime.name, Path(bundle) / step["files"][fmt], step_ids[:5], few=1, many=6, step=True
+                    )
+            result[runtime.name] = entry
+        out["cpus"][cpu] = result
+    return out
+
+
+def instruction_budgets(target, emulated: dict | None) -> list[dict]:
+    """`max_instructions_per_call` against the first emulated CPU's count, per runtime."""
+    limit = target.budgets.max_instructions_per_call
+    if limit is None:
+        return []
+    rows = []
+    cpus = list(emulated["cpus"].items()) if isinstance(emulated, dict) else []
+    for runtime in target.runtimes:
+        got = cpus[0][1].get(runtime.name, {}).get("instructions") if cpus else None
+        where = f"{runtime.name} on emulated {cpus[0][0]}" if cpus else runtime.name
+        row = {"budget": "ARM instructions per call, batch 1", "where": where, "limit": f"<= {limit:,.0f}"}
+        if isinstance(got, dict):
+            row.update(
+                value=round(got["instructions_per_call"]),
+                status="PASS" if got["instructions_per_call"] <= limit else "FAIL",
+            )
+        else:
+            why = got or (emulated if isinstance(emulated, str) else "no emulated device ran")
+            row.update(value=None, status=f"NOT CHECKED ({why})")
+        rows.append(row)
+    return rows
+
+
+def validate(
+    bundle: Path,
+    data_dir: Path,
+    config: ValidateConfig,
+    *,
+    teacher: Path | None = None,
+    student: Path | None = None,
+    compare: dict[str, Path] | None = None,
+    targets_dir: Path | None = None,
+    profile: Target | None = None,
+    report_dir: Path | None = None,
+    log=print,
+) -> dict:
+    """Measure the bundle (and `compare` bundles, for the report's plots); write report.json and
+    report.html into `report_dir` (default: the bundle). Returns the report. `profile`: the
+    target profile already loaded (else `config.target` is loaded)."""
+    target = profile or load_target(config.target, targets_dir)  # narrowed to the bundle's formats below
+    if config.device is not None and not config.device_python.strip():
+        raise EdgerecError("--device-python is empty: name the Python on the device (e.g. python3)")
+    device = SshDevice.parse(config.device, config.device_python, config.ssh_key) if config.device is not None else None
+    bundle = Path(bundle)
+    meta, items, modified = load_bundle(bundle, target, config.allow_modified)
+    target = target_profile(target, formats=meta.get("files"))  # the runtimes of the bundle's formats
+    check_writable(Path(report_dir or bundle), "the validation report")
+    data = load_data(data_dir)
+    if meta["num_items"] != data.num_items or item_ids_hash(
+        [str(i["id"]) if isinstance(i, dict) else str(i) for i in items]
+    ) != item_ids_hash(data.item_ids()):
+        raise EdgerecError(f"{bundle}: its items.json does not match the item vocabulary of {data_dir}")
+    found = lineage(bundle)
+    teacher = Path(teacher) if teacher else found["teacher"]
+    student = Path(student) if student else found["student"]
+    if teacher:  # before any work: a bad reference is one line, not a half-run validation
+        read_artifact(teacher, "teacher")
+    if student:
+        read_artifact(student, ("student", "pruned"))
+    histories, targets = data.examples("test")
+    if config.users:
+        histories, targets = histories[: config.users], targets[: config.users]
+    references, teacher_top = {}, None
+    if teacher:
+        log(f"teacher (PyTorch): {teacher}")
+        references["teacher"] = _pytorch(teacher, data, histories, targets)
+        teacher_top = references["teacher"]["top"]
+    teacher_onnx = None
+    if teacher and references["teacher"]["kind"] == "text":
+        log("text teacher in ONNX Runtime (the before model, runtime to runtime)")
+        teacher_onnx = _text_onnx(teacher, data, histories, targets, references["teacher"])
+    if student:
+        log(f"fp32 student (PyTorch): {student}")
+        references["student"] = _pytorch(student, data, histories, targets, teacher_top)
+    log(
+        f"{bundle}: {len(histories)} test users, batch 1, on {', '.join(r.name for r in target.runtimes)}"
+        + (f" at {config.device}" if device else "")
+    )
+    runs = run_bundle(bundle, meta, target, histories, targets, data.num_items, config.warmup, teacher_top, device)
+    compared = {}
+    for label, other in (compare or {}).items():
+        other_meta, _, other_modified = load_bundle(other, target, config.allow_modified)
+        modified += [f"{other}/{name}" for name in other_modified]
+        compared[label] = run_bundle(
+            other, other_meta, target, histories, targets, data.num_items, config.warmup, teacher_top, device
+        )
+    step = None
+    if meta.get("step_model"):
+        log("step model: replaying every history item by item")
+        step = validate_steps(
+            bundle, meta["step_model"], target, histories, targets, data.num_items, runs, config.warmup, device
+        )
+    emulated = None
+    if not target.device.emulate:
+        emulated = "the profile names no emulated CPU"
+    elif switched_off(config.emulate):
+        emulated = f"not run ({OFF})"
+    else:
+        try:
+            emulated = validate_emulated(bundle, meta, target, histories, targets, data.num_items, log)
+        except EmulatorUnavailable as exc:  # the machine cannot emulate: say so, never a silent PASS
+            emulated = f"did not run: {exc}"
+            log(f"warning: the ARM check did not run: {exc}")
+    teacher_ndcg = references["teacher"]["metrics"]["NDCG@10"]["mean"] if teacher else None
+    beyond = beyond_accuracy(data, runs, references, meta.get("precision", "fp32"))
+    machine = _machine()
+    where = config.device or f"this machine ({machine['cpu']})"
+    budgets = check_budgets(target, runs, teacher_ndcg, where, latency_stands_for_device(target, machine, device))
+    budgets += coverage_budgets(target, runs, beyond, meta.get("precision", "fp32"))
+    budgets += instruction_budgets(target, emulated)
+    passed = all(b["status"] != "FAIL" for b in budgets)
+    label = meta.get("precision", "fp32")
+    report = {
+        "target": target.to_dict(),
+        "bundle": str(bundle),
+        "data": str(data_dir),
+        "users": len(histories),
+        "precision": label,
+        "machine": machine,
+        "lineage": {k: str(v) if v else None for k, v in {"teacher": teacher, "student": student}.items()},
+        "runtimes": _public(runs),
+        "compare": {k: _public(v) for k, v in compared.items()},
+        "references": {
+            k: {kk: vv for kk, vv in v.items() if kk not in ("top", "per_user_ndcg10")} for k, v in references.items()
+        },
+        "beyond_accuracy": beyond,
+        "budgets": budgets,
+        "passed": passed,
+        "step_model": step,
+        "emulated_arm": emulated,
+        "teacher_onnxruntime": teacher_onnx,
+        "device": config.device or "this machine",
+        "modified_files": modified,  # let through by allow_modified: not the files that were built
+        "note": f"latency measured on {where}; the budget is for {target.budgets.reference_device}",
+    }
+    if teacher:
+        report["paired_vs_teacher"] = {
+            runtime: metrics.paired_bootstrap(r["per_user_ndcg10"], references["teacher"]["per_user_ndcg10"])
+            for runtime, r in runs.items()
+        }
+    try:
+        write_report(Path(report_dir or bundle), report, runs, compared, references, label)
+    except OSError as exc:
+        raise EdgerecError(f"{report_dir or bundle}: writing the report failed ({exc.strerror})") from None
+    return report
+
+
+def _public(runs: dict) -> dict:
+    return {
+        k: {kk: vv for kk, vv in v.items() if kk not in ("per_user_ndcg10", "latency_ms", "top")}
+        for k, v in runs.items()
+    }
+
+
+def beyond_accuracy(data, runs: dict, references: dict, label: str) -> dict:
+    """Coverage, popularity, Gini and tail share of every model's top-10 on the same users, and
+    each one's ratio to the teacher's."""
+    popularity = metrics.item_popularity(data.train_sequences(), data.num_items)
+    models = {f"{name} (PyTorch)": ref["top"] for name, ref in references.items()}
+    models.update({f"{label} {r['file']} ({runtime})": r["top"] for runtime, r in runs.items()})
+    figures = {name: metrics.beyond_accuracy(top, popularity, n_boot=200) for name, top in models.items()}
+    teacher = figures.get("teacher (PyTorch)")
+    if teacher:
+        for values in figures.values():
+            values["vs_teacher"] = {
+                k: (values[k] / teacher[k] if teacher[k] else None)
+                for k in ("coverage", "mean_popularity", "gini", "tail_share")
+            }
+    deciles = np.minimum((np.argsort(np.argsort(-popularity[1:], kind="stable")) * 10) // data.num_items, 9)
+    by_decile = {
+        name: (np.bincount(deciles[np.asarray(top).ravel() - 1], minlength=10) / np.asarray(top).size).tolist()
+        for name, top in models.items()
+    }
+    return {
+        "models": figures,
+        "share_by_popularity_decile": by_decile,
+        "definition": "top-10 per test user, history masked; popularity = training interactions; "
+        "tail = items outside the top 20% by popularity",
+    }
+
+
+def _machine() -> dict:
+    """This machine's CPU model and flags: every host latency figure is labelled with them."""
+    cpu, flags = "", []
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        cpu = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "")
+        flags = next((line.split(":", 1)[1].split() for line in lines if line.startswith(("flags", "Features"))), [])
+    except OSError:
+        pass
+    return {
+        "cpu": cpu or platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "platform": platform.platform(),
+        "flags": sorted(flags),
+    }
+
+
+def latency_stands_for_device(target, machine: dict, device) -> bool:
+    """Does a latency measured here stand for the profile's reference device? On a device (ssh)
+    yes; on this machine only when its CPU has the flags the profile names."""
+    wanted = target.budgets.host_stands_for_device_with
+    return device is not None or bool(wanted) and set(wanted) <= set(machine.get("flags", []))

@@ -1,0 +1,188 @@
+"""The web example: the ONNX bundle runs in headless Chromium with onnxruntime-web (from npm);
+the test ticks items on the page, clicks Recommend and reads the list the page shows.
+
+Chromium is driven through chromedriver's W3C WebDriver HTTP API with urllib (a few calls), so
+the test needs no Python browser library. `.ci/run` installs chromium, chromium-driver and the
+example's npm package.
+"""
+
+import contextlib
+import functools
+import http.server
+import json
+import shutil
+import socket
+import subprocess
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from edgerec.core.models import Shape
+from edgerec.core.training import TrainConfig
+from edgerec.stages.export import ExportConfig, export
+from edgerec.stages.recommend import Recommender
+from edgerec.stages.teacher import TeacherConfig, train_teacher
+
+WEB = Path(__file__).resolve().parents[2] / "examples" / "web"
+ORT = WEB / "node_modules" / "onnxruntime-web" / "dist"
+CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not (CHROMIUM and DRIVER and ORT.is_dir()),
+        reason="needs chromium, chromedriver and `npm install` in examples/web (.ci/run sets them up)",
+    ),
+]
+
+
+def _port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class WebDriver:
+    """The handful of W3C WebDriver commands the test needs."""
+
+    def __init__(self, port):
+        self.base = f"http://127.0.0.1:{port}"
+        caps = {
+            "capabilities": {
+                "alwaysMatch": {
+                    "browserName": "chrome",
+                    "goog:chromeOptions": {
+                        "binary": CHROMIUM,
+                        "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
+                    },
+                }
+            }
+        }
+        self.session = self._call("POST", "/session", caps)["sessionId"]
+
+    def _call(self, method, path, body=None):
+        request = urllib.request.Request(
+            self.base + path,
+            method=method,
+            data=json.dumps(body).encode() if body is not None else None,
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return json.loads(response.read())["value"]
+
+    def get(self, url):
+        self._call("POST", f"/session/{self.session}/url", {"url": url})
+
+    def find_all(self, css):
+        found = self._call("POST", f"/session/{self.session}/elements", {"using": "css selector", "value": css})
+        return [next(iter(e.values())) for e in found]
+
+    def click(self, element):
+        self._call("POST", f"/session/{self.session}/element/{element}/click", {})
+
+    def text(self, element):
+        return self._call("GET", f"/session/{self.session}/element/{element}/text")
+
+    def attribute(self, element, name):
+        return self._call("GET", f"/session/{self.session}/element/{element}/attribute/{name}")
+
+    def quit(self):
+        self._call("DELETE", f"/session/{self.session}")
+
+
+def _listening(port):
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _wait(condition, seconds=60):
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError("timed out waiting for the page")
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory, data_dir):
+    root = tmp_path_factory.mktemp("web")
+    train_teacher(
+        data_dir,
+        root / "model",
+        TeacherConfig(
+            shape=Shape(hidden=16, layers=1, heads=2, intermediate=32, max_len=12),
+            train=TrainConfig(epochs=3, batch_size=16, lr=1e-2),
+        ),
+    )
+    export(root / "model", data_dir, root / "bundle", ExportConfig(target="arm64"))
+    site = root / "site"
+    site.mkdir()
+    for name in ("index.html", "app.js"):
+        shutil.copy(WEB / name, site / name)
+    shutil.copytree(ORT, site / "ort", ignore=shutil.ignore_patterns("*.map", "*.d.ts"))
+    shutil.copytree(root / "bundle", site / "bundle")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(site))
+    handler.log_message = lambda *a: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    tampered = site / "tampered"  # the same page over a bundle with one byte of the model flipped
+    tampered.mkdir()
+    for name in ("index.html", "app.js"):
+        shutil.copy(WEB / name, tampered / name)
+    (tampered / "ort").symlink_to(site / "ort")
+    shutil.copytree(root / "bundle", tampered / "bundle")
+    blob = bytearray((tampered / "bundle" / "model.onnx").read_bytes())
+    blob[len(blob) // 2] ^= 0x01
+    (tampered / "bundle" / "model.onnx").write_bytes(bytes(blob))
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    yield {"url": f"{base}/index.html", "tampered": f"{base}/tampered/index.html", "bundle": root / "bundle"}
+    server.shutdown()
+
+
+@contextlib.contextmanager
+def _browser():
+    """A headless Chromium session through chromedriver, closed afterwards."""
+    port = _port()
+    driver_process = subprocess.Popen([DRIVER, f"--port={port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait(lambda: _listening(port), 20)
+        browser = WebDriver(port)
+        try:
+            yield browser
+        finally:
+            browser.quit()
+    finally:
+        driver_process.terminate()
+        driver_process.wait(timeout=10)
+
+
+def test_the_page_recommends_what_the_bundle_recommends(site):
+    with _browser() as browser:
+        browser.get(site["url"])
+        status = browser.find_all("#status")[0]
+        _wait(lambda: browser.text(status) in ("ready",) or browser.text(status).startswith("error"))
+        assert browser.text(status) == "ready", browser.text(status)
+        boxes = browser.find_all("#catalogue input")
+        picked = [boxes[i] for i in (4, 0, 9)]  # ticked in this order = the history, oldest first
+        for box in picked:
+            browser.click(box)
+        browser.click(browser.find_all("#recommend")[0])
+        _wait(lambda: browser.find_all("#results li"))
+        shown = [browser.attribute(li, "data-item") for li in browser.find_all("#results li")]
+        items = json.loads((site["bundle"] / "items.json").read_text())
+        history = [items[int(browser.attribute(box, "data-index")) - 1]["id"] for box in picked]
+        expected = [row["item"] for row in Recommender(site["bundle"]).recommend(history)]
+        assert shown == expected
+        assert "top 10 of" in browser.text(status)
+
+
+def test_the_page_refuses_a_damaged_model(site):
+    with _browser() as browser:
+        browser.get(site["tampered"])
+        status = browser.find_all("#status")[0]
+        _wait(lambda: browser.text(status) == "ready" or browser.text(status).startswith("error"))
+        assert browser.text(status) == "error: Error: model.onnx is not the file the bundle was built with"
