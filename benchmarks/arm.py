@@ -6,13 +6,15 @@ instructions per call of fp32 and of every int8 form, parity, and int8 accuracy 
 Inputs: the data and the default student that the README's first command leaves in --work
 (`edgerec build --target arm64`: runs/data, runs/student). Steps, in one run:
 
-1. Export the student for arm64 (ONNX + TFLite) and rpi4 (TFLite for tflite-runtime 2.14), and
-   make every int8 form of each file with the profile's settings, every weight unit quantized:
-   ONNX static QDQ, static QOperator, dynamic, weight-only (folded at load); TFLite dynamic,
-   full-integer (static), weight-only.
+1. Export the student for arm64 (ONNX + TFLite + ExecuTorch, `--formats onnx,tflite,executorch`)
+   and rpi4 (TFLite for tflite-runtime 2.14), and make every int8 form of each file as `edgerec
+   quantize` makes it (`ModelFormat.plan_int8`), every weight unit quantized: ONNX static QDQ,
+   static QOperator, dynamic, weight-only (folded at load); TFLite dynamic, full-integer
+   (static), weight-only; ExecuTorch PT2E static and dynamic (XNNPACKQuantizer).
 2. For each emulated CPU (cortex-a72: no dot product; cortex-a76: sdot/udot; max with 128-bit
    SVE2 + i8mm), each file on its aarch64 runtime (onnxruntime 1.32, ai-edge-litert 2.3; the rpi4
-   files on tflite-runtime 2.14, cortex-a72 only): scores of the first --users test users against
+   files on tflite-runtime 2.14, cortex-a72 only; the .pte files on executorch 1.1.0 with torch
+   2.10, cortex-a76 only: see EXECUTORCH_CPU): scores of the first --users test users against
    PyTorch (fp32: max |diff|, top-10 agreement) and against the same file on this machine
    (int8: top-10 agreement, NDCG@10 on ARM vs here, paired bootstrap), and instructions per
    batch-1 call ((105 calls - 5 calls) / 100, one thread, fixed hash seed).
@@ -34,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -47,51 +50,39 @@ from common import machine, print_table, run_benchmark, save  # noqa: E402
 
 CPUS = ["cortex-a72", "cortex-a76", "max,sve-default-vector-length=16"]
 ONNX_FORMS = ["static_qdq", "static_qoperator", "dynamic", "weight_only"]
-TFLITE_FORMS = ["dynamic", "static", "weight_only"]
+ALL_FORMS = {"onnx": ONNX_FORMS, "tflite": ["dynamic", "static", "weight_only"], "executorch": ["static", "dynamic"]}
+# The aarch64 ExecuTorch (1.1.0 + torch 2.10, edgerec/devices/sysroot.py ON_DEMAND) imports torch
+# in every emulated process (~25 s each under qemu): its files are counted on this CPU only.
+EXECUTORCH_CPU = "cortex-a76"
+FORMATS_BY_TARGET = {"arm64": ("onnx", "tflite", "executorch"), "rpi4": ("tflite",)}
 
 
-def make_forms(bundle: Path, data, target, folder: Path) -> dict:
-    """fp32 and every int8 form of the bundle's files, each in a folder of its own with the
+def make_forms(bundle: Path, data, target, folder: Path, rec, log) -> dict:
+    """fp32 and every int8 form of the bundle's files, each made as `edgerec quantize` makes it
+    (`ModelFormat.plan_int8`, every weight unit quantized) in a folder of its own with the
     metadata.json entries its runner needs: {(fmt, form): path}."""
-    from edgerec.formats.onnx.int8 import calibrate_onnx, input_feeds, onnx_units, quantize_onnx, structural_float
-    from edgerec.formats.tflite.int8 import TFLITE_UNITS, calibrate_tflite, quantize_tflite
-    from edgerec.stages.quantize import SESSION_CONFIG, form_settings, load_calibration
+    from edgerec.formats import FORMATS
+    from edgerec.stages.quantize import load_calibration
 
     meta = json.loads((bundle / "metadata.json").read_text())
-    settings = target.quantization
     sequences = load_calibration(data.path / "calibration.npz", meta["num_items"], meta["max_len"])
     files = {}
     for fmt, name in meta["files"].items():
         src = bundle / name
         files[(fmt, "fp32")] = src
-        forms = ONNX_FORMS if fmt == "onnx" else TFLITE_FORMS
-        ranges = folder / f"{target.name}-onnx-ranges.json"
-        calibration = None
-        for form in forms:
-            out = folder / f"{target.name}-{fmt}-{form}"
-            out.mkdir(parents=True)
-            session = SESSION_CONFIG.get(form) if fmt == "onnx" else None
+        calibration = folder / f"{target.name}-{fmt}-calibration"
+        calibration.mkdir(parents=True)
+        for form in ALL_FORMS[fmt]:
+            out, work = folder / f"{target.name}-{fmt}-{form}", folder / f"{target.name}-{fmt}-{form}-work"
+            out.mkdir()
+            work.mkdir()
+            session = FORMATS[fmt].session_config(form)
             (out / "metadata.json").write_text(json.dumps({"onnx_session_config": {name: session}} if session else {}))
-            if fmt == "onnx":
-                if form.startswith("static_") and not ranges.exists():
-                    calibrate_onnx(
-                        src,
-                        input_feeds(sequences, meta["max_len"], target.onnx.input_dtype),
-                        settings.calibration,
-                        ranges,
-                    )
-                form_set = form_settings(settings, form)
-                keep = settings.keep_float if form != "weight_only" else ()
-                units = [u for u in onnx_units(src, keep) if u not in structural_float(src, form_set)]
-                quantize_onnx(src, out / name, form_set, ranges, units)
-            else:
-                units = list(TFLITE_UNITS)
-                if form == "static":
-                    units.remove("EMBEDDING_LOOKUP")  # no integer lookup in AEQ's static recipe
-                    calibration = calibration or calibrate_tflite(
-                        src, sequences, meta["max_len"], folder / f"{target.name}-tflite-ranges.json"
-                    )
-                quantize_tflite(src, out / name, form, settings.per_channel, calibration, units)
+            plan = FORMATS[fmt].plan_int8(
+                form, src, work, calibration, target.quantization, sequences, meta, target, log, model=lambda: rec
+            )
+            shutil.move(plan.make(plan.units), out / name)
+            shutil.rmtree(work)
             files[(fmt, form)] = out / name
     return files
 
@@ -115,7 +106,7 @@ def on_arm(files: dict, bundle: Path, target, cpus, rec, histories, targets, job
     from edgerec.core.errors import EdgerecError
     from edgerec.devices.emulator import EmulatedDevice
     from edgerec.devices.runtimes import encode
-    from edgerec.formats import RUNTIMES
+    from edgerec.formats import FORMATS, RUNTIMES
     from edgerec.formats.checks import score_outputs
 
     meta = json.loads((bundle / "metadata.json").read_text())
@@ -129,7 +120,9 @@ def on_arm(files: dict, bundle: Path, target, cpus, rec, histories, targets, job
         for (file_fmt, form), path in files.items():
             if file_fmt == fmt:
                 here[runtime.name, form] = host_scores(runtime, path, meta, target, histories).astype(np.float64)
-                tasks += [(cpu, runtime.name, fmt, form, path) for cpu in cpus]
+                tasks += [
+                    (cpu, runtime.name, fmt, form, path) for cpu in cpus if fmt != "executorch" or cpu == EXECUTORCH_CPU
+                ]
     devices = {cpu: EmulatedDevice.open(cpu, log) for cpu in cpus}
 
     def one(task):
@@ -143,7 +136,7 @@ def on_arm(files: dict, bundle: Path, target, cpus, rec, histories, targets, job
             "form": form,
             "bytes": path.stat().st_size,
         }
-        ids = encode(histories, meta["max_len"], target.onnx.input_dtype if fmt == "onnx" else "int32")
+        ids = encode(histories, meta["max_len"], FORMATS[fmt].input_dtype(target))
         try:
             arm = np.asarray(devices[cpu].run_runner(runtime, path, ids)["scores"], np.float64)
             counted = devices[cpu].instructions_per_call(runtime, path, ids)
@@ -235,10 +228,17 @@ def step_forms(student: Path, data, folder: Path, cpus, histories, jobs: int, lo
     from edgerec.devices.incremental import calibration_feeds
     from edgerec.devices.runtimes import encode
     from edgerec.formats.onnx.export import export_step_onnx
-    from edgerec.formats.onnx.int8 import calibrate_onnx, onnx_units, quantize_onnx, structural_float
+    from edgerec.formats.onnx.int8 import (
+        SESSION_CONFIG,
+        calibrate_onnx,
+        form_settings,
+        onnx_units,
+        quantize_onnx,
+        structural_float,
+    )
     from edgerec.formats.tflite.export import export_step_tflite
     from edgerec.formats.tflite.int8 import TFLITE_UNITS, quantize_tflite
-    from edgerec.stages.quantize import SESSION_CONFIG, form_settings, load_calibration
+    from edgerec.stages.quantize import load_calibration
 
     rec = load_model(student / "model")
     rec.positions = "start"
@@ -318,7 +318,7 @@ def main() -> None:
 
     from edgerec.core.interactions import load_data
     from edgerec.core.models import load_model
-    from edgerec.core.targets import load_target
+    from edgerec.formats import target_profile
     from edgerec.stages.export import ExportConfig, export
     from edgerec.stages.quantize import QuantizeConfig, quantize
 
@@ -338,9 +338,17 @@ def main() -> None:
         tmp = Path(tmp)
         rows = []
         for name, on_cpus in (("arm64", cpus), ("rpi4", ["cortex-a72"])):
-            target = load_target(name)
-            export(student, data.path, tmp / f"{name}-fp32", ExportConfig(target=name), overwrite=True, log=log)
-            files = make_forms(tmp / f"{name}-fp32", data, target, tmp / "forms")
+            formats = FORMATS_BY_TARGET[name]
+            target = target_profile(name, formats=formats)
+            export(
+                student,
+                data.path,
+                tmp / f"{name}-fp32",
+                ExportConfig(target=name, formats=formats),
+                overwrite=True,
+                log=log,
+            )
+            files = make_forms(tmp / f"{name}-fp32", data, target, tmp / "forms", rec, log)
             rows += on_arm(files, tmp / f"{name}-fp32", target, on_cpus, rec, histories, targets, args.jobs, log)
         result["files"] = rows
         result["shipped"] = {}

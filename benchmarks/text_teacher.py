@@ -41,7 +41,8 @@ def throughput(teacher_dir: Path, data, log) -> dict:
     import numpy as np
     import torch
 
-    from edgerec.core.models import load_model, render_history
+    from edgerec.core.models import load_model
+    from edgerec.core.text_input import render_history
     from edgerec.core.training import BF16_CPU_FLAGS, autocast, resolve_precision
 
     rec = load_model(teacher_dir / "model")

@@ -118,12 +118,11 @@ def worker(case: str, variant: str, work: Path) -> dict:
     from edgerec.core.distillation import (
         STUDENT_SHAPE,
         DistillConfig,
-        _row_lookup,
-        compute_targets,
         distill_loss_module,
     )
     from edgerec.core.interactions import load_data
     from edgerec.core.models import RecModel, Shape, build_id_model
+    from edgerec.core.soft_targets import compute_targets, row_lookup
     from edgerec.core.training import Dist, autocast, reuse_freed_memory
     from edgerec.stages.data import make_data
     from edgerec.stages.teacher import _token_loss_module
@@ -148,7 +147,7 @@ def worker(case: str, variant: str, work: Path) -> dict:
         )
         config = DistillConfig()
         targets = compute_targets(teacher, sequences, config, progress=False)
-        kd = _row_lookup(targets)
+        kd = row_lookup(targets)
         torch.manual_seed(0)
         model = build_id_model("causal", data.vocab_size, shape)
         loss = distill_loss_module(model, targets, data.num_items, config.alpha, config.temperature)

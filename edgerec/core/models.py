@@ -31,6 +31,8 @@ import numpy as np
 from edgerec.core.artifacts import MANIFEST, verify_artifact
 from edgerec.core.errors import EdgerecError
 from edgerec.core.files import check_safetensors, load_safetensors, read_json
+from edgerec.core.model_surgery import factorize_items
+from edgerec.core.text_input import TextEncoder
 from edgerec.core.training import autocast
 
 KINDS = ("causal", "masked", "text")
@@ -89,124 +91,6 @@ def build_id_model(kind: str, vocab_size: int, shape: Shape):
     )
     cls = getattr(transformers, _ARCHITECTURES[kind])
     return cls(config)
-
-
-def teacher_init_layers(teacher_layers: int, student_layers: int) -> list[int]:
-    """Which teacher layers a student of `student_layers` starts from: evenly spaced from the first
-    to the last, as DistilBERT's every other layer; a one-layer student takes the first (the ML-1M
-    teacher with its second layer dropped ranks at valid NDCG@10 0.152, with its first 0.145)."""
-    if student_layers > teacher_layers:
-        raise EdgerecError(f"a {student_layers}-layer student cannot start from a {teacher_layers}-layer teacher")
-    if student_layers == 1:
-        return [0]
-    step = (teacher_layers - 1) / (student_layers - 1)
-    return [round(i * step) for i in range(student_layers)]
-
-
-def init_from_teacher(student, teacher, layers: list[int] | None = None) -> str | None:
-    """Start an id student from its teacher's weights, in place (DistilBERT's initialisation, Sanh
-    et al. 2019: the teacher's embeddings and a subset of its layers): item, position and type
-    embeddings, the output transform and bias, and teacher layers `layers` (default
-    `teacher_init_layers`). Returns None when done, else why it cannot be (different kind, width,
-    layer shape or catalogue); the caller then keeps the random start. Hand-written: neither
-    transformers nor optimum copies a subset of layers between two configs.
-    """
-    import torch
-
-    if type(student) is not type(teacher):
-        return f"the teacher is a {type(teacher).__name__}, the student a {type(student).__name__}"
-    s, t = student.config, teacher.config
-    if (s.hidden_size, s.vocab_size) != (t.hidden_size, t.vocab_size):
-        return (
-            f"the teacher's width / catalogue ({t.hidden_size}, {t.vocab_size}) differs from the "
-            f"student's ({s.hidden_size}, {s.vocab_size})"
-        )
-    if (s.intermediate_size, s.num_attention_heads) != (t.intermediate_size, t.num_attention_heads):
-        return "the teacher's layers have another FFN width or head count"
-    if item_rank(student) or item_rank(teacher):
-        return "a factorised item table"
-    layers = layers if layers is not None else teacher_init_layers(t.num_hidden_layers, s.num_hidden_layers)
-    source, target = teacher.state_dict(), student.state_dict()
-    with torch.no_grad():
-        for name, tensor in target.items():
-            if name.startswith("bert.encoder.layer."):
-                index, rest = name[len("bert.encoder.layer.") :].split(".", 1)
-                name_t = f"bert.encoder.layer.{layers[int(index)]}.{rest}"
-            else:
-                name_t = name
-            if name_t not in source:
-                continue
-            value = source[name_t]
-            if name.endswith("position_embeddings.weight"):  # positions are slots from the end
-                n = min(len(value), len(tensor))
-                tensor[-n:].copy_(value[-n:])
-            elif value.shape == tensor.shape:
-                tensor.copy_(value)
-    return None
-
-
-def factorize_items(model, rank: int, init: str = "svd") -> None:
-    """Replace the tied item table E [vocab, hidden] by E ~= A @ W^T, A [vocab, rank] per item and
-    W [hidden, rank] shared, in both places it is used (input lookup and output layer), in place.
-
-    `init="svd"` starts from the truncated SVD of the current table (edgerec prune); `"random"`
-    for a fresh student (edgerec distill --item-rank). Hand-written because HF BERT has no
-    factorised-embedding option (ALBERT has one, but no causal variant).
-    """
-    import torch
-
-    FactorizedItems, FactorizedDecoder = _factorized_modules()  # noqa: N806 (classes)
-    embeddings, predictions = model.bert.embeddings, model.cls.predictions
-    table = embeddings.word_embeddings.weight.detach()
-    vocab, hidden = table.shape
-    if not 1 <= rank <= hidden:
-        raise EdgerecError(f"item rank must be in [1, hidden size {hidden}], got {rank}")
-    items = FactorizedItems(vocab, rank, hidden)
-    if init == "svd":
-        u, s, vt = torch.linalg.svd(table.float(), full_matrices=False)
-        with torch.no_grad():
-            items.items.weight.copy_(u[:, :rank] * s[:rank])
-            items.project.weight.copy_(vt[:rank].T)
-    embeddings.word_embeddings = items
-    predictions.decoder = FactorizedDecoder(items, predictions.bias)
-    model.config.tie_word_embeddings = False  # the two uses share A and W by construction
-
-
-@functools.lru_cache(maxsize=1)
-def _factorized_modules():
-    import torch
-
-    class FactorizedItems(torch.nn.Module):
-        """Item lookup through a rank-r table and a shared projection: [.., rank] -> [.., hidden]."""
-
-        def __init__(self, vocab: int, rank: int, hidden: int):
-            super().__init__()
-            self.items = torch.nn.Embedding(vocab, rank, padding_idx=0)
-            self.project = torch.nn.Linear(rank, hidden, bias=False)
-            torch.nn.init.normal_(self.items.weight, std=0.02)
-            self.rank, self.embedding_dim, self.num_embeddings = rank, hidden, vocab
-
-        def forward(self, ids):
-            return self.project(self.items(ids))
-
-    class FactorizedDecoder(torch.nn.Module):
-        """Scores h . (A W^T)_i = (h W) . A_i + b_i, with the lookup's A and W. Holds no parameters
-        of its own (plain references), so the checkpoint stores each tensor once."""
-
-        def __init__(self, items, bias):
-            super().__init__()
-            self._shared = [items, bias]
-
-        def forward(self, hidden):
-            items, bias = self._shared
-            # F.linear(z, A) exports as one Gemm reading A, the same initializer the lookup reads
-            return torch.nn.functional.linear(hidden @ items.project.weight, items.items.weight, bias)
-
-    return FactorizedItems, FactorizedDecoder
-
-
-def item_rank(model) -> int | None:
-    return getattr(model.bert.embeddings.word_embeddings, "rank", None) if hasattr(model, "bert") else None
 
 
 def left_pad(histories, max_len: int, mask_token: int | None = None) -> np.ndarray:
@@ -426,75 +310,6 @@ def composed_attention(layer):
 
 # How a text teacher reads a history, kept in its edgerec.json ("render") so that scoring renders
 # exactly as training did. Imported checkpoints without it get these defaults.
-TEXT_ORDERS = ("recent-first", "recent-last")
-TEXT_RENDER = {"order": "recent-first", "limit": 20}
-
-
-def item_text(entry: dict, genres: bool = False) -> str:
-    """What a text teacher reads for one item: its title, optionally followed by its genres."""
-    title = entry.get("title") or f"item {entry['id']}"
-    if genres and entry.get("genres"):
-        return f"{title} ({', '.join(entry['genres'])})"
-    return title
-
-
-def _window(history, render: dict) -> list[int]:
-    items = [int(i) for i in list(history)[-int(render["limit"]) :]]
-    return items[::-1] if render["order"] == "recent-first" else items
-
-
-def render_history(history, titles: list[str], render: dict | None = None) -> str:
-    """The text a text teacher reads: the last `limit` item texts, most recent first (default)
-    or last, separated by [SEP]."""
-    return " [SEP] ".join(titles[i] for i in _window(history, render or TEXT_RENDER))
-
-
-class TextEncoder:
-    """Token ids of rendered histories, built from each item's text tokenized once.
-
-    The same titles recur in every history: tokenizing the rendered string per call ran at
-    6,455 histories/s, this concatenation at 56,156/s (benchmarks/text_teacher.py, one thread),
-    a cost every training batch, validation pass and teacher target pays. WordPiece splits on whitespace and
-    special tokens, so the concatenation `[CLS] t1 [SEP] t2 ... [SEP]` is what the tokenizer
-    returns for `render_history` (tests/test_text_teacher.py checks it), truncated on the oldest
-    side: from the right when the most recent item comes first, from the left otherwise.
-    Hand-written because tokenizers has no cache of pre-tokenized segments to concatenate.
-    """
-
-    def __init__(self, tokenizer, titles: list[str], max_tokens: int, render: dict | None = None):
-        self.render = {**TEXT_RENDER, **(render or {})}
-        if self.render["order"] not in TEXT_ORDERS:
-            raise EdgerecError(f"unknown history order {self.render['order']!r} ({' or '.join(TEXT_ORDERS)})")
-        self.max_tokens = int(max_tokens)
-        pieces = tokenizer(list(titles[1:]), add_special_tokens=False)["input_ids"] if len(titles) > 1 else []
-        self.pieces = [[]] + [list(p) for p in pieces]
-        self.cls, self.sep, self.pad = tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id
-
-    def ids(self, history) -> list[int]:
-        room, body = self.max_tokens - 2, []
-        for k, item in enumerate(_window(history, self.render)):
-            if k:
-                body.append(self.sep)
-            body.extend(self.pieces[item])
-            if self.render["order"] == "recent-first" and len(body) >= room:
-                break
-        body = body[:room] if self.render["order"] == "recent-first" else body[max(0, len(body) - room) :]
-        return [self.cls] + body + [self.sep]
-
-    def __call__(self, histories) -> dict:
-        """Model inputs for a batch, padded to its longest row (as the tokenizer pads)."""
-        import torch
-
-        rows = [self.ids(h) for h in histories]
-        width = max(len(r) for r in rows)
-        ids = torch.full((len(rows), width), self.pad, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for r, row in enumerate(rows):
-            ids[r, : len(row)] = torch.tensor(row)
-            mask[r, : len(row)] = 1
-        return {"input_ids": ids, "token_type_ids": torch.zeros_like(ids), "attention_mask": mask}
-
-
 def save_model(directory: Path, model, meta: dict[str, Any], tokenizer=None) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(directory, safe_serialization=True)

@@ -152,15 +152,35 @@ def emulated_rows(emulated) -> list[list[str]]:
     return rows
 
 
-def write_report(directory: Path, report: dict, runs: dict, compared: dict, references: dict, label: str) -> None:
-    pts = points(runs, compared, references, label)
-    report["points"] = pts
-    images = figures(pts, runs, report.get("beyond_accuracy"))
-    directory.mkdir(parents=True, exist_ok=True)
-    _atomic_write(directory / "report.json", json.dumps(report, indent=2, default=str) + "\n")
-    budget_rows = [[b["budget"], b["where"], b["value"], b["limit"], b["status"]] for b in report["budgets"]]
-    accuracy_rows = [[p["model"], f"{p['ndcg10']:.4f}", f"{p['mb']:.3f}", f"{p['p50_ms']:.4f}"] for p in pts]
-    runtime_rows = [
+RUNTIME_HEADERS = [
+    "runtime",
+    "file",
+    "HR@10",
+    "NDCG@10",
+    "MRR",
+    "top-10 agreement vs teacher",
+    "p50 ms",
+    "p95 ms",
+    "p99 ms",
+    "load ms",
+    "peak RSS MB",
+]
+STEP_HEADERS = [
+    "runtime",
+    "file",
+    "identical top-10",
+    "top-10 agreement with full model",
+    "NDCG@10",
+    "update p50 ms",
+    "p95 ms",
+    "p99 ms",
+    "p50 / full call",
+]
+BEYOND_HEADERS = ["model", "coverage", "mean popularity", "Gini", "tail share", "coverage vs teacher"]
+
+
+def _runtime_rows(runs: dict) -> list[list]:
+    return [
         [
             name,
             r["file"],
@@ -176,8 +196,10 @@ def write_report(directory: Path, report: dict, runs: dict, compared: dict, refe
         ]
         for name, r in runs.items()
     ]
-    beyond = report.get("beyond_accuracy", {}).get("models", {})
-    beyond_rows = [
+
+
+def _beyond_rows(report: dict) -> list[list]:
+    return [
         [
             name,
             f"{b['coverage']:.3f}",
@@ -186,10 +208,12 @@ def write_report(directory: Path, report: dict, runs: dict, compared: dict, refe
             f"{b['tail_share']:.3f}",
             f"{b['vs_teacher']['coverage']:.2f}" if b.get("vs_teacher") else "-",
         ]
-        for name, b in beyond.items()
+        for name, b in report.get("beyond_accuracy", {}).get("models", {}).items()
     ]
-    step = report.get("step_model") or {}
-    step_rows = [
+
+
+def _step_html(report: dict) -> str:
+    rows = [
         [
             name,
             r["file"],
@@ -201,84 +225,59 @@ def write_report(directory: Path, report: dict, runs: dict, compared: dict, refe
             f"{r['latency_per_update']['p99_ms']:.4f}",
             f"{r['p50_vs_full_call']:.2f}x",
         ]
-        for name, r in step.items()
+        for name, r in (report.get("step_model") or {}).items()
     ]
-    step_html = (
-        (
-            "<h2>Step model (every history replayed item by item)</h2>"
-            + _table(
-                [
-                    "runtime",
-                    "file",
-                    "identical top-10",
-                    "top-10 agreement with full model",
-                    "NDCG@10",
-                    "update p50 ms",
-                    "p95 ms",
-                    "p99 ms",
-                    "p50 / full call",
-                ],
-                step_rows,
-            )
-        )
-        if step_rows
-        else ""
-    )
+    if not rows:
+        return ""
+    return "<h2>Step model (every history replayed item by item)</h2>" + _table(STEP_HEADERS, rows)
+
+
+def _arm_html(report: dict) -> str:
     emulated = report.get("emulated_arm")
-    arm_html = (
-        (
+    if isinstance(emulated, dict):
+        return (
             "<h2>On ARM: the aarch64 runtimes under emulation</h2><p>The same file on the aarch64 "
             "build of each runtime (qemu user mode), against this machine's run of it. Instructions "
             "are counted on the emulated CPU (no timing noise; each count is the median of two or three "
             "measurements, which usually agree within 0.2%); emulated seconds mean nothing.</p>"
             + _table(EMULATED_HEADERS, emulated_rows(emulated))
         )
-        if isinstance(emulated, dict)
-        else (f"<h2>On ARM</h2><p>Emulated ARM check: {html.escape(str(emulated))}.</p>" if emulated else "")
-    )
+    return f"<h2>On ARM</h2><p>Emulated ARM check: {html.escape(str(emulated))}.</p>" if emulated else ""
+
+
+def write_report(directory: Path, report: dict, runs: dict, compared: dict, references: dict, label: str) -> None:
+    pts = points(runs, compared, references, label)
+    report["points"] = pts
+    images = figures(pts, runs, report.get("beyond_accuracy"))
+    directory.mkdir(parents=True, exist_ok=True)
+    _atomic_write(directory / "report.json", json.dumps(report, indent=2, default=str) + "\n")
+    budget_rows = [[b["budget"], b["where"], b["value"], b["limit"], b["status"]] for b in report["budgets"]]
+    accuracy_rows = [[p["model"], f"{p['ndcg10']:.4f}", f"{p['mb']:.3f}", f"{p['p50_ms']:.4f}"] for p in pts]
     verdict = "PASS" if report["passed"] else "FAIL"
+    name = html.escape(report["target"]["name"])
+    intro = (
+        f"Bundle {html.escape(report['bundle'])} ({html.escape(label)}), {report['users']} test users, "
+        "full ranking, history masked."
+    )
     imgs = "".join(
         f'<figure><img alt="{html.escape(t)}" src="data:image/png;base64,{b}"><figcaption>'
         f"{html.escape(t)}</figcaption></figure>"
         for t, b in images.items()
     )
-    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>edgerec report: {
-        html.escape(report["target"]["name"])
-    }</title>
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>edgerec report: {name}</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}
 table{{border-collapse:collapse;margin:1em 0}}
 td,th{{border:1px solid #ccc;padding:3px 8px;font-size:13px}}
 figure{{display:inline-block;margin:0 1em 1em 0}}</style></head><body>
-<h1>{html.escape(report["target"]["name"])}: {verdict}</h1>
-<p>Bundle {html.escape(report["bundle"])} ({html.escape(label)}), {
-        report["users"]
-    } test users, full ranking, history masked.
+<h1>{name}: {verdict}</h1>
+<p>{intro}
 {html.escape(report["note"])}.</p>
 <h2>Budgets</h2>{_table(["budget", "where", "value", "limit", "status"], budget_rows)}
-<h2>On the target's runtimes</h2>{
-        _table(
-            [
-                "runtime",
-                "file",
-                "HR@10",
-                "NDCG@10",
-                "MRR",
-                "top-10 agreement vs teacher",
-                "p50 ms",
-                "p95 ms",
-                "p99 ms",
-                "load ms",
-                "peak RSS MB",
-            ],
-            runtime_rows,
-        )
-    }
-{step_html}
-{arm_html}
+<h2>On the target's runtimes</h2>{_table(RUNTIME_HEADERS, _runtime_rows(runs))}
+{_step_html(report)}
+{_arm_html(report)}
 <h2>All models</h2>{_table(["model", "NDCG@10", "MB", "p50 ms"], accuracy_rows)}
-<h2>Beyond accuracy (top-10, same users)</h2>{
-        _table(["model", "coverage", "mean popularity", "Gini", "tail share", "coverage vs teacher"], beyond_rows)
-    }
+<h2>Beyond accuracy (top-10, same users)</h2>{_table(BEYOND_HEADERS, _beyond_rows(report))}
 <h2>Plots</h2>{imgs}
 </body></html>
 """

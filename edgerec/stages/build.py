@@ -130,16 +130,40 @@ def _cut_short(path: Path) -> str | None:
     )
 
 
-def build(
-    config: BuildConfig, *, targets_dir: Path | None = None, teacher_config=None, distill_config=None, log=print
-) -> dict:
-    """Run (or reuse) every stage; returns {stage: {"status", "seconds", "path"}} and the report.
-    `teacher_config` / `distill_config` replace the defaults (shapes, training) from Python."""
-    # loaded once, and fail fast: a bad name, a format the profile does not offer, a missing extra
-    target = target_profile(config.target, targets_dir, config.formats)
+class _Stages:
+    """Runs or reuses each stage, logs `[i/6] name ...` and records what happened."""
+
+    total = 6
+
+    def __init__(self, log):
+        self.log, self.done = log, {}
+
+    def run(self, index: int, name: str, path: Path, current: bool, make) -> None:
+        label = f"[{index}/{self.total}] {name:<9}"
+        if current:
+            self.log(f"{label} reused  {path}")
+            self.done[name] = {"status": "reused", "seconds": 0.0, "path": str(path)}
+            return
+        self.log(f"{label} running -> {path}")
+        started = time.perf_counter()
+        make()
+        seconds = time.perf_counter() - started
+        self.log(f"{label} done in {seconds:.1f} s")
+        self.done[name] = {"status": "built", "seconds": round(seconds, 1), "path": str(path)}
+        cut = _cut_short(path)
+        if cut:
+            self.log(f"{label} warning: {cut}")
+            self.done[name]["warning"] = cut
+
+    def note(self, index: str, name: str, status: str, path: Path | None, why: str) -> None:
+        self.log(f"[{index}/{self.total}] {name:<9} {why}")
+        self.done[name] = {"status": status, "seconds": 0.0, "path": str(path) if path else None}
+
+
+def _paths(config: BuildConfig, target) -> dict[str, Path]:
     work = check_folder(config.work, "the intermediate artifacts")
     dist = check_folder(config.dist, "the app bundles")
-    paths = {
+    return {
         "data": work / "data",
         "teacher": Path(config.teacher) if config.teacher else work / "teacher",
         "student": work / "student",
@@ -147,39 +171,28 @@ def build(
         "fp32": work / f"export-{target.name}",
         "int8": dist / target.name,
     }
+
+
+def _source(config: BuildConfig) -> tuple[Path | None, str]:
+    """(interactions file or None, built-in dataset name), every input checked before the first
+    stage writes anything."""
     interactions = Path(config.interactions) if config.interactions else None
     dataset = config.dataset
     if interactions is not None and not interactions.exists() and str(interactions) in BUILTIN:
         interactions, dataset = None, str(interactions)  # `edgerec build movielens-100k`
-    # every input checked before the first stage writes anything
     if interactions is not None:
         table_kind(interactions)
     else:
         get_builtin(dataset)
     if config.teacher:
         read_artifact(config.teacher, "teacher")
-    stages: dict[str, dict] = {}
-    total = 6
+    return interactions, dataset
 
-    def stage(index: int, name: str, path: Path, current: bool, run) -> None:
-        label = f"[{index}/{total}] {name:<9}"
-        if current:
-            log(f"{label} reused  {path}")
-            stages[name] = {"status": "reused", "seconds": 0.0, "path": str(path)}
-            return
-        log(f"{label} running -> {path}")
-        started = time.perf_counter()
-        run()
-        seconds = time.perf_counter() - started
-        log(f"{label} done in {seconds:.1f} s")
-        stages[name] = {"status": "built", "seconds": round(seconds, 1), "path": str(path)}
-        cut = _cut_short(path)
-        if cut:
-            log(f"{label} warning: {cut}")
-            stages[name]["warning"] = cut
 
+def _data_and_teacher(config: BuildConfig, paths: dict, stages: _Stages, teacher_config) -> None:
+    interactions, dataset = _source(config)
     data_config = DataConfig()
-    stage(
+    stages.run(
         1,
         "data",
         paths["data"],
@@ -194,24 +207,24 @@ def build(
     )
     if config.teacher:
         read_manifest(paths["teacher"], "teacher")
-        log(f"[2/{total}] teacher   given   {paths['teacher']}")
-        stages["teacher"] = {"status": "given", "seconds": 0.0, "path": str(paths["teacher"])}
-    else:
-        teacher_config = teacher_config or TeacherConfig(
-            train=replace(
-                TEACHER_TRAIN,
-                epochs=config.teacher_epochs,
-                max_minutes=config.teacher_minutes,
-                precision=config.precision,
-            )
+        stages.note("2", "teacher", "given", paths["teacher"], f"given   {paths['teacher']}")
+        return
+    teacher_config = teacher_config or TeacherConfig(
+        train=replace(
+            TEACHER_TRAIN, epochs=config.teacher_epochs, max_minutes=config.teacher_minutes, precision=config.precision
         )
-        stage(
-            2,
-            "teacher",
-            paths["teacher"],
-            is_current(paths["teacher"], "teacher", teacher_config, {"data": paths["data"]}),
-            lambda: train_teacher(paths["data"], paths["teacher"], teacher_config, overwrite=True),
-        )
+    )
+    stages.run(
+        2,
+        "teacher",
+        paths["teacher"],
+        is_current(paths["teacher"], "teacher", teacher_config, {"data": paths["data"]}),
+        lambda: train_teacher(paths["data"], paths["teacher"], teacher_config, overwrite=True),
+    )
+
+
+def _student(config: BuildConfig, target, paths: dict, stages: _Stages, distill_config, log) -> Path:
+    """Distill (and prune with --sparsity): the model the bundle is exported from."""
     # A profile that ships a step model needs positions counted from the window start.
     keep = keep_for_target(target) if config.keep is None else (config.keep or None)
     distill_config = distill_config or DistillConfig(
@@ -220,77 +233,69 @@ def build(
         keep=keep,
     )
     distill_inputs = {"data": paths["data"], "teacher": paths["teacher"], **init_input(distill_config.init)}
-    stage(
+    stages.run(
         3,
         "distill",
         paths["student"],
         is_current(paths["student"], "student", distill_config, distill_inputs),
         lambda: distill(paths["teacher"], paths["data"], paths["student"], distill_config, overwrite=True, log=log),
     )
-    model = paths["student"]
-    if config.sparsity:
-        prune_config = PruneConfig(sparsity=config.sparsity)
-        stage(
-            3,
-            "prune",
-            paths["pruned"],
-            is_current(
-                paths["pruned"], "pruned", prune_config, {"data": paths["data"], "teacher": paths["teacher"]}, {}
-            )
-            and _pruned_from(paths["pruned"], paths["student"]),
-            lambda: prune(
-                paths["student"],
-                paths["teacher"],
-                paths["data"],
-                paths["pruned"],
-                prune_config,
-                overwrite=True,
-                log=log,
-            ),
-        )
-        model = paths["pruned"]
-    else:
-        log(f"[-/{total}] prune     skipped (pass --sparsity to prune heads and FFN neurons)")
-        stages["prune"] = {"status": "skipped", "seconds": 0.0, "path": None}
+    if not config.sparsity:
+        stages.note("-", "prune", "skipped", None, "skipped (pass --sparsity to prune heads and FFN neurons)")
+        return paths["student"]
+    prune_config = PruneConfig(sparsity=config.sparsity)
+    prune_inputs = {"data": paths["data"], "teacher": paths["teacher"]}
+    stages.run(
+        3,
+        "prune",
+        paths["pruned"],
+        is_current(paths["pruned"], "pruned", prune_config, prune_inputs, {})
+        and _pruned_from(paths["pruned"], paths["student"]),
+        lambda: prune(
+            paths["student"], paths["teacher"], paths["data"], paths["pruned"], prune_config, overwrite=True, log=log
+        ),
+    )
+    return paths["pruned"]
+
+
+def _bundle(config: BuildConfig, target, model: Path, paths: dict, stages: _Stages, log) -> None:
+    """Export and quantize: the app's bundle in dist/<target>/."""
     export_config = ExportConfig(target=target.name, emulate=config.emulate, formats=config.formats)
-    stage(
+    profile = {"target": target.to_dict()}
+    stages.run(
         4,
         "export",
         paths["fp32"],
-        is_current(
-            paths["fp32"],
-            "export",
-            export_config,
-            {"model": model, "data": paths["data"]},
-            {"target": target.to_dict()},
-        ),
+        is_current(paths["fp32"], "export", export_config, {"model": model, "data": paths["data"]}, profile),
         lambda: export(model, paths["data"], paths["fp32"], export_config, profile=target, overwrite=True, log=log),
     )
     quantize_config = QuantizeConfig(target=target.name, emulate=config.emulate)
-    calibration = paths["data"] / "calibration.npz"
-    stage(
+    inputs = {"bundle": paths["fp32"], "data": paths["data"], "calibration": paths["data"] / "calibration.npz"}
+    stages.run(
         5,
         "quantize",
         paths["int8"],
-        is_current(
-            paths["int8"],
-            "quantize",
-            quantize_config,
-            {"bundle": paths["fp32"], "data": paths["data"], "calibration": calibration},
-            {"target": target.to_dict()},
-        ),
+        is_current(paths["int8"], "quantize", quantize_config, inputs, profile),
         lambda: quantize(
-            paths["fp32"],
-            paths["data"],
-            paths["int8"],
-            quantize_config,
-            profile=target,
-            overwrite=True,
-            log=log,
+            paths["fp32"], paths["data"], paths["int8"], quantize_config, profile=target, overwrite=True, log=log
         ),
     )
+
+
+def build(
+    config: BuildConfig, *, targets_dir: Path | None = None, teacher_config=None, distill_config=None, log=print
+) -> dict:
+    """Run (or reuse) every stage; returns {stage: {"status", "seconds", "path"}} and the report.
+    `teacher_config` / `distill_config` replace the defaults (shapes, training) from Python."""
+    # loaded once, and fail fast: a bad name, a format the profile does not offer, a missing extra
+    target = target_profile(config.target, targets_dir, config.formats)
+    paths = _paths(config, target)
+    stages = _Stages(log)
+    _data_and_teacher(config, paths, stages, teacher_config)
+    model = _student(config, target, paths, stages, distill_config, log)
+    _bundle(config, target, model, paths, stages, log)
     started = time.perf_counter()
-    log(f"[6/{total}] validate  {paths['int8']} on {', '.join(r.name for r in target.runtimes)}")
+    log(f"[6/{stages.total}] validate  {paths['int8']} on {', '.join(r.name for r in target.runtimes)}")
     report = validate(
         paths["int8"],
         paths["data"],
@@ -301,9 +306,9 @@ def build(
         profile=target,
         log=lambda m: log(m) if m.startswith(("emulator:", "emulated ", "warning:")) else None,
     )
-    stages["validate"] = {
+    stages.done["validate"] = {
         "status": "built",
         "seconds": round(time.perf_counter() - started, 1),
         "path": str(paths["int8"] / "report.html"),
     }
-    return {"stages": stages, "report": report, "bundle": str(paths["int8"])}
+    return {"stages": stages.done, "report": report, "bundle": str(paths["int8"])}

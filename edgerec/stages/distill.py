@@ -35,11 +35,11 @@ from edgerec.core.errors import EdgerecError
 from edgerec.core.evaluation import check_compatible, evaluate, resolve_model_dir
 from edgerec.core.interactions import load_data
 from edgerec.core.metrics import paired_bootstrap
+from edgerec.core.model_surgery import factorize_items
 from edgerec.core.models import (
     RecModel,
     Shape,
     build_id_model,
-    factorize_items,
     load_model,
 )
 from edgerec.core.training import setup_distributed
@@ -99,32 +99,9 @@ def keep_for_target(target) -> float:
 # --------------------------------------------------------------------------- training
 
 
-@writes_output
-def distill(
-    teacher_dir: Path,
-    data_dir: Path,
-    out_dir: Path,
-    config: DistillConfig = DistillConfig(),
-    *,
-    overwrite: bool = False,
-    log=print,
-) -> dict | None:
-    """Distil a teacher artifact into a student artifact; returns the manifest on rank 0."""
-    config.validate()
-    check_output(out_dir, "student", overwrite)
-    read_manifest(teacher_dir, "teacher")
-    data = load_data(data_dir)
-    sequences = data.train_sequences()
-    usable = [u for u, s in enumerate(sequences) if len(s) >= 2]
-    if not usable:
-        raise EdgerecError(f"{data_dir}: the training split is empty (every history is too short)")
-    source = None
-    if config.init not in ("teacher", "random"):  # a model to start from: fail before any work
-        source = load_model(resolve_model_dir(Path(config.init)))
-        check_compatible(source, data)
-        if source.kind not in ("causal", "masked"):
-            raise EdgerecError(f"--init {config.init}: a {source.kind} model has no id weights to start from")
-    dist = setup_distributed()
+def _student_maker(config: DistillConfig, data, source):
+    """`make(shape)(teacher) -> (student, how it started)`: a fresh id student of that shape,
+    started from `source` (--init) or the teacher where the shapes allow, else random."""
 
     def make_student(shape: Shape):
         config_now = replace(config, student=shape)
@@ -142,6 +119,62 @@ def distill(
 
         return make
 
+    return make_student
+
+
+def _judge_size(trained, shape: Shape, data, keep: float, teacher_valid) -> dict:
+    """How much of the teacher's validation NDCG@10 this student keeps, and whether it is short.
+    Short on the point estimate, as validate's min_ndcg_retained budget is judged (a first
+    version grew only when significantly short: on ML-1M the one-layer student kept 0.942 of the
+    teacher against 0.960, p = 0.09, and stayed, then missed the budget on test). The paired
+    interval is recorded beside it."""
+    student_valid = evaluate(RecModel(trained["student"].cpu(), trained["meta"]), data, "valid")
+    per_user = student_valid["per_user"]["NDCG@10"]
+    kept = float(np.mean(per_user) / max(np.mean(teacher_valid), 1e-12))
+    return {
+        "shape": asdict(shape),
+        "parameters": sum(p.numel() for p in trained["student"].parameters()),
+        "valid_ndcg10": float(np.mean(per_user)),
+        "kept": round(kept, 4),
+        "minus_keep_x_teacher": paired_bootstrap(per_user, keep * teacher_valid),
+        "short": kept < keep,
+    }
+
+
+def _init_source(config: DistillConfig, data):
+    """The model --init names (checked before any work), or None for the teacher / random."""
+    if config.init in ("teacher", "random"):
+        return None
+    source = load_model(resolve_model_dir(Path(config.init)))
+    check_compatible(source, data)
+    if source.kind not in ("causal", "masked"):
+        raise EdgerecError(f"--init {config.init}: a {source.kind} model has no id weights to start from")
+    return source
+
+
+@writes_output
+def distill(
+    teacher_dir: Path,
+    data_dir: Path,
+    out_dir: Path,
+    config: DistillConfig = DistillConfig(),
+    *,
+    overwrite: bool = False,
+    log=print,
+) -> dict | None:
+    """Distil a teacher artifact into a student artifact; returns the manifest on rank 0. With
+    `config.keep`, a student that keeps less of the teacher's validation NDCG@10 is followed by
+    up to `config.grow` larger ones (`larger_students`) until one keeps enough."""
+    config.validate()
+    check_output(out_dir, "student", overwrite)
+    read_manifest(teacher_dir, "teacher")
+    data = load_data(data_dir)
+    sequences = data.train_sequences()
+    usable = [u for u, s in enumerate(sequences) if len(s) >= 2]
+    if not usable:
+        raise EdgerecError(f"{data_dir}: the training split is empty (every history is too short)")
+    make_student = _student_maker(config, data, _init_source(config, data))
+    dist = setup_distributed()
     shapes, tries, teacher_valid = [config.student], [], None
     while True:
         shape = shapes[len(tries)]
@@ -154,28 +187,12 @@ def distill(
             teacher = trained["teacher"]
             teacher_valid = evaluate(teacher, data, "valid")["per_user"]["NDCG@10"]
             shapes += larger_students(shape, data.vocab_size, teacher.num_parameters)[: config.grow]
-        student_valid = evaluate(RecModel(trained["student"].cpu(), trained["meta"]), data, "valid")
-        # Short on the point estimate, as validate's min_ndcg_retained budget is judged (a first
-        # version grew only when significantly short: on ML-1M the one-layer student kept 0.942 of
-        # the teacher against 0.960, p = 0.09, and stayed, then missed the budget on test). The
-        # paired interval is recorded beside it.
-        per_user = student_valid["per_user"]["NDCG@10"]
-        kept = float(np.mean(per_user) / max(np.mean(teacher_valid), 1e-12))
-        tries.append(
-            {
-                "shape": asdict(shape),
-                "parameters": sum(p.numel() for p in trained["student"].parameters()),
-                "valid_ndcg10": float(np.mean(per_user)),
-                "kept": round(kept, 4),
-                "minus_keep_x_teacher": paired_bootstrap(per_user, config.keep * teacher_valid),
-                "short": kept < config.keep,
-            }
-        )
+        tries.append(_judge_size(trained, shape, data, config.keep, teacher_valid))
         if not tries[-1]["short"] or len(tries) == len(shapes):
             break
         if dist.is_main:
             log(
-                f"distill: {shape.layers} layer(s) x {shape.hidden} kept {kept:.3f} of the teacher's "
+                f"distill: {shape.layers} layer(s) x {shape.hidden} kept {tries[-1]['kept']:.3f} of the teacher's "
                 f"validation NDCG@10, below {config.keep:.3f}; trying "
                 f"{shapes[len(tries)].layers} layer(s) x {shapes[len(tries)].hidden}"
             )
@@ -190,11 +207,5 @@ def distill(
             "met": not tries[-1]["short"],
             "chosen": tries[-1]["shape"],
         }
-    return write_student(
-        out_dir,
-        data,
-        overwrite=overwrite,
-        manifest_config=config,
-        extra={"sizing": sizing} if sizing else None,
-        **trained,
-    )
+    extra = {"sizing": sizing} if sizing else None
+    return write_student(out_dir, data, overwrite=overwrite, manifest_config=config, extra=extra, **trained)

@@ -45,6 +45,89 @@ class ExportConfig:
     formats: tuple[str, ...] | None = None
 
 
+def _bundle_meta(rec, target, source: dict, top_k: int | None) -> dict:
+    """metadata.json's description of the model: what it reads and what it returns, per format."""
+    return {
+        "target": target.name,
+        "edgerec_version": __version__,
+        "source_stage": source["stage"],
+        "kind": rec.kind,
+        "max_len": rec.max_len,
+        "padding_id": 0,
+        "num_items": rec.num_items,
+        "inputs": {
+            "input_ids": {
+                "dtype": {f: FORMATS[f].input_dtype(target) for f in target.formats},
+                "shape": {f: FORMATS[f].input_shape(rec.max_len) for f in target.formats},
+                "layout": "most recent item last, left-padded with 0",
+            }
+        },
+        "outputs": (
+            {
+                "items": "int64 [batch, K] item indices (items.json), best first "
+                "(TFLite signature output output_0; ExecuTorch output 0); 0 in the slots past the "
+                "last item when fewer than K are outside the window",
+                "scores": "float32 [batch, K]; items in the input window excluded; -inf "
+                "where items is 0 (TFLite: output_1; ExecuTorch: output 1)",
+            }
+            if top_k
+            else {
+                "scores": "float32 [batch, num_items]: column j scores the item "
+                "with index j + 1 in items.json; higher is better"
+            }
+        ),
+        "top_k": top_k,
+    }
+
+
+def _wants_step(rec, target, config: ExportConfig) -> bool:
+    """Whether the bundle gets a step model; refuses, before any work, a format that cannot hold
+    one or a model a step graph would not be exact for."""
+    step = target.step_model if config.step is None else config.step
+    if step:
+        no_step = [f for f in target.formats if not FORMATS[f].writes_step]
+        if no_step:
+            raise EdgerecError(
+                f"{', '.join(no_step)} cannot hold the step model yet: export without --step, or without {no_step[0]}"
+            )
+        step_layout(rec)
+    return bool(step)
+
+
+def _write_models(rec, tmp: Path, target, top_k: int | None, meta: dict, log) -> tuple[dict, dict]:
+    """model.<fmt> for every format of the profile (and, with top-K, a scores-only twin of the same
+    weights that parity runs on): ({fmt: file name}, {fmt: seconds})."""
+    graph, plain = scoring_graph(rec, top_k), scoring_graph(rec, None)
+    files, timings = {}, {}
+    for fmt in target.formats:
+        started = time.perf_counter()
+        log(f"writing {FORMATS[fmt].file_name('model')}")
+        files[fmt] = FORMATS[fmt].file_name("model")
+        FORMATS[fmt].write_full(graph, tmp / files[fmt], target, rec.max_len, top_k, meta)
+        if top_k:
+            FORMATS[fmt].write_full(plain, tmp / FORMATS[fmt].file_name("parity"), target, rec.max_len, None, {})
+        timings[fmt] = round(time.perf_counter() - started, 2)
+    return files, timings
+
+
+def _host_parity(rec, tmp: Path, files: dict, target, top_k: int | None, meta: dict, histories) -> dict:
+    """Each runtime of the profile on this machine against PyTorch, on the scores."""
+    checks = {}
+    for runtime in target.runtimes:
+        fmt = RUNTIMES[runtime.name][0]
+        if fmt not in files:
+            raise EdgerecError(
+                f"target {target.name}: runtime {runtime.name} runs {fmt}, "
+                f"which the profile's formats {list(target.formats)} omit"
+            )
+        path = tmp / (FORMATS[fmt].file_name("parity") if top_k else files[fmt])
+        users = histories[: FORMATS[fmt].parity_users]
+        checks[runtime.name] = parity(
+            rec, open_model(runtime, path, meta, target), users, target.budgets.parity_atol, f"{fmt} on {runtime.name}"
+        )
+    return checks
+
+
 @writes_output
 def export(
     model_dir: Path,
@@ -68,92 +151,29 @@ def export(
     check_compatible(rec, data)
     if rec.kind == "text":
         return _export_text(rec, Path(model_dir), Path(data_dir), data, out_dir, target, config, overwrite, log)
-    if config.top_k is not None and not 1 <= config.top_k <= rec.num_items:
-        raise EdgerecError(f"--top-k must be in [1, {rec.num_items}], got {config.top_k}")
+    top_k = config.top_k
+    if top_k is not None and not 1 <= top_k <= rec.num_items:
+        raise EdgerecError(f"--top-k must be in [1, {rec.num_items}], got {top_k}")
     histories = data.examples("test")[0][: config.parity_users]
-    step = target.step_model if config.step is None else config.step
-    if step:
-        no_step = [f for f in target.formats if not FORMATS[f].writes_step]
-        if no_step:
-            raise EdgerecError(
-                f"{', '.join(no_step)} cannot hold the step model yet: export without --step, or without {no_step[0]}"
-            )
-        step_layout(rec)  # refuse a model a step graph would not be exact for, before any work
-    graph = scoring_graph(rec, config.top_k)
-    plain = scoring_graph(rec, None)  # parity is checked on the scores
-    meta = {
-        "target": target.name,
-        "edgerec_version": __version__,
-        "source_stage": source["stage"],
-        "kind": rec.kind,
-        "max_len": rec.max_len,
-        "padding_id": 0,
-        "num_items": rec.num_items,
-        "inputs": {
-            "input_ids": {
-                "dtype": {f: FORMATS[f].input_dtype(target) for f in target.formats},
-                "shape": {f: FORMATS[f].input_shape(rec.max_len) for f in target.formats},
-                "layout": "most recent item last, left-padded with 0",
-            }
-        },
-        "outputs": (
-            {
-                "items": "int64 [batch, K] item indices (items.json), best first "
-                "(TFLite signature output output_0; ExecuTorch output 0); 0 in the slots past the "
-                "last item when fewer than K are outside the window",
-                "scores": "float32 [batch, K]; items in the input window excluded; -inf "
-                "where items is 0 (TFLite: output_1; ExecuTorch: output 1)",
-            }
-            if config.top_k
-            else {
-                "scores": "float32 [batch, num_items]: column j scores the item "
-                "with index j + 1 in items.json; higher is better"
-            }
-        ),
-        "top_k": config.top_k,
-    }
-    with atomic_artifact(
-        out_dir, "export", config=config, inputs={"model": Path(model_dir), "data": Path(data_dir)}, overwrite=overwrite
-    ) as (tmp, manifest):
-        files, checks, timings = {}, {}, {}
-        for fmt in target.formats:
-            started = time.perf_counter()
-            log(f"writing {FORMATS[fmt].file_name('model')}")
-            files[fmt] = FORMATS[fmt].file_name("model")
-            FORMATS[fmt].write_full(graph, tmp / files[fmt], target, rec.max_len, config.top_k, meta)
-            if config.top_k:  # parity runs on a scores-only twin of the same weights
-                FORMATS[fmt].write_full(plain, tmp / FORMATS[fmt].file_name("parity"), target, rec.max_len, None, {})
-            timings[fmt] = round(time.perf_counter() - started, 2)
-        for runtime in target.runtimes:
-            fmt = RUNTIMES[runtime.name][0]
-            if fmt not in files:
-                raise EdgerecError(
-                    f"target {target.name}: runtime {runtime.name} runs {fmt}, "
-                    f"which the profile's formats {list(target.formats)} omit"
-                )
-            path = tmp / (FORMATS[fmt].file_name("parity") if config.top_k else files[fmt])
-            users = histories[: FORMATS[fmt].parity_users]
-            checks[runtime.name] = parity(
-                rec,
-                open_model(runtime, path, meta, target),
-                users,
-                target.budgets.parity_atol,
-                f"{fmt} on {runtime.name}",
-            )
+    step = _wants_step(rec, target, config)
+    meta = _bundle_meta(rec, target, source, top_k)
+    inputs = {"model": Path(model_dir), "data": Path(data_dir)}
+    with atomic_artifact(out_dir, "export", config=config, inputs=inputs, overwrite=overwrite) as (tmp, manifest):
+        files, timings = _write_models(rec, tmp, target, top_k, meta, log)
+        checks = _host_parity(rec, tmp, files, target, top_k, meta, histories)
         arm_parity = (
             emulated_parity(rec, tmp, files, meta, target, histories, config, log) if target.device.emulate else None
         )
+        # what the app reads: the top-K file's own lists
         top_k_checks = (
-            top_k_check(graph, tmp, files, target, meta, histories[:64])  # what the app reads
-            if config.top_k
-            else None
+            top_k_check(scoring_graph(rec, top_k), tmp, files, target, meta, histories[:64]) if top_k else None
         )
         for fmt in files:
             (tmp / FORMATS[fmt].file_name("parity")).unlink(missing_ok=True)
         step_entry = None
         if step:
             started = time.perf_counter()
-            step_entry = export_steps(rec, tmp, target, config.top_k, histories, meta)
+            step_entry = export_steps(rec, tmp, target, top_k, histories, meta)
             timings["step"] = round(time.perf_counter() - started, 2)
         write_item_files(tmp, data.items)
         app_files = {}

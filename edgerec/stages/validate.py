@@ -15,8 +15,6 @@ replayed item by item through it on every runtime (`validate_steps`).
 
 from __future__ import annotations
 
-import os
-import platform
 import sys
 import time
 from dataclasses import dataclass
@@ -26,6 +24,13 @@ import numpy as np
 
 from edgerec.core import metrics
 from edgerec.core.artifacts import check_writable, read_artifact, read_manifest
+from edgerec.core.budgets import (
+    check_budgets,
+    coverage_budgets,
+    instruction_budgets,
+    latency_stands_for_device,
+    this_machine,
+)
 from edgerec.core.errors import EdgerecError
 from edgerec.core.evaluation import item_ids_hash, resolve_model_dir
 from edgerec.core.files import read_bundle, read_json
@@ -34,11 +39,12 @@ from edgerec.core.models import load_model
 from edgerec.core.report import write_report
 from edgerec.core.targets import Target, load_target
 from edgerec.devices.device import SshDevice
-from edgerec.devices.emulator import OFF, EmulatedDevice, EmulatorUnavailable, switched_off
+from edgerec.devices.emulator import OFF, EmulatorUnavailable, switched_off
 from edgerec.devices.envs import python_for, run_runner
 from edgerec.devices.runtimes import encode
 from edgerec.formats import FORMATS, RUNTIMES, target_profile
 from edgerec.formats.checks import accuracy, latency_stats, replay, score_outputs
+from edgerec.formats.emulated import validate_emulated
 from edgerec.formats.onnx.text import TextOnnxScorer, cached_text_onnx
 
 
@@ -226,180 +232,57 @@ def _text_onnx(teacher: Path, data, histories, targets, reference: dict, timed: 
     }
 
 
-def coverage_budgets(target, runs: dict, beyond: dict, label: str) -> list[dict]:
-    """The profile's optional `min_coverage_retained`: bundle coverage@10 / the teacher's."""
-    limit = target.budgets.min_coverage_retained
-    if limit is None:
-        return []
-    rows = []
-    for runtime, r in runs.items():
-        kept = beyond["models"][f"{label} {r['file']} ({runtime})"].get("vs_teacher", {}).get("coverage")
-        rows.append(
-            {
-                "budget": "coverage@10 kept vs teacher",
-                "where": runtime,
-                "value": None if kept is None else round(kept, 4),
-                "limit": f">= {limit}",
-                "status": (
-                    "SKIP (no teacher found; pass --teacher)" if kept is None else "PASS" if kept >= limit else "FAIL"
-                ),
-            }
-        )
-    return rows
+def _references(teacher, student, data, histories, targets, log) -> tuple[dict, dict | None]:
+    """The teacher and the fp32 student in PyTorch on the same users (and a text teacher in ONNX
+    Runtime too): ({"teacher": ..., "student": ...}, the text teacher's ONNX run or None)."""
+    references, teacher_top, teacher_onnx = {}, None, None
+    if teacher:
+        log(f"teacher (PyTorch): {teacher}")
+        references["teacher"] = _pytorch(teacher, data, histories, targets)
+        teacher_top = references["teacher"]["top"]
+        if references["teacher"]["kind"] == "text":
+            log("text teacher in ONNX Runtime (the before model, runtime to runtime)")
+            teacher_onnx = _text_onnx(teacher, data, histories, targets, references["teacher"])
+    if student:
+        log(f"fp32 student (PyTorch): {student}")
+        references["student"] = _pytorch(student, data, histories, targets, teacher_top)
+    return references, teacher_onnx
 
 
-def check_budgets(
-    target, runs: dict, teacher_ndcg: float | None, where: str = "this machine", latency_checked: bool = True
-) -> list[dict]:
-    """One row per budget and runtime. A latency that does not stand for the reference device
-    (`latency_stands_for_device`) is reported, never passed: "NOT CHECKED (...)"."""
-    budgets, rows = target.budgets, []
-    for runtime, r in runs.items():
-        mb = r["bytes"] / 1e6
-        rows.append(
-            {
-                "budget": "model size",
-                "where": f"{r['file']} ({runtime})",
-                "value": round(mb, 4),
-                "limit": f"<= {budgets.max_model_mb} MB",
-                "status": "PASS" if mb <= budgets.max_model_mb else "FAIL",
-            }
-        )
-        p95 = r["latency"]["p95_ms"]
-        rows.append(
-            {
-                "budget": "p95 latency, batch 1",
-                "where": f"{runtime} on {where}",
-                "value": round(p95, 4),
-                "limit": f"<= {budgets.max_p95_ms} ms ({budgets.reference_device})",
-                "status": ("PASS" if p95 <= budgets.max_p95_ms else "FAIL")
-                if latency_checked
-                else "NOT CHECKED (measured here, not on the reference device)",
-            }
-        )
-        ndcg = r["metrics"]["NDCG@10"]["mean"]
-        if teacher_ndcg:
-            kept = ndcg / teacher_ndcg
-            rows.append(
-                {
-                    "budget": "NDCG@10 kept vs teacher",
-                    "where": runtime,
-                    "value": round(kept, 4),
-                    "limit": f">= {budgets.min_ndcg_retained}",
-                    "status": "PASS" if kept >= budgets.min_ndcg_retained else "FAIL",
-                }
-            )
-        else:
-            rows.append(
-                {
-                    "budget": "NDCG@10 kept vs teacher",
-                    "where": runtime,
-                    "value": None,
-                    "limit": f">= {budgets.min_ndcg_retained}",
-                    "status": "SKIP (no teacher found; pass --teacher)",
-                }
-            )
-    return rows
+def _on_arm(bundle: Path, meta: dict, target, config: ValidateConfig, histories, targets, num_items, log):
+    """validate_emulated's result, or why it did not run (never a silent PASS)."""
+    if not target.device.emulate:
+        return "the profile names no emulated CPU"
+    if switched_off(config.emulate):
+        return f"not run ({OFF})"
+    try:
+        return validate_emulated(bundle, meta, target, histories, targets, num_items, log)
+    except EmulatorUnavailable as exc:  # the machine cannot emulate: say so
+        log(f"warning: the ARM check did not run: {exc}")
+        return f"did not run: {exc}"
 
 
-STEP_REPLAY_USERS = 8  # a replay is one emulated call per history item: keep it to a few users
-
-
-def validate_emulated(bundle: Path, meta: dict, target, histories, targets, num_items: int, log=print) -> dict:
-    """The bundle on the aarch64 builds of its runtimes, per CPU model the profile emulates
-    (edgerec/devices/emulator.py), on the first `device.users` test users: scores against the same
-    file on this machine's runtime (max |diff|, top-10 agreement), NDCG@10 on ARM kernels vs
-    here (paired), and ARM instructions per batch-1 call for the full and the step model."""
-    n = min(target.device.users, len(histories))
-    hist, tgt = histories[:n], targets[:n]
-    out = {"users": n, "cpus": {}}
-    step = meta.get("step_model")
-    for cpu in target.device.emulate:
-        device = EmulatedDevice.open(cpu, log)
-        cannot = device.can_count()
-        result = {}
-        for runtime in target.runtimes:
-            fmt = RUNTIMES[runtime.name][0]
-            name = meta["files"][fmt]
-            ids = encode(hist, meta["max_len"], FORMATS[fmt].input_dtype(target))
-            log(f"{device.name}: {name} on aarch64 {runtime.name}, {n} test users")
-            arm = device.run_runner(runtime.name, Path(bundle) / name, ids, 1)
-            python = python_for(runtime.name) if runtime.environment == "isolated" else sys.executable
-            here = run_runner(python, runtime.name, Path(bundle) / name, ids, 1)
-            where = f"{bundle}: {name} on aarch64 {runtime.name} ({device.name})"
-            _, arm_top, arm_user = score_outputs(arm["scores"], meta.get("top_k"), num_items, hist, tgt, None, where)
-            _, here_top, here_user = score_outputs(
-                here["scores"], meta.get("top_k"), num_items, hist, tgt, None, f"{bundle}: {name} on {runtime.name}"
-            )
-            entry = {
-                "file": name,
-                "users": n,
-                "top10_agreement_with_host": float(metrics.topk_agreement(arm_top, here_top).mean()),
-                "identical_top10": float((arm_top == here_top).all(axis=1).mean()),
-                "ndcg10_arm": float(arm_user["NDCG@10"].mean()),
-                "ndcg10_host": float(here_user["NDCG@10"].mean()),
-                "paired_arm_minus_host": metrics.paired_bootstrap(arm_user["NDCG@10"], here_user["NDCG@10"]),
-            }
-            if not meta.get("top_k"):
-                entry["max_abs_diff_vs_host"] = float(
-                    np.max(np.abs(np.asarray(arm["scores"], np.float64) - np.asarray(here["scores"], np.float64)))
-                )
-            if step and fmt in step.get("files", {}):
-                # the step file replayed item by item on ARM kernels, against the full file there
-                k = min(STEP_REPLAY_USERS, n)
-                step_ids = encode(hist[:k], step["layout"]["window"], FORMATS[fmt].input_dtype(target))
-                log(f"{device.name}: replaying {step['files'][fmt]} for {k} test users")
-                replayed = device.run_runner(runtime.name, Path(bundle) / step["files"][fmt], step_ids, 1, step=True)
-                _, step_top, _ = score_outputs(
-                    replayed["scores"],
-                    meta.get("top_k"),
-                    num_items,
-                    hist[:k],
-                    tgt[:k],
-                    None,
-                    f"{bundle}: {step['files'][fmt]} on {device.name}",
-                )
-                entry["step_replay"] = {
-                    "users": k,
-                    "identical_top10_with_full": float((step_top == arm_top[:k]).all(axis=1).mean()),
-                    "top10_agreement_with_full": float(metrics.topk_agreement(step_top, arm_top[:k]).mean()),
-                }
-            if cannot:
-                entry["instructions"] = f"not measured: {cannot}"
-            else:
-                log(f"{device.name}: counting instructions per call ({name})")
-                entry["instructions"] = device.instructions_per_call(runtime.name, Path(bundle) / name, ids)
-                if step and fmt in step.get("files", {}):
-                    step_ids = encode(hist, step["layout"]["window"], FORMATS[fmt].input_dtype(target))
-                    entry["step_instructions"] = device.instructions_per_call(
-                        runtime.name, Path(bundle) / step["files"][fmt], step_ids[:5], few=1, many=6, step=True
-                    )
-            result[runtime.name] = entry
-        out["cpus"][cpu] = result
-    return out
-
-
-def instruction_budgets(target, emulated: dict | None) -> list[dict]:
-    """`max_instructions_per_call` against the first emulated CPU's count, per runtime."""
-    limit = target.budgets.max_instructions_per_call
-    if limit is None:
-        return []
-    rows = []
-    cpus = list(emulated["cpus"].items()) if isinstance(emulated, dict) else []
-    for runtime in target.runtimes:
-        got = cpus[0][1].get(runtime.name, {}).get("instructions") if cpus else None
-        where = f"{runtime.name} on emulated {cpus[0][0]}" if cpus else runtime.name
-        row = {"budget": "ARM instructions per call, batch 1", "where": where, "limit": f"<= {limit:,.0f}"}
-        if isinstance(got, dict):
-            row.update(
-                value=round(got["instructions_per_call"]),
-                status="PASS" if got["instructions_per_call"] <= limit else "FAIL",
-            )
-        else:
-            why = got or (emulated if isinstance(emulated, str) else "no emulated device ran")
-            row.update(value=None, status=f"NOT CHECKED ({why})")
-        rows.append(row)
-    return rows
+def _checked_inputs(bundle: Path, data_dir: Path, target, config: ValidateConfig, teacher, student, report_dir):
+    """Everything validate reads, checked before any work (a bad input is one line, not a
+    half-run validation): (meta, modified files, data, teacher, student, device)."""
+    if config.device is not None and not config.device_python.strip():
+        raise EdgerecError("--device-python is empty: name the Python on the device (e.g. python3)")
+    device = SshDevice.parse(config.device, config.device_python, config.ssh_key) if config.device is not None else None
+    meta, items, modified = load_bundle(bundle, target, config.allow_modified)
+    check_writable(Path(report_dir or bundle), "the validation report")
+    data = load_data(data_dir)
+    if meta["num_items"] != data.num_items or item_ids_hash(
+        [str(i["id"]) if isinstance(i, dict) else str(i) for i in items]
+    ) != item_ids_hash(data.item_ids()):
+        raise EdgerecError(f"{bundle}: its items.json does not match the item vocabulary of {data_dir}")
+    found = lineage(bundle)
+    teacher = Path(teacher) if teacher else found["teacher"]
+    student = Path(student) if student else found["student"]
+    if teacher:
+        read_artifact(teacher, "teacher")
+    if student:
+        read_artifact(student, ("student", "pruned"))
+    return meta, modified, data, teacher, student, device
 
 
 def validate(
@@ -419,40 +302,16 @@ def validate(
     report.html into `report_dir` (default: the bundle). Returns the report. `profile`: the
     target profile already loaded (else `config.target` is loaded)."""
     target = profile or load_target(config.target, targets_dir)  # narrowed to the bundle's formats below
-    if config.device is not None and not config.device_python.strip():
-        raise EdgerecError("--device-python is empty: name the Python on the device (e.g. python3)")
-    device = SshDevice.parse(config.device, config.device_python, config.ssh_key) if config.device is not None else None
     bundle = Path(bundle)
-    meta, items, modified = load_bundle(bundle, target, config.allow_modified)
+    meta, modified, data, teacher, student, device = _checked_inputs(
+        bundle, data_dir, target, config, teacher, student, report_dir
+    )
     target = target_profile(target, formats=meta.get("files"))  # the runtimes of the bundle's formats
-    check_writable(Path(report_dir or bundle), "the validation report")
-    data = load_data(data_dir)
-    if meta["num_items"] != data.num_items or item_ids_hash(
-        [str(i["id"]) if isinstance(i, dict) else str(i) for i in items]
-    ) != item_ids_hash(data.item_ids()):
-        raise EdgerecError(f"{bundle}: its items.json does not match the item vocabulary of {data_dir}")
-    found = lineage(bundle)
-    teacher = Path(teacher) if teacher else found["teacher"]
-    student = Path(student) if student else found["student"]
-    if teacher:  # before any work: a bad reference is one line, not a half-run validation
-        read_artifact(teacher, "teacher")
-    if student:
-        read_artifact(student, ("student", "pruned"))
     histories, targets = data.examples("test")
     if config.users:
         histories, targets = histories[: config.users], targets[: config.users]
-    references, teacher_top = {}, None
-    if teacher:
-        log(f"teacher (PyTorch): {teacher}")
-        references["teacher"] = _pytorch(teacher, data, histories, targets)
-        teacher_top = references["teacher"]["top"]
-    teacher_onnx = None
-    if teacher and references["teacher"]["kind"] == "text":
-        log("text teacher in ONNX Runtime (the before model, runtime to runtime)")
-        teacher_onnx = _text_onnx(teacher, data, histories, targets, references["teacher"])
-    if student:
-        log(f"fp32 student (PyTorch): {student}")
-        references["student"] = _pytorch(student, data, histories, targets, teacher_top)
+    references, teacher_onnx = _references(teacher, student, data, histories, targets, log)
+    teacher_top = references["teacher"]["top"] if teacher else None
     log(
         f"{bundle}: {len(histories)} test users, batch 1, on {', '.join(r.name for r in target.runtimes)}"
         + (f" at {config.device}" if device else "")
@@ -471,26 +330,15 @@ def validate(
         step = validate_steps(
             bundle, meta["step_model"], target, histories, targets, data.num_items, runs, config.warmup, device
         )
-    emulated = None
-    if not target.device.emulate:
-        emulated = "the profile names no emulated CPU"
-    elif switched_off(config.emulate):
-        emulated = f"not run ({OFF})"
-    else:
-        try:
-            emulated = validate_emulated(bundle, meta, target, histories, targets, data.num_items, log)
-        except EmulatorUnavailable as exc:  # the machine cannot emulate: say so, never a silent PASS
-            emulated = f"did not run: {exc}"
-            log(f"warning: the ARM check did not run: {exc}")
+    emulated = _on_arm(bundle, meta, target, config, histories, targets, data.num_items, log)
     teacher_ndcg = references["teacher"]["metrics"]["NDCG@10"]["mean"] if teacher else None
-    beyond = beyond_accuracy(data, runs, references, meta.get("precision", "fp32"))
-    machine = _machine()
+    label = meta.get("precision", "fp32")
+    beyond = beyond_accuracy(data, runs, references, label)
+    machine = this_machine()
     where = config.device or f"this machine ({machine['cpu']})"
     budgets = check_budgets(target, runs, teacher_ndcg, where, latency_stands_for_device(target, machine, device))
-    budgets += coverage_budgets(target, runs, beyond, meta.get("precision", "fp32"))
+    budgets += coverage_budgets(target, runs, beyond, label)
     budgets += instruction_budgets(target, emulated)
-    passed = all(b["status"] != "FAIL" for b in budgets)
-    label = meta.get("precision", "fp32")
     report = {
         "target": target.to_dict(),
         "bundle": str(bundle),
@@ -506,7 +354,7 @@ def validate(
         },
         "beyond_accuracy": beyond,
         "budgets": budgets,
-        "passed": passed,
+        "passed": all(b["status"] != "FAIL" for b in budgets),
         "step_model": step,
         "emulated_arm": emulated,
         "teacher_onnxruntime": teacher_onnx,
@@ -558,27 +406,3 @@ def beyond_accuracy(data, runs: dict, references: dict, label: str) -> dict:
         "definition": "top-10 per test user, history masked; popularity = training interactions; "
         "tail = items outside the top 20% by popularity",
     }
-
-
-def _machine() -> dict:
-    """This machine's CPU model and flags: every host latency figure is labelled with them."""
-    cpu, flags = "", []
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-        cpu = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "")
-        flags = next((line.split(":", 1)[1].split() for line in lines if line.startswith(("flags", "Features"))), [])
-    except OSError:
-        pass
-    return {
-        "cpu": cpu or platform.processor() or platform.machine(),
-        "cores": os.cpu_count(),
-        "platform": platform.platform(),
-        "flags": sorted(flags),
-    }
-
-
-def latency_stands_for_device(target, machine: dict, device) -> bool:
-    """Does a latency measured here stand for the profile's reference device? On a device (ssh)
-    yes; on this machine only when its CPU has the flags the profile names."""
-    wanted = target.budgets.host_stands_for_device_with
-    return device is not None or bool(wanted) and set(wanted) <= set(machine.get("flags", []))

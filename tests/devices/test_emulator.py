@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from edgerec.core.errors import EdgerecError
-from edgerec.devices import emulator
+from edgerec.devices import emulator, sysroot
 
 SHAPE = dict(hidden=16, layers=1, heads=2, intermediate=32, max_len=12)
 can_emulate = all(shutil.which(t) for t in ("qemu-aarch64-static", "qemu-aarch64", "debootstrap")) or (
@@ -162,8 +162,9 @@ def test_validate_runs_the_bundle_on_the_aarch64_runtimes(tmp_path_factory, data
 def test_export_checks_parity_on_arm_and_quantize_ships_the_form_with_fewest_arm_instructions(
     tmp_path_factory, data_dir, arm_bundles, monkeypatch
 ):
+    from edgerec.formats.int8 import choose_form
     from edgerec.stages.export import ExportConfig, export
-    from edgerec.stages.quantize import QuantizeConfig, choose_form, quantize
+    from edgerec.stages.quantize import QuantizeConfig, quantize
 
     monkeypatch.delenv("EDGEREC_EMULATE", raising=False)
     if "EDGEREC_CACHE" not in os.environ:  # the emulator the test above set up
@@ -236,7 +237,7 @@ def test_the_pte_matches_pytorch_on_aarch64_executorch(tmp_path_factory, data_di
 )
 def test_a_runtime_without_an_aarch64_wheel_is_one_line_before_the_userland(tmp_path, monkeypatch):
     monkeypatch.setenv("EDGEREC_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(emulator, "SITES", {"onnxruntime": ["onnxruntime==1.0.0"]})  # x86-only release
+    monkeypatch.setattr(sysroot, "SITES", {"onnxruntime": ["onnxruntime==1.0.0"]})  # x86-only release
     lines = []
     with pytest.raises(EdgerecError, match=r"emulator: pip \(aarch64 onnxruntime\) failed: .*onnxruntime"):
         emulator.setup(log=lines.append)

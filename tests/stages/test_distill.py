@@ -1,9 +1,10 @@
 import numpy as np
 import pytest
 
-from edgerec.core.distillation import DistillConfig, _causal_windows, _soft_targets
+from edgerec.core.distillation import DistillConfig
 from edgerec.core.errors import EdgerecError
 from edgerec.core.models import Shape, build_id_model, load_model
+from edgerec.core.soft_targets import _causal_windows, _soft_targets
 from edgerec.core.training import TrainConfig
 from edgerec.stages.distill import distill, size_student, student_parameters
 from edgerec.stages.teacher import TeacherConfig, train_teacher
@@ -40,7 +41,7 @@ def test_distilled_student_is_small_and_ranks(tmp_path, data_dir, teacher_dir, m
 
 
 def test_teacher_targets_are_cached_and_reused(tmp_path, data_dir, teacher_dir, monkeypatch):
-    import edgerec.core.distillation as d
+    import edgerec.core.soft_targets as d
 
     monkeypatch.setenv("EDGEREC_CACHE", str(tmp_path / "cache"))
     calls = []
@@ -224,7 +225,7 @@ def test_bad_student_kind_or_positions_is_one_clear_error(tmp_path, data_dir, te
 def test_init_from_teacher_copies_embeddings_head_and_chosen_layers():
     import torch
 
-    from edgerec.core.models import init_from_teacher, teacher_init_layers
+    from edgerec.core.model_surgery import init_from_teacher, teacher_init_layers
 
     torch.manual_seed(0)
     teacher = build_id_model("causal", 30, Shape(hidden=16, layers=3, heads=2, intermediate=32, max_len=12)).eval()

@@ -9,9 +9,10 @@ import pytest
 from edgerec.core.errors import EdgerecError
 from edgerec.core.models import Shape
 from edgerec.core.training import TrainConfig
+from edgerec.formats.int8 import fit_tolerance
 from edgerec.formats.onnx.int8 import calibrate_onnx, input_feeds
 from edgerec.stages.export import ExportConfig, export
-from edgerec.stages.quantize import QuantizeConfig, fit_tolerance, load_calibration, quantize
+from edgerec.stages.quantize import QuantizeConfig, load_calibration, quantize
 from edgerec.stages.teacher import TeacherConfig, train_teacher
 
 SHAPE = Shape(hidden=32, layers=1, heads=2, intermediate=64, max_len=12)
@@ -230,7 +231,7 @@ def test_cli_bad_calibration_is_one_line(tmp_path, data_dir, bundles):
 
 
 def test_choose_form_prefers_fewest_arm_instructions_within_size():
-    from edgerec.stages.quantize import choose_form
+    from edgerec.formats.int8 import choose_form
 
     forms = {
         "static_qdq": {"fits": True, "size_ratio": 0.29, "arm_instructions_per_call": 760.0, "arm_vs_fp32": 1.27},

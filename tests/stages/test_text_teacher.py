@@ -154,7 +154,7 @@ def test_cached_encoding_is_what_the_tokenizer_returns(data_dir, base_dir, order
     output for the rendered string, truncated on the oldest side."""
     import transformers
 
-    from edgerec.core.models import TextEncoder, item_text, render_history
+    from edgerec.core.text_input import TextEncoder, item_text, render_history
 
     data = load_data(data_dir)
     tokenizer = transformers.AutoTokenizer.from_pretrained(base_dir)
@@ -200,7 +200,7 @@ def test_text_teacher_options_reach_scoring(tmp_path, data_dir, base_dir):
     manifest = train_teacher(data_dir, tmp_path / "t", config, base=base_dir)
     model = load_model(tmp_path / "t" / "model")
     assert model.meta["render"] == {"order": "recent-last", "limit": 4}
-    from edgerec.core.models import item_text
+    from edgerec.core.text_input import item_text
 
     assert model.meta["titles"][1:] == [item_text(e, genres=True) for e in load_data(data_dir).items]
     assert item_text({"id": "7", "title": "Heat", "genres": ["Action", "Crime"]}, genres=True) == "Heat (Action, Crime)"

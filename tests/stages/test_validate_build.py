@@ -243,8 +243,8 @@ def test_validate_takes_a_top_k_bundle_on_every_runtime(tmp_path, data_dir, bund
 
 
 def test_a_latency_budget_is_checked_only_where_it_stands_for_the_device():
+    from edgerec.core.budgets import latency_stands_for_device
     from edgerec.core.targets import load_target
-    from edgerec.stages.validate import latency_stands_for_device
 
     avx2, arm64 = load_target("x86_64-avx2"), load_target("arm64")
     epyc = {"cpu": "AMD EPYC", "flags": ["avx", "avx2", "fma", "sse4_2"]}
