@@ -1,9 +1,10 @@
 """ExecuTorch beside ONNX on the default student, on the host runtimes: accuracy of each int8
 form (full ranking, every test user, paired against the same format's fp32 file) and agreement
-between the int8 .pte and the int8 model.onnx. ARM instructions per call of the same files on
-the emulated CPUs are benchmarks/arm.py's (its `files` rows with format "executorch").
+between the int8 .pte and the int8 model.onnx, and ARM instructions per batch-1 call of the
+same files on the emulated Cortex-A76 (benchmarks/arm.py counts every form of every format on
+three CPUs, the .pte files included; this is the short run beside ONNX).
 
-    python benchmarks/pte.py [--work runs]
+    python benchmarks/pte.py [--work runs] [--users 50]
 
 Inputs: runs/data and runs/student from the README's first command (`edgerec build --target
 arm64`). Steps, in one run:
@@ -15,6 +16,10 @@ arm64`). Steps, in one run:
    static). The other ExecuTorch form (dynamic) is made here with the same plan.
 3. Test NDCG@10 and HR@10 of every file on its host runtime (onnxruntime, executorch 1.4.1),
    paired bootstrap of each int8 file against its fp32 file, and top-10 agreement between files.
+4. ARM instructions per call ((105 calls - 5 calls) / 100, one thread, median of two counts) of
+   each file on the first --users test users, emulated Cortex-A76. The aarch64 ExecuTorch is
+   1.1.0 with torch 2.10 (the newest pair with a CPU torch for aarch64 on PyPI; the host's exporter
+   and runtime are 1.4.1): see edgerec/devices/sysroot.py ON_DEMAND.
 
 Writes benchmarks/results/pte.json (not executorch.py: that name would shadow the executorch package).
 """
@@ -47,12 +52,15 @@ def ndcg_hr(scorer, data):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=Path("runs"))
+    parser.add_argument("--users", type=int, default=50, help="test users run under emulation")
     args = parser.parse_args()
 
     from edgerec.core import metrics
     from edgerec.core.evaluation import resolve_model_dir
     from edgerec.core.interactions import load_data
     from edgerec.core.models import load_model
+    from edgerec.devices.emulator import EmulatedDevice
+    from edgerec.devices.runtimes import encode
     from edgerec.formats import FORMATS, target_profile
     from edgerec.stages.export import ExportConfig, export
     from edgerec.stages.quantize import QuantizeConfig, load_calibration, quantize
@@ -108,6 +116,14 @@ def main() -> None:
             ndcg, hr, top = ndcg_hr(scorer, data)
             per_user[(fmt, form)] = {"ndcg10": ndcg, "hr10": hr}
             tops[(fmt, form)] = top
+        device = EmulatedDevice.open("cortex-a76", print)
+        hist = data.examples("test")[0][: args.users]
+        arm = {}
+        for (fmt, form), path in files.items():
+            runtime = next(iter(FORMATS[fmt].runtimes))
+            print(f"emulated cortex-a76: counting {path.name} ({form}) on aarch64 {runtime}")
+            ids = encode(hist, meta["max_len"], FORMATS[fmt].input_dtype(target))
+            arm[(fmt, form)] = device.instructions_per_call(runtime, path, ids)
         sizes = {key: path.stat().st_size for key, path in files.items()}
     rows, results = [], []
     onnx_int8 = next(k for k in files if k[0] == "onnx" and k[1] != "fp32")
@@ -125,6 +141,10 @@ def main() -> None:
             "ndcg10_vs_fp32_paired": paired,
             "top10_agreement_vs_fp32": float(metrics.topk_agreement(tops[key], tops[fp32]).mean()),
             "top10_agreement_vs_onnx_int8": float(metrics.topk_agreement(tops[key], tops[onnx_int8]).mean()),
+            "arm_instructions_per_call": arm[key]["instructions_per_call"],
+            "arm_counts": arm[key]["counts"],
+            "arm_vs_onnx_fp32": arm[key]["instructions_per_call"] / arm[("onnx", "fp32")]["instructions_per_call"],
+            "arm_vs_own_fp32": arm[key]["instructions_per_call"] / arm[fp32]["instructions_per_call"],
         }
         results.append(entry)
         rows.append(
@@ -134,8 +154,10 @@ def main() -> None:
                 f"{entry['test_ndcg10']:.4f}",
                 "-"
                 if paired is None
-                else f"{paired['mean']:+.4f} [{paired['ci95'][0]:+.4f}, {paired['ci95'][1]:+.4f}]",
+                else f"{paired['diff']:+.4f} [{paired['ci95'][0]:+.4f}, {paired['ci95'][1]:+.4f}]",
                 f"{entry['top10_agreement_vs_onnx_int8']:.3f}",
+                f"{entry['arm_instructions_per_call']:,.0f}",
+                f"{entry['arm_vs_own_fp32']:.3f}x",
             ]
         )
     print_table(
@@ -145,6 +167,8 @@ def main() -> None:
             "test NDCG@10",
             "vs own fp32 (paired 95%)",
             "top-10 vs ONNX int8",
+            "ARM insns/call (A76)",
+            "vs own fp32",
         ],
         rows,
     )
@@ -155,6 +179,8 @@ def main() -> None:
         {
             "machine": machine(),
             "users": len(per_user[("onnx", "fp32")]["ndcg10"]),
+            "emulated_users": args.users,
+            "emulated_cpu": "cortex-a76",
             "emulated_runtimes": {"onnxruntime": "1.32.0", "executorch": "1.1.0 (torch 2.10.0 CPU)"},
             "host_runtimes": {"executorch": "1.4.1"},
             "parity": exported["parity"],
