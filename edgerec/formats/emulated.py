@@ -59,7 +59,9 @@ def validate_emulated(bundle: Path, meta: dict, target, histories, targets, num_
                     np.max(np.abs(np.asarray(arm["scores"], np.float64) - np.asarray(here["scores"], np.float64)))
                 )
             if step and fmt in step.get("files", {}):
-                entry["step_replay"] = _step_replay(device, runtime, bundle, meta, target, hist, tgt, arm_top, log)
+                entry["step_replay"] = _step_replay(
+                    device, runtime, bundle, meta, target, hist, tgt, arm_top, num_items, log
+                )
             if cannot:
                 entry["instructions"] = f"not measured: {cannot}"
             else:
@@ -75,7 +77,7 @@ def validate_emulated(bundle: Path, meta: dict, target, histories, targets, num_
     return out
 
 
-def _step_replay(device, runtime, bundle: Path, meta: dict, target, hist, tgt, arm_top, log) -> dict:
+def _step_replay(device, runtime, bundle: Path, meta: dict, target, hist, tgt, arm_top, num_items, log) -> dict:
     """The step file replayed item by item on ARM kernels, against the full file there."""
     step, fmt = meta["step_model"], RUNTIMES[runtime.name][0]
     k = min(STEP_REPLAY_USERS, len(hist))
@@ -83,9 +85,7 @@ def _step_replay(device, runtime, bundle: Path, meta: dict, target, hist, tgt, a
     log(f"{device.name}: replaying {step['files'][fmt]} for {k} test users")
     replayed = device.run_runner(runtime.name, Path(bundle) / step["files"][fmt], step_ids, 1, step=True)
     where = f"{bundle}: {step['files'][fmt]} on {device.name}"
-    _, step_top, _ = score_outputs(
-        replayed["scores"], meta.get("top_k"), meta["num_items"], hist[:k], tgt[:k], None, where
-    )
+    _, step_top, _ = score_outputs(replayed["scores"], meta.get("top_k"), num_items, hist[:k], tgt[:k], None, where)
     return {
         "users": k,
         "identical_top10_with_full": float((step_top == arm_top[:k]).all(axis=1).mean()),

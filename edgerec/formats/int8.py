@@ -122,28 +122,15 @@ def fit_tolerance(quantize, score, units: list[str], reference: np.ndarray, max_
 # ------------------------------------------------------------------------------- choosing
 
 
-def try_form(
-    fmt,
-    form,
-    src,
-    work,
-    calibration,
-    settings,
-    sequences,
-    meta,
-    target,
-    data,
-    local,
-    reference,
-    max_drop,
-    log,
-    model=None,
-) -> dict:
+def try_form(fmt, form, src, work, calibration, plan_inputs: dict, data, local, reference, max_drop, log) -> dict:
     """One int8 form of one file, fitted to the accuracy tolerance (`fit_tolerance`). Its file
     lands in a folder of its own with a metadata.json carrying the ONNX session entries it needs,
     so the standalone runner (emulated ARM included) opens it as an app would."""
+    settings, sequences, meta, target = (plan_inputs[k] for k in ("settings", "sequences", "meta", "target"))
     session = FORMATS[fmt].session_config(form)
-    plan = FORMATS[fmt].plan_int8(form, src, work, calibration, settings, sequences, meta, target, log, model)
+    plan = FORMATS[fmt].plan_int8(
+        form, src, work, calibration, settings, sequences, meta, target, log, plan_inputs["model"]
+    )
     units, structural, float_ops = plan.units, plan.structural, plan.float_ops
 
     def score(path):
@@ -254,21 +241,7 @@ def quantize_file(
     for form in forms:
         log(f"{src.name}: int8 form {form}")
         c = candidates[form] = try_form(
-            fmt,
-            form,
-            src,
-            work,
-            calibration,
-            settings,
-            plan_inputs["sequences"],
-            meta,
-            target,
-            data,
-            local,
-            per_user,
-            max_drop,
-            log,
-            plan_inputs["model"],
+            fmt, form, src, work, calibration, plan_inputs, data, local, per_user, max_drop, log
         )
         c["size_ratio"] = c["int8_bytes"] / src.stat().st_size
         if fp32_count and c["fits"]:

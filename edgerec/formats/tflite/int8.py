@@ -75,7 +75,7 @@ def quantize_tflite(src: Path, dst: Path, scheme: str, per_channel: bool, calibr
     q = _tflite_quantizer(src, scheme, per_channel, units)
     try:
         result = q.quantize(calibration if q.need_calibration else None, enable_progress_report=False)
-    except TypeError as exc:  # AEQ 0.10: str + bytes in dequant_insert (see _try_form)
+    except TypeError as exc:  # AEQ 0.10: str + bytes in dequant_insert (see edgerec/formats/int8.try_form)
         raise UnsupportedMix(
             f"ai-edge-quantizer cannot quantize {', '.join(units)} with the other ops float ({exc})"
         ) from None
