@@ -73,7 +73,7 @@ class Quantization:
     tflite_forms: tuple[str, ...] = ()
     # ExecuTorch: static (PT2E, int8 weights and activations from calibration ranges) | dynamic
     # (int8 weights, activations quantized per call), both with XNNPACK's quantizer.
-    executorch_forms: tuple[str, ...] = ("static", "dynamic")
+    executorch_forms: tuple[str, ...] = ("dynamic", "static")
     # Optional: int8 file size / fp32 file size a form must stay within to be chosen.
     max_size_ratio: float | None = None
 
