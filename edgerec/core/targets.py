@@ -65,7 +65,9 @@ class Quantization:
     # The int8 forms quantize may ship, in order of preference (edgerec/stages/quantize.py). ONNX:
     # static_qdq | static_qoperator (calibrated, the settings above) | dynamic (int8 weights,
     # activations quantized per call) | weight_only (int8 storage, DequantizeLinear folded into
-    # float weights when the session is created). TFLite: dynamic | static | weight_only. Empty:
+    # float weights when the session is created) | matmul_nbits (8-bit MatMulNBits with int8
+    # compute, accuracy level 4; the item lookup reads the same table: edgerec/formats/onnx/nbits.py).
+    # TFLite: dynamic | static | weight_only. Empty:
     # the one form `scheme`/`format` (ONNX) and `tflite_scheme` name. With more than one form and
     # an emulated CPU in [device], quantize ships the form with the fewest ARM instructions per
     # call among those whose accuracy fits (and size, below); else the first that fits.
@@ -76,6 +78,11 @@ class Quantization:
     executorch_forms: tuple[str, ...] = ("dynamic", "static")
     # Optional: int8 file size / fp32 file size a form must stay within to be chosen.
     max_size_ratio: float | None = None
+    # Optional: the share of fp32's top-10 on the validation users a form must keep to be chosen
+    # (mean top-10 agreement with the fp32 file). NDCG@10 alone cannot see a form that reorders
+    # the list while hitting the held-out item as often: ExecuTorch static int8 kept NDCG@10
+    # (paired p = 0.07) and 0.964 of fp32's top-10 (benchmarks/results/pte.json).
+    min_top10_agreement: float | None = None
 
 
 @dataclass(frozen=True)
@@ -137,7 +144,7 @@ ALLOWED = {
     "ort_format": {"", "arm", "amd64"},
     "scheme": {"static", "dynamic"},
     "tflite_scheme": {"static", "dynamic", "weight_only"},
-    "onnx_forms": {"static_qdq", "static_qoperator", "dynamic", "weight_only"},
+    "onnx_forms": {"static_qdq", "static_qoperator", "dynamic", "weight_only", "matmul_nbits"},
     "tflite_forms": {"static", "dynamic", "weight_only"},
     "executorch_forms": {"static", "dynamic"},
     "format": {"QDQ", "QOperator"},
@@ -155,6 +162,7 @@ RANGES = {
     "opset": (7, 23),  # what torch.onnx.export (dynamo=False) and ORT 1.17+ both know
     "max_ndcg_drop": (0.0, 1.0),
     "max_size_ratio": (1e-6, 1.0),
+    "min_top10_agreement": (0.0, 1.0),
     "max_model_mb": (1e-6, None),
     "max_p95_ms": (1e-6, None),
     "min_ndcg_retained": (0.0, 10.0),

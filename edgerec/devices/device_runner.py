@@ -82,7 +82,8 @@ def _executorch(path, threads):
 
 
 # how each kind of model file is opened, by its suffix
-OPENERS = {".onnx": _onnx, ".tflite": _tflite, ".pte": _executorch}
+# (.ort: ONNX Runtime's own format, what ORT Mobile apps load; the same session opens it)
+OPENERS = {".onnx": _onnx, ".ort": _onnx, ".tflite": _tflite, ".pte": _executorch}
 
 
 def opener(path):
@@ -99,7 +100,7 @@ _ONNX_DTYPES = {"tensor(int32)": np.int32, "tensor(int64)": np.int64, "tensor(fl
 
 def open_step(path, threads):
     """A step model as `call(feeds) -> {output name: array}` plus its inputs' (shape, dtype)."""
-    if path.endswith(".onnx"):
+    if path.endswith((".onnx", ".ort")):
         import onnxruntime as ort
 
         options = _onnx_options(path, threads)

@@ -23,10 +23,30 @@ ENVIRONMENTS = {
 }
 
 
-def python_for(runtime: str) -> Path:
-    """The interpreter of the runtime's environment, created (once) if needed."""
-    if runtime not in ENVIRONMENTS:
+# The oldest release of a runtime a profile names (`min_version`), for checking that what a
+# bundle ships loads there: the newest patch of that minor release.
+# (onnx: what ORT's ORT-format converter imports, edgerec/formats/onnx/mobile.py; 1.17 with NumPy
+# 1.x, because ORT releases before 1.19 fail to import under NumPy 2, and newer ones run with 1.x)
+OLDEST = {
+    "onnxruntime": ["onnxruntime=={}.*", "onnx==1.17.0", "numpy<2"],
+    "litert": ["ai-edge-litert=={}.*"],
+}
+
+
+def oldest_python(runtime: str, version: str) -> Path:
+    """The interpreter of an environment holding release `version` of `runtime` (e.g. the
+    profile's `min_version` of onnxruntime), created (once) if needed."""
+    if runtime not in OLDEST:
+        raise EdgerecError(f"no environment with an older release is defined for runtime '{runtime}'")
+    return python_for(f"{runtime}-{version}", [spec.format(version) for spec in OLDEST[runtime]])
+
+
+def python_for(runtime: str, packages: list[str] | None = None) -> Path:
+    """The interpreter of the runtime's environment (`ENVIRONMENTS`, or `packages` under that
+    name), created (once) if needed."""
+    if packages is None and runtime not in ENVIRONMENTS:
         raise EdgerecError(f"no isolated environment is defined for runtime '{runtime}'")
+    packages = packages or ENVIRONMENTS[runtime]
     folder = cache_dir() / "envs" / runtime
     python = folder / "bin" / "python"
     ready = folder / ".ready"
@@ -38,7 +58,7 @@ def python_for(runtime: str) -> Path:
     try:
         subprocess.run([sys.executable, "-m", "venv", str(folder)], check=True, capture_output=True)
         result = subprocess.run(
-            [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", *ENVIRONMENTS[runtime]],
+            [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", *packages],
             capture_output=True,
             text=True,
         )

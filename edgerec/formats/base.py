@@ -70,6 +70,11 @@ class ModelFormat(abc.ABC):
         """Session entries an app must set to run a file of this int8 form ({} for none)."""
         return {}
 
+    def runtime_version_needed(self, form: str) -> str | None:
+        """The oldest release of this format's runtime that runs a file of this int8 form as it
+        is meant to run (None: any release a profile names)."""
+        return None
+
     @abc.abstractmethod
     def plan_int8(
         self, form: str, src: Path, work: Path, calibration: Path, settings, sequences, meta, target, log, model=None

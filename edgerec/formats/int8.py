@@ -25,11 +25,29 @@ from edgerec.formats.base import UnsupportedMix
 # --------------------------------------------------------------------------- accuracy-aware
 
 
+def validation_ranking(scorer, data) -> tuple[np.ndarray, np.ndarray]:
+    """(per-user NDCG@10, top-10 items) on the validation users (full ranking, history masked)."""
+    histories, targets = data.examples("valid")
+    ranks, top = rank_users(scorer, histories, targets, data.num_items)
+    return np.where(ranks < 10, 1.0 / np.log2(ranks + 2.0), 0.0), top
+
+
 def validation_ndcg(scorer, data) -> np.ndarray:
     """Per-user NDCG@10 on the validation users (full ranking, history masked)."""
-    histories, targets = data.examples("valid")
-    ranks, _ = rank_users(scorer, histories, targets, data.num_items)
-    return np.where(ranks < 10, 1.0 / np.log2(ranks + 2.0), 0.0)
+    return validation_ranking(scorer, data)[0]
+
+
+def agreement_verdict(top: np.ndarray, reference_top: np.ndarray, floor: float | None) -> dict:
+    """Mean top-10 agreement of an int8 form with fp32 on the validation users, and whether it
+    keeps the profile's `min_top10_agreement` (always, when the profile sets none)."""
+    agreement = float(metrics.topk_agreement(top, reference_top).mean())
+    kept = floor is None or agreement >= floor
+    return {
+        "top10_agreement_vs_fp32": agreement,
+        "min_top10_agreement": floor,
+        "agreement_fits": kept,
+        "agreement_why": "" if kept else f"top-10 agreement with fp32 {agreement:.4f} < {floor} (min_top10_agreement)",
+    }
 
 
 def judge(got: np.ndarray, reference: np.ndarray, max_drop: float) -> dict:
@@ -123,23 +141,28 @@ def fit_tolerance(quantize, score, units: list[str], reference: np.ndarray, max_
 
 
 def try_form(fmt, form, src, work, calibration, plan_inputs: dict, data, local, reference, max_drop, log) -> dict:
-    """One int8 form of one file, fitted to the accuracy tolerance (`fit_tolerance`). Its file
-    lands in a folder of its own with a metadata.json carrying the ONNX session entries it needs,
-    so the standalone runner (emulated ARM included) opens it as an app would."""
+    """One int8 form of one file, fitted to the accuracy tolerance (`fit_tolerance`) and held to
+    the profile's top-10 agreement floor (`agreement_verdict`). `reference`: fp32's (per-user
+    NDCG@10, top-10) on the validation users. Its file lands in a folder of its own with a
+    metadata.json carrying the ONNX session entries it needs, so the standalone runner (emulated
+    ARM included) opens it as an app would."""
     settings, sequences, meta, target = (plan_inputs[k] for k in ("settings", "sequences", "meta", "target"))
     session = FORMATS[fmt].session_config(form)
     plan = FORMATS[fmt].plan_int8(
         form, src, work, calibration, settings, sequences, meta, target, log, plan_inputs["model"]
     )
     units, structural, float_ops = plan.units, plan.structural, plan.float_ops
+    reference_ndcg, reference_top = reference
+    tops: dict[Path, np.ndarray] = {}
 
     def score(path):
-        return validation_ndcg(
+        ndcg, tops[path] = validation_ranking(
             open_model(local, path, {**meta, "onnx_session_config": {path.name: session}}, target), data
         )
+        return ndcg
 
     try:
-        fit = fit_tolerance(plan.make, score, units, reference, max_drop, log)
+        fit = fit_tolerance(plan.make, score, units, reference_ndcg, max_drop, log)
     except EdgerecError as exc:
         return {
             "fits": False,
@@ -150,17 +173,38 @@ def try_form(fmt, form, src, work, calibration, plan_inputs: dict, data, local, 
             "kept_float": [],
             "quantized_units": [],
         }
+    agreement = agreement_verdict(tops[fit["path"]], reference_top, settings.min_top10_agreement)
+    if not agreement["agreement_fits"]:
+        log(f"{src.name}: {form} refused: {agreement['agreement_why']}")
+        return {
+            **fit,
+            **agreement,
+            "fits": False,
+            "why": agreement["agreement_why"],
+            "path": src,
+            "int8_bytes": fit["path"].stat().st_size,
+            "quantized_units": [],
+        }
+    # Counted on ARM as an app opens it: with default session options (an empty metadata.json);
+    # a form that needs session entries is counted with them too, in a folder beside it.
     folder = work / "forms" / f"{fmt}-{form}"
     folder.mkdir(parents=True)
     shutil.copy(fit["path"], folder / src.name)
-    write_json(folder / "metadata.json", {"onnx_session_config": {src.name: session}} if session else {})
+    write_json(folder / "metadata.json", {})
+    if session:
+        entries = work / "forms" / f"{fmt}-{form}-with-entries"
+        entries.mkdir()
+        shutil.copy(fit["path"], entries / src.name)
+        write_json(entries / "metadata.json", {"onnx_session_config": {src.name: session}})
     kept = [k["unit"] for k in fit["kept_float"]]
     return {
         **fit,
+        **agreement,
         "fits": True,
         "path": folder / src.name,
         "int8_bytes": (folder / src.name).stat().st_size,
         "session_config": session,
+        "path_with_entries": entries / src.name if session else None,
         "quantized_units": [u for u in units if u not in kept],
         "kept_float": fit["kept_float"]
         + [{"unit": u, "why": why} for u, why in structural.items()]
@@ -211,14 +255,31 @@ def choose_form(candidates: dict, max_size_ratio: float | None, counted: bool) -
     if counted:
         pool = [f for f in pool if "arm_instructions_per_call" in candidates[f]]
         best = min(pool, key=lambda f: candidates[f]["arm_instructions_per_call"])
+        slower = "; every such form costs more than fp32" if candidates[best]["arm_vs_fp32"] > 1.0 else ""
         return best, (
-            f"fewest ARM instructions per call ({candidates[best]['arm_vs_fp32']:.3f}x fp32) "
-            f"among {len(pool)} form(s) whose accuracy{'' if size_note else ' and size'} fit{size_note}"
+            f"fewest ARM instructions per call as an app loads it ({candidates[best]['arm_vs_fp32']:.3f}x fp32) "
+            f"among {len(pool)} form(s) whose accuracy{'' if size_note else ' and size'} fit{size_note}{slower}"
         )
     return pool[0], f"first form in the profile's order whose accuracy{'' if size_note else ' and size'} fit{size_note}"
 
 
 # ------------------------------------------------------------------------------- one file
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split("."))
+
+
+def _too_new(fmt: str, form: str, runtimes) -> str:
+    """Why a form cannot ship to the profile's runtimes ('' if it can): it needs a newer release
+    than the oldest the profile names (`min_version`)."""
+    need = FORMATS[fmt].runtime_version_needed(form)
+    old = [r for r in runtimes if need and _version(r.min_version) < _version(need)]
+    return (
+        f"needs {old[0].name} >= {need}; the profile names {old[0].min_version} (raise min_version to allow it)"
+        if old
+        else ""
+    )
 
 
 def quantize_file(
@@ -233,21 +294,32 @@ def quantize_file(
     runtimes = [r for r in target.runtimes if RUNTIMES[r.name][0] == fmt]
     local = next((r for r in runtimes if r.environment == "local"), runtimes[0])
     dtype = FORMATS[fmt].input_dtype(target)
-    per_user = validation_ndcg(open_model(local, src, meta, target), data)
+    per_user, fp32_top = validation_ranking(open_model(local, src, meta, target), data)
     reference = float(np.mean(per_user))
     forms = FORMATS[fmt].int8_forms(settings)
     fp32_count = count(runtimes[0].name, src, dtype) if count and len(forms) > 1 else None
     candidates = {}
     for form in forms:
+        refused = _too_new(fmt, form, runtimes)
+        if refused:
+            log(f"{src.name}: int8 form {form} not tried: {refused}")
+            candidates[form] = {"fits": False, "why": refused, "int8_bytes": src.stat().st_size, "size_ratio": 1.0}
+            continue
         log(f"{src.name}: int8 form {form}")
         c = candidates[form] = try_form(
-            fmt, form, src, work, calibration, plan_inputs, data, local, per_user, max_drop, log
+            fmt, form, src, work, calibration, plan_inputs, data, local, (per_user, fp32_top), max_drop, log
         )
         c["size_ratio"] = c["int8_bytes"] / src.stat().st_size
         if fp32_count and c["fits"]:
             log(f"{src.name}: counting {form}'s instructions per call on emulated {count.cpu}")
             c["arm_instructions_per_call"] = count(runtimes[0].name, c["path"], dtype)
             c["arm_vs_fp32"] = c["arm_instructions_per_call"] / fp32_count
+            if c["path_with_entries"]:
+                with_entries = count(runtimes[0].name, c["path_with_entries"], dtype)
+                c["arm_with_session_entries"] = {
+                    "instructions_per_call": with_entries,
+                    "vs_fp32": with_entries / fp32_count,
+                }
     chosen, why = choose_form(candidates, settings.max_size_ratio, fp32_count is not None)
     fit = candidates[chosen]
     shutil.copy(fit["path"], out)
@@ -265,12 +337,14 @@ def quantize_file(
     entry = {
         "scheme": chosen,
         "runtime": local.name,
+        "runtime_version_needed": FORMATS[fmt].runtime_version_needed(chosen),
         "fp32_bytes": fp32_size,
         "int8_bytes": int8_size,
         "size_ratio": int8_size / fp32_size,
         "valid_ndcg10_fp32": reference,
         "valid_ndcg10_int8": fit["ndcg10"],
         "valid_ndcg10_by_runtime": on_runtimes,
+        "valid_top10_agreement_vs_fp32": fit["top10_agreement_vs_fp32"],
         "ndcg_retained": fit["ndcg10"] / reference if reference else math.nan,
         "max_ndcg_drop": max_drop,
         "quantized_units": fit["quantized_units"],
@@ -286,12 +360,13 @@ def quantize_file(
             else (not_counted if len(forms) > 1 else "one form allowed")
         ),
         "forms": {
-            f: {k: v for k, v in c.items() if k not in ("path", "trail", "sensitivity")} for f, c in candidates.items()
+            f: {k: v for k, v in c.items() if k not in ("path", "path_with_entries", "trail", "sensitivity")}
+            for f, c in candidates.items()
         },
     }
     counted = f", {fit['arm_vs_fp32']:.3f}x fp32's ARM instructions on {count.cpu}" if fp32_count else ""
     log(
-        f"{src.name}: {chosen}, {fp32_size / 1e6:.3f} -> {int8_size / 1e6:.3f} MB, validation NDCG@10 "
-        f"{reference:.4f} -> {fit['ndcg10']:.4f}{counted}"
+        f"{src.name}: shipped {chosen}, {fp32_size / 1e6:.3f} -> {int8_size / 1e6:.3f} MB, validation NDCG@10 "
+        f"{reference:.4f} -> {fit['ndcg10']:.4f}{counted}: {why}"
     )
     return entry, session

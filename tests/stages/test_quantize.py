@@ -2,14 +2,16 @@
 accuracy-aware fallback, and clean failures on bad calibration data."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
 from edgerec.core.errors import EdgerecError
 from edgerec.core.models import Shape
+from edgerec.core.targets import load_target
 from edgerec.core.training import TrainConfig
-from edgerec.formats.int8 import fit_tolerance
+from edgerec.formats.int8 import agreement_verdict, fit_tolerance
 from edgerec.formats.onnx.int8 import calibrate_onnx, input_feeds
 from edgerec.stages.export import ExportConfig, export
 from edgerec.stages.quantize import QuantizeConfig, load_calibration, quantize
@@ -32,17 +34,14 @@ def bundles(tmp_path_factory, data_dir):
     return out
 
 
-def _quantized_tables(path):
+def _weight_matrices(path):
+    """The dtypes of the file's weight matrices (2-D and up; a column of per-row scales is not one)."""
     import onnx
     from onnx import numpy_helper
 
     model = onnx.load(str(path))
-    weights = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
-    return [
-        weights[n.input[0]].dtype
-        for n in model.graph.node
-        if n.op_type == "DequantizeLinear" and n.input[0] in weights and weights[n.input[0]].ndim == 2
-    ]
+    weights = [numpy_helper.to_array(i) for i in model.graph.initializer]
+    return [w.dtype for w in weights if w.ndim >= 2 and w.shape[-1] > 1]
 
 
 def test_arm64_int8_bundle(tmp_path, data_dir, bundles):
@@ -58,12 +57,14 @@ def test_arm64_int8_bundle(tmp_path, data_dir, bundles):
         assert result["int8_bytes"] < result["fp32_bytes"], fmt
         floor = result["valid_ndcg10_fp32"] * (1 - result["max_ndcg_drop"])
         assert result["valid_ndcg10_int8"] >= floor - 1e-12, fmt
+        floor = manifest["target"]["quantization"]["min_top10_agreement"]
+        assert floor is None or result["valid_top10_agreement_vs_fp32"] >= floor, fmt
         assert set(result["valid_ndcg10_by_runtime"]) == {
             r["name"] for r in manifest["target"]["runtimes"] if {"onnxruntime": "onnx"}.get(r["name"], "tflite") == fmt
         }
-    # the item table (and every other 2-D weight) is stored in 8 bits
-    dtypes = _quantized_tables(out / "model.onnx")
-    assert dtypes and all(d.itemsize == 1 for d in dtypes)
+    # the item table (and every other weight matrix but matmul_nbits' float position table) is in 8 bits
+    dtypes = _weight_matrices(out / "model.onnx")
+    assert dtypes and sum(d.itemsize != 1 for d in dtypes) <= 1
     assert "Gather" in " ".join(manifest["quantization"]["onnx"]["quantized_units"])
 
 
@@ -93,6 +94,16 @@ def test_zero_tolerance_ends_no_measurably_worse_than_fp32(tmp_path, data_dir, b
             "within the tolerance",
             "the drop is not significant (paired 95% interval reaches 0)",
         )
+
+
+def test_agreement_floor_refuses_a_form_that_reorders_the_list():
+    reference = np.array([[1, 2, 3, 4], [5, 6, 7, 8]])
+    half = np.array([[1, 2, 9, 10], [5, 6, 7, 8]])  # agreement 0.5 and 1.0: mean 0.75
+    verdict = agreement_verdict(half, reference, 0.8)
+    assert verdict["top10_agreement_vs_fp32"] == pytest.approx(0.75)
+    assert not verdict["agreement_fits"] and "0.7500 < 0.8" in verdict["agreement_why"]
+    assert agreement_verdict(half, reference, 0.75)["agreement_fits"]
+    assert agreement_verdict(half, reference, None)["agreement_fits"]  # no floor in the profile
 
 
 def test_fit_tolerance_keeps_the_costliest_units_in_float():
@@ -260,13 +271,18 @@ def test_weight_only_form_stores_the_tied_table_once_and_folds_at_load(tmp_path,
     import onnxruntime as ort
     from onnx import numpy_helper
 
-    manifest = quantize(bundles["arm64"], data_dir, tmp_path / "q", QuantizeConfig(target="arm64"), log=lambda m: None)
+    arm64 = load_target("arm64")
+    forms = ("weight_only", "static_qdq", "dynamic")
+    profile = replace(arm64, quantization=replace(arm64.quantization, onnx_forms=forms))
+    manifest = quantize(
+        bundles["arm64"], data_dir, tmp_path / "q", QuantizeConfig(target="arm64"), profile=profile, log=lambda m: None
+    )
     out = tmp_path / "q"
     result = manifest["quantization"]["onnx"]
     # no emulator in the test run: the profile's first form whose accuracy and size fit
     assert result["scheme"] == "weight_only" and "first form" in result["chosen_because"]
     assert result["arm_instructions"].startswith("not counted")
-    assert set(result["forms"]) == {"weight_only", "static_qdq", "dynamic"}
+    assert set(result["forms"]) == set(forms)
     meta = json.loads((out / "metadata.json").read_text())
     assert meta["onnx_session_config"] == {"model.onnx": {"session.disable_quant_qdq": "1"}}
     model = onnx.load(str(out / "model.onnx"))
@@ -288,3 +304,20 @@ def test_weight_only_form_stores_the_tied_table_once_and_folds_at_load(tmp_path,
     assert "float" in meta["ort_format"]["weights"]
     ops = {n.op_type for n in onnx.load(str(out / "model.onnx")).graph.node}
     assert "DequantizeLinear" in ops
+
+
+def test_matmul_nbits_ships_with_default_session_options_and_its_ort_keeps_the_int8(tmp_path, data_dir, bundles):
+    import onnx
+
+    manifest = quantize(bundles["arm64"], data_dir, tmp_path / "q", QuantizeConfig(target="arm64"), log=lambda m: None)
+    out = tmp_path / "q"
+    result = manifest["quantization"]["onnx"]
+    assert result["scheme"] == "matmul_nbits" and result["runtime_version_needed"] == "1.23"
+    meta = json.loads((out / "metadata.json").read_text())
+    assert not meta.get("onnx_session_config", {}).get("model.onnx")  # an app opens it as it is
+    assert "weights" not in meta["ort_format"]  # nothing folded to float before conversion
+    assert meta["ort_format"]["converted_by"].startswith("onnxruntime 1.23")
+    ops = {n.op_type for n in onnx.load(str(out / "model.onnx")).graph.node}
+    assert "MatMulNBits" in ops and "Gemm" not in ops
+    ort_ratio = (out / "model.ort").stat().st_size / (bundles["arm64"] / "model.ort").stat().st_size
+    assert ort_ratio <= 0.7, ort_ratio  # a tiny model: the .ort's fixed overhead is most of it

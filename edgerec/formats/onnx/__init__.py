@@ -14,6 +14,7 @@ from edgerec.devices.incremental import calibration_feeds
 from edgerec.formats.base import CHUNK, Int8Plan, ModelFormat
 from edgerec.formats.onnx.export import export_onnx, export_step_onnx
 from edgerec.formats.onnx.int8 import (
+    RUNTIME_VERSION_NEEDED,
     SESSION_CONFIG,
     calibrate_onnx,
     form_settings,
@@ -61,6 +62,9 @@ class OnnxFormat(ModelFormat):
     def session_config(self, form: str) -> dict:
         return dict(SESSION_CONFIG.get(form, {}))
 
+    def runtime_version_needed(self, form: str) -> str | None:
+        return RUNTIME_VERSION_NEEDED.get(form)
+
     def plan_int8(self, form, src, work, calibration, settings, sequences, meta, target, log, model=None) -> Int8Plan:
         form_set = form_settings(settings, form)
         structural = structural_float(src, form_set)
@@ -79,7 +83,8 @@ class OnnxFormat(ModelFormat):
             make,
             [u for u in onnx_units(src, settings.keep_float) if u not in structural],
             structural,
-            tuple(settings.keep_float) if form != "weight_only" else (),
+            # weight-only and MatMulNBits touch the weights only: everything else is float anyway
+            tuple(settings.keep_float) if form not in ("weight_only", "matmul_nbits") else (),
         )
 
     def quantize_step(self, src, dst, calibration, settings, sequences, log, model=None):

@@ -17,6 +17,7 @@ from edgerec.core.files import load_onnx
 from edgerec.devices.runtimes import encode
 from edgerec.formats.base import CHUNK
 from edgerec.formats.onnx.export import compact_names
+from edgerec.formats.onnx.nbits import nbits_left, nbits_onnx
 
 WEIGHT_OPS = ("MatMul", "Gemm", "Gather")
 
@@ -108,6 +109,8 @@ def structural_float(model_path: Path, settings) -> dict[str, str]:
     (3-D) MatMul constants stay float (ORT 1.32 fails at run time otherwise: "b zero point is not
     valid"). edgerec's own graphs no longer have any since the attention is folded into 2-D
     matrices (`models.composed_attention`); bundles exported by earlier versions have."""
+    if settings.scheme == "matmul_nbits":
+        return nbits_left(model_path, onnx_units(model_path))
     if not settings.per_channel:
         return {}
     if settings.scheme == "static" and settings.format == "QOperator":
@@ -136,6 +139,9 @@ def quantize_onnx(src: Path, dst: Path, settings, ranges: Path | None, units: li
         return
     if settings.scheme == "weight_only":
         weight_only_onnx(src, dst, units)
+        return
+    if settings.scheme == "matmul_nbits":
+        nbits_onnx(src, dst, units)
         return
     op_types = sorted({t for t in WEIGHT_OPS if t not in settings.keep_float})
     if settings.scheme == "dynamic":
@@ -189,6 +195,12 @@ def _compact(path: Path) -> None:
 # with SessionOptions.addConfigEntry / add_session_config_entry; metadata.json carries it.
 SESSION_CONFIG = {"weight_only": {"session.disable_quant_qdq": "1"}}
 
+# MatMulNBits with 8-bit weights: ORT 1.17-1.21 refuse the file ("Only 4b quantization is
+# supported"), 1.22 loads it and gives 1.32's scores to 1e-7 (x86, measured); the ARM64 kernels
+# that compute it in int8 (accuracy level 4) came with 1.23 (ORT's release notes; counted here on
+# 1.32 only).
+RUNTIME_VERSION_NEEDED = {"matmul_nbits": "1.23"}
+
 
 def onnx_forms(settings) -> list[str]:
     """The ONNX int8 forms a profile allows, in its order of preference."""
@@ -201,7 +213,7 @@ def form_settings(settings, form: str):
     """The quantization settings one ONNX form runs with (the profile's types, per-channel ...)."""
     if form.startswith("static_"):
         return replace(settings, scheme="static", format={"static_qdq": "QDQ", "static_qoperator": "QOperator"}[form])
-    return replace(settings, scheme=form)  # dynamic | weight_only
+    return replace(settings, scheme=form)  # dynamic | weight_only | matmul_nbits
 
 
 def _channel_axis(node, position: int) -> int:

@@ -4,31 +4,75 @@ each .ort checked against its .onnx."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
 
 from edgerec.core import metrics
-from edgerec.core.console import quietly, third_party
+from edgerec.core.console import third_party
 from edgerec.core.errors import EdgerecError
+from edgerec.devices.envs import oldest_python
 from edgerec.devices.runtimes import encode, padded_scores
 
-
-@quietly("ONNX Runtime's ORT-format converter")
-def _fold_with(path: Path, session_config: dict) -> None:
-    """Rewrite `path` as ONNX Runtime's basic-optimized graph under `session_config`."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-    options.optimized_model_filepath = str(path.with_suffix(".folded"))
-    for key, value in session_config.items():
-        options.add_session_config_entry(key, value)
-    ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    path.with_suffix(".folded").replace(path)
+_FOLD = """
+import json, sys
+import onnxruntime as ort
+path, entries = sys.argv[1], json.loads(sys.argv[2])
+options = ort.SessionOptions()
+options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+options.optimized_model_filepath = path + ".folded"
+for key, value in entries.items():
+    options.add_session_config_entry(key, value)
+ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+"""
 
 
-def write_ort(folder: Path, names: list[str], platform: str, session_config: dict | None = None) -> dict:
+def _fold_with(path: Path, session_config: dict, converter: Path | None) -> None:
+    """Rewrite `path` as ONNX Runtime's basic-optimized graph under `session_config`, by the
+    runtime that converts it (`_convert`: a graph saved by ORT 1.32 names opset versions that
+    ORT 1.17 refuses to load)."""
+    import json
+    import subprocess
+
+    run = [str(converter or sys.executable), "-c", _FOLD, str(path), json.dumps(session_config)]
+    result = subprocess.run(run, capture_output=True, text=True)
+    if result.returncode != 0:
+        lines = [line for line in result.stderr.splitlines() if line.strip()] or ["no output"]
+        raise EdgerecError(f"folding {path.name}'s int8 weights failed: {lines[-1][:300]}")
+    Path(f"{path}.folded").replace(path)
+
+
+def _convert(folder: Path, platform: str, converter: Path | None) -> None:
+    """ORT's own converter on every .onnx in `folder`: in the environment of the oldest ONNX
+    Runtime the profile names when `converter` (its Python) is given, else in this process.
+
+    An .ort loads in the runtime that wrote it and in newer ones, not always in older ones: ORT
+    1.32 writes `weight_prepacked` on every MatMulNBits node, an attribute ORT 1.23 refuses
+    ("Unrecognized attribute"); the file 1.23's converter writes loads in both (measured)."""
+    import subprocess
+
+    from onnxruntime.tools.convert_onnx_models_to_ort import OptimizationStyle, convert_onnx_models_to_ort
+
+    if converter is None:
+        try:
+            with third_party("ONNX Runtime's ORT-format converter"):
+                styles = [OptimizationStyle.Fixed]
+                convert_onnx_models_to_ort(folder, optimization_styles=styles, target_platform=platform)
+        except Exception as exc:  # the converter raises what ORT raises
+            raise EdgerecError(f"ORT format conversion failed: {str(exc).splitlines()[0][:300]}") from None
+        return
+    tool = "onnxruntime.tools.convert_onnx_models_to_ort"
+    args = [str(folder), "--optimization_style", "Fixed", "--target_platform", platform]
+    result = subprocess.run([str(converter), "-m", tool, *args], capture_output=True, text=True)
+    if result.returncode != 0:
+        lines = [line for line in result.stderr.splitlines() if line.strip()] or ["no output"]
+        raise EdgerecError(f"ORT format conversion failed: {lines[-1][:300]}")
+
+
+def write_ort(
+    folder: Path, names: list[str], platform: str, session_config: dict | None = None, converter: Path | None = None
+) -> dict:
     """ORT Mobile's files beside the ONNX ones in a bundle being written: `<name>.ort` for each
     ONNX file and one `required_operators.config` (the operators a reduced ORT build must keep),
     made by ONNX Runtime's own converter with the profile's platform optimizations baked in
@@ -38,11 +82,11 @@ def write_ort(folder: Path, names: list[str], platform: str, session_config: dic
     `session_config` (the full model's entry in onnx_session_config) is applied before conversion: an ORT-format
     session cannot constant-fold at load, so a weight-only int8 file's DequantizeLinear nodes are
     folded here, by ONNX Runtime itself (basic optimizations, saved), or the .ort would dequantize
-    every weight on every call (2x the time per call, measured). Its .ort then holds float weights."""
+    every weight on every call (2x the time per call, measured). Its .ort then holds float weights.
+    `converter`: the Python of the oldest ONNX Runtime the profile names (`_convert`)."""
     import logging
     import tempfile
 
-    from onnxruntime.tools.convert_onnx_models_to_ort import OptimizationStyle, convert_onnx_models_to_ort
     from onnxruntime.tools.mobile_helpers import usability_checker
 
     folder = Path(folder)
@@ -50,14 +94,8 @@ def write_ort(folder: Path, names: list[str], platform: str, session_config: dic
         for name in names:
             Path(tmp, name).write_bytes((folder / name).read_bytes())
             if session_config and name == names[0]:  # the full model's form; the step file has its own
-                _fold_with(Path(tmp, name), session_config)
-        try:
-            with third_party("ONNX Runtime's ORT-format converter"):
-                convert_onnx_models_to_ort(
-                    Path(tmp), optimization_styles=[OptimizationStyle.Fixed], target_platform=platform
-                )
-        except Exception as exc:  # the converter raises what ORT raises
-            raise EdgerecError(f"ORT format conversion failed: {str(exc).splitlines()[0][:300]}") from None
+                _fold_with(Path(tmp, name), session_config, converter)
+        _convert(Path(tmp), platform, converter)
         files = {}
         for name in names:
             ort_name = Path(name).with_suffix(".ort").name
@@ -105,7 +143,15 @@ def ort_files(folder: Path, meta: dict, step_entry: dict | None, target, histori
         [step_entry["files"]["onnx"]] if step_entry and "onnx" in step_entry["files"] else []
     )
     folded = (meta.get("onnx_session_config") or {}).get(names[0])
-    entry = write_ort(folder, names, target.onnx.ort_format, folded)
+    oldest = next((r.min_version for r in target.runtimes if r.name == "onnxruntime"), None)
+    converter, written_by = None, f"onnxruntime {_host_version()} (this machine's)"
+    if oldest:
+        try:
+            converter, written_by = oldest_python("onnxruntime", oldest), f"onnxruntime {oldest} (the profile's oldest)"
+        except EdgerecError as exc:  # no package index: the .ort may not load in runtimes older than this one
+            written_by += f"; the profile's oldest, {oldest}, could not be set up: {exc}"
+    entry = write_ort(folder, names, target.onnx.ort_format, folded, converter)
+    entry["converted_by"] = written_by
     if folded:
         entry["weights"] = (
             "float: folded from the int8 ONNX file's DequantizeLinear nodes before conversion "
@@ -113,6 +159,12 @@ def ort_files(folder: Path, meta: dict, step_entry: dict | None, target, histori
         )
     entry["check"] = ort_format_check(folder, entry["files"], meta, target, histories)
     return entry
+
+
+def _host_version() -> str:
+    import onnxruntime
+
+    return onnxruntime.__version__
 
 
 def ort_format_check(folder: Path, pairs: dict, meta: dict, target, histories) -> dict:
