@@ -8,8 +8,8 @@ Students: `ml100k-default` (the default student the README's first command leave
 runs/export-arm64, runs/data) and `items-100k` (the same student with its item table widened
 to 100,000 items, the extra rows drawn like the trained ones: instruction counts depend on the
 shapes, not the weights, so its NDCG is not reported). Forms: fp32, matmul_nbits (as `edgerec
-quantize` makes it, every unit) and weight-only (its default-session cost). The floor: a session
-run on a graph whose output is its input, and on a one-node graph (Identity).
+quantize` makes it) and weight-only (its default-session cost). The floor: a session run on a
+graph with no node and on a one-node graph (Cast).
 Writes benchmarks/results/arm_int8.json (`rows`, `floor`). Not yet measured here: the ML-1M
 2-layer student and TFLite files (issue 33).
 """
@@ -58,18 +58,19 @@ def widen(src: Path, dst: Path, items: int) -> None:
 
 
 def floor_graphs(folder: Path) -> dict[str, Path]:
-    """An input-to-output graph and a one-node (Identity) graph over input_ids [1, 200] int64."""
+    """Over input_ids [batch, 200] int64: a graph with no node (its `scores` output a constant) and
+    a one-node graph (`scores` = Cast of input_ids to float)."""
     import onnx
-    from onnx import TensorProto, helper
+    from onnx import TensorProto, helper, numpy_helper
 
     paths = {}
-    for name, nodes, out in (("empty graph", [], "input_ids"), ("one node", ["Identity"], "y")):
-        node = [helper.make_node("Identity", ["input_ids"], ["y"])] if nodes else []
+    for name, nodes in (("no node", []), ("one node", [helper.make_node("Cast", ["input_ids"], ["scores"], to=1)])):
         graph = helper.make_graph(
-            node,
+            nodes,
             name.replace(" ", "_"),
             [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", 200])],
-            [helper.make_tensor_value_info(out, TensorProto.INT64, ["batch", 200])],
+            [helper.make_tensor_value_info("scores", TensorProto.FLOAT, None)],
+            initializer=[] if nodes else [numpy_helper.from_array(np.zeros((1, 200), np.float32), "scores")],
         )
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
         model.ir_version = 8
