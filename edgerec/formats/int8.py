@@ -143,9 +143,9 @@ def fit_tolerance(quantize, score, units: list[str], reference: np.ndarray, max_
 def try_form(fmt, form, src, work, calibration, plan_inputs: dict, data, local, reference, max_drop, log) -> dict:
     """One int8 form of one file, fitted to the accuracy tolerance (`fit_tolerance`) and held to
     the profile's top-10 agreement floor (`agreement_verdict`). `reference`: fp32's (per-user
-    NDCG@10, top-10) on the validation users. Its file lands in a folder of its own with a
-    metadata.json carrying the ONNX session entries it needs, so the standalone runner (emulated
-    ARM included) opens it as an app would."""
+    NDCG@10, top-10) on the validation users. Its file lands in a folder of its own with an empty
+    metadata.json, so the standalone runner (emulated ARM included) opens it with default session
+    options, as an app would; a form that needs session entries gets a second folder with them."""
     settings, sequences, meta, target = (plan_inputs[k] for k in ("settings", "sequences", "meta", "target"))
     session = FORMATS[fmt].session_config(form)
     plan = FORMATS[fmt].plan_int8(

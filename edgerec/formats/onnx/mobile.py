@@ -12,7 +12,7 @@ import numpy as np
 from edgerec.core import metrics
 from edgerec.core.console import third_party
 from edgerec.core.errors import EdgerecError
-from edgerec.devices.envs import oldest_python
+from edgerec.devices.envs import oldest_python, runner_failure
 from edgerec.devices.runtimes import encode, padded_scores
 
 _FOLD = """
@@ -38,8 +38,7 @@ def _fold_with(path: Path, session_config: dict, converter: Path | None) -> None
     run = [str(converter or sys.executable), "-c", _FOLD, str(path), json.dumps(session_config)]
     result = subprocess.run(run, capture_output=True, text=True)
     if result.returncode != 0:
-        lines = [line for line in result.stderr.splitlines() if line.strip()] or ["no output"]
-        raise EdgerecError(f"folding {path.name}'s int8 weights failed: {lines[-1][:300]}")
+        raise EdgerecError(f"folding {path.name}'s int8 weights {runner_failure(result.returncode, result.stderr)}")
     Path(f"{path}.folded").replace(path)
 
 
@@ -66,8 +65,7 @@ def _convert(folder: Path, platform: str, converter: Path | None) -> None:
     args = [str(folder), "--optimization_style", "Fixed", "--target_platform", platform]
     result = subprocess.run([str(converter), "-m", tool, *args], capture_output=True, text=True)
     if result.returncode != 0:
-        lines = [line for line in result.stderr.splitlines() if line.strip()] or ["no output"]
-        raise EdgerecError(f"ORT format conversion failed: {lines[-1][:300]}")
+        raise EdgerecError(f"ORT format conversion {runner_failure(result.returncode, result.stderr)}")
 
 
 def write_ort(

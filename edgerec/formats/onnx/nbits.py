@@ -50,20 +50,13 @@ def quantize_rows(w: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
     return q.astype(np.uint8), scales
 
 
-def _attr(node, name: str, default):
-    return next((a for a in node.attribute if a.name == name), None) or default
-
-
 def _row_weight(node, weights: dict):
     """(weight name, transposed?) when `node` multiplies by a constant 2-D weight MatMulNBits
     can take as B (Gemm with alpha = beta = 1 and no transA, MatMul with a 2-D constant B), or
     lookups that gather rows of a 2-D constant table; else None."""
     from onnx import helper
 
-    def value(name, default):
-        found = _attr(node, name, None)
-        return helper.get_attribute_value(found) if found is not None else default
-
+    value = {a.name: helper.get_attribute_value(a) for a in node.attribute}.get
     if node.op_type == "Gemm":
         if value("transA", 0) or value("alpha", 1.0) != 1.0 or value("beta", 1.0) != 1.0:
             return None
