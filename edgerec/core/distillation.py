@@ -154,6 +154,8 @@ def distill_loss_module(
     import torch
     import torch.nn.functional as F
 
+    from edgerec.core.losses import chunked_rows
+
     top_items = torch.from_numpy(targets["top_items"].astype(np.int64))
     top_logp = torch.from_numpy(targets["top_logp"].astype(np.float32))
     tail_logp = torch.from_numpy(targets["tail_logp"])
@@ -163,6 +165,29 @@ def distill_loss_module(
         tail_logp = tail_logp + torch.logsumexp(log_w, 0) - float(np.log(len(log_w)))
         norm = torch.logsumexp(torch.cat([top_logp, tail_logp[:, None]], dim=1), dim=1)
         top_logp, tail_logp = top_logp - norm[:, None], tail_logp - norm
+
+    def block_loss(hidden, labels, rows, n: int, n_soft: int):
+        """(1 - alpha) CE / n + alpha T^2 KL / n_soft over this block's positions (CE / n alone
+        when the batch has no soft target)."""
+        logits = student.cls(hidden)
+        loss = (1 - alpha if n_soft else 1.0) / n * F.cross_entropy(logits, labels, reduction="sum")
+        if not n_soft:
+            return loss
+        has = rows >= 0
+        if not bool(has.all()):  # a causal teacher targets every position: no copy then
+            logits, rows = logits[has], rows[has]
+        if not rows.shape[0]:
+            return loss
+        items = top_items[rows] - 1
+        # one fused log-softmax over the item columns (not z - logsumexp(z): each op is a
+        # full [positions, items] pass forward and back, and these passes, not the matmuls,
+        # were most of a default student's step)
+        log_q = F.log_softmax(logits[:, 1 : num_items + 1] / temperature, dim=1)
+        q_top = log_q.gather(1, items)
+        q_tail = torch.log(torch.clamp(-torch.expm1(torch.logsumexp(q_top, dim=1)), min=1e-30))
+        p_top, p_tail = top_logp[rows], tail_logp[rows]
+        kl = (p_top.exp() * (p_top - q_top)).sum(1) + p_tail.exp() * (p_tail - q_tail)
+        return loss + alpha * temperature**2 / n_soft * kl.sum()
 
     class DistillLoss(torch.nn.Module):
         def __init__(self):
@@ -176,24 +201,16 @@ def distill_loss_module(
                 input_ids=input_ids, position_ids=position_ids, attention_mask=attention_mask
             ).last_hidden_state
             keep = labels != -100
-            logits = self.model.cls(hidden[keep])
-            loss = F.cross_entropy(logits, labels[keep])
-            rows = kd_rows[keep]
-            has = rows >= 0
-            if alpha == 0 or not bool(has.any()):
-                return loss
-            if not bool(has.all()):  # a causal teacher targets every position: no copy then
-                logits, rows = logits[has], rows[has]
-            items = top_items[rows] - 1
-            # one fused log-softmax over the item columns (not z - logsumexp(z): each op is a
-            # full [positions, items] pass forward and back, and these passes, not the matmuls,
-            # were most of a default student's step)
-            log_q = F.log_softmax(logits[:, 1 : num_items + 1] / temperature, dim=1)
-            q_top = log_q.gather(1, items)
-            q_tail = torch.log(torch.clamp(-torch.expm1(torch.logsumexp(q_top, dim=1)), min=1e-30))
-            p_top, p_tail = top_logp[rows], tail_logp[rows]
-            kl = (p_top.exp() * (p_top - q_top)).sum(1) + p_tail.exp() * (p_tail - q_tail)
-            return (1 - alpha) * loss + alpha * temperature**2 * kl.mean()
+            labels, rows = labels[keep], kd_rows[keep]
+            n, n_soft = max(1, labels.shape[0]), int((rows >= 0).sum()) if alpha else 0
+            # per block of positions, so the [positions, items] logits never exist whole
+            return chunked_rows(
+                lambda h, y, r: block_loss(h, y, r, n, n_soft),
+                hidden[keep],
+                labels,
+                rows,
+                num_items=self.model.config.vocab_size,
+            )
 
     return DistillLoss()
 

@@ -8,9 +8,10 @@ train = s[:-2], validation = predict s[-2] from s[:-2], test = predict s[-1] fro
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import sys
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from edgerec.core.artifacts import (
 from edgerec.core.errors import EdgerecError
 from edgerec.core.files import sha256_file
 from edgerec.core.interactions import PAD, pack
+from edgerec.core.synthetic import SyntheticConfig
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -333,11 +335,17 @@ def make_data(
     items_file: Path | None = None,
     config: DataConfig = DataConfig(),
     overwrite: bool = False,
+    synthetic: SyntheticConfig | None = None,
 ) -> dict:
-    """Build a data artifact from a file of interactions or a built-in dataset; returns its manifest."""
+    """Build a data artifact from a file of interactions, a built-in dataset or a synthetic log
+    (`edgerec.core.synthetic`); returns its manifest."""
     if config.min_interactions < 3:
         raise EdgerecError("--min-interactions must be >= 3 (train, validation and test need one each)")
     check_output(out_dir, "data", overwrite)
+    if synthetic is not None:
+        if interactions is not None or dataset is not None:
+            raise EdgerecError("give one of an interactions file, --dataset or --synthetic")
+        return _make_synthetic(out_dir, synthetic, config, overwrite)
     sources: dict[str, Path] = {}
     separator = None
     if (
@@ -374,17 +382,39 @@ def make_data(
         if config.title_col is None and config.genres_col is None:
             raise EdgerecError("--items needs --title-col and/or --genres-col")
     data = build(frame, Path(interactions), config, item_meta)
+    with _write_data(out_dir, data, config, overwrite, Path(interactions)) as manifest:
+        manifest["dataset"] = dataset if dataset or interactions is None else None
+        manifest["sources"] = {k: {"path": str(p), "sha256": sha256_file(p)} for k, p in sources.items()}
+    return manifest
+
+
+def _make_synthetic(out_dir: Path, synthetic: SyntheticConfig, config: DataConfig, overwrite: bool) -> dict:
+    from edgerec.core import synthetic as synth
+
+    config = replace(config, user_col="user", item_col="item", time_col="timestamp", title_col=None, genres_col=None)
+    log = synth.generate(synthetic)
+    oracle = synth.oracle_metrics(log)
+    label = Path(f"synthetic:{synthetic.items}x{synthetic.users}")
+    data = build(log.frame(), label, config)
+    with _write_data(out_dir, data, config, overwrite, label) as manifest:
+        manifest["dataset"] = None
+        manifest["sources"] = {}
+        manifest["synthetic"] = {**synth.describe(synthetic), "oracle_test": oracle}
+    return manifest
+
+
+@contextlib.contextmanager
+def _write_data(out_dir: Path, data: Interactions, config: DataConfig, overwrite: bool, source: Path):
+    """The artifact's files and common manifest keys; the caller adds where the data came from."""
     calibration = sample_calibration(data.sequences, config.calibration)
     if not calibration:
-        raise EdgerecError(f"{interactions}: no training history long enough for calibration")
-
+        raise EdgerecError(f"{source}: no training history long enough for calibration")
     with atomic_artifact(out_dir, "data", config=config, overwrite=overwrite) as (tmp, manifest):
+        yield manifest
         np.savez(tmp / "sequences.npz", **pack(data.sequences))
         np.savez(tmp / "calibration.npz", **pack(calibration))
         write_json(tmp / "users.json", data.users)
         write_json(tmp / "items.json", data.items)
-        manifest["dataset"] = dataset if dataset or interactions is None else None
-        manifest["sources"] = {k: {"path": str(p), "sha256": sha256_file(p)} for k, p in sources.items()}
         manifest["counts"] = {**data.counts, "calibration_sequences": len(calibration)}
         manifest["vocab"] = {"pad": PAD, "mask": len(data.items) + 1, "size": len(data.items) + 2}
         manifest["split"] = "leave-one-out: test = last item, validation = second-last"
@@ -392,4 +422,3 @@ def make_data(
             "interactions with equal timestamps keep their order in the file "
             f"(stable sort; {data.counts['tied_timestamps']} share a user and a time)"
         )
-    return manifest

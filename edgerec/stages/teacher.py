@@ -80,6 +80,8 @@ def _token_loss_module(model):
     """Cross-entropy at the labelled positions only: the output layer runs where a label is."""
     import torch
 
+    from edgerec.core.losses import chunked_rows
+
     class TokenLoss(torch.nn.Module):
         def __init__(self):
             super().__init__()
@@ -92,8 +94,13 @@ def _token_loss_module(model):
                 input_ids=input_ids, position_ids=position_ids, attention_mask=attention_mask
             ).last_hidden_state
             keep = labels != -100
-            logits = self.model.cls(hidden[keep])
-            return torch.nn.functional.cross_entropy(logits, labels[keep])
+            targets = labels[keep]
+            # summed per block of positions so the [positions, items] logits never exist whole
+            total = chunked_rows(block_loss, hidden[keep], targets, num_items=self.model.config.vocab_size)
+            return total / max(1, targets.shape[0])
+
+    def block_loss(hidden, targets):
+        return torch.nn.functional.cross_entropy(model.cls(hidden), targets, reduction="sum")
 
     return TokenLoss()
 
