@@ -147,7 +147,8 @@ def generate(config: SyntheticConfig) -> SyntheticLog:
             slot = (rng.random(len(alive)) * filled).astype(np.int64)
             item = np.where(rep, recent[alive, slot], item)
         gap = rng.integers(30, 601, size=len(alive))
-        gap[np.isin(alive, changed)] += rng.integers(3_600, 72 * 3_600, size=int(np.isin(alive, changed).sum()))
+        new_session = np.isin(alive, changed)
+        gap[new_session] += rng.integers(3_600, 72 * 3_600, size=int(new_session.sum()))
         clock[alive] += gap
         recent[alive, step % config.window] = item
         out_u.append(alive)
