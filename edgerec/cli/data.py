@@ -61,7 +61,7 @@ def data(
             "process and the oracle's test NDCG@10 (edgerec.core.synthetic).",
         ),
     ] = None,
-    seed: Annotated[int, typer.Option(help="Seed of --synthetic.")] = 0,
+    seed: Annotated[int, typer.Option(min=0, max=2**32 - 1, help="Seed of --synthetic.")] = 0,
     calibration: Annotated[
         Optional[Path], typer.Option(help="Calibration recipe TOML (default: calibration/default.toml).")
     ] = None,
@@ -74,6 +74,7 @@ def data(
     start at 1 (0 = padding), most popular first.
     """
     with user_errors():
+        from edgerec.core.synthetic import SyntheticConfig
         from edgerec.stages.data import CalibrationRecipe, DataConfig, make_data
 
         config = DataConfig(
@@ -86,8 +87,6 @@ def data(
             drop_duplicates=drop_duplicates,
             calibration=CalibrationRecipe.load(calibration),
         )
-        from edgerec.core.synthetic import SyntheticConfig
-
         manifest = make_data(
             out,
             interactions=interactions,
@@ -95,7 +94,7 @@ def data(
             items_file=items,
             config=config,
             overwrite=overwrite,
-            synthetic=SyntheticConfig.parse(synthetic, seed=seed) if synthetic else None,
+            synthetic=SyntheticConfig.parse(synthetic, seed=seed) if synthetic is not None else None,
         )
     if json_out:
         emit_json(manifest)

@@ -19,6 +19,7 @@ from edgerec.core.artifacts import (
 from edgerec.core.batches import batches_of, causal_batches, pack, segment_positions, validator
 from edgerec.core.errors import EdgerecError
 from edgerec.core.evaluation import evaluate, headline, item_ids_hash, public, resolve_model_dir
+from edgerec.core.losses import chunked_rows
 from edgerec.core.metrics import item_popularity
 from edgerec.core.model_surgery import init_from_teacher, item_rank, teacher_init_layers
 from edgerec.core.models import (
@@ -153,8 +154,6 @@ def distill_loss_module(
 ):
     import torch
     import torch.nn.functional as F
-
-    from edgerec.core.losses import chunked_rows
 
     top_items = torch.from_numpy(targets["top_items"].astype(np.int64))
     top_logp = torch.from_numpy(targets["top_logp"].astype(np.float32))

@@ -54,8 +54,8 @@ class SyntheticConfig:
         return max(1, math.ceil(self.items / self.items_per_topic))
 
     def validate(self) -> None:
-        if self.items < 10 or self.users < 1:
-            raise EdgerecError("a synthetic data set needs >= 10 items and >= 1 user")
+        if not (10 <= self.items <= 10**8 and 1 <= self.users <= 10**8):
+            raise EdgerecError("a synthetic data set needs 10 to 10^8 items and 1 to 10^8 users")
         if self.min_length < 3 or self.mean_length < self.min_length:
             raise EdgerecError("synthetic lengths: need 3 <= min_length <= mean_length")
         for name in ("drift", "repeat"):
@@ -67,7 +67,7 @@ class SyntheticConfig:
         """'ITEMSxUSERS', e.g. '100000x100000' or '1e6x2e5'."""
         try:
             items, users = (int(float(part)) for part in spec.lower().split("x"))
-        except ValueError:
+        except (ValueError, OverflowError):
             raise EdgerecError(f"--synthetic '{spec}': expected ITEMSxUSERS, for example 100000x100000") from None
         config = cls(items=items, users=users, **overrides)
         config.validate()

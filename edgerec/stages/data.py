@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from edgerec.core import datasets
+from edgerec.core import synthetic as synth
 from edgerec.core.artifacts import (
     atomic_artifact,
     check_output,
@@ -389,8 +390,6 @@ def make_data(
 
 
 def _make_synthetic(out_dir: Path, synthetic: SyntheticConfig, config: DataConfig, overwrite: bool) -> dict:
-    from edgerec.core import synthetic as synth
-
     config = replace(config, user_col="user", item_col="item", time_col="timestamp", title_col=None, genres_col=None)
     log = synth.generate(synthetic)
     oracle = synth.oracle_metrics(log)

@@ -18,6 +18,7 @@ from edgerec.core.errors import EdgerecError
 from edgerec.core.evaluation import evaluate, headline, item_ids_hash, public
 from edgerec.core.files import check_safetensors, read_json
 from edgerec.core.interactions import load_data
+from edgerec.core.losses import chunked_rows
 from edgerec.core.models import RecModel, Shape, build_id_model, save_model
 from edgerec.core.text_teacher import init_item_head, item_titles, text_model, text_training
 from edgerec.core.training import TrainConfig, fit, prepare_work_dir, resolve_precision, setup_distributed, work_dir_for
@@ -79,8 +80,6 @@ TEXT_TEACHER = TeacherConfig(
 def _token_loss_module(model):
     """Cross-entropy at the labelled positions only: the output layer runs where a label is."""
     import torch
-
-    from edgerec.core.losses import chunked_rows
 
     class TokenLoss(torch.nn.Module):
         def __init__(self):

@@ -109,10 +109,11 @@ STRINGS = {
     "recommend --history": ["", "nope", ",,"],
     "targets show name": ["", "nope"],
     "distill --init": ["", "nope"],
+    "data --synthetic": ["", "nope", "5x10", "10x", "10x10x10", "1e400x10", "1e9x10"],
 }
 
-# Cases that must run without the interactions file (a built-in dataset instead).
-NO_INTERACTIONS = {"data --dataset", "build --dataset"}
+# Cases that must run without the interactions file (a built-in or synthetic dataset instead).
+NO_INTERACTIONS = {"data --dataset", "build --dataset", "data --synthetic"}
 
 # Extra arguments a case needs so that the option is used at all.
 CONTEXT = {
