@@ -4,6 +4,7 @@
     python examples/app.py dist/rpi4  --history 50,258,100      # TFLite: tflite-runtime 2.14 on a Pi
     python examples/app.py dist/arm64 --history 50,258,100 --incremental   # the step model
     python examples/app.py dist/arm64 --history 50,258,100 --format executorch   # model.pte
+    python examples/app.py dist/arm64 --history 50,258,100 --public-key key.pub  # signed bundle
 
 Reads `metadata.json` (input name, dtype, max length, padding, each file's sha256, checked
 first) and `items.json` (model index <-> your item ids and titles), encodes the history exactly
@@ -11,6 +12,9 @@ as the bundle describes (most recent item last, left-padded with 0), runs the mo
 the 10 best items the user has not seen.
 `--explain` reruns the model with each history item left out and names the items whose absence
 lowers a recommendation's score most: an explanation computed by the device model itself.
+`--public-key` checks the bundle's signature first (`edgerec sign`; OpenSSF model signing,
+verified with the `model-signing` package): refused when anyone else signed it, when a file
+differs from the signed digests, or when a file was added (examples/update.py installs updates).
 `--incremental` feeds the history one item at a time through the bundle's step model (as an app
 does when the user taps), carrying the state tensor between calls and rolling the window the way
 metadata.json's `step_model.roll` says.
@@ -38,6 +42,36 @@ def check_integrity(bundle: Path, meta) -> None:
         blob = (bundle / name).read_bytes() if (bundle / name).is_file() else b""
         if len(blob) != want.get("bytes", len(blob)) or hashlib.sha256(blob).hexdigest() != want["sha256"]:
             raise SystemExit(f"error: {bundle / name} is not the file the bundle was built with")
+
+
+UNSIGNED = ("bundle.sig", "report.json", "report.html")  # validate rewrites its reports; apps never load them
+
+
+def verify_signature(bundle: Path, public_key: Path) -> dict:
+    """Refuse a bundle not signed with `public_key`, or whose files (any of them, added ones
+    included) differ from the signed digests; returns its release.json ({"version", ...}).
+    Unlike check_integrity this stops an attacker: the digests are signed with a key the
+    attacker does not hold."""
+    try:
+        from model_signing import hashing, verifying
+    except ImportError:
+        raise SystemExit("error: --public-key needs the model-signing package (pip install model-signing)") from None
+    if not (bundle / "bundle.sig").is_file():
+        raise SystemExit(f"error: {bundle} is not signed (no bundle.sig)")
+    bundle = bundle.resolve()  # e.g. the `current` symlink of examples/update.py: model-signing walks no links
+    config = verifying.Config().use_elliptic_key_verifier(public_key=public_key)
+    # full paths: model-signing 1.0 matches ignored paths against the paths it walks
+    config.set_hashing_config(
+        hashing.Config().set_ignored_paths(paths=[bundle / n for n in UNSIGNED], ignore_git_paths=False)
+    )
+    if hasattr(config, "set_ignore_unsigned_files"):  # model-signing >= 1.1; 1.0 refuses added files anyway
+        config.set_ignore_unsigned_files(False)
+    try:
+        config.verify(bundle, bundle / "bundle.sig")
+    except Exception as exc:  # ValueError, cryptography's InvalidSignature
+        reason = "not signed by this key" if type(exc).__name__ == "InvalidSignature" else " ".join(str(exc).split())
+        raise SystemExit(f"error: {bundle}: signature check failed: {reason[:300]}") from None
+    return json.loads((bundle / "release.json").read_text())
 
 
 def _onnx(bundle: Path, meta, name):
@@ -79,7 +113,9 @@ def _executorch(bundle: Path, meta, name):
 LOADERS = {"onnx": _onnx, "tflite": _tflite, "executorch": _executorch}  # in the order preferred
 
 
-def load(bundle: Path, fmt: str | None = None):
+def load(bundle: Path, fmt: str | None = None, public_key: Path | None = None):
+    if public_key is not None:
+        verify_signature(bundle, public_key)
     meta = json.loads((bundle / "metadata.json").read_text())
     check_integrity(bundle, meta)
     items = json.loads((bundle / "items.json").read_text())
@@ -170,12 +206,13 @@ def main():
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--format", choices=sorted(LOADERS), help="the bundle file to run (default: the first it has)")
     parser.add_argument("--explain", action="store_true")
+    parser.add_argument("--public-key", type=Path, help="refuse the bundle unless it is signed with this key")
     parser.add_argument(
         "--incremental", action="store_true", help="feed the history item by item through the bundle's step model"
     )
     args = parser.parse_args()
 
-    meta, items, run = load(args.bundle, args.format)
+    meta, items, run = load(args.bundle, args.format, args.public_key)
     index_of = {str(entry["id"]): i + 1 for i, entry in enumerate(items)}  # model index = position + 1
     ids = [part.strip() for part in args.history.split(",") if part.strip()]
     unknown = [i for i in ids if i not in index_of]

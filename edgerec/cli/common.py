@@ -8,6 +8,7 @@ import logging
 import math
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Annotated, Any, Literal, Optional
 
 import typer
@@ -115,6 +116,12 @@ Precision = Annotated[
 ]
 Overwrite = Annotated[bool, typer.Option(help="Replace an existing artifact.")]
 JsonOut = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
+PublicKey = Annotated[
+    Optional[Path],
+    typer.Option(
+        help="Verify the bundle's signature with this public key first (edgerec sign); refuse the bundle if it fails."
+    ),
+]
 Formats = Annotated[
     Optional[str],
     typer.Option(

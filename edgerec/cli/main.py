@@ -15,6 +15,7 @@ from edgerec.cli import (
     prune,
     quantize,
     recommend,
+    sign,
     targets,
     teacher,
     validate,
@@ -97,4 +98,7 @@ app.command("quantize")(quantize.quantize)
 app.command("validate")(validate.validate)
 app.command("build")(build.build)
 app.command("recommend")(recommend.recommend)
+app.command("keygen")(sign.keygen)
+app.command("sign")(sign.sign)
+app.command("verify")(sign.verify)
 app.add_typer(targets.app, name="targets")

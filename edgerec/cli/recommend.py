@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from edgerec.cli.common import JsonOut, emit_json, plain_table, user_errors
+from edgerec.cli.common import JsonOut, PublicKey, emit_json, plain_table, user_errors
 
 
 def recommend(
@@ -25,6 +25,7 @@ def recommend(
         bool,
         typer.Option(help="Use bundle files that differ from the hashes metadata.json records (edited on purpose)."),
     ] = False,
+    public_key: PublicKey = None,
     json_out: JsonOut = False,
 ) -> None:
     """Recommend from the bundle alone (its model file, items.json, metadata.json), on the
@@ -34,7 +35,7 @@ def recommend(
         from edgerec.stages.recommend import Recommender
 
         ids = [part.strip() for part in history.split(",") if part.strip()]
-        recommender = Recommender(bundle, allow_modified=allow_modified)
+        recommender = Recommender(bundle, allow_modified=allow_modified, public_key=public_key)
         rows = recommender.recommend(ids, k=k, explain=explain)
         left = recommender.candidates(ids)
     if json_out:

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from edgerec.cli.common import JsonOut, emit_json, plain_table, user_errors
+from edgerec.cli.common import JsonOut, PublicKey, emit_json, plain_table, user_errors
 from edgerec.cli.targets import TargetsDir
 
 
@@ -116,6 +116,7 @@ def validate(
             "[device] emulate names (qemu user mode; set up once into the cache)."
         ),
     ] = True,
+    public_key: PublicKey = None,
     json_out: JsonOut = False,
 ) -> None:
     """Run the bundle on every runtime the target names, in a separate process, as an app would.
@@ -139,6 +140,7 @@ def validate(
                 ssh_key=str(ssh_key) if ssh_key else None,
                 allow_modified=allow_modified,
                 emulate=emulate,
+                public_key=str(public_key) if public_key else None,
             ),
             teacher=teacher,
             student=student,

@@ -16,14 +16,25 @@ import numpy as np
 from edgerec.core import metrics
 from edgerec.core.errors import EdgerecError
 from edgerec.core.files import read_bundle, read_json
+from edgerec.core.signing import verify_bundle
 from edgerec.formats import FORMATS
 
 
 class Recommender:
-    def __init__(self, bundle: Path, threads: int = 1, allow_modified: bool = False):
+    def __init__(
+        self,
+        bundle: Path,
+        threads: int = 1,
+        allow_modified: bool = False,
+        public_key: Path | None = None,
+        installed: Path | int | None = None,
+    ):
         """Every bundle file is checked against metadata.json's hashes first; `allow_modified`
-        lets changed files through (listed in `self.modified`)."""
+        lets changed files through (listed in `self.modified`). With `public_key`, the bundle's
+        signature and version (not older than `installed`) are checked before that
+        (`edgerec.core.signing.verify_bundle`); `self.release` is then its release record."""
         bundle = Path(bundle)
+        self.release = verify_bundle(bundle, public_key, installed=installed) if public_key is not None else None
         self.meta, self.modified = read_bundle(bundle, allow_modified=allow_modified)
         self.items = read_json(bundle / "items.json", "the bundle's item list")
         self.index_of = {str(entry["id"]): i + 1 for i, entry in enumerate(self.items)}

@@ -37,6 +37,7 @@ from edgerec.core.files import read_bundle, read_json
 from edgerec.core.interactions import load_data
 from edgerec.core.models import load_model
 from edgerec.core.report import write_report
+from edgerec.core.signing import verify_bundle
 from edgerec.core.targets import Target, load_target
 from edgerec.devices.device import SshDevice
 from edgerec.devices.emulator import OFF, EmulatorUnavailable, switched_off
@@ -58,6 +59,7 @@ class ValidateConfig:
     ssh_key: str | None = None
     allow_modified: bool = False  # validate files that differ from the hashes the bundle records
     emulate: bool = True  # run the profile's [device] emulate CPUs (edgerec/devices/emulator.py)
+    public_key: str | None = None  # verify the bundle's signature first (edgerec.core.signing)
 
 
 def lineage(bundle: Path) -> dict[str, Path | None]:
@@ -268,6 +270,8 @@ def _checked_inputs(bundle: Path, data_dir: Path, target, config: ValidateConfig
     if config.device is not None and not config.device_python.strip():
         raise EdgerecError("--device-python is empty: name the Python on the device (e.g. python3)")
     device = SshDevice.parse(config.device, config.device_python, config.ssh_key) if config.device is not None else None
+    if config.public_key is not None:
+        verify_bundle(bundle, Path(config.public_key))
     meta, items, modified = load_bundle(bundle, target, config.allow_modified)
     check_writable(Path(report_dir or bundle), "the validation report")
     data = load_data(data_dir)

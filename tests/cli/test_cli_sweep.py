@@ -26,6 +26,7 @@ from edgerec.cli import app
 from edgerec.core.distillation import DistillConfig
 from edgerec.core.interactions import load_data
 from edgerec.core.models import Shape
+from edgerec.core.signing import generate_key
 from edgerec.core.training import TrainConfig
 from edgerec.stages.distill import distill
 from edgerec.stages.export import ExportConfig, export
@@ -84,6 +85,15 @@ PATHS = {
     "build --dist": "folder",
     "build --targets-dir": "targets",
     "recommend --bundle": "bundle",
+    "recommend --public-key": "keyfile",
+    "validate --public-key": "keyfile",
+    "keygen key": "file-out",
+    "sign bundle": "bundle",
+    "sign --key": "keyfile",
+    "sign --parent": "bundle",
+    "verify bundle": "bundle",
+    "verify --public-key": "keyfile",
+    "verify --installed": "bundle",
     "targets list --targets-dir": "targets",
     "targets show --targets-dir": "targets",
 }
@@ -207,6 +217,7 @@ def world(tmp_path_factory, data_dir, interactions_csv):
     profiles.mkdir()
     for name in ("arm64", "rpi4", TARGET, "x86_64-vnni"):
         (profiles / f"{name}.toml").write_text("version = [unclosed\n")
+    generate_key(root / "key")
     first_item = load_data(data_dir).item_ids()[0]
     return {
         "root": root,
@@ -217,6 +228,8 @@ def world(tmp_path_factory, data_dir, interactions_csv):
         "bundle": root / "bundle",
         "bad": bad,
         "item": first_item,
+        "key": root / "key",
+        "public_key": root / "key.pub",
     }
 
 
@@ -276,6 +289,9 @@ def base_args(command: str, w, out: Path) -> list[str]:
         ],
         "build": ["--target", TARGET, str(w["csv"]), "--work", str(out / "runs"), "--dist", str(out / "dist")],
         "recommend": ["--bundle", b, "--history", w["item"]],
+        "keygen": [str(out)],
+        "sign": [b, "--key", str(w["key"])],
+        "verify": [b, "--public-key", str(w["public_key"])],
         "targets list": [],
         "targets show": [TARGET],
     }[command]

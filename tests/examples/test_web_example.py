@@ -8,6 +8,7 @@ example's npm package.
 
 import contextlib
 import functools
+import hashlib
 import http.server
 import json
 import shutil
@@ -21,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from edgerec.core.models import Shape
+from edgerec.core.signing import generate_key, sign_bundle
 from edgerec.core.training import TrainConfig
 from edgerec.stages.export import ExportConfig, export
 from edgerec.stages.recommend import Recommender
@@ -121,7 +123,7 @@ def site(tmp_path_factory, data_dir):
     export(root / "model", data_dir, root / "bundle", ExportConfig(target="arm64"))
     site = root / "site"
     site.mkdir()
-    for name in ("index.html", "app.js"):
+    for name in ("index.html", "app.js", "key.js"):
         shutil.copy(WEB / name, site / name)
     shutil.copytree(ORT, site / "ort", ignore=shutil.ignore_patterns("*.map", "*.d.ts"))
     shutil.copytree(root / "bundle", site / "bundle")
@@ -131,16 +133,52 @@ def site(tmp_path_factory, data_dir):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     tampered = site / "tampered"  # the same page over a bundle with one byte of the model flipped
     tampered.mkdir()
-    for name in ("index.html", "app.js"):
+    for name in ("index.html", "app.js", "key.js"):
         shutil.copy(WEB / name, tampered / name)
     (tampered / "ort").symlink_to(site / "ort")
     shutil.copytree(root / "bundle", tampered / "bundle")
     blob = bytearray((tampered / "bundle" / "model.onnx").read_bytes())
     blob[len(blob) // 2] ^= 0x01
     (tampered / "bundle" / "model.onnx").write_bytes(bytes(blob))
+    _signed_pages(root, site)
     base = f"http://127.0.0.1:{server.server_address[1]}"
-    yield {"url": f"{base}/index.html", "tampered": f"{base}/tampered/index.html", "bundle": root / "bundle"}
+    yield {
+        "url": f"{base}/index.html",
+        "tampered": f"{base}/tampered/index.html",
+        "bundle": root / "bundle",
+        **{name: f"{base}/{name}/index.html" for name in ("signed", "signed2", "forged", "foreign", "unsigned")},
+    }
     server.shutdown()
+
+
+def _signed_pages(root: Path, site: Path) -> None:
+    """Pages whose key.js trusts the publisher's key, each over another bundle: signed (version 1),
+    signed2 (version 2), forged (the model replaced and its hashes rewritten), foreign (signed by
+    someone else), unsigned."""
+    keys = root / "keys"
+    keys.mkdir()
+    public, other = generate_key(keys / "publisher"), generate_key(keys / "other")
+    key_js = f"window.EDGEREC_PUBLIC_KEY = {json.dumps(public.read_text())};\n"
+    for name in ("signed", "signed2", "forged", "foreign", "unsigned"):
+        page = site / name
+        page.mkdir()
+        for file in ("index.html", "app.js"):
+            shutil.copy(WEB / file, page / file)
+        (page / "key.js").write_text(key_js)
+        (page / "ort").symlink_to(site / "ort")
+        shutil.copytree(root / "bundle", page / "bundle")
+    sign_bundle(site / "signed" / "bundle", keys / "publisher")
+    sign_bundle(site / "signed2" / "bundle", keys / "publisher", parent=site / "signed" / "bundle")
+    sign_bundle(site / "foreign" / "bundle", keys / "other")
+    forged = site / "forged" / "bundle"
+    sign_bundle(forged, keys / "publisher")
+    blob = bytearray((forged / "model.onnx").read_bytes())
+    blob[len(blob) // 2] ^= 0x01
+    (forged / "model.onnx").write_bytes(bytes(blob))
+    meta = json.loads((forged / "metadata.json").read_text())
+    meta["integrity"]["model.onnx"]["sha256"] = hashlib.sha256(bytes(blob)).hexdigest()
+    (forged / "metadata.json").write_text(json.dumps(meta))
+    del other
 
 
 @contextlib.contextmanager
@@ -186,3 +224,26 @@ def test_the_page_refuses_a_damaged_model(site):
         status = browser.find_all("#status")[0]
         _wait(lambda: browser.text(status) == "ready" or browser.text(status).startswith("error"))
         assert browser.text(status) == "error: Error: model.onnx is not the file the bundle was built with"
+
+
+def _status_after_load(browser, url):
+    browser.get(url)
+    status = browser.find_all("#status")[0]
+    _wait(lambda: browser.text(status).startswith(("ready", "error")))
+    return browser.text(status)
+
+
+def test_a_page_that_trusts_a_key_loads_only_bundles_signed_with_it(site):
+    with _browser() as browser:
+        assert _status_after_load(browser, site["signed"]) == "ready (signed bundle, version 1)"
+        assert _status_after_load(browser, site["forged"]) == (
+            "error: Error: metadata.json is not the file the publisher signed"  # the hashes were rewritten
+        )
+        assert (
+            _status_after_load(browser, site["foreign"]) == "error: Error: bundle.sig is not signed with this app's key"
+        )
+        assert _status_after_load(browser, site["unsigned"]).startswith("error: Error: the bundle is not signed")
+        assert _status_after_load(browser, site["signed2"]) == "ready (signed bundle, version 2)"
+        assert _status_after_load(browser, site["signed"]) == (
+            "error: Error: bundle version 1 is older than 2 (downgrade refused)"
+        )
