@@ -51,8 +51,11 @@ def generate_key(private_path: Path, public_path: Path | None = None, *, overwri
     """A new ECDSA P-256 key pair as PEM files: the private key (mode 0600, unencrypted: keep it
     where your build machine's secrets live) and the public key an app embeds. Returns the public
     key's path (default: the private key's with `.pub`)."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
+    try:
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+    except ImportError:
+        raise EdgerecError(EXTRA_HINT) from None
 
     private_path = Path(private_path)
     public_path = Path(public_path) if public_path else private_path.with_name(private_path.name + ".pub")
