@@ -12,8 +12,9 @@ arm64`). Steps, in one run:
 1. `export --target arm64 --formats onnx,executorch` of the student (parity vs PyTorch on the
    host runtimes and on the emulated Cortex-A76, as export does).
 2. `quantize --target arm64` of that bundle without the emulator: each format's forms are made
-   and fitted to the profile's tolerance; the first that fits ships (ONNX: weight-only; .pte:
-   static). The other ExecuTorch form (dynamic) is made here with the same plan.
+   and fitted to the profile's tolerance and top-10 agreement floor; the first that fits, in the
+   profile's order, ships. The other ExecuTorch form is made here with the same plan, so both
+   are measured (the shipped one and the other, whether it fit or not).
 3. Test NDCG@10 and HR@10 of every file on its host runtime (onnxruntime, executorch 1.4.1),
    paired bootstrap of each int8 file against its fp32 file, and top-10 agreement between files.
 4. ARM instructions per call ((105 calls - 5 calls) / 100, one thread, median of two counts) of

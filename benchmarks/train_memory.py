@@ -1,4 +1,4 @@
-"""Memory against speed of the heap setting `fit` trains under (`training.reuse_freed_memory`):
+"""Memory against speed of the heap setting `fit` trains under (`memory.reuse_freed_memory`):
 a 4-epoch distillation of the default student from the ML-1M teacher, each setting in its own
 process, one after another; peak RSS sampled while it runs, seconds per epoch from the manifest.
 
@@ -32,6 +32,7 @@ SETTINGS = ("edgerec", "uncapped", "mmap64", "glibc-default")
 
 
 def one(setting: str, work: Path, epochs: int) -> dict:
+    import edgerec.core.memory as memory
     import edgerec.core.training as training
     from edgerec.core.distillation import DistillConfig
     from edgerec.core.training import TrainConfig
@@ -45,7 +46,7 @@ def one(setting: str, work: Path, epochs: int) -> dict:
 
         @contextlib.contextmanager
         def patched():
-            yield training.Heap(None, 0)
+            yield memory.Heap(None, 0)
 
         training.reuse_freed_memory = patched
     elif setting == "mmap64":
@@ -55,7 +56,7 @@ def one(setting: str, work: Path, epochs: int) -> dict:
             libc.mallopt(-3, 64 << 20)  # M_MMAP_THRESHOLD
             libc.mallopt(-1, (1 << 31) - 1)  # M_TRIM_THRESHOLD
             try:
-                yield training.Heap(libc.malloc_trim, 0)  # no cap: release after each epoch only
+                yield memory.Heap(libc.malloc_trim, 0)  # no cap: release after each epoch only
             finally:
                 libc.mallopt(-3, 128 * 1024)
                 libc.mallopt(-1, 128 * 1024)
@@ -65,7 +66,7 @@ def one(setting: str, work: Path, epochs: int) -> dict:
 
     def watch():
         while True:
-            peak[0] = max(peak[0], training.resident_bytes())
+            peak[0] = max(peak[0], memory.resident_bytes())
             time.sleep(0.2)
 
     threading.Thread(target=watch, daemon=True).start()

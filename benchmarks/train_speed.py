@@ -10,7 +10,7 @@ alike:
   validation in batches of 256 users in data order, each padded to max_len; glibc's defaults.
 - packed: batches packed (`edgerec.stages.teacher.pack`) and validation sorted by length in batches of
   32, each padded to its own longest (`RecModel.scores`); glibc's defaults.
-- after: packed + `training.reuse_freed_memory` (what `fit` does with `--precision fp32`).
+- after: packed + `memory.reuse_freed_memory` (what `fit` does with `--precision fp32`).
 - bf16: after + the forward pass under bf16 autocast (`--precision bf16`; fast only where the
   CPU has bf16 dot products: AVX512-BF16 or AMX, see the recorded flags).
 Same seeds, same examples in every variant: only the layout and the allocator differ (the
@@ -121,9 +121,10 @@ def worker(case: str, variant: str, work: Path) -> dict:
         distill_loss_module,
     )
     from edgerec.core.interactions import load_data
+    from edgerec.core.memory import reuse_freed_memory
     from edgerec.core.models import RecModel, Shape, build_id_model
     from edgerec.core.soft_targets import compute_targets, row_lookup
-    from edgerec.core.training import Dist, autocast, reuse_freed_memory
+    from edgerec.core.training import Dist, autocast
     from edgerec.stages.data import make_data
     from edgerec.stages.teacher import _token_loss_module
 

@@ -7,7 +7,17 @@ from typing import Annotated, Optional
 
 import typer
 
-from edgerec.cli.common import Formats, JsonOut, Precision, emit_json, finite, format_list, plain_table, user_errors
+from edgerec.cli.common import (
+    Formats,
+    JsonOut,
+    Precision,
+    emit_json,
+    finite,
+    format_list,
+    forward,
+    plain_table,
+    user_errors,
+)
 from edgerec.cli.targets import TargetsDir
 from edgerec.cli.validate import print_beyond_and_budgets, print_emulated
 
@@ -90,28 +100,11 @@ def build(
     was made from the same inputs with the same settings is reused, so a second build with
     nothing changed only re-validates. The app embeds `dist/<target>/`; `report.html` there shows
     the plots. Exit code 0 when every budget passes, 1 when one fails, 2 for bad input."""
+    options = dict(locals())
     with user_errors():
-        from edgerec.stages.build import BuildConfig
-        from edgerec.stages.build import build as run
+        from edgerec.api import build as run
 
-        config = BuildConfig(
-            target=target,
-            dataset=dataset,
-            interactions=str(interactions) if interactions else None,
-            teacher=str(teacher) if teacher else None,
-            teacher_epochs=teacher_epochs,
-            distill_epochs=distill_epochs,
-            teacher_minutes=teacher_minutes,
-            distill_minutes=distill_minutes,
-            sparsity=sparsity,
-            precision=precision,
-            work=str(work),
-            dist=str(dist),
-            emulate=emulate,
-            keep=keep,
-            formats=format_list(formats),
-        )
-        result = run(config, targets_dir=targets_dir, log=lambda m: typer.echo(m, err=True))
+        result = forward(run, options, formats=format_list(formats))
     report = result["report"]
     if json_out:
         emit_json(result)

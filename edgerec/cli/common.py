@@ -39,6 +39,23 @@ def user_errors() -> Iterator[None]:
         raise typer.Exit(130) from None
 
 
+def log_to_stderr(message: str) -> None:
+    """Where commands send the library's progress lines: stderr, so stdout stays the result."""
+    typer.echo(message, err=True)
+
+
+def forward(function, options: dict, **given):
+    """Call the API function behind a command (`edgerec.api`) with the command's options, which
+    have the same names (tests/api/test_api.py holds them together); `given` overrides or adds
+    (the log, options the command converts). Options the function does not take (--json) stay."""
+    import inspect
+
+    takes = inspect.signature(function).parameters
+    if "log" in takes:
+        given.setdefault("log", log_to_stderr)
+    return function(**{k: v for k, v in options.items() if k in takes and k not in given}, **given)
+
+
 def emit_json(payload: Any) -> None:
     sys.stdout.write(json.dumps(payload, indent=2, default=str) + "\n")
 

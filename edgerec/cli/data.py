@@ -11,6 +11,7 @@ from edgerec.cli.common import (
     JsonOut,
     Overwrite,
     emit_json,
+    forward,
     table,
     user_errors,
 )
@@ -73,29 +74,11 @@ def data(
     Users' last item is the test target and the one before it the validation target; item indices
     start at 1 (0 = padding), most popular first.
     """
+    options = dict(locals())
     with user_errors():
-        from edgerec.core.synthetic import SyntheticConfig
-        from edgerec.stages.data import CalibrationRecipe, DataConfig, make_data
+        from edgerec.api import data as run
 
-        config = DataConfig(
-            user_col=user_col,
-            item_col=item_col,
-            time_col=time_col,
-            title_col=title_col,
-            genres_col=genres_col,
-            min_interactions=min_interactions,
-            drop_duplicates=drop_duplicates,
-            calibration=CalibrationRecipe.load(calibration),
-        )
-        manifest = make_data(
-            out,
-            interactions=interactions,
-            dataset=dataset,
-            items_file=items,
-            config=config,
-            overwrite=overwrite,
-            synthetic=SyntheticConfig.parse(synthetic, seed=seed) if synthetic is not None else None,
-        )
+        manifest = forward(run, options)
     if json_out:
         emit_json(manifest)
         return

@@ -27,6 +27,7 @@ from edgerec.cli.common import (
     WarmupSteps,
     emit_json,
     finite,
+    forward,
     table,
     user_errors,
 )
@@ -146,56 +147,21 @@ def distill(
     teacher's targets are computed once and cached by content hash; any run with the same teacher
     and data reuses them. Runs unchanged under torchrun / accelerate launch.
     """
+    options = dict(locals())
     with user_errors():
-        from edgerec.core.distillation import DistillConfig
-        from edgerec.core.interactions import load_data
-        from edgerec.core.models import Shape
-        from edgerec.core.training import TrainConfig
-        from edgerec.stages.distill import distill as run
-        from edgerec.stages.distill import size_student
+        from edgerec.api import distill as run
 
-        shape = Shape(
-            hidden=hidden,
-            layers=layers,
-            heads=heads,
-            intermediate=intermediate,
-            max_len=max_len,
-            dropout=dropout,
-            attention_dropout=dropout,
-        )
-        if max_params is not None or max_size_mb is not None:
-            shape = size_student(load_data(data).vocab_size, max_params, max_size_mb, base=shape)
-        config = DistillConfig(
-            student=shape,
-            alpha=alpha,
-            temperature=temperature,
-            top_k=top_k,
-            kd_positions=kd_positions,
-            item_rank=item_rank,
-            tail_boost=tail_boost,
-            student_kind=student_kind,
-            positions=positions,
-            init=init,
-            keep=keep or None,
-            grow=grow,
-            train=TrainConfig(
-                epochs=epochs,
-                batch_size=batch_size,
-                lr=lr,
-                patience=patience,
-                max_minutes=max_minutes,
-                seed=seed,
-                warmup_steps=warmup_steps,
-                schedule=schedule,
-                precision=precision,
-            ),
-        )
-        manifest = run(teacher, data, out, config, overwrite=overwrite, log=lambda m: typer.echo(m, err=True))
+        manifest = forward(run, options)
     if manifest is None:
         return
     if json_out:
         emit_json(manifest)
         return
+    print_student(manifest, out)
+
+
+def print_student(manifest: dict, out: Path) -> None:
+    """The student against the teacher on the test users, how it trained and how it started."""
     m, p, t = manifest["metrics"], manifest["parameters"], manifest["training"]
     rows = [("parameters (student / teacher)", f"{p['student']:,} / {p['teacher']:,}")]
     for name in ("HR@10", "NDCG@10", "MRR"):

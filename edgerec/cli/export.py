@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from edgerec.cli.common import Formats, JsonOut, Overwrite, emit_json, format_list, plain_table, user_errors
+from edgerec.cli.common import Formats, JsonOut, Overwrite, emit_json, format_list, forward, plain_table, user_errors
 from edgerec.cli.targets import TargetsDir
 
 
@@ -53,19 +53,11 @@ def export(
 
     The bundle holds the model file(s), `items.json` (model index -> your item id, titles) and
     `metadata.json` (inputs, outputs, padding, max length, target, parity)."""
+    options = dict(locals())
     with user_errors():
-        from edgerec.stages.export import ExportConfig
-        from edgerec.stages.export import export as run
+        from edgerec.api import export as run
 
-        manifest = run(
-            model,
-            data,
-            out,
-            ExportConfig(target=target, top_k=top_k, step=step, emulate=emulate, formats=format_list(formats)),
-            targets_dir=targets_dir,
-            overwrite=overwrite,
-            log=lambda m: typer.echo(m, err=True),
-        )
+        manifest = forward(run, options, formats=format_list(formats))
     if json_out:
         emit_json(manifest)
         return

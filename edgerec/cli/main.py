@@ -5,7 +5,6 @@ import sys
 import typer
 from typer.core import TyperGroup
 
-from edgerec import __version__
 from edgerec.cli import (
     build,
     data,
@@ -20,6 +19,7 @@ from edgerec.cli import (
     teacher,
     validate,
 )
+from edgerec.core.version import __version__
 
 
 class OneLineErrors(TyperGroup):

@@ -13,6 +13,7 @@ from edgerec.cli.common import (
     Overwrite,
     emit_json,
     finite,
+    forward,
     table,
     user_errors,
 )
@@ -77,25 +78,11 @@ def prune(
     matrices, a standard HF checkpoint), then recover with a short distillation from the teacher
     using the cached teacher targets. Writes an artifact that export, quantize and validate take
     like a student."""
+    options = dict(locals())
     with user_errors():
-        from edgerec.core.training import TrainConfig
-        from edgerec.stages.prune import PruneConfig
-        from edgerec.stages.prune import prune as run
+        from edgerec.api import prune as run
 
-        max_bytes = None
-        if target is not None:
-            from edgerec.core.targets import load_target
-
-            max_bytes = int(load_target(target, targets_dir).budgets.max_model_mb * 1e6)
-        config = PruneConfig(
-            sparsity=sparsity,
-            embedding_rank=embedding_rank,
-            drop_layers=drop_layers,
-            max_bytes=max_bytes,
-            iterations=iterations,
-            recovery=TrainConfig(epochs=recovery_epochs, patience=recovery_patience, max_minutes=max_minutes),
-        )
-        manifest = run(student, teacher, data, out, config, overwrite=overwrite, log=lambda m: typer.echo(m, err=True))
+        manifest = forward(run, options)
     if manifest is None:  # not rank 0 under torchrun
         return
     if json_out:

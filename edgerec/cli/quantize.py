@@ -7,7 +7,7 @@ from typing import Annotated, Literal, Optional
 
 import typer
 
-from edgerec.cli.common import JsonOut, Overwrite, emit_json, finite, plain_table, user_errors
+from edgerec.cli.common import JsonOut, Overwrite, emit_json, finite, forward, plain_table, user_errors
 from edgerec.cli.targets import TargetsDir
 
 
@@ -65,28 +65,20 @@ def quantize(
     are counted there and the cheapest form within max_size_ratio ships; otherwise the first that
     fits. Calibration ranges are kept in the bundle (calibration/); the manifest lists every form's
     size, accuracy and instructions, and why one was chosen."""
+    options = dict(locals())
     with user_errors():
-        from edgerec.stages.quantize import QuantizeConfig
-        from edgerec.stages.quantize import quantize as run
+        from edgerec.api import quantize as run
 
-        config = QuantizeConfig(
-            target=target,
-            calibration_method=calibration_method,
-            max_ndcg_drop=max_ndcg_drop,
-            calibration_file=str(calibration) if calibration else None,
-            emulate=emulate,
-        )
-
-        def log(message):
-            typer.echo(message, err=True)
-
-        manifest = run(
-            bundle or Path("dist") / target, data, out, config, targets_dir=targets_dir, overwrite=overwrite, log=log
-        )
+        manifest = forward(run, options)
     if json_out:
         emit_json(manifest)
         return
-    typer.echo(f"int8 bundle -> {out or Path('dist') / f'{target}-int8'}")
+    print_quantized(manifest, out or Path("dist") / f"{target}-int8")
+
+
+def print_quantized(manifest: dict, out: Path) -> None:
+    """Each format's shipped int8 form: size, validation NDCG@10, ARM cost, what stayed float, why."""
+    typer.echo(f"int8 bundle -> {out}")
     rows = [
         [
             fmt,

@@ -26,10 +26,15 @@ from edgerec.cli.common import (
     WarmupSteps,
     emit_json,
     finite,
+    forward,
     table,
     user_errors,
 )
 from edgerec.stages.teacher import TEACHER_SHAPE, TEACHER_TRAIN, TEXT_TEACHER  # the defaults --help shows
+
+# Training options whose default is the kind's: the id teacher's shown, the text teacher's taken
+# for --kind text when left out.
+KIND_DEFAULTS = ("epochs", "batch_size", "lr", "weight_decay", "warmup_steps", "patience", "precision")
 
 app = typer.Typer(no_args_is_help=False, rich_markup_mode="markdown")
 
@@ -118,62 +123,16 @@ def train(
     Re-running an interrupted command resumes from its last finished epoch. Runs unchanged under
     `torchrun --nproc-per-node N -m edgerec.cli teacher ...` or `accelerate launch`.
     """
+    options = dict(locals())
     if ctx.invoked_subcommand is not None:
         return
-    if kind == "text":  # options left at the id teacher's defaults take the text teacher's
-        text_train = TEXT_TEACHER.train
-        given = {
-            name
-            for name in ("epochs", "batch_size", "lr", "weight_decay", "warmup_steps", "patience", "precision")
-            if getattr(ctx.get_parameter_source(name), "name", "") != "DEFAULT"
-        }
-        epochs = epochs if "epochs" in given else text_train.epochs
-        batch_size = batch_size if "batch_size" in given else text_train.batch_size
-        lr = lr if "lr" in given else text_train.lr
-        weight_decay = weight_decay if "weight_decay" in given else text_train.weight_decay
-        warmup_steps = warmup_steps if "warmup_steps" in given else text_train.warmup_steps
-        patience = patience if "patience" in given else text_train.patience
-        precision = precision if "precision" in given else text_train.precision
+    # Training options left out take the kind's defaults (the text teacher's differ from the
+    # ones shown): the API chooses them when given None.
+    left_out = {k: None for k in KIND_DEFAULTS if getattr(ctx.get_parameter_source(k), "name", "") == "DEFAULT"}
     with user_errors():
-        from edgerec.core.models import Shape
-        from edgerec.core.training import TrainConfig
-        from edgerec.stages.teacher import TeacherConfig, train_teacher
+        from edgerec.api import teacher as run
 
-        if kind not in ("causal", "masked", "text"):
-            from edgerec.core.errors import EdgerecError
-
-            raise EdgerecError(f"unknown --kind '{kind}' (causal, masked or text)")
-        config = TeacherConfig(
-            kind=kind,
-            text_max_tokens=text_max_tokens,
-            text_items=text_items,
-            text_order=text_order,
-            text_genres=text_genres,
-            text_examples_per_user=examples_per_user,
-            text_head_init=text_head_init,
-            shape=Shape(
-                hidden=hidden,
-                layers=layers,
-                heads=heads,
-                intermediate=intermediate,
-                max_len=max_len,
-                dropout=dropout,
-                attention_dropout=attention_dropout,
-            ),
-            train=TrainConfig(
-                epochs=epochs,
-                batch_size=batch_size,
-                lr=lr,
-                patience=patience,
-                max_minutes=max_minutes,
-                seed=seed,
-                weight_decay=weight_decay,
-                warmup_steps=warmup_steps,
-                schedule=schedule,
-                precision=precision,
-            ),
-        )
-        manifest = train_teacher(data, out, config, base=base, overwrite=overwrite)
+        manifest = forward(run, options, **left_out)
     if manifest is None:  # not rank 0 under torchrun
         return
     _show(manifest, out, json_out)
@@ -215,17 +174,11 @@ def import_(
     lists what differs); for a text model, labels the data lacks and data items it has no label
     for are counted and explained, one line each. `--text-*` say how a text checkpoint reads a
     history (as it was fine-tuned)."""
+    options = dict(locals())
     with user_errors():
-        from edgerec.stages.teacher import TeacherConfig, import_teacher
+        from edgerec.api import import_teacher
 
-        reading = TeacherConfig(
-            kind="text",
-            text_max_tokens=text_max_tokens,
-            text_items=text_items,
-            text_order=text_order,
-            text_genres=text_genres,
-        )
-        manifest = import_teacher(path, data, out, overwrite=overwrite, text=reading)
+        manifest = forward(import_teacher, options)
     if not json_out:
         for note in manifest.get("vocabulary", {}).get("notes", []):
             typer.echo(note)

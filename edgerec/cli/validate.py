@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from edgerec.cli.common import JsonOut, PublicKey, emit_json, plain_table, user_errors
+from edgerec.cli.common import JsonOut, PublicKey, emit_json, forward, plain_table, user_errors
 from edgerec.cli.targets import TargetsDir
 
 
@@ -74,6 +74,43 @@ def print_emulated(emulated) -> None:
         typer.echo(f"\nemulated ARM check: {emulated}")
 
 
+def _runtime_row(name: str, file: str, r: dict, load: str = "-", rss: str = "-") -> list[str]:
+    m, lat = r["metrics"], r["latency"]
+    return [
+        name,
+        file,
+        f"{m['NDCG@10']['mean']:.4f}",
+        f"{m['HR@10']['mean']:.4f}",
+        f"{lat['p50_ms']:.3f}",
+        f"{lat['p95_ms']:.3f}",
+        f"{lat['p99_ms']:.3f}",
+        load,
+        rss,
+        f"{r['bytes'] / 1e6:.3f}",
+    ]
+
+
+def print_validation(result: dict, report_html: Path) -> None:
+    """validate's readable result: each runtime beside the PyTorch references, then the step
+    model, the emulated ARM device, beyond-accuracy and the budgets."""
+    rows = [
+        _runtime_row(name, r["file"], r, f"{r['load_ms']:.1f}", f"{r['peak_rss_mb']:.0f}")
+        for name, r in result["runtimes"].items()
+    ]
+    rows += [_runtime_row(f"{name} (PyTorch)", "-", ref) for name, ref in result["references"].items()]
+    onnx_teacher = result.get("teacher_onnxruntime")
+    if onnx_teacher:  # a text teacher, also in ONNX Runtime: the before model runtime to runtime
+        rows.append(_runtime_row("teacher (onnxruntime)", onnx_teacher["file"], onnx_teacher))
+    typer.echo(result["note"])
+    plain_table(
+        ["runtime", "file", "NDCG@10", "HR@10", "p50 ms", "p95 ms", "p99 ms", "load ms", "peak RSS MB", "MB"], rows
+    )
+    print_step_model(result.get("step_model"))
+    print_emulated(result.get("emulated_arm"))
+    print_beyond_and_budgets(result)
+    typer.echo(f"\n{'PASS' if result['passed'] else 'FAIL'}  report -> {report_html}")
+
+
 def validate(
     target: Annotated[str, typer.Option("--target", "-T", help="Target profile (edgerec targets list).")],
     bundle: Annotated[
@@ -124,86 +161,13 @@ def validate(
     Reports HR/NDCG/MRR next to the teacher and the fp32 student, p50-p99 latency at batch 1,
     load time, peak memory and file size, and checks the profile's budgets. Exit code 0 when every
     budget passes, 1 when one fails, 2 for bad input."""
+    options = dict(locals())
     with user_errors():
-        from edgerec.stages.validate import ValidateConfig
-        from edgerec.stages.validate import validate as run
+        from edgerec.api import validate as run
 
-        result = run(
-            bundle or Path("dist") / target,
-            data,
-            ValidateConfig(
-                target=target,
-                warmup=warmup,
-                users=users,
-                device=device,
-                device_python=device_python,
-                ssh_key=str(ssh_key) if ssh_key else None,
-                allow_modified=allow_modified,
-                emulate=emulate,
-                public_key=str(public_key) if public_key else None,
-            ),
-            teacher=teacher,
-            student=student,
-            targets_dir=targets_dir,
-            report_dir=report,
-            log=lambda m: typer.echo(m, err=True),
-        )
+        result = forward(run, options)
     if json_out:
         emit_json(result)
     else:
-        rows = [
-            [
-                name,
-                r["file"],
-                f"{r['metrics']['NDCG@10']['mean']:.4f}",
-                f"{r['metrics']['HR@10']['mean']:.4f}",
-                f"{r['latency']['p50_ms']:.3f}",
-                f"{r['latency']['p95_ms']:.3f}",
-                f"{r['latency']['p99_ms']:.3f}",
-                f"{r['load_ms']:.1f}",
-                f"{r['peak_rss_mb']:.0f}",
-                f"{r['bytes'] / 1e6:.3f}",
-            ]
-            for name, r in result["runtimes"].items()
-        ]
-        for name, ref in result["references"].items():
-            rows.append(
-                [
-                    f"{name} (PyTorch)",
-                    "-",
-                    f"{ref['metrics']['NDCG@10']['mean']:.4f}",
-                    f"{ref['metrics']['HR@10']['mean']:.4f}",
-                    f"{ref['latency']['p50_ms']:.3f}",
-                    f"{ref['latency']['p95_ms']:.3f}",
-                    f"{ref['latency']['p99_ms']:.3f}",
-                    "-",
-                    "-",
-                    f"{ref['bytes'] / 1e6:.3f}",
-                ]
-            )
-        onnx_teacher = result.get("teacher_onnxruntime")
-        if onnx_teacher:  # a text teacher, also in ONNX Runtime: the before model runtime to runtime
-            rows.append(
-                [
-                    "teacher (onnxruntime)",
-                    onnx_teacher["file"],
-                    f"{onnx_teacher['metrics']['NDCG@10']['mean']:.4f}",
-                    f"{onnx_teacher['metrics']['HR@10']['mean']:.4f}",
-                    f"{onnx_teacher['latency']['p50_ms']:.3f}",
-                    f"{onnx_teacher['latency']['p95_ms']:.3f}",
-                    f"{onnx_teacher['latency']['p99_ms']:.3f}",
-                    "-",
-                    "-",
-                    f"{onnx_teacher['bytes'] / 1e6:.3f}",
-                ]
-            )
-        typer.echo(result["note"])
-        plain_table(
-            ["runtime", "file", "NDCG@10", "HR@10", "p50 ms", "p95 ms", "p99 ms", "load ms", "peak RSS MB", "MB"], rows
-        )
-        print_step_model(result.get("step_model"))
-        print_emulated(result.get("emulated_arm"))
-        print_beyond_and_budgets(result)
-        where = (report or Path(result["bundle"])) / "report.html"
-        typer.echo(f"\n{'PASS' if result['passed'] else 'FAIL'}  report -> {where}")
+        print_validation(result, (report or Path(result["bundle"])) / "report.html")
     raise typer.Exit(0 if result["passed"] else 1)

@@ -26,9 +26,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from edgerec import __version__
 from edgerec.core.errors import EdgerecError
 from edgerec.core.files import read_json, sha256_file, verify
+from edgerec.core.version import __version__
 
 MANIFEST = "manifest.json"
 # Libraries whose version decides what an artifact contains; recorded in every manifest.

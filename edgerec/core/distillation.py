@@ -67,7 +67,7 @@ class DistillConfig:
     # train the given shape only; the test split stays unseen). Each try is the next larger
     # default shape (_SIZES: a second layer before more width), at most `grow` more students,
     # never more parameters than the teacher. `edgerec build` sets it from the target
-    # (keep_for_target): one layer was enough on ML-100K and not on ML-1M (README, Distillation).
+    # (keep_for_target): one layer was enough on ML-100K and not on ML-1M (docs/concepts/distillation.md).
     keep: float | None = None
     grow: int = 2
 
@@ -234,6 +234,32 @@ def start_from(student, source, config: DistillConfig, name: str = "teacher") ->
     return {"from": "random", "why": why}
 
 
+def student_meta(student, data, config: DistillConfig) -> dict:
+    """What the student's manifest says of its inputs and catalogue."""
+    meta = {
+        "kind": config.student_kind,
+        "num_items": data.num_items,
+        "mask_token": data.mask_token,
+        "max_len": config.student.max_len,
+        "item_ids_sha256": item_ids_hash(data.item_ids()),
+        "positions": config.positions,
+    }
+    if item_rank(student):
+        meta["item_rank"] = item_rank(student)
+    return meta
+
+
+def student_batches(seqs: list, kd_rows: list, data, config: DistillConfig):
+    """The batch maker for the student's kind, each position pointing at its soft-target row."""
+    if config.student_kind == "masked":
+        return masked_student_batches(
+            seqs, config.student.max_len, config.train.batch_size, data.mask_token, config.mask_prob, kd_rows
+        )
+    return causal_batches(
+        seqs, config.student.max_len, config.train.batch_size, kd_rows=kd_rows, positions=config.positions
+    )
+
+
 def train_student(
     make_student,
     teacher_dir: Path,
@@ -263,35 +289,10 @@ def train_student(
     torch.manual_seed(config.train.seed)
     student, start = make_student(teacher)
     student = student.to(dist.device)
-    meta = {
-        "kind": config.student_kind,
-        "num_items": data.num_items,
-        "mask_token": data.mask_token,
-        "max_len": config.student.max_len,
-        "item_ids_sha256": item_ids_hash(data.item_ids()),
-        "positions": config.positions,
-    }
-    if item_rank(student):
-        meta["item_rank"] = item_rank(student)
+    meta = student_meta(student, data, config)
     rows = row_lookup(targets)
     seqs = [sequences[u] for u in usable]
-    if config.student_kind == "masked":
-        batches = masked_student_batches(
-            seqs,
-            config.student.max_len,
-            config.train.batch_size,
-            data.mask_token,
-            config.mask_prob,
-            [rows[u] for u in usable],
-        )
-    else:
-        batches = causal_batches(
-            seqs,
-            config.student.max_len,
-            config.train.batch_size,
-            kd_rows=[rows[u] for u in usable],
-            positions=config.positions,
-        )
+    batches = student_batches(seqs, [rows[u] for u in usable], data, config)
     loss_module = distill_loss_module(
         student,
         targets,

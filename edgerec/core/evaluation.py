@@ -123,3 +123,32 @@ def item_ids_hash(ids: list[str]) -> str:
     import json
 
     return hashlib.sha256(json.dumps(ids).encode()).hexdigest()
+
+
+def beyond_accuracy(data, runs: dict, references: dict, label: str) -> dict:
+    """Coverage, popularity, Gini and tail share of every model's top-10 on the same users, and
+    each one's ratio to the teacher's (validate's report). `runs`: per runtime, the bundle's
+    file and top-10 lists; `references`: the PyTorch models' top-10 lists; `label`: the
+    bundle's precision."""
+    popularity = metrics.item_popularity(data.train_sequences(), data.num_items)
+    models = {f"{name} (PyTorch)": ref["top"] for name, ref in references.items()}
+    models.update({f"{label} {r['file']} ({runtime})": r["top"] for runtime, r in runs.items()})
+    figures = {name: metrics.beyond_accuracy(top, popularity, n_boot=200) for name, top in models.items()}
+    teacher = figures.get("teacher (PyTorch)")
+    if teacher:
+        for values in figures.values():
+            values["vs_teacher"] = {
+                k: (values[k] / teacher[k] if teacher[k] else None)
+                for k in ("coverage", "mean_popularity", "gini", "tail_share")
+            }
+    deciles = np.minimum((np.argsort(np.argsort(-popularity[1:], kind="stable")) * 10) // data.num_items, 9)
+    by_decile = {
+        name: (np.bincount(deciles[np.asarray(top).ravel() - 1], minlength=10) / np.asarray(top).size).tolist()
+        for name, top in models.items()
+    }
+    return {
+        "models": figures,
+        "share_by_popularity_decile": by_decile,
+        "definition": "top-10 per test user, history masked; popularity = training interactions; "
+        "tail = items outside the top 20% by popularity",
+    }

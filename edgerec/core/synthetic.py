@@ -98,10 +98,9 @@ class SyntheticLog:
         )
 
 
-def generate(config: SyntheticConfig) -> SyntheticLog:
-    """Draw the log, vectorised over users one step at a time."""
-    config.validate()
-    rng = np.random.default_rng(config.seed)
+def _catalogue(rng, config: SyntheticConfig):
+    """Item popularity (Zipf over a random permutation) and topics, and one cdf to draw an item
+    of a given topic by popularity."""
     n_topics = config.topics
     # popularity rank -> item id is a random permutation, so ids carry no information
     weight = np.empty(config.items)
@@ -116,6 +115,15 @@ def generate(config: SyntheticConfig) -> SyntheticLog:
         part = weight[by_topic[starts[k] : starts[k + 1]]]
         topic_weight[k] = part.sum()
         cdf[starts[k] : starts[k + 1]] = k + np.cumsum(part) / max(part.sum(), 1e-300)
+    return weight, topic_of, by_topic, cdf, topic_weight
+
+
+def generate(config: SyntheticConfig) -> SyntheticLog:
+    """Draw the log, vectorised over users one step at a time."""
+    config.validate()
+    rng = np.random.default_rng(config.seed)
+    n_topics = config.topics
+    weight, topic_of, by_topic, cdf, topic_weight = _catalogue(rng, config)
 
     m = min(config.user_topics, n_topics)
     p_topic = topic_weight / topic_weight.sum()

@@ -9,7 +9,6 @@ rank 0 writes checkpoints. Backend: nccl on GPUs, gloo on CPU.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import math
 import os
@@ -22,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from edgerec.core.errors import EdgerecError
+from edgerec.core.memory import reuse_freed_memory
 
 
 @dataclass(frozen=True)
@@ -59,10 +59,6 @@ class TrainConfig:
 
 
 PRECISIONS = ("fp32", "bf16", "auto")
-# Share of the machine's memory a training process may keep in freed heap blocks before
-# releasing them mid-epoch (reuse_freed_memory): 24 GB -> 6 GB, so two trainings fit beside
-# each other.
-HEAP_SHARE = 0.25
 SCHEDULES = ("constant", "cosine")
 
 
@@ -161,82 +157,6 @@ def shard(n: int, dist: Dist, epoch: int, seed: int, shuffle: bool = True) -> np
     return order[dist.rank :: dist.world]
 
 
-@contextlib.contextmanager
-def reuse_freed_memory(limit_share: float = HEAP_SHARE):
-    """Keep freed blocks in the process's heap while training, up to a limit (glibc only;
-    elsewhere a no-op).
-
-    PyTorch's CPU allocator calls malloc/free for every activation; glibc hands blocks over its
-    mmap threshold back to the kernel and maps them again on the next batch, so each batch
-    page-faults its activations in anew (issue 18 saw a third of an ML-1M epoch's CPU time in
-    the kernel). Raising the mmap and trim thresholds keeps them; on packed batches, one epoch
-    (benchmarks/train_speed.py, "packed" -> "after", 2-core AVX2 EPYC): 2.1M teacher on ML-100K
-    27.1 -> 24.8 s, default student 7.6 -> 5.2 s, ML-1M teacher 74.5 -> 61.4 s. The thresholds
-    go back, and the heap is trimmed, when training ends. Done with ctypes because PyTorch
-    exposes no allocator setting for the CPU.
-
-    Yields a `Heap`: `fit` calls `release()` (malloc_trim: free memory back to the kernel) after
-    every epoch and `check()` after every step, which releases too once the process holds more
-    than `limit_share` of the machine's memory (and 1.25x what it held after the last release).
-    Without that cap the kept blocks grew with fragmentation: a 60-epoch ML-1M student swung
-    between 4 and 19 GB, and two ML-1M trainings beside each other were OOM-killed on a 24 GB
-    machine (the hidden-256 teacher at 15.5 GB). `benchmarks/train_memory.py` (4-epoch ML-1M
-    distillation, one thread, AMX Xeon, the other core busy): with the cap 48.4 s per epoch at
-    6.48 GB peak, without it 45.3 s / 8.39 GB, a 64 MB mmap threshold 54.3 s / 8.41 GB, glibc's
-    defaults 68.2 s / 4.77 GB.
-    """
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        mallopt, trim = libc.mallopt, libc.malloc_trim
-    except (OSError, AttributeError):
-        yield Heap(None, 0)
-        return
-    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # noqa: N806 (glibc's names)
-    mallopt(M_MMAP_THRESHOLD, 1 << 30)
-    mallopt(M_TRIM_THRESHOLD, (1 << 31) - 1)
-    try:
-        yield Heap(trim, int(limit_share * physical_memory()))
-    finally:
-        mallopt(M_MMAP_THRESHOLD, 128 * 1024)  # glibc's defaults
-        mallopt(M_TRIM_THRESHOLD, 128 * 1024)
-        trim(0)
-
-
-def physical_memory() -> int:
-    try:
-        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return 0
-
-
-def resident_bytes() -> int:
-    """This process's resident set (Linux /proc; 0 where there is none)."""
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return 0
-
-
-class Heap:
-    """What `reuse_freed_memory` yields: release the heap's free memory now, or when over a limit."""
-
-    def __init__(self, trim, limit: int):
-        self._trim, self.limit, self._after_release, self.releases = trim, limit, 0, 0
-
-    def release(self) -> None:
-        if self._trim is not None:
-            self._trim(0)
-            self._after_release = resident_bytes()
-            self.releases += 1
-
-    def check(self) -> None:
-        if self._trim is not None and self.limit:
-            held = resident_bytes()
-            if held > self.limit and held > 1.25 * self._after_release:
-                self.release()
-
-
 @dataclass
 class FitResult:
     best_metric: float
@@ -266,24 +186,17 @@ def fit(
     shard. Checkpoints go to `work_dir/last` (resumable) and `work_dir/best`.
     """
     import torch
-    from safetensors.torch import load_model, save_model
+    from safetensors.torch import load_model
     from tqdm.auto import tqdm
 
     config.validate()
     torch.manual_seed(config.seed)
     optimizer = torch.optim.AdamW(loss_module.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    state = {"epoch": 0, "best_metric": -1.0, "best_epoch": -1, "history": [], "seconds": 0.0, "steps": 0}
     last, best = Path(work_dir) / "last", Path(work_dir) / "best"
-    # Resume from the last finished epoch. The work dir must be visible to every rank (one
-    # machine, or a shared filesystem); our own files, loaded with weights_only=True.
-    if (last / "state.json").is_file():
-        state = json.loads((last / "state.json").read_text())
-        load_model(loss_module, str(last / "weights.safetensors"))
-        optimizer.load_state_dict(torch.load(last / "optimizer.pt", weights_only=True))
+    state = _resume(last, loss_module, optimizer)
     trainable = loss_module
     if dist.world > 1:  # wrapped after loading, so every rank starts from the same weights
         trainable = torch.nn.parallel.DistributedDataParallel(loss_module)
-
     started = time.perf_counter() - state["seconds"]
     stopped = "epochs"
     precision = resolve_precision(config.precision, dist.device)
@@ -298,48 +211,25 @@ def fit(
     with reuse_freed_memory() as heap:
         while state["epoch"] < config.epochs:
             epoch = state["epoch"]
-            rng = np.random.default_rng([config.seed, epoch, dist.rank])
-            lr = epoch_lr(config, epoch)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            trainable.train()
-            losses = []
-            for batch in make_batches(shard(num_examples, dist, epoch, config.seed), rng):
-                with autocast(precision, dist.device):
-                    loss = trainable(**batch)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if config.warmup_steps:
-                    scale = min(1.0, (state.get("steps", 0) + 1) / config.warmup_steps)
-                    for group in optimizer.param_groups:
-                        group["lr"] = lr * scale
-                optimizer.step()
-                state["steps"] = state.get("steps", 0) + 1
-                losses.append(float(loss.detach()))
-                heap.check()
+            batches = make_batches(
+                shard(num_examples, dist, epoch, config.seed), np.random.default_rng([config.seed, epoch, dist.rank])
+            )
+            losses = _train_epoch(trainable, optimizer, batches, config, epoch, state, precision, dist, heap)
             total, count = dist.all_sum(list(validate(model, dist)))
             heap.release()  # the epoch's freed blocks go back: the heap does not grow epoch after epoch
             metric = total / max(count, 1.0)
-            loss_mean = float(np.mean(losses)) if losses else float("nan")
-            state["history"].append({"epoch": epoch + 1, "loss": loss_mean, "valid_ndcg10": metric})
-            state["epoch"] = epoch + 1
-            state["seconds"] = time.perf_counter() - started
-            improved = metric > state["best_metric"]
-            if improved:
-                state["best_metric"], state["best_epoch"] = metric, epoch + 1
+            improved = _record_epoch(state, epoch, losses, metric, started)
             if dist.is_main:
-                if improved:
-                    best.mkdir(parents=True, exist_ok=True)
-                    save_model(model, str(best / "model.safetensors"))
-                _save_last(last, loss_module, optimizer, state)
+                _save_checkpoints(improved, best, last, model, loss_module, optimizer, state)
             dist.barrier()
             bar.update(1)
-            bar.set_postfix(loss=f"{loss_mean:.3f}", val_ndcg10=f"{metric:.4f}", best=f"{state['best_metric']:.4f}")
-            if epoch + 1 - state["best_epoch"] >= config.patience:
-                stopped = "early-stopping"
-                break
-            if config.max_minutes is not None and state["seconds"] >= 60 * config.max_minutes:
-                stopped = "time-budget"
+            bar.set_postfix(
+                loss=f"{state['history'][-1]['loss']:.3f}",
+                val_ndcg10=f"{metric:.4f}",
+                best=f"{state['best_metric']:.4f}",
+            )
+            stopped = _stop_reason(config, state, epoch)
+            if stopped != "epochs":
                 break
     bar.close()
     if state["best_epoch"] > 0 and dist.is_main:  # only rank 0 goes on to write the artifact
@@ -353,6 +243,75 @@ def fit(
         stopped=stopped,
         precision=precision,
     )
+
+
+def _resume(last: Path, loss_module, optimizer) -> dict:
+    """Resume from the last finished epoch, or start a fresh state. The work dir must be visible
+    to every rank (one machine, or a shared filesystem); our own files, loaded with weights_only=True."""
+    import torch
+    from safetensors.torch import load_model
+
+    if not (last / "state.json").is_file():
+        return {"epoch": 0, "best_metric": -1.0, "best_epoch": -1, "history": [], "seconds": 0.0, "steps": 0}
+    state = json.loads((last / "state.json").read_text())
+    load_model(loss_module, str(last / "weights.safetensors"))
+    optimizer.load_state_dict(torch.load(last / "optimizer.pt", weights_only=True))
+    return state
+
+
+def _train_epoch(
+    trainable, optimizer, batches, config: TrainConfig, epoch: int, state: dict, precision, dist, heap
+) -> list:
+    """One pass over this rank's batches at the epoch's learning rate (warmed up by step)."""
+    lr = epoch_lr(config, epoch)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    trainable.train()
+    losses = []
+    for batch in batches:
+        with autocast(precision, dist.device):
+            loss = trainable(**batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if config.warmup_steps:
+            scale = min(1.0, (state.get("steps", 0) + 1) / config.warmup_steps)
+            for group in optimizer.param_groups:
+                group["lr"] = lr * scale
+        optimizer.step()
+        state["steps"] = state.get("steps", 0) + 1
+        losses.append(float(loss.detach()))
+        heap.check()
+    return losses
+
+
+def _record_epoch(state: dict, epoch: int, losses: list, metric: float, started: float) -> bool:
+    """Add the epoch to the history; True when it is the best so far."""
+    loss_mean = float(np.mean(losses)) if losses else float("nan")
+    state["history"].append({"epoch": epoch + 1, "loss": loss_mean, "valid_ndcg10": metric})
+    state["epoch"] = epoch + 1
+    state["seconds"] = time.perf_counter() - started
+    improved = metric > state["best_metric"]
+    if improved:
+        state["best_metric"], state["best_epoch"] = metric, epoch + 1
+    return improved
+
+
+def _save_checkpoints(improved: bool, best: Path, last: Path, model, loss_module, optimizer, state: dict) -> None:
+    from safetensors.torch import save_model
+
+    if improved:
+        best.mkdir(parents=True, exist_ok=True)
+        save_model(model, str(best / "model.safetensors"))
+    _save_last(last, loss_module, optimizer, state)
+
+
+def _stop_reason(config: TrainConfig, state: dict, epoch: int) -> str:
+    """ "epochs" to go on; why training stops early otherwise (epoch budgets; the minutes are a guard)."""
+    if epoch + 1 - state["best_epoch"] >= config.patience:
+        return "early-stopping"
+    if config.max_minutes is not None and state["seconds"] >= 60 * config.max_minutes:
+        return "time-budget"
+    return "epochs"
 
 
 def _save_last(last: Path, loss_module, optimizer, state: dict) -> None:

@@ -140,6 +140,22 @@ def fit_tolerance(quantize, score, units: list[str], reference: np.ndarray, max_
 # ------------------------------------------------------------------------------- choosing
 
 
+def _form_folders(forms: Path, name: str, made: Path, filename: str, session: dict) -> tuple[Path, Path | None]:
+    """Counted on ARM as an app opens it: with default session options (an empty metadata.json);
+    a form that needs session entries is counted with them too, in a folder beside it."""
+    folder = forms / name
+    folder.mkdir(parents=True)
+    shutil.copy(made, folder / filename)
+    write_json(folder / "metadata.json", {})
+    if not session:
+        return folder / filename, None
+    entries = forms / f"{name}-with-entries"
+    entries.mkdir()
+    shutil.copy(made, entries / filename)
+    write_json(entries / "metadata.json", {"onnx_session_config": {filename: session}})
+    return folder / filename, entries / filename
+
+
 def try_form(fmt, form, src, work, calibration, plan_inputs: dict, data, local, reference, max_drop, log) -> dict:
     """One int8 form of one file, fitted to the accuracy tolerance (`fit_tolerance`) and held to
     the profile's top-10 agreement floor (`agreement_verdict`). `reference`: fp32's (per-user
@@ -164,15 +180,8 @@ def try_form(fmt, form, src, work, calibration, plan_inputs: dict, data, local, 
     try:
         fit = fit_tolerance(plan.make, score, units, reference_ndcg, max_drop, log)
     except EdgerecError as exc:
-        return {
-            "fits": False,
-            "why": str(exc),
-            "path": src,
-            "int8_bytes": src.stat().st_size,
-            "ndcg10": math.nan,
-            "kept_float": [],
-            "quantized_units": [],
-        }
+        failed = {"fits": False, "why": str(exc), "path": src, "int8_bytes": src.stat().st_size, "ndcg10": math.nan}
+        return failed | {"kept_float": [], "quantized_units": []}
     agreement = agreement_verdict(tops[fit["path"]], reference_top, settings.min_top10_agreement)
     if not agreement["agreement_fits"]:
         log(f"{src.name}: {form} refused: {agreement['agreement_why']}")
@@ -185,26 +194,16 @@ def try_form(fmt, form, src, work, calibration, plan_inputs: dict, data, local, 
             "int8_bytes": fit["path"].stat().st_size,
             "quantized_units": [],
         }
-    # Counted on ARM as an app opens it: with default session options (an empty metadata.json);
-    # a form that needs session entries is counted with them too, in a folder beside it.
-    folder = work / "forms" / f"{fmt}-{form}"
-    folder.mkdir(parents=True)
-    shutil.copy(fit["path"], folder / src.name)
-    write_json(folder / "metadata.json", {})
-    if session:
-        entries = work / "forms" / f"{fmt}-{form}-with-entries"
-        entries.mkdir()
-        shutil.copy(fit["path"], entries / src.name)
-        write_json(entries / "metadata.json", {"onnx_session_config": {src.name: session}})
+    path, path_with_entries = _form_folders(work / "forms", f"{fmt}-{form}", fit["path"], src.name, session)
     kept = [k["unit"] for k in fit["kept_float"]]
     return {
         **fit,
         **agreement,
         "fits": True,
-        "path": folder / src.name,
-        "int8_bytes": (folder / src.name).stat().st_size,
+        "path": path,
+        "int8_bytes": path.stat().st_size,
         "session_config": session,
-        "path_with_entries": entries / src.name if session else None,
+        "path_with_entries": path_with_entries,
         "quantized_units": [u for u in units if u not in kept],
         "kept_float": fit["kept_float"]
         + [{"unit": u, "why": why} for u, why in structural.items()]
@@ -282,61 +281,46 @@ def _too_new(fmt: str, form: str, runtimes) -> str:
     )
 
 
-def quantize_file(
-    fmt, src: Path, out: Path, work: Path, calibration: Path, plan_inputs: dict, data, counter, max_drop, log
-) -> tuple[dict, dict]:
-    """Every int8 form of `src` the profile allows, fitted and (when `counter` counts) counted;
-    the chosen form's file is copied to `out`. `plan_inputs`: settings, sequences, meta, target,
-    model (as `ModelFormat.plan_int8` takes them). `counter`: `arm_counter`'s (count, why not).
-    Returns the manifest entry and the file's ONNX session entries ({} when it needs none)."""
-    settings, meta, target = plan_inputs["settings"], plan_inputs["meta"], plan_inputs["target"]
-    count, not_counted = counter
-    runtimes = [r for r in target.runtimes if RUNTIMES[r.name][0] == fmt]
-    local = next((r for r in runtimes if r.environment == "local"), runtimes[0])
-    dtype = FORMATS[fmt].input_dtype(target)
-    per_user, fp32_top = validation_ranking(open_model(local, src, meta, target), data)
-    reference = float(np.mean(per_user))
-    forms = FORMATS[fmt].int8_forms(settings)
-    fp32_count = count(runtimes[0].name, src, dtype) if count and len(forms) > 1 else None
-    candidates = {}
-    for form in forms:
-        refused = _too_new(fmt, form, runtimes)
-        if refused:
-            log(f"{src.name}: int8 form {form} not tried: {refused}")
-            candidates[form] = {"fits": False, "why": refused, "int8_bytes": src.stat().st_size, "size_ratio": 1.0}
-            continue
-        log(f"{src.name}: int8 form {form}")
-        c = candidates[form] = try_form(
-            fmt, form, src, work, calibration, plan_inputs, data, local, (per_user, fp32_top), max_drop, log
-        )
-        c["size_ratio"] = c["int8_bytes"] / src.stat().st_size
-        if fp32_count and c["fits"]:
-            log(f"{src.name}: counting {form}'s instructions per call on emulated {count.cpu}")
-            c["arm_instructions_per_call"] = count(runtimes[0].name, c["path"], dtype)
-            c["arm_vs_fp32"] = c["arm_instructions_per_call"] / fp32_count
-            if c["path_with_entries"]:
-                with_entries = count(runtimes[0].name, c["path_with_entries"], dtype)
-                c["arm_with_session_entries"] = {
-                    "instructions_per_call": with_entries,
-                    "vs_fp32": with_entries / fp32_count,
-                }
-    chosen, why = choose_form(candidates, settings.max_size_ratio, fp32_count is not None)
-    fit = candidates[chosen]
-    shutil.copy(fit["path"], out)
-    session = FORMATS[fmt].session_config(chosen)
-    # The final file must load and rank on every runtime the profile names (e.g. tflite-runtime
-    # 2.14 for rpi4), not only the one the tolerance loop used.
-    on_meta = {**meta, "onnx_session_config": {out.name: session} if session else {}}
-    on_runtimes = {
-        r.name: fit["ndcg10"]
-        if r is local
-        else float(np.mean(validation_ndcg(open_model(r, out, on_meta, target), data)))
+def _candidate(fmt, form, src: Path, work, calibration, plan_inputs, data, local, reference, max_drop, log) -> dict:
+    """One form tried (`try_form`), or refused up front when it needs a newer runtime."""
+    refused = _too_new(fmt, form, [r for r in plan_inputs["target"].runtimes if RUNTIMES[r.name][0] == fmt])
+    if refused:
+        log(f"{src.name}: int8 form {form} not tried: {refused}")
+        return {"fits": False, "why": refused, "int8_bytes": src.stat().st_size, "size_ratio": 1.0}
+    log(f"{src.name}: int8 form {form}")
+    c = try_form(fmt, form, src, work, calibration, plan_inputs, data, local, reference, max_drop, log)
+    c["size_ratio"] = c["int8_bytes"] / src.stat().st_size
+    return c
+
+
+def _count_form(c: dict, count, runtime: str, dtype, fp32_count: float) -> None:
+    """ARM instructions per call of a fitting form, as its app loads it (and with the session
+    entries it may ship with), against fp32's."""
+    c["arm_instructions_per_call"] = count(runtime, c["path"], dtype)
+    c["arm_vs_fp32"] = c["arm_instructions_per_call"] / fp32_count
+    if c["path_with_entries"]:
+        with_entries = count(runtime, c["path_with_entries"], dtype)
+        c["arm_with_session_entries"] = {"instructions_per_call": with_entries, "vs_fp32": with_entries / fp32_count}
+
+
+def _ndcg_on_runtimes(runtimes, local, local_ndcg: float, out: Path, meta: dict, target, data) -> dict:
+    """The final file must load and rank on every runtime the profile names (e.g. tflite-runtime
+    2.14 for rpi4), not only the one the tolerance loop used."""
+    return {
+        r.name: local_ndcg if r is local else float(np.mean(validation_ndcg(open_model(r, out, meta, target), data)))
         for r in runtimes
     }
+
+
+def _entry(
+    fmt, chosen, why, candidates, src: Path, out: Path, runtime, reference, on_runtimes, max_drop, arm_instructions
+) -> dict:
+    """The manifest entry of the shipped form, with every form's verdict beside it."""
+    fit = candidates[chosen]
     fp32_size, int8_size = src.stat().st_size, out.stat().st_size
-    entry = {
+    return {
         "scheme": chosen,
-        "runtime": local.name,
+        "runtime": runtime,
         "runtime_version_needed": FORMATS[fmt].runtime_version_needed(chosen),
         "fp32_bytes": fp32_size,
         "int8_bytes": int8_size,
@@ -354,16 +338,63 @@ def quantize_file(
         "sensitivity": fit["sensitivity"],
         "trail": fit["trail"],
         "chosen_because": why,
-        "arm_instructions": (
-            {"cpu": count.cpu, "runtime": runtimes[0].name, "fp32_per_call": fp32_count}
-            if fp32_count
-            else (not_counted if len(forms) > 1 else "one form allowed")
-        ),
+        "arm_instructions": arm_instructions,
         "forms": {
             f: {k: v for k, v in c.items() if k not in ("path", "path_with_entries", "trail", "sensitivity")}
             for f, c in candidates.items()
         },
     }
+
+
+def quantize_file(
+    fmt, src: Path, out: Path, work: Path, calibration: Path, plan_inputs: dict, data, counter, max_drop, log
+) -> tuple[dict, dict]:
+    """Every int8 form of `src` the profile allows, fitted and (when `counter` counts) counted;
+    the chosen form's file is copied to `out`. `plan_inputs`: settings, sequences, meta, target,
+    model (as `ModelFormat.plan_int8` takes them). `counter`: `arm_counter`'s (count, why not).
+    Returns the manifest entry and the file's ONNX session entries ({} when it needs none)."""
+    settings, meta, target = plan_inputs["settings"], plan_inputs["meta"], plan_inputs["target"]
+    count, not_counted = counter
+    runtimes = [r for r in target.runtimes if RUNTIMES[r.name][0] == fmt]
+    local = next((r for r in runtimes if r.environment == "local"), runtimes[0])
+    dtype = FORMATS[fmt].input_dtype(target)
+    per_user, fp32_top = validation_ranking(open_model(local, src, meta, target), data)
+    reference = float(np.mean(per_user))
+    forms = FORMATS[fmt].int8_forms(settings)
+    fp32_count = count(runtimes[0].name, src, dtype) if count and len(forms) > 1 else None
+    candidates = {
+        form: _candidate(
+            fmt, form, src, work, calibration, plan_inputs, data, local, (per_user, fp32_top), max_drop, log
+        )
+        for form in forms
+    }
+    if fp32_count:
+        for form, c in candidates.items():
+            if c["fits"]:
+                log(f"{src.name}: counting {form}'s instructions per call on emulated {count.cpu}")
+                _count_form(c, count, runtimes[0].name, dtype, fp32_count)
+    chosen, why = choose_form(candidates, settings.max_size_ratio, fp32_count is not None)
+    fit = candidates[chosen]
+    arm_instructions = (
+        {"cpu": count.cpu, "runtime": runtimes[0].name, "fp32_per_call": fp32_count}
+        if fp32_count
+        else (not_counted if len(forms) > 1 else "one form allowed")
+    )
+    shutil.copy(fit["path"], out)
+    session = FORMATS[fmt].session_config(chosen)
+    on_runtimes = _ndcg_on_runtimes(
+        runtimes,
+        local,
+        fit["ndcg10"],
+        out,
+        {**meta, "onnx_session_config": {out.name: session} if session else {}},
+        target,
+        data,
+    )
+    entry = _entry(
+        fmt, chosen, why, candidates, src, out, local.name, reference, on_runtimes, max_drop, arm_instructions
+    )
+    fp32_size, int8_size = entry["fp32_bytes"], entry["int8_bytes"]
     counted = f", {fit['arm_vs_fp32']:.3f}x fp32's ARM instructions on {count.cpu}" if fp32_count else ""
     log(
         f"{src.name}: shipped {chosen}, {fp32_size / 1e6:.3f} -> {int8_size / 1e6:.3f} MB, validation NDCG@10 "

@@ -20,9 +20,10 @@ from edgerec.core.datasets import BUILTIN, get_builtin
 from edgerec.core.distillation import DistillConfig, init_input
 from edgerec.core.errors import EdgerecError
 from edgerec.core.files import sha256_file
+from edgerec.core.tables import table_kind
 from edgerec.core.training import TrainConfig
 from edgerec.formats import target_profile
-from edgerec.stages.data import DataConfig, make_data, table_kind
+from edgerec.stages.data import DataConfig, make_data
 from edgerec.stages.distill import distill, keep_for_target
 from edgerec.stages.export import ExportConfig, export
 from edgerec.stages.prune import PruneConfig, prune

@@ -9,7 +9,6 @@ train = s[:-2], validation = predict s[-2] from s[:-2], test = predict s[-1] fro
 from __future__ import annotations
 
 import contextlib
-import difflib
 import sys
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -29,22 +28,13 @@ from edgerec.core.errors import EdgerecError
 from edgerec.core.files import sha256_file
 from edgerec.core.interactions import PAD, pack
 from edgerec.core.synthetic import SyntheticConfig
+from edgerec.core.tables import numeric_times, read_table, require_columns
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
-SUPPORTED = {
-    ".csv": "csv",
-    ".tsv": "csv",
-    ".inter": "csv",
-    ".item": "csv",
-    ".parquet": "parquet",
-    ".pq": "parquet",
-    ".jsonl": "jsonl",
-    ".ndjson": "jsonl",
-}
 DEFAULT_RECIPE = Path(__file__).resolve().parents[2] / "calibration" / "default.toml"
 
 
@@ -93,108 +83,6 @@ class DataConfig:
     calibration: CalibrationRecipe = field(default_factory=CalibrationRecipe)
 
 
-# --------------------------------------------------------------------------- reading input
-
-
-def table_kind(path: Path) -> str:
-    """The format of an interactions or items file, checked without reading it (exists, has a
-    known suffix, not empty): what `build` checks before its first stage."""
-    path = Path(path)
-    if path.is_dir():
-        raise EdgerecError(f"{path}: is a folder, expected an interactions or items file")
-    if not path.is_file():
-        close = difflib.get_close_matches(str(path), datasets.BUILTIN, n=1, cutoff=0.6)
-        hint = f" (the built-in dataset is --dataset {close[0]})" if close else ""
-        raise EdgerecError(f"{path}: no such file{hint}")
-    kind = SUPPORTED.get(path.suffix.lower())
-    if kind is None:
-        raise EdgerecError(
-            f"{path}: not a CSV, Parquet or JSONL file (suffix '{path.suffix}'; "
-            f"expected one of {', '.join(sorted(SUPPORTED))})"
-        )
-    if path.stat().st_size == 0:
-        raise EdgerecError(f"{path}: the file is empty")
-    return kind
-
-
-def read_table(path: Path, separator: str | None = None):
-    """Read CSV / TSV / Parquet / JSONL into a DataFrame; every failure is one clear line."""
-    import pandas as pd
-
-    path = Path(path)
-    kind = table_kind(path)
-    try:
-        if kind == "parquet":
-            frame = pd.read_parquet(path)
-        elif kind == "jsonl":
-            # utf-8-sig: a byte-order mark (Windows editors write one) is read past, not parsed
-            frame = pd.read_json(path, lines=True, dtype=False, encoding="utf-8-sig")
-        else:
-            sep = separator or ("\t" if path.suffix.lower() in {".tsv", ".inter", ".item"} else ",")
-            frame = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
-    except Exception as exc:  # pandas / pyarrow raise many types for malformed files
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if kind == "jsonl":
-            first = _first_bad_json_line(path) or first
-        raise EdgerecError(f"{path}: cannot parse as {kind} ({first})") from None
-    if len(frame) == 0:
-        raise EdgerecError(f"{path}: the file has no rows")
-    return frame
-
-
-def _first_bad_json_line(path: Path) -> str | None:
-    """Where a JSONL file stops being one JSON object per line (pandas says only "position 0")."""
-    import json
-
-    try:
-        with open(path, encoding="utf-8-sig") as lines:
-            for number, line in enumerate(lines, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except ValueError as exc:
-                    return f"line {number} is not valid JSON: {exc.msg} at column {exc.colno}"
-                if not isinstance(row, dict):
-                    return f"line {number} is a JSON {type(row).__name__}, expected an object"
-    except UnicodeDecodeError as exc:
-        return f"not UTF-8 text (byte {exc.start}); save it as UTF-8"
-    except OSError:
-        return None
-    return None
-
-
-def _require_columns(frame, path: Path, wanted: dict[str, str]) -> None:
-    missing = [f"'{col}' ({flag})" for flag, col in wanted.items() if col not in frame.columns]
-    if missing:
-        found = ", ".join(map(str, frame.columns[:12]))
-        raise EdgerecError(f"{path}: missing column {', '.join(missing)}; found: {found}")
-
-
-def _numeric_times(series, path: Path):
-    import pandas as pd
-
-    if pd.api.types.is_datetime64_any_dtype(series):
-        return series.astype("int64").to_numpy() // 10**9
-    values = pd.to_numeric(series, errors="coerce")
-    bad = values.isna()
-    if bad.any():
-        row = int(np.flatnonzero(bad.to_numpy())[0])
-        raise EdgerecError(
-            f"{path}: non-numeric timestamp {series.iloc[row]!r} at data row {row + 1} "
-            "(expected Unix seconds or a Parquet timestamp column)"
-        )
-    values = values.to_numpy(dtype=np.float64)
-    infinite = ~np.isfinite(values)  # "inf", "1e309": they parse, but order nothing
-    if infinite.any():
-        row = int(np.flatnonzero(infinite)[0])
-        raise EdgerecError(
-            f"{path}: timestamp {series.iloc[row]!r} at data row {row + 1} is not a finite "
-            "number (expected Unix seconds)"
-        )
-    return values
-
-
 # --------------------------------------------------------------------------- building
 
 
@@ -208,7 +96,7 @@ class Interactions:
 
 def build(frame, path: Path, config: DataConfig, item_meta=None) -> Interactions:
     cols = {"--user-col": config.user_col, "--item-col": config.item_col, "--time-col": config.time_col}
-    _require_columns(frame, path, cols)
+    require_columns(frame, path, cols)
     table = frame[[config.user_col, config.item_col]].astype(str).copy()
     table.columns = ["user", "item"]
     for name in ("user", "item"):
@@ -217,7 +105,7 @@ def build(frame, path: Path, config: DataConfig, item_meta=None) -> Interactions
         if empty.any():
             row = int(np.flatnonzero(empty.to_numpy())[0])
             raise EdgerecError(f"{path}: empty {name} id at data row {row + 1}")
-    table["time"] = _numeric_times(frame[config.time_col], path)
+    table["time"] = numeric_times(frame[config.time_col], path)
     table["row"] = np.arange(len(table))
     counts = {"rows": len(table)}
 

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 
-from edgerec import __version__
 from edgerec.core.artifacts import atomic_artifact, check_output, read_manifest, write_json, writes_output
 from edgerec.core.bundle import write_item_files
 from edgerec.core.errors import EdgerecError
@@ -26,6 +25,7 @@ from edgerec.core.graphs import scoring_graph, step_graph, step_layout
 from edgerec.core.interactions import load_data
 from edgerec.core.models import META, load_model
 from edgerec.core.targets import Target
+from edgerec.core.version import __version__
 from edgerec.devices.emulator import OFF, EmulatedDevice, EmulatorUnavailable, switched_off
 from edgerec.devices.incremental import describe
 from edgerec.devices.runtimes import Scorer, encode
@@ -128,6 +128,33 @@ def _host_parity(rec, tmp: Path, files: dict, target, top_k: int | None, meta: d
     return checks
 
 
+def _checks(rec, tmp: Path, files: dict, target, top_k, meta: dict, histories, config: ExportConfig, log):
+    """Parity with PyTorch on the host runtimes and on the emulated ARM device, and the top-K
+    file's own lists (what the app reads); the parity graphs are removed after."""
+    checks = _host_parity(rec, tmp, files, target, top_k, meta, histories)
+    arm_parity = (
+        emulated_parity(rec, tmp, files, meta, target, histories, config, log) if target.device.emulate else None
+    )
+    top_k_checks = top_k_check(scoring_graph(rec, top_k), tmp, files, target, meta, histories[:64]) if top_k else None
+    for fmt in files:
+        (tmp / FORMATS[fmt].file_name("parity")).unlink(missing_ok=True)
+    return checks, arm_parity, top_k_checks
+
+
+def _app_side(rec, tmp: Path, files: dict, target, top_k, meta: dict, histories, step: bool, timings: dict, data):
+    """The step model (when wanted), items.json and each format's files for the app."""
+    step_entry = None
+    if step:
+        started = time.perf_counter()
+        step_entry = export_steps(rec, tmp, target, top_k, histories, meta)
+        timings["step"] = round(time.perf_counter() - started, 2)
+    write_item_files(tmp, data.items)
+    app_files = {}
+    for fmt in files:
+        app_files.update(FORMATS[fmt].app_files(tmp, {**meta, "files": files}, step_entry, target, histories[:64]))
+    return step_entry, app_files
+
+
 @writes_output
 def export(
     model_dir: Path,
@@ -160,25 +187,8 @@ def export(
     inputs = {"model": Path(model_dir), "data": Path(data_dir)}
     with atomic_artifact(out_dir, "export", config=config, inputs=inputs, overwrite=overwrite) as (tmp, manifest):
         files, timings = _write_models(rec, tmp, target, top_k, meta, log)
-        checks = _host_parity(rec, tmp, files, target, top_k, meta, histories)
-        arm_parity = (
-            emulated_parity(rec, tmp, files, meta, target, histories, config, log) if target.device.emulate else None
-        )
-        # what the app reads: the top-K file's own lists
-        top_k_checks = (
-            top_k_check(scoring_graph(rec, top_k), tmp, files, target, meta, histories[:64]) if top_k else None
-        )
-        for fmt in files:
-            (tmp / FORMATS[fmt].file_name("parity")).unlink(missing_ok=True)
-        step_entry = None
-        if step:
-            started = time.perf_counter()
-            step_entry = export_steps(rec, tmp, target, top_k, histories, meta)
-            timings["step"] = round(time.perf_counter() - started, 2)
-        write_item_files(tmp, data.items)
-        app_files = {}
-        for fmt in files:
-            app_files.update(FORMATS[fmt].app_files(tmp, {**meta, "files": files}, step_entry, target, histories[:64]))
+        checks, arm_parity, top_k_checks = _checks(rec, tmp, files, target, top_k, meta, histories, config, log)
+        step_entry, app_files = _app_side(rec, tmp, files, target, top_k, meta, histories, step, timings, data)
         write_json(
             tmp / "metadata.json",
             {

@@ -270,34 +270,9 @@ def _cut(model, step: int, config: PruneConfig, now: tuple[int, int], data, rec)
     return removed, head_scores
 
 
-@writes_output
-def prune(
-    student_dir: Path,
-    teacher_dir: Path,
-    data_dir: Path,
-    out_dir: Path,
-    config: PruneConfig = PruneConfig(),
-    *,
-    overwrite: bool = False,
-    log=print,
-) -> dict | None:
-    """Prune a student artifact, recover it by distillation, write a `pruned` artifact."""
-    config.validate()
-    check_output(out_dir, "pruned", overwrite)
-    source = read_manifest(student_dir, ("student", "pruned"))
-    read_artifact(teacher_dir, "teacher")  # used for recovery, after the pruning: check it now
-    rec = load_model(resolve_model_dir(student_dir))
-    if rec.kind != "causal":
-        raise EdgerecError(f"{student_dir}: prune works on causal students (edgerec distill), not {rec.kind!r}")
-    data = load_data(data_dir)
-    check_compatible(rec, data)
-    model = rec.model
-    now = _check_request(config, model)
-    before = rec.num_parameters
-    before_metrics = headline(evaluate(rec, data, "test"))
-    before_bytes = onnx_bytes(rec)
-    dist = setup_distributed()
-    started = time.perf_counter()
+def _prune_and_recover(model, config: PruneConfig, now, data, rec, teacher_dir, out_dir, dist, log):
+    """`config.iterations` rounds of cutting a share of what is left and recovering by
+    distillation; returns the model, each round's record and the last recovery's result."""
     steps, trained = [], None
     distill_config = _recovery_config(config, rec)
     for step in range(1, config.iterations + 1):
@@ -328,6 +303,38 @@ def prune(
                 "seconds": round(trained["result"].seconds, 1),
             }
         )
+    return model, steps, trained
+
+
+@writes_output
+def prune(
+    student_dir: Path,
+    teacher_dir: Path,
+    data_dir: Path,
+    out_dir: Path,
+    config: PruneConfig = PruneConfig(),
+    *,
+    overwrite: bool = False,
+    log=print,
+) -> dict | None:
+    """Prune a student artifact, recover it by distillation, write a `pruned` artifact."""
+    config.validate()
+    check_output(out_dir, "pruned", overwrite)
+    source = read_manifest(student_dir, ("student", "pruned"))
+    read_artifact(teacher_dir, "teacher")  # used for recovery, after the pruning: check it now
+    rec = load_model(resolve_model_dir(student_dir))
+    if rec.kind != "causal":
+        raise EdgerecError(f"{student_dir}: prune works on causal students (edgerec distill), not {rec.kind!r}")
+    data = load_data(data_dir)
+    check_compatible(rec, data)
+    model = rec.model
+    now = _check_request(config, model)
+    before = rec.num_parameters
+    before_metrics = headline(evaluate(rec, data, "test"))
+    before_bytes = onnx_bytes(rec)
+    dist = setup_distributed()
+    started = time.perf_counter()
+    model, steps, trained = _prune_and_recover(model, config, now, data, rec, teacher_dir, out_dir, dist, log)
     if not dist.is_main:
         return None
     extra = {

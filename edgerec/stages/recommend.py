@@ -21,6 +21,20 @@ from edgerec.formats import FORMATS
 
 
 class Recommender:
+    """A bundle as an app sees it: its files checked (and its signature, with `public_key`),
+    its model opened on the runtime an app would use, and `recommend(history, k)` answered in
+    your item ids, items already in the history left out.
+
+    Examples:
+        The int8 bundle made by `edgerec.quantize` above:
+
+        >>> recommender = edgerec.Recommender(work / "dist" / "arm64-int8")
+        >>> history = [recommender.items[0]["id"], recommender.items[1]["id"]]
+        >>> rows = recommender.recommend(history, k=3)
+        >>> len(rows), history[0] in [row["item"] for row in rows]
+        (3, False)
+    """
+
     def __init__(
         self,
         bundle: Path,
@@ -47,6 +61,8 @@ class Recommender:
             raise EdgerecError(f"{bundle}: exported with in-graph top-K; export without --top-k for explanations")
 
     def indices(self, history_ids) -> list[int]:
+        """The model indices (1..N) of your item ids, checked: one line for an empty history or
+        an id the catalogue does not have."""
         history_ids = [str(i) for i in history_ids]
         if not history_ids:
             raise EdgerecError("the history is empty: give at least one item id")

@@ -32,7 +32,7 @@ from edgerec.core.budgets import (
     this_machine,
 )
 from edgerec.core.errors import EdgerecError
-from edgerec.core.evaluation import item_ids_hash, resolve_model_dir
+from edgerec.core.evaluation import beyond_accuracy, item_ids_hash, resolve_model_dir
 from edgerec.core.files import read_bundle, read_json
 from edgerec.core.interactions import load_data
 from edgerec.core.models import load_model
@@ -289,6 +289,33 @@ def _checked_inputs(bundle: Path, data_dir: Path, target, config: ValidateConfig
     return meta, modified, data, teacher, student, device
 
 
+def _budgets(target, runs, teacher_ndcg, where, stands_for_device, beyond, label, emulated) -> list[dict]:
+    """Every budget of the profile: accuracy and latency, coverage, ARM instructions."""
+    return (
+        check_budgets(target, runs, teacher_ndcg, where, stands_for_device)
+        + coverage_budgets(target, runs, beyond, label)
+        + instruction_budgets(target, emulated)
+    )
+
+
+def _paired_vs_teacher(runs: dict, references: dict) -> dict:
+    """Per runtime: the paired bootstrap of its per-user NDCG@10 against the teacher's."""
+    teacher = references["teacher"]["per_user_ndcg10"]
+    return {runtime: metrics.paired_bootstrap(r["per_user_ndcg10"], teacher) for runtime, r in runs.items()}
+
+
+def _run_compared(compare, target, config, histories, targets, num_items, teacher_top, device, modified) -> dict:
+    """Other bundles on the same users, for the report's plots; their modified files join `modified`."""
+    compared = {}
+    for name, other in (compare or {}).items():
+        other_meta, _, other_modified = load_bundle(other, target, config.allow_modified)
+        modified += [f"{other}/{file}" for file in other_modified]
+        compared[name] = run_bundle(
+            other, other_meta, target, histories, targets, num_items, config.warmup, teacher_top, device
+        )
+    return compared
+
+
 def validate(
     bundle: Path,
     data_dir: Path,
@@ -321,13 +348,7 @@ def validate(
         + (f" at {config.device}" if device else "")
     )
     runs = run_bundle(bundle, meta, target, histories, targets, data.num_items, config.warmup, teacher_top, device)
-    compared = {}
-    for label, other in (compare or {}).items():
-        other_meta, _, other_modified = load_bundle(other, target, config.allow_modified)
-        modified += [f"{other}/{name}" for name in other_modified]
-        compared[label] = run_bundle(
-            other, other_meta, target, histories, targets, data.num_items, config.warmup, teacher_top, device
-        )
+    compared = _run_compared(compare, target, config, histories, targets, data.num_items, teacher_top, device, modified)
     step = None
     if meta.get("step_model"):
         log("step model: replaying every history item by item")
@@ -340,9 +361,9 @@ def validate(
     beyond = beyond_accuracy(data, runs, references, label)
     machine = this_machine()
     where = config.device or f"this machine ({machine['cpu']})"
-    budgets = check_budgets(target, runs, teacher_ndcg, where, latency_stands_for_device(target, machine, device))
-    budgets += coverage_budgets(target, runs, beyond, label)
-    budgets += instruction_budgets(target, emulated)
+    budgets = _budgets(
+        target, runs, teacher_ndcg, where, latency_stands_for_device(target, machine, device), beyond, label, emulated
+    )
     report = {
         "target": target.to_dict(),
         "bundle": str(bundle),
@@ -367,10 +388,7 @@ def validate(
         "note": f"latency measured on {where}; the budget is for {target.budgets.reference_device}",
     }
     if teacher:
-        report["paired_vs_teacher"] = {
-            runtime: metrics.paired_bootstrap(r["per_user_ndcg10"], references["teacher"]["per_user_ndcg10"])
-            for runtime, r in runs.items()
-        }
+        report["paired_vs_teacher"] = _paired_vs_teacher(runs, references)
     try:
         write_report(Path(report_dir or bundle), report, runs, compared, references, label)
     except OSError as exc:
@@ -382,31 +400,4 @@ def _public(runs: dict) -> dict:
     return {
         k: {kk: vv for kk, vv in v.items() if kk not in ("per_user_ndcg10", "latency_ms", "top")}
         for k, v in runs.items()
-    }
-
-
-def beyond_accuracy(data, runs: dict, references: dict, label: str) -> dict:
-    """Coverage, popularity, Gini and tail share of every model's top-10 on the same users, and
-    each one's ratio to the teacher's."""
-    popularity = metrics.item_popularity(data.train_sequences(), data.num_items)
-    models = {f"{name} (PyTorch)": ref["top"] for name, ref in references.items()}
-    models.update({f"{label} {r['file']} ({runtime})": r["top"] for runtime, r in runs.items()})
-    figures = {name: metrics.beyond_accuracy(top, popularity, n_boot=200) for name, top in models.items()}
-    teacher = figures.get("teacher (PyTorch)")
-    if teacher:
-        for values in figures.values():
-            values["vs_teacher"] = {
-                k: (values[k] / teacher[k] if teacher[k] else None)
-                for k in ("coverage", "mean_popularity", "gini", "tail_share")
-            }
-    deciles = np.minimum((np.argsort(np.argsort(-popularity[1:], kind="stable")) * 10) // data.num_items, 9)
-    by_decile = {
-        name: (np.bincount(deciles[np.asarray(top).ravel() - 1], minlength=10) / np.asarray(top).size).tolist()
-        for name, top in models.items()
-    }
-    return {
-        "models": figures,
-        "share_by_popularity_decile": by_decile,
-        "definition": "top-10 per test user, history masked; popularity = training interactions; "
-        "tail = items outside the top 20% by popularity",
     }

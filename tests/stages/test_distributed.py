@@ -71,7 +71,7 @@ def test_cosine_schedule_decays_by_epoch_and_constant_does_not():
 
 
 def test_heap_is_released_mid_epoch_only_over_its_limit():
-    from edgerec.core.training import Heap, resident_bytes
+    from edgerec.core.memory import Heap, resident_bytes
 
     calls = []
     assert resident_bytes() > 0  # Linux: the tests run where /proc exists
