@@ -1,17 +1,21 @@
-"""Peak resident memory of `edgerec build`, stage by stage: the build runs as a child process,
-its resident set (and that of everything it starts: the emulator, the exporters) is sampled
-every 0.2 s and charged to the stage its log last announced (`[i/6] name running`).
+"""The main job, `edgerec build --target arm64`, measured: its final table (every model's size,
+batch-1 latency on this machine and test NDCG@10, the budgets), its time and its peak resident
+memory stage by stage. The build runs as a child process; its resident set (and that of
+everything it starts: the emulator, the exporters) is sampled every 0.2 s and charged to the
+stage its log last announced (`[i/6] name running`).
 
-    python benchmarks/build_memory.py [--target arm64] [--work runs/bench-build] [-- BUILD ARGS...]
+    python benchmarks/build.py [--target arm64] [--work runs/bench-build] [-- BUILD ARGS...]
 
 Arguments after `--` go to `edgerec build` unchanged (an interactions file, --teacher-epochs,
 ...). `/usr/bin/time -v` gives the same whole-build peak ("Maximum resident set size") but not
-the stage it happened in. Writes benchmarks/results/build_memory.json.
+the stage it happened in. Writes benchmarks/results/build.json; the README's table is generated
+from it (docs/generate.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import subprocess
@@ -110,7 +114,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--target", default="arm64")
     parser.add_argument("--work", type=Path, default=Path("runs/bench-build"))
-    parser.add_argument("--name", default="build_memory", help="results file name (benchmarks/results/NAME.json)")
+    parser.add_argument("--name", default="build", help="results file name (benchmarks/results/NAME.json)")
     args = parser.parse_args(argv[: argv.index("--")] if "--" in argv else argv)
     args.work.mkdir(parents=True, exist_ok=True)
     command = [
@@ -138,7 +142,16 @@ def main() -> None:
         f"\nwhole build: {result['minutes']} min, peak {result['peak_rss_gb']} GB"
         f" ({result['peak_tree_rss_gb']} GB with children)"
     )
-    payload = {"machine": machine(), "command": " ".join(["edgerec", *command[3:]]), **result}
+    report = json.loads((args.work / "dist" / args.target / "report.json").read_text())
+    payload = {
+        "machine": machine(),
+        "command": " ".join(["edgerec", *command[3:]]),
+        **result,
+        "passed": report["passed"],
+        "points": report["points"],
+        "budgets": report["budgets"],
+        "emulated_arm": report.get("emulated_arm"),
+    }
     print(f"wrote {save(args.name, payload)}")
 
 

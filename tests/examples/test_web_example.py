@@ -1,25 +1,20 @@
 """The web example: the ONNX bundle runs in headless Chromium with onnxruntime-web (from npm);
 the test ticks items on the page, clicks Recommend and reads the list the page shows.
 
-Chromium is driven through chromedriver's W3C WebDriver HTTP API with urllib (a few calls), so
-the test needs no Python browser library. `.ci/run` installs chromium, chromium-driver and the
-example's npm package.
+Chromium is driven as tests/browser.py does it. `.ci/run` installs chromium, chromium-driver and
+the example's npm package.
 """
 
-import contextlib
 import functools
 import hashlib
 import http.server
 import json
 import shutil
-import socket
-import subprocess
 import threading
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+from browser import CHROMIUM, DRIVER, browser, wait_for
 
 from edgerec.core.models import Shape
 from edgerec.core.signing import generate_key, sign_bundle
@@ -30,7 +25,6 @@ from edgerec.stages.teacher import TeacherConfig, train_teacher
 
 WEB = Path(__file__).resolve().parents[2] / "examples" / "web"
 ORT = WEB / "node_modules" / "onnxruntime-web" / "dist"
-CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(
@@ -38,75 +32,6 @@ pytestmark = [
         reason="needs chromium, chromedriver and `npm install` in examples/web (.ci/run sets them up)",
     ),
 ]
-
-
-def _port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class WebDriver:
-    """The handful of W3C WebDriver commands the test needs."""
-
-    def __init__(self, port):
-        self.base = f"http://127.0.0.1:{port}"
-        caps = {
-            "capabilities": {
-                "alwaysMatch": {
-                    "browserName": "chrome",
-                    "goog:chromeOptions": {
-                        "binary": CHROMIUM,
-                        "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
-                    },
-                }
-            }
-        }
-        self.session = self._call("POST", "/session", caps)["sessionId"]
-
-    def _call(self, method, path, body=None):
-        request = urllib.request.Request(
-            self.base + path,
-            method=method,
-            data=json.dumps(body).encode() if body is not None else None,
-            headers={"Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return json.loads(response.read())["value"]
-
-    def get(self, url):
-        self._call("POST", f"/session/{self.session}/url", {"url": url})
-
-    def find_all(self, css):
-        found = self._call("POST", f"/session/{self.session}/elements", {"using": "css selector", "value": css})
-        return [next(iter(e.values())) for e in found]
-
-    def click(self, element):
-        self._call("POST", f"/session/{self.session}/element/{element}/click", {})
-
-    def text(self, element):
-        return self._call("GET", f"/session/{self.session}/element/{element}/text")
-
-    def attribute(self, element, name):
-        return self._call("GET", f"/session/{self.session}/element/{element}/attribute/{name}")
-
-    def quit(self):
-        self._call("DELETE", f"/session/{self.session}")
-
-
-def _listening(port):
-    with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) == 0
-
-
-def _wait(condition, seconds=60):
-    deadline = time.time() + seconds
-    while time.time() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError("timed out waiting for the page")
 
 
 @pytest.fixture(scope="module")
@@ -181,69 +106,50 @@ def _signed_pages(root: Path, site: Path) -> None:
     del other
 
 
-@contextlib.contextmanager
-def _browser():
-    """A headless Chromium session through chromedriver, closed afterwards."""
-    port = _port()
-    driver_process = subprocess.Popen([DRIVER, f"--port={port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        _wait(lambda: _listening(port), 20)
-        browser = WebDriver(port)
-        try:
-            yield browser
-        finally:
-            browser.quit()
-    finally:
-        driver_process.terminate()
-        driver_process.wait(timeout=10)
-
-
 def test_the_page_recommends_what_the_bundle_recommends(site):
-    with _browser() as browser:
-        browser.get(site["url"])
-        status = browser.find_all("#status")[0]
-        _wait(lambda: browser.text(status) in ("ready",) or browser.text(status).startswith("error"))
-        assert browser.text(status) == "ready", browser.text(status)
-        boxes = browser.find_all("#catalogue input")
+    with browser() as page:
+        page.get(site["url"])
+        status = page.find_all("#status")[0]
+        wait_for(lambda: page.text(status) in ("ready",) or page.text(status).startswith("error"))
+        assert page.text(status) == "ready", page.text(status)
+        boxes = page.find_all("#catalogue input")
         picked = [boxes[i] for i in (4, 0, 9)]  # ticked in this order = the history, oldest first
         for box in picked:
-            browser.click(box)
-        browser.click(browser.find_all("#recommend")[0])
-        _wait(lambda: browser.find_all("#results li"))
-        shown = [browser.attribute(li, "data-item") for li in browser.find_all("#results li")]
+            page.click(box)
+        page.click(page.find_all("#recommend")[0])
+        wait_for(lambda: page.find_all("#results li"))
+        shown = [page.attribute(li, "data-item") for li in page.find_all("#results li")]
         items = json.loads((site["bundle"] / "items.json").read_text())
-        history = [items[int(browser.attribute(box, "data-index")) - 1]["id"] for box in picked]
+        history = [items[int(page.attribute(box, "data-index")) - 1]["id"] for box in picked]
         expected = [row["item"] for row in Recommender(site["bundle"]).recommend(history)]
         assert shown == expected
-        assert "top 10 of" in browser.text(status)
+        assert "top 10 of" in page.text(status)
 
 
 def test_the_page_refuses_a_damaged_model(site):
-    with _browser() as browser:
-        browser.get(site["tampered"])
-        status = browser.find_all("#status")[0]
-        _wait(lambda: browser.text(status) == "ready" or browser.text(status).startswith("error"))
-        assert browser.text(status) == "error: Error: model.onnx is not the file the bundle was built with"
+    with browser() as page:
+        page.get(site["tampered"])
+        status = page.find_all("#status")[0]
+        wait_for(lambda: page.text(status) == "ready" or page.text(status).startswith("error"))
+        assert page.text(status) == "error: Error: model.onnx is not the file the bundle was built with"
 
 
-def _status_after_load(browser, url):
-    browser.get(url)
-    status = browser.find_all("#status")[0]
-    _wait(lambda: browser.text(status).startswith(("ready", "error")))
-    return browser.text(status)
+def _status_after_load(page, url):
+    page.get(url)
+    status = page.find_all("#status")[0]
+    wait_for(lambda: page.text(status).startswith(("ready", "error")))
+    return page.text(status)
 
 
 def test_a_page_that_trusts_a_key_loads_only_bundles_signed_with_it(site):
-    with _browser() as browser:
-        assert _status_after_load(browser, site["signed"]) == "ready (signed bundle, version 1)"
-        assert _status_after_load(browser, site["forged"]) == (
+    with browser() as page:
+        assert _status_after_load(page, site["signed"]) == "ready (signed bundle, version 1)"
+        assert _status_after_load(page, site["forged"]) == (
             "error: Error: metadata.json is not the file the publisher signed"  # the hashes were rewritten
         )
-        assert (
-            _status_after_load(browser, site["foreign"]) == "error: Error: bundle.sig is not signed with this app's key"
-        )
-        assert _status_after_load(browser, site["unsigned"]).startswith("error: Error: the bundle is not signed")
-        assert _status_after_load(browser, site["signed2"]) == "ready (signed bundle, version 2)"
-        assert _status_after_load(browser, site["signed"]) == (
+        assert _status_after_load(page, site["foreign"]) == "error: Error: bundle.sig is not signed with this app's key"
+        assert _status_after_load(page, site["unsigned"]).startswith("error: Error: the bundle is not signed")
+        assert _status_after_load(page, site["signed2"]) == "ready (signed bundle, version 2)"
+        assert _status_after_load(page, site["signed"]) == (
             "error: Error: bundle version 1 is older than 2 (downgrade refused)"
         )
