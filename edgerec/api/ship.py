@@ -34,6 +34,8 @@ def export(
     step: bool | None = None,
     emulate: bool = True,
     formats: Sequence[str] | None = None,
+    rerank: int | None = None,
+    rules: bool = False,
     targets_dir: str | Path | None = None,
     overwrite: bool = False,
     log: Callable[[str], None] = print,
@@ -44,7 +46,10 @@ def export(
     with `emulate`, on the profile's emulated ARM CPUs. A mismatch fails the export and leaves
     nothing behind. `formats` picks from the profile's formats and offers (e.g. executorch);
     `top_k` returns the K best unseen items from the graph itself; `step` adds the incremental
-    step model (default: the profile's step_model).
+    step model (default: the profile's step_model). Two further entry points, each its own
+    file: `rerank=C` writes rerank.<fmt>, which scores the C candidates an app passes (its
+    cost does not grow with the catalogue), and `rules` writes rules.<fmt>, the top-K with
+    per-call `allowed` and `boost` inputs (needs `top_k`); metadata.json's `entries` describes them.
 
     Examples:
         The ONNX file of the arm64 profile, without the emulated device:
@@ -55,7 +60,7 @@ def export(
         {'onnx': 'model.onnx'}
     """
     config = export_stage.ExportConfig(
-        target=target, top_k=top_k, step=step, emulate=emulate, formats=_formats(formats)
+        target=target, top_k=top_k, step=step, emulate=emulate, formats=_formats(formats), rerank=rerank, rules=rules
     )
     return export_stage.export(
         Path(model),

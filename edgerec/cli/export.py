@@ -43,6 +43,24 @@ def export(
         ),
     ] = True,
     formats: Formats = None,
+    rerank: Annotated[
+        Optional[int],
+        typer.Option(
+            min=1,
+            max=10**7,
+            metavar="C",
+            help="Also write rerank.<fmt>: the scores of the C candidates the app passes (e.g. the page "
+            "its server sent), at a cost that does not grow with the catalogue.",
+        ),
+    ] = None,
+    rules: Annotated[
+        bool,
+        typer.Option(
+            "--rules",
+            help="Also write rules.<fmt>: the top-K (needs --top-k) with per-call inputs `allowed` "
+            "(uint8 per item, 0 = exclude: stock, region, category) and `boost` (added to the scores).",
+        ),
+    ] = False,
     targets_dir: TargetsDir = None,
     overwrite: Overwrite = False,
     json_out: JsonOut = False,
@@ -76,6 +94,9 @@ def export(
     plain_table(["runtime", "max |diff| vs torch", "top-10 agreement", "users"], rows)
     if isinstance(arm, str):
         typer.echo(f"ARM parity (emulated): {arm}")
+    for name, entry in (manifest.get("entries") or {}).items():
+        checked = ", ".join(f"{runtime} ({_entry_check(c)})" for runtime, c in entry["check"].items())
+        typer.echo(f"{name}: {', '.join(entry['files'].values())}, checked vs torch on {checked}")
     if manifest.get("step_model"):
         step_model = manifest["step_model"]
         typer.echo(
@@ -89,3 +110,9 @@ def export(
                 for runtime, p in step_model["replay_check"].items()
             ],
         )
+
+
+def _entry_check(check: dict) -> str:
+    if "max_abs_diff" in check:
+        return f"max |diff| {check['max_abs_diff']:.2e}, {check['users']} users"
+    return f"identical lists {check['identical_lists']:.3f}, {check['users']} users"

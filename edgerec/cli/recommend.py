@@ -21,6 +21,16 @@ def recommend(
     explain: Annotated[
         bool, typer.Option(help="For each item, the history items that contributed most (score drop when left out).")
     ] = False,
+    allow: Annotated[
+        str,
+        typer.Option(
+            help="Recommend only these items (stock, region, the category shown): item ids separated by "
+            "commas, or @FILE with one id per line. Default: every item."
+        ),
+    ] = "",
+    exclude: Annotated[
+        str, typer.Option(help="Never recommend these items: item ids separated by commas, or @FILE.")
+    ] = "",
     allow_modified: Annotated[
         bool,
         typer.Option(help="Use bundle files that differ from the hashes metadata.json records (edited on purpose)."),
@@ -34,16 +44,18 @@ def recommend(
     with user_errors():
         from edgerec.stages.recommend import Recommender
 
-        ids = [part.strip() for part in history.split(",") if part.strip()]
+        ids = _ids(history)
+        rules = {"allowed": _ids(allow) if allow else None, "excluded": _ids(exclude)}
         recommender = Recommender(bundle, allow_modified=allow_modified, public_key=public_key)
-        rows = recommender.recommend(ids, k=k, explain=explain)
-        left = recommender.candidates(ids)
+        rows = recommender.recommend(ids, k=k, explain=explain, **rules)
+        left = recommender.candidates(ids, **rules)
     if json_out:
         emit_json({"k": k, "returned": len(rows), "candidates": left, "items": rows})
         return
     if len(rows) < k:
         typer.echo(
-            f"note: {len(rows)} of the {k} items asked for: only {left} items of the catalogue are not in the history",
+            f"note: {len(rows)} of the {k} items asked for: only {left} items of the catalogue are "
+            "neither in the history nor left out by --allow / --exclude",
             err=True,
         )
     table = []
@@ -53,3 +65,15 @@ def recommend(
             [str(rank), row["item"], row.get("title") or "", f"{row['score']:.3f}"] + ([because] if explain else [])
         )
     plain_table(["#", "item", "title", "score"] + (["because of (score drop if left out)"] if explain else []), table)
+
+
+def _ids(text: str) -> list[str]:
+    """Item ids from "a,b,c" or "@FILE" (one id per line); one line for a missing file."""
+    from edgerec.core.errors import EdgerecError
+
+    if text.startswith("@"):
+        path = Path(text[1:])
+        if not path.is_file():
+            raise EdgerecError(f"{path}: no such file of item ids")
+        return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    return [part.strip() for part in text.split(",") if part.strip()]

@@ -15,6 +15,16 @@ Formulation choices that decide which ops appear (design.md):
   (`models.composed_attention`);
 - TFLite is converted with a fixed batch of 1 and fixed length (dynamic dims are fragile there).
 
+Two further entry points an app may ask for at export (`entries`):
+- rules (`rules.<fmt>`): the top-K graph with two more inputs per call, `allowed` uint8
+  [batch, num_items] (1 = may be recommended: in stock, in the region, in the category shown)
+  and `boost` float32 [batch, num_items] added to the scores first; the K best allowed unseen
+  items come back, fewer only when fewer are allowed (the rest of the row empty, as below);
+- rerank (`rerank.<fmt>`): `input_ids` and `candidates` int [batch, C] (items.json indices, 0 =
+  an empty slot) -> `scores` float32 [batch, C], the full model's scores of those items alone
+  (-inf for an empty slot). Its cost does not grow with the catalogue: C rows of the output
+  layer are read instead of all of them (the server retrieves, the phone reranks).
+
 The step graph (`step.onnx` / `step.tflite`; what an app does with it is `incremental`'s docstring):
 
     inputs   item      [batch]          the new item (items.json index)
@@ -40,41 +50,87 @@ from edgerec.core.errors import EdgerecError
 from edgerec.core.models import composed_attention, last_position_hidden
 
 
-def scoring_graph(rec, top_k: int | None = None):
-    """The torch module that is exported: ids -> item scores (or top-K items and scores)."""
+def _encoder(rec):
+    """The module the exported graphs share: `tokens(input_ids)` (the data's indices in the
+    checkpoint's token order) and `hidden(input_ids)`, the last position's encoder output."""
     import torch
 
-    kind, n, max_len = rec.kind, rec.num_items, rec.max_len
+    kind, max_len = rec.kind, rec.max_len
     token_of = torch.as_tensor(rec.token_of, dtype=torch.long)
     identity = bool((token_of == torch.arange(len(token_of))).all())
     mask_token = int(rec.meta.get("mask_token") or 0)
 
-    class ScoringGraph(torch.nn.Module):
+    class Encoder(torch.nn.Module):
         def __init__(self):
             super().__init__()
             self.model = rec.model
+            self.identity = identity
+            self.register_buffer("token_of", token_of, persistent=False)
             for name, value in zip(("a", "c", "bm", "b"), composed_attention(rec.model.bert.encoder.layer[-1])):
                 self.register_buffer(name, value)
 
-        def forward(self, input_ids):
-            ids = input_ids.long()
-            history = ids
-            if not identity:  # an imported checkpoint with its own token order
-                ids = token_of[ids]
+        def tokens(self, ids):
+            return ids if self.identity else self.token_of[ids]  # an imported checkpoint's own order
+
+        def hidden(self, input_ids):
+            ids = self.tokens(input_ids.long())
             if kind == "masked":
                 ids = torch.cat(
                     [torch.narrow(ids, 1, 1, max_len - 1), torch.full_like(torch.narrow(ids, 1, 0, 1), mask_token)],
                     dim=1,
                 )
-            logits = self.model.cls(
-                last_position_hidden(self.model, ids, rec.positions, (self.a, self.c, self.bm, self.b))
-            )
-            scores = logits[:, token_of[1:]] if not identity else torch.narrow(logits, 1, 1, n)
+            return last_position_hidden(self.model, ids, rec.positions, (self.a, self.c, self.bm, self.b))
+
+    return Encoder
+
+
+def scoring_graph(rec, top_k: int | None = None, rules: bool = False):
+    """The torch module that is exported: ids -> item scores (or top-K items and scores). With
+    `rules` (top-K only), it also takes `allowed` and `boost` (the module docstring)."""
+    import torch
+
+    if rules and top_k is None:
+        raise EdgerecError("business rules need the in-graph top-K: export with --top-k")
+    n = rec.num_items
+
+    class ScoringGraph(_encoder(rec)):
+        def forward(self, input_ids, allowed=None, boost=None):
+            logits = self.model.cls(self.hidden(input_ids))
+            scores = torch.narrow(logits, 1, 1, n) if self.identity else logits[:, self.token_of[1:]]
             if top_k is None:
                 return scores
-            return top_k_unseen(scores, history, top_k)
+            return top_k_unseen(scores, input_ids.long(), top_k, allowed, boost)
 
     return ScoringGraph().eval()
+
+
+def rerank_graph(rec):
+    """The rerank entry (the module docstring): (input_ids, candidates) -> scores [B, C].
+
+    The output layer's rows for the candidates are looked up (an EMBEDDING_LOOKUP / Gather, which
+    every runtime here has) and dotted with the transformed hidden state, so a call costs O(C H)
+    there instead of O(items H). Written by hand: HF's LM head has no "these columns only" mode.
+    Same scores as the full graph's columns (parity-checked at export)."""
+    import torch
+
+    predictions = rec.model.cls.predictions
+    factorized = getattr(predictions.decoder, "_shared", None)  # model_surgery.FactorizedDecoder
+
+    class RerankGraph(_encoder(rec)):
+        def forward(self, input_ids, candidates):
+            candidates = candidates.long()
+            tokens = self.tokens(candidates)
+            t = predictions.transform(self.hidden(input_ids))  # [B, H]
+            if factorized:  # h . (A W^T)_i = (h W) . A_i
+                items, bias = factorized
+                t, rows = t @ items.project.weight, items.items(tokens)
+            else:
+                rows, bias = torch.nn.functional.embedding(tokens, predictions.decoder.weight), predictions.bias
+            offsets = torch.nn.functional.embedding(tokens, bias.unsqueeze(1)).squeeze(2)
+            scores = (rows @ t.unsqueeze(2)).squeeze(2) + offsets
+            return torch.where(candidates == 0, torch.full_like(scores, float("-inf")), scores)
+
+    return RerankGraph().eval()
 
 
 # Set while the TFLite converter traces a graph: `top_k_unseen` then avoids scatter.
@@ -91,9 +147,12 @@ def portable_top_k(on: bool = True):
         _PORTABLE_TOP_K.reset(token)
 
 
-def top_k_unseen(scores, history, top_k: int):
+def top_k_unseen(scores, history, top_k: int, allowed=None, boost=None):
     """In-graph top-K of `scores` [B, items] (column j = item j + 1) over the items not in
-    `history` [B, L] (item ids, 0 = empty): (items int64 [B, K], scores [B, K]).
+    `history` [B, L] (item ids, 0 = empty): (items int64 [B, K], scores [B, K]). With the rules
+    inputs (`allowed` [B, items], nonzero = may be shown; `boost` [B, items]), the scores are
+    `scores + boost` and the items not allowed are masked as the history is, by one select over
+    the catalogue before either form below, so both still return exactly the K best allowed.
 
     ONNX (and eager PyTorch): the history's items are set to -1e9 with one ScatterElements, then
     one TopK of K. TFLite: tflite-runtime 2.14 has no scatter (STABLEHLO_SCATTER) and lacks the
@@ -110,6 +169,11 @@ def top_k_unseen(scores, history, top_k: int):
     """
     import torch
 
+    if boost is not None:
+        scores = scores + boost
+    if allowed is not None:
+        # compared in float: TFLite has no NOT_EQUAL on uint8 (the converter refuses it)
+        scores = torch.where(allowed.to(scores.dtype) > 0, scores, torch.full_like(scores, _MASKED))
     if not _PORTABLE_TOP_K.get():
         padded = torch.cat([torch.full_like(torch.narrow(scores, 1, 0, 1), _MASKED), scores], dim=1)
         best, items = torch.topk(padded.scatter(1, history.long(), _MASKED), top_k, dim=1)

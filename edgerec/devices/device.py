@@ -21,6 +21,7 @@ from urllib.parse import urlparse
 import numpy as np
 
 from edgerec.core.errors import EdgerecError
+from edgerec.devices.envs import save_inputs
 
 RUNNER = Path(__file__).with_name("device_runner.py")
 
@@ -78,13 +79,15 @@ class SshDevice:
         remote = shlex.quote(folder)
         try:
             with tempfile.TemporaryDirectory() as tmp:
-                np.save(Path(tmp) / "inputs.npy", input_ids)
+                inputs = save_inputs(Path(tmp), input_ids)
                 self._put(RUNNER, f"{folder}/device_runner.py")
                 self._put(Path(model), f"{folder}/{Path(model).name}")
-                self._put(Path(tmp) / "inputs.npy", f"{folder}/inputs.npy")
+                self._put(inputs, f"{folder}/{inputs.name}")
+                command = f"{inputs.name} out.npz --threads {int(threads)} --warmup {int(warmup)}"
                 self._ssh(
                     f"cd {remote} && {shlex.quote(self.python)} device_runner.py {shlex.quote(Path(model).name)} "
-                    f"inputs.npy out.npz --threads {int(threads)} --warmup {int(warmup)}" + (" --step" if step else "")
+                    + command
+                    + (" --step" if step else "")
                 )
                 with open(Path(tmp) / "out.npz", "wb") as sink:
                     self._ssh(f"cat {remote}/out.npz", stdout=sink)

@@ -15,6 +15,11 @@ An ONNX model's session gets the entries that `onnx_session_config` in the bundl
 beside it names for that file, if any (e.g. the weight-only int8 form's `session.disable_quant_qdq`),
 as an app sets them.
 
+When INPUTS is an .npz of named arrays (each [N, ...]), MODEL is an entry point with several
+inputs (a rules or rerank file: edgerec.core.graphs): row i of every array is one batch-1 call,
+and OUTPUT.npz gets every output in the file's order as `output_0`, `output_1`, ... (`scores` =
+`output_0`) beside the timings.
+
 With --step, MODEL is an incremental step model (edgerec.devices.incremental): each row's items are fed
 one call at a time from an empty state, as an app feeds taps; `scores` holds the output after the
 last item (the top-K `items` for a top-K file) and `seconds` every update's time.
@@ -70,13 +75,18 @@ def _onnx(path, threads):
     return lambda ids: session.run([output], {"input_ids": ids.astype(dtype)})[0]
 
 
-def _executorch(path, threads):
-    import torch
+def _executorch_method(path, threads):
     from executorch.extension.pybindings import portable_lib
     from executorch.runtime import Runtime
 
     portable_lib._unsafe_reset_threadpool(threads)  # XNNPACK's threads
-    method = Runtime.get().load_program(path).load_method("forward")
+    return Runtime.get().load_program(path).load_method("forward")
+
+
+def _executorch(path, threads):
+    import torch
+
+    method = _executorch_method(path, threads)
     # a top-K file's first output is `items`, as ONNX's and TFLite's
     return lambda ids: method.execute([torch.from_numpy(np.ascontiguousarray(ids, dtype=np.int64))])[0].numpy()
 
@@ -95,11 +105,17 @@ def opener(path):
 
 # output order of a step model; TFLite names them output_0, output_1, ... in this order
 STEP_OUTPUTS = {False: ["scores", "next_state"], True: ["items", "scores", "next_state", "next_history"]}
-_ONNX_DTYPES = {"tensor(int32)": np.int32, "tensor(int64)": np.int64, "tensor(float)": np.float32}
+_ONNX_DTYPES = {
+    "tensor(int32)": np.int32,
+    "tensor(int64)": np.int64,
+    "tensor(float)": np.float32,
+    "tensor(uint8)": np.uint8,
+}
 
 
-def open_step(path, threads):
-    """A step model as `call(feeds) -> {output name: array}` plus its inputs' (shape, dtype)."""
+def open_named(path, threads):
+    """A model file with named inputs as `call(feeds) -> [outputs, in the file's order]`, plus its
+    inputs' (shape, dtype)."""
     if path.endswith((".onnx", ".ort")):
         import onnxruntime as ort
 
@@ -112,10 +128,19 @@ def open_step(path, threads):
         names = [o.name for o in session.get_outputs()]
 
         def call(feeds):
-            run = {k: np.asarray(v).astype(specs[k][1]) for k, v in feeds.items()}
-            return dict(zip(names, session.run(names, run)))
+            return session.run(names, {k: np.asarray(v).astype(specs[k][1]) for k, v in feeds.items()})
 
         return call, specs
+    if path.endswith(".pte"):  # inputs in the order they are given (the graph's forward order)
+        import torch
+
+        method = _executorch_method(path, threads)
+
+        def call(feeds):
+            tensors = [torch.from_numpy(np.ascontiguousarray(v)) for v in feeds.values()]
+            return [t.numpy() for t in method.execute(tensors)]
+
+        return call, {}
     try:
         from tflite_runtime.interpreter import Interpreter
     except ImportError:
@@ -123,13 +148,20 @@ def open_step(path, threads):
     interpreter = Interpreter(model_path=path, num_threads=threads)
     runner = interpreter.get_signature_runner(next(iter(interpreter.get_signature_list())))
     specs = {k: (list(v["shape"]), v["dtype"]) for k, v in runner.get_input_details().items()}
-    order = STEP_OUTPUTS["history" in specs]
+    count = len(runner.get_output_details())
 
     def call(feeds):
         out = runner(**{k: np.asarray(v).astype(specs[k][1]) for k, v in feeds.items()})
-        return {name: out["output_%d" % i] for i, name in enumerate(order)}
+        return [out["output_%d" % i] for i in range(count)]
 
     return call, specs
+
+
+def open_step(path, threads):
+    """A step model as `call(feeds) -> {output name: array}` plus its inputs' (shape, dtype)."""
+    call, specs = open_named(path, threads)
+    order = STEP_OUTPUTS["history" in specs]
+    return (lambda feeds: dict(zip(order, call(feeds)))), specs
 
 
 def initial_state(specs):
@@ -164,6 +196,32 @@ def _replay_rows(path, ids, threads, warmup):
     return finals, seconds
 
 
+def _run_feeds(args):
+    """--inputs *.npz: one batch-1 call per row of the named arrays (see the module docstring)."""
+    with np.load(args.inputs, allow_pickle=False) as f:
+        feeds = {k: f[k] for k in f.files}
+    rows = len(next(iter(feeds.values())))
+    started = time.perf_counter()
+    call, _ = open_named(args.model, args.threads)
+    load_seconds = time.perf_counter() - started
+    for row in range(min(args.warmup, rows)):
+        call({k: v[row : row + 1] for k, v in feeds.items()})
+    outputs, seconds = [], []
+    for row in range(rows):
+        started = time.perf_counter()
+        outputs.append(call({k: v[row : row + 1] for k, v in feeds.items()}))
+        seconds.append(time.perf_counter() - started)
+    named = {f"output_{i}": np.concatenate([out[i] for out in outputs]) for i in range(len(outputs[0]))}
+    np.savez(
+        args.output,
+        scores=named["output_0"],
+        seconds=np.array(seconds),
+        load_seconds=np.array(load_seconds),
+        peak_rss_bytes=np.array(_peak_rss()),
+        **named,
+    )
+
+
 def _peak_rss():
     """Peak resident bytes of this process. Linux: VmHWM, which belongs to this program's address
     space (ru_maxrss would carry over the parent's peak across fork + exec)."""
@@ -187,6 +245,9 @@ def main():
     parser.add_argument("--warmup", type=int, default=0)
     parser.add_argument("--step", action="store_true", help="MODEL is a step model: replay each row")
     args = parser.parse_args()
+    if args.inputs.endswith(".npz"):
+        _run_feeds(args)
+        return
     ids = np.load(args.inputs, allow_pickle=False)
     if args.step:
         finals, seconds = _replay_rows(args.model, ids, args.threads, args.warmup)

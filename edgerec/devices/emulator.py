@@ -27,7 +27,7 @@ import numpy as np
 
 from edgerec.core.errors import EdgerecError
 from edgerec.core.files import load_npz
-from edgerec.devices.envs import runner_failure
+from edgerec.devices.envs import runner_failure, save_inputs, take_rows
 from edgerec.devices.sysroot import (  # noqa: F401 (setup, root, OFF: the emulator's API)
     OFF,
     ON_DEMAND,
@@ -103,7 +103,7 @@ class EmulatedDevice:
     ) -> tuple[dict, int | None]:
         with tempfile.TemporaryDirectory() as tmp:
             tmp = Path(tmp)
-            np.save(tmp / "inputs.npy", input_ids)
+            inputs = save_inputs(tmp, input_ids)
             plugin_log = tmp / "insn.txt" if count else None
             command, env = self._command(runtime, plugin_log)
             result = subprocess.run(
@@ -111,7 +111,7 @@ class EmulatedDevice:
                     *command,
                     str(RUNNER),
                     str(model),
-                    str(tmp / "inputs.npy"),
+                    str(inputs),
                     str(tmp / "out.npz"),
                     "--threads",
                     str(threads),
@@ -169,10 +169,11 @@ class EmulatedDevice:
         return {**counts[0], "instructions_per_call": float(np.median(values)), "counts": values}
 
     def _per_call(self, runtime: str, model: Path, input_ids, few: int, many: int, step: bool) -> dict:
-        rows = np.resize(np.arange(len(input_ids)), many)
+        length = len(next(iter(input_ids.values()))) if isinstance(input_ids, dict) else len(input_ids)
+        rows = np.resize(np.arange(length), many)
         counts, calls = [], []
         for n in (few, many):
-            ids = np.asarray(input_ids)[rows[:n]]
+            ids = take_rows(input_ids, rows[:n])
             _, instructions = self._runner(runtime, model, ids, 1, 0, step, count=True)
             counts.append(instructions)
             calls.append(int((ids != 0).sum()) if step else n)

@@ -86,17 +86,15 @@ def run_runner(
     `step`: the model is a step model, each row is replayed item by item."""
     import tempfile
 
-    import numpy as np
-
     runner = Path(__file__).with_name("device_runner.py")
     with tempfile.TemporaryDirectory() as tmp:
-        np.save(Path(tmp) / "inputs.npy", input_ids)
+        inputs = save_inputs(Path(tmp), input_ids)
         result = subprocess.run(
             [
                 str(python),
                 str(runner),
                 str(model),
-                str(Path(tmp) / "inputs.npy"),
+                str(inputs),
                 str(Path(tmp) / "out.npz"),
                 "--threads",
                 str(threads),
@@ -110,6 +108,27 @@ def run_runner(
         if result.returncode != 0:
             raise EdgerecError(f"{model}: {runtime} {runner_failure(result.returncode, result.stderr)}")
         return load_npz(Path(tmp) / "out.npz", f"the {runtime} runner's output")
+
+
+def save_inputs(folder: Path, inputs) -> Path:
+    """The runner's inputs file in `folder`: encoded `input_ids` as inputs.npy, or named arrays
+    (an entry point with several inputs, `{name: [N, ...]}`) as inputs.npz."""
+    import numpy as np
+
+    if isinstance(inputs, dict):
+        np.savez(folder / "inputs.npz", **{k: np.asarray(v) for k, v in inputs.items()})
+        return folder / "inputs.npz"
+    np.save(folder / "inputs.npy", inputs)
+    return folder / "inputs.npy"
+
+
+def take_rows(inputs, rows):
+    """Rows `rows` of the runner's inputs (an array, or every array of a dict)."""
+    import numpy as np
+
+    if isinstance(inputs, dict):
+        return {k: np.asarray(v)[rows] for k, v in inputs.items()}
+    return np.asarray(inputs)[rows]
 
 
 def runner_failure(returncode: int, stderr: str) -> str:

@@ -62,6 +62,12 @@ class ModelFormat(abc.ABC):
     def write_step(self, graph, path: Path, spec, target, top_k: int | None, metadata: dict) -> None:
         """The incremental step graph (`graphs.step_graph`) as a file of this format."""
 
+    def write_entry(self, graph, path: Path, target, inputs, outputs: list[str], metadata: dict, what: str) -> None:
+        """A further entry point (`formats.entries`: rerank, rules) as a file of this format.
+        `inputs(batch, dtype)` gives example inputs by name, the ids in `dtype`; `outputs` names
+        the outputs in order."""
+        raise EdgerecError(f"{self.name} cannot hold the {what} entry point yet")
+
     @abc.abstractmethod
     def int8_forms(self, settings) -> list[str]:
         """The int8 forms the profile's `[quantization]` allows for this format, preferred first."""

@@ -31,6 +31,7 @@ from edgerec.devices.incremental import describe
 from edgerec.devices.runtimes import Scorer, encode
 from edgerec.formats import FORMATS, RUNTIMES, open_model, target_profile
 from edgerec.formats.checks import parity, replay, replay_scorer, top_k_check
+from edgerec.formats.entries import write_entries
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,24 @@ class ExportConfig:
     emulate: bool = True
     # The formats to write (each in the profile's formats or offers); None: the profile's formats.
     formats: tuple[str, ...] | None = None
+    # Further entry points (formats.entries): rerank.<fmt> scoring this many candidates per call,
+    # and rules.<fmt>, the top-K with per-call allowed / boost inputs (needs top_k).
+    rerank: int | None = None
+    rules: bool = False
+
+
+def _wanted_entries(rec, config: ExportConfig) -> dict:
+    """{entry name: size} the config asks for, checked before any work."""
+    wanted = {}
+    if config.rerank is not None:
+        if not 1 <= config.rerank <= rec.num_items:
+            raise EdgerecError(f"--rerank must be in [1, {rec.num_items}] candidates, got {config.rerank}")
+        wanted["rerank"] = config.rerank
+    if config.rules:
+        if config.top_k is None:
+            raise EdgerecError("--rules needs the in-graph top-K: add --top-k K")
+        wanted["rules"] = None
+    return wanted
 
 
 def _bundle_meta(rec, target, source: dict, top_k: int | None) -> dict:
@@ -183,12 +202,14 @@ def export(
         raise EdgerecError(f"--top-k must be in [1, {rec.num_items}], got {top_k}")
     histories = data.examples("test")[0][: config.parity_users]
     step = _wants_step(rec, target, config)
+    wanted = _wanted_entries(rec, config)
     meta = _bundle_meta(rec, target, source, top_k)
     inputs = {"model": Path(model_dir), "data": Path(data_dir)}
     with atomic_artifact(out_dir, "export", config=config, inputs=inputs, overwrite=overwrite) as (tmp, manifest):
         files, timings = _write_models(rec, tmp, target, top_k, meta, log)
         checks, arm_parity, top_k_checks = _checks(rec, tmp, files, target, top_k, meta, histories, config, log)
         step_entry, app_files = _app_side(rec, tmp, files, target, top_k, meta, histories, step, timings, data)
+        entries = write_entries(rec, tmp, target, wanted, top_k, histories[:64], meta, log) if wanted else None
         write_json(
             tmp / "metadata.json",
             {
@@ -198,6 +219,7 @@ def export(
                 "top_k_check": top_k_checks,
                 **({"parity_emulated_arm": arm_parity} if arm_parity else {}),
                 **({"step_model": step_entry} if step else {}),
+                **({"entries": entries} if entries else {}),
                 **app_files,
                 "integrity": bundle_integrity(tmp),
             },
@@ -209,6 +231,7 @@ def export(
             top_k_check=top_k_checks,
             parity_emulated_arm=arm_parity,
             step_model=step_entry,
+            entries=entries,
             seconds=timings,
             sizes={f: (tmp / p).stat().st_size for f, p in files.items()},
         )

@@ -192,6 +192,13 @@ def _write_metadata(
         for fmt, r in results.items()
     }
     extra, entries = {}, {}
+    if meta.get("entries"):  # rerank / rules files: carried over in float, and said so
+        extra["entries"] = {}
+        for name, entry in meta["entries"].items():
+            for file in entry["files"].values():
+                shutil.copy(bundle / file, tmp / file)
+            extra["entries"][name] = {**entry, "precision": "fp32", "note": "carried over in float by quantize"}
+            log(f"{name} entry point: {', '.join(entry['files'].values())} carried over in float (no int8 form yet)")
     if meta.get("step_model"):
         step = quantize_steps(bundle, tmp, meta["step_model"]["files"], settings, sequences, log, plan_inputs["model"])
         extra["step_model"] = {**meta["step_model"], "precision": "int8", "quantization": step}

@@ -71,15 +71,32 @@ class Recommender:
             raise EdgerecError(f"{len(unknown)} item ids are not in the catalogue (e.g. {unknown[0]!r})")
         return [self.index_of[i] for i in history_ids]
 
-    def recommend(self, history_ids, k: int = 10, explain: bool = False, reasons: int = 3) -> list[dict]:
+    def recommend(
+        self,
+        history_ids,
+        k: int = 10,
+        explain: bool = False,
+        reasons: int = 3,
+        allowed=None,
+        excluded=None,
+        boost: dict | None = None,
+    ) -> list[dict]:
         """The k best items not in the history, best first (fewer when fewer are left: see
         `candidates`); with `explain`, each gets its top history items by contribution (score
-        drop when left out)."""
+        drop when left out).
+
+        Business rules, as the bundle's rules entry point applies them in the graph: `allowed`
+        (item ids; None = every item) and `excluded` (item ids) restrict what may come back,
+        and `boost` ({item id: value}) is added to those items' scores first. The list is then
+        exactly the k best of what is left."""
         history = self.indices(history_ids)
+        masked = self._masked(history, allowed, excluded)
         window = history[-self.meta["max_len"] :]  # what the model reads
         variants = [history] + ([window[:j] + window[j + 1 :] for j in range(len(window))] if explain else [])
         scores = self.scorer.scores(variants)
-        top = metrics.top_k(scores[:1], k, self.meta["num_items"], [history])[0]
+        if boost:
+            scores[0, self.indices(list(boost))] += np.asarray(list(boost.values()), np.float32)
+        top = metrics.top_k(scores[:1], k, self.meta["num_items"], [masked])[0]
         out = []
         for index in top[top > 0]:  # 0 = no candidate left
             entry = self.items[index - 1]
@@ -100,7 +117,18 @@ class Recommender:
             out.append(row)
         return out
 
-    def candidates(self, history_ids) -> int:
+    def candidates(self, history_ids, allowed=None, excluded=None) -> int:
         """How many items can be recommended after this history: the catalogue less the distinct
-        items in it."""
-        return int(metrics.candidate_counts(self.meta["num_items"], [self.indices(history_ids)])[0])
+        items in it (and less what the rules leave out)."""
+        masked = self._masked(self.indices(history_ids), allowed, excluded)
+        return int(metrics.candidate_counts(self.meta["num_items"], [masked])[0])
+
+    def _masked(self, history: list[int], allowed, excluded) -> list[int]:
+        """The indices never to recommend: the history, items outside `allowed`, `excluded`."""
+        masked = list(history)
+        if allowed is not None:
+            keep = set(self.indices(allowed)) if len(allowed) else set()
+            masked += [i for i in range(1, self.meta["num_items"] + 1) if i not in keep]
+        if excluded:
+            masked += self.indices(excluded)
+        return masked

@@ -117,6 +117,8 @@ STRINGS = {
     "build --dataset": ["", "nope"],
     "build --formats": ["", ",", "nope"],
     "recommend --history": ["", "nope", ",,"],
+    "recommend --allow": ["nope", "@/nonexistent/ids.txt"],
+    "recommend --exclude": ["nope", "@/nonexistent/ids.txt"],
     "targets show name": ["", "nope"],
     "distill --init": ["", "nope"],
     "data --synthetic": ["", "nope", "5x10", "10x", "10x10x10", "1e400x10", "1e9x10"],

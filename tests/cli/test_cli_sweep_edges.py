@@ -275,6 +275,28 @@ def test_recommend_more_than_is_left_returns_only_real_unseen_items_best_first(b
     assert json.loads(everything.stdout)["items"] == []
 
 
+def test_recommend_with_an_allow_list_is_the_full_ranking_with_the_rest_removed(tmp_path, bundle):
+    from edgerec.stages.recommend import Recommender
+
+    items = [entry["id"] for entry in json.loads((bundle / "items.json").read_text())]
+    history = items[:2]
+    full = Recommender(bundle).recommend(history, k=len(items))
+    allowed = items[1::3]  # an item of the history among them, which stays out
+    (tmp_path / "allow.txt").write_text("\n".join(allowed) + "\n")
+    result = run(
+        ["recommend", "-b", str(bundle), "--history", ",".join(history), "-k", "4"]
+        + ["--allow", f"@{tmp_path / 'allow.txt'}", "--exclude", allowed[3], "--json"]
+    )
+    assert result.returncode == 0, result.stderr
+    expected = [row["item"] for row in full if row["item"] in set(allowed) - {allowed[3]}][:4]
+    assert [row["item"] for row in json.loads(result.stdout)["items"]] == expected
+    boosted = Recommender(bundle).recommend(history, k=1, boost={full[-1]["item"]: 1e6})
+    assert boosted[0]["item"] == full[-1]["item"]  # the worst item, boosted to the top
+    none = run(["recommend", "-b", str(bundle), "--history", history[0], "--allow", history[0], "--json"])
+    answer = json.loads(none.stdout)
+    assert none.returncode == 0 and (answer["returned"], answer["candidates"]) == (0, 0)
+
+
 def test_validate_and_evaluate_into_a_read_only_folder_fail_before_the_work(tmp_path, data_dir, bundle, tiny_teacher):
     place = tmp_path / "ro"
     place.mkdir()

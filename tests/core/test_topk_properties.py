@@ -99,9 +99,10 @@ GRAPHS = [(5, 4, 5), (3, 6, 3), (12, 6, 4), (9, 3, 8)]
 
 
 class _TopKOnly:
-    """`top_k_unseen` as a module with the scores as an input, so every score row can be tried."""
+    """`top_k_unseen` as a module with the scores as an input, so every score row can be tried;
+    with `rules`, also the per-call `allowed` and `boost` inputs of the rules entry point."""
 
-    def __new__(cls, k: int):
+    def __new__(cls, k: int, rules: bool = False):
         import torch
 
         from edgerec.core.graphs import top_k_unseen
@@ -110,42 +111,53 @@ class _TopKOnly:
             def forward(self, item_scores, history):
                 return top_k_unseen(item_scores, history, k)
 
-        return TopK().eval()
+        class RuledTopK(torch.nn.Module):
+            def forward(self, item_scores, history, allowed, boost):
+                return top_k_unseen(item_scores, history, k, allowed, boost)
+
+        return (RuledTopK() if rules else TopK()).eval()
 
 
-def _onnx_runner(path_dir, n, window, k):
+def _examples(n, window, batch, ids, rules):
+    import torch
+
+    inputs = {"item_scores": torch.zeros(batch, n), "history": torch.zeros(batch, window, dtype=ids)}
+    if rules:
+        inputs.update(allowed=torch.ones(batch, n, dtype=torch.uint8), boost=torch.zeros(batch, n))
+    return inputs
+
+
+def _feeds(s, h, ids, rules):
+    feeds = {"item_scores": s[None], "history": np.asarray(h, ids)[None]}
+    if rules:
+        feeds.update(allowed=rules[0][None], boost=rules[1][None])
+    return feeds
+
+
+def _onnx_runner(path_dir, n, window, k, rules=False):
     import onnxruntime as ort
     import torch
 
     from edgerec.formats.onnx.export import write_onnx
 
-    path = path_dir / f"topk-{n}-{window}-{k}.onnx"
-    write_onnx(
-        _TopKOnly(k),
-        {"item_scores": torch.zeros(2, n), "history": torch.zeros(2, window, dtype=torch.int64)},
-        ["items", "scores"],
-        path,
-        17,
-        {},
-    )
+    path = path_dir / f"topk-{n}-{window}-{k}-{rules}.onnx"
+    write_onnx(_TopKOnly(k, rules), _examples(n, window, 2, torch.int64, rules), ["items", "scores"], path, 17, {})
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return lambda s, h: session.run(None, {"item_scores": s[None], "history": np.asarray(h, np.int64)[None]})
+    return lambda s, h, r=None: session.run(None, _feeds(s, h, np.int64, r))
 
 
-def _tflite_runner(path_dir, n, window, k):
+def _tflite_runner(path_dir, n, window, k, rules=False):
     import torch
     from ai_edge_litert.interpreter import Interpreter
 
     from edgerec.formats.tflite.export import write_tflite
 
-    path = path_dir / f"topk-{n}-{window}-{k}.tflite"
-    write_tflite(
-        _TopKOnly(k), {"item_scores": torch.zeros(1, n), "history": torch.zeros(1, window, dtype=torch.int32)}, path
-    )
+    path = path_dir / f"topk-{n}-{window}-{k}-{rules}.tflite"
+    write_tflite(_TopKOnly(k, rules), _examples(n, window, 1, torch.int32, rules), path)
     runner = Interpreter(model_path=str(path)).get_signature_runner()
 
-    def run(s, h):
-        out = runner(item_scores=s[None], history=np.asarray(h, np.int32)[None])
+    def run(s, h, r=None):
+        out = runner(**_feeds(s, h, np.int32, r))
         return out["output_0"], out["output_1"]
 
     return run
@@ -155,9 +167,10 @@ def _tflite_runner(path_dir, n, window, k):
 def runners(tmp_path_factory):
     folder = tmp_path_factory.mktemp("topk")
     return {
-        (fmt, shape): make(folder, *shape)
+        (fmt, shape, rules): make(folder, *shape, rules)
         for fmt, make in (("onnx", _onnx_runner), ("tflite", _tflite_runner))
         for shape in GRAPHS
+        for rules in (False, True)
     }
 
 
@@ -177,8 +190,33 @@ def test_exported_top_k_matches_the_brute_force_reference(runners, fmt):
     @given(graph_cases())
     def prop(case):
         shape, scores, history = case
-        items, best = runners[(fmt, shape)](scores, history)
+        items, best = runners[(fmt, shape, False)](scores, history)
         assert items.shape == (1, shape[2])
         check(items[0], best[0], scores, shape[2], {i for i in history if i})
+
+    prop()
+
+
+@st.composite
+def ruled_cases(draw):
+    shape, scores, history = draw(graph_cases())
+    n = shape[0]
+    allowed = np.asarray(draw(st.lists(st.integers(0, 1), min_size=n, max_size=n)), np.uint8)
+    boost = np.asarray(draw(st.lists(st.sampled_from([0.0, 0.5, -2.0, 3.25]), min_size=n, max_size=n)), np.float32)
+    return shape, scores, history, allowed, boost
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "tflite"])
+def test_a_rule_filtered_top_k_is_the_ranking_with_the_excluded_items_removed(runners, fmt):
+    """The rules entry's top-K: exactly the K best of scores + boost among the allowed unseen items
+    (fewer only when fewer are allowed), as the brute-force reference over the same scores."""
+
+    @SETTINGS
+    @given(ruled_cases())
+    def prop(case):
+        shape, scores, history, allowed, boost = case
+        items, best = runners[(fmt, shape, True)](scores, history, (allowed, boost))
+        excluded = {j + 1 for j in range(shape[0]) if not allowed[j]}
+        check(items[0], best[0], scores + boost, shape[2], {i for i in history if i} | excluded)
 
     prop()

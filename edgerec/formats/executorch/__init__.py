@@ -16,7 +16,7 @@ import numpy as np
 from edgerec.core.errors import EdgerecError
 from edgerec.core.graphs import scoring_graph
 from edgerec.formats.base import Int8Plan, ModelFormat
-from edgerec.formats.executorch.export import write_pte
+from edgerec.formats.executorch.export import exported, write_program, write_pte
 from edgerec.formats.executorch.int8 import linear_units, quantize_pte
 from edgerec.formats.executorch.runtime import ExecuTorchScorer, load_method
 
@@ -50,6 +50,10 @@ class ExecuTorchFormat(ModelFormat):
 
     def write_step(self, graph, path: Path, spec, target, top_k: int | None, metadata: dict) -> None:
         raise EdgerecError("the ExecuTorch step model is not written yet: export the step model as ONNX or TFLite")
+
+    def write_entry(self, graph, path, target, inputs, outputs, metadata, what) -> None:
+        example = tuple(inputs(1, self.input_dtype(target)).values())  # torch.export fixes batch 1
+        write_program(exported(graph, example), path, f"{what} ExecuTorch lowering")
 
     def int8_forms(self, settings) -> list[str]:
         return list(settings.executorch_forms)

@@ -12,7 +12,7 @@ import numpy as np
 
 from edgerec.devices.incremental import calibration_feeds
 from edgerec.formats.base import CHUNK, Int8Plan, ModelFormat
-from edgerec.formats.onnx.export import export_onnx, export_step_onnx
+from edgerec.formats.onnx.export import export_onnx, export_step_onnx, write_onnx
 from edgerec.formats.onnx.int8 import (
     RUNTIME_VERSION_NEEDED,
     SESSION_CONFIG,
@@ -55,6 +55,10 @@ class OnnxFormat(ModelFormat):
 
     def write_step(self, graph, path: Path, spec, target, top_k: int | None, metadata: dict) -> None:
         export_step_onnx(graph, path, spec, target.onnx.opset, target.onnx.input_dtype, top_k, metadata)
+
+    def write_entry(self, graph, path, target, inputs, outputs, metadata, what) -> None:
+        inputs = inputs(2, self.input_dtype(target))  # batch-dynamic, as model.onnx
+        write_onnx(graph, inputs, outputs, path, target.onnx.opset, metadata, f"{what} ONNX export")
 
     def int8_forms(self, settings) -> list[str]:
         return onnx_forms(settings)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from edgerec.formats.base import Int8Plan, ModelFormat
-from edgerec.formats.tflite.export import export_step_tflite, export_tflite
+from edgerec.formats.tflite.export import export_step_tflite, export_tflite, write_tflite
 from edgerec.formats.tflite.int8 import TFLITE_UNITS, calibrate_tflite, quantize_tflite, tflite_forms
 from edgerec.formats.tflite.runtime import LiteRTScorer
 
@@ -34,6 +34,9 @@ class TfliteFormat(ModelFormat):
 
     def write_step(self, graph, path: Path, spec, target, top_k: int | None, metadata: dict) -> None:
         export_step_tflite(graph, path, spec, top_k)
+
+    def write_entry(self, graph, path, target, inputs, outputs, metadata, what) -> None:
+        write_tflite(graph, inputs(1, self.input_dtype(target)), path, f"{what} TFLite conversion")
 
     def int8_forms(self, settings) -> list[str]:
         return tflite_forms(settings)
