@@ -191,6 +191,33 @@ def incremental(bundle: Path, meta, history):
     return out
 
 
+def rules_top_k(bundle: Path, meta, history, allowed):
+    """The bundle's rules file (edgerec export --top-k K --rules): the K best unseen items among
+    `allowed` (model indices), ranked in the graph. Returns [(index, score)], best first."""
+    entry = meta["entries"]["rules"]
+    ids = encode([history], meta["max_len"])
+    mask = np.zeros((1, meta["num_items"]), np.uint8)
+    mask[0, np.asarray(allowed, np.int64) - 1] = 1
+    boost = np.zeros((1, meta["num_items"]), np.float32)  # e.g. a promotion: + for some items
+    if "onnx" in entry["files"]:
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(str(bundle / entry["files"]["onnx"]), providers=["CPUExecutionProvider"])
+        dtype = np.dtype(entry["inputs"]["input_ids"]["dtype"]["onnx"])
+        feeds = {"input_ids": ids.astype(dtype), "allowed": mask, "boost": boost}
+        items, scores = session.run(["items", "scores"], feeds)
+    else:
+        try:
+            from tflite_runtime.interpreter import Interpreter
+        except ImportError:
+            from ai_edge_litert.interpreter import Interpreter
+        interpreter = Interpreter(model_path=str(bundle / entry["files"]["tflite"]))
+        runner = interpreter.get_signature_runner(next(iter(interpreter.get_signature_list())))
+        out = runner(input_ids=ids.astype(np.int32), allowed=mask, boost=boost)
+        items, scores = out["output_0"], out["output_1"]
+    return [(int(i), float(v)) for i, v in zip(items[0], scores[0]) if i > 0]  # 0: none left
+
+
 def encode(histories, max_len):
     batch = np.zeros((len(histories), max_len), dtype=np.int64)  # 0 = padding, on the left
     for row, history in enumerate(histories):
@@ -210,6 +237,9 @@ def main():
     parser.add_argument(
         "--incremental", action="store_true", help="feed the history item by item through the bundle's step model"
     )
+    parser.add_argument(
+        "--allow", help="recommend only these item ids (comma-separated): the bundle's rules file when it has one"
+    )
     args = parser.parse_args()
 
     meta, items, run = load(args.bundle, args.format, args.public_key)
@@ -219,6 +249,12 @@ def main():
     if not ids or unknown:
         raise SystemExit(f"error: unknown item ids {unknown}" if unknown else "error: empty history")
     history = [index_of[i] for i in ids]
+    allowed = [index_of[i] for i in args.allow.split(",") if i.strip() in index_of] if args.allow else None
+    if allowed is not None and "rules" in meta.get("entries", {}):
+        for rank, (index, score) in enumerate(rules_top_k(args.bundle, meta, history, allowed)[: args.k], start=1):
+            entry = items[index - 1]
+            print(f"{rank:2d}. {entry.get('title') or entry['id']}  [{entry['id']}]  {score:.3f}")
+        return
     if args.incremental:
         if args.explain:
             raise SystemExit("error: --explain uses the full model; drop --incremental")
@@ -238,6 +274,8 @@ def main():
         scores = run(encode(variants, meta["max_len"]))  # column j scores model index j + 1
     ranked = scores[0].copy()
     ranked[np.asarray(history) - 1] = -np.inf  # never recommend what the user already has
+    if allowed is not None:  # no rules file: the same rule on the full scores
+        ranked[np.setdiff1d(np.arange(len(ranked)), np.asarray(allowed, np.int64) - 1)] = -np.inf
     best = [c for c in np.argsort(-ranked, kind="stable")[: args.k] if ranked[c] > -np.inf]  # fewer when few are left
     for rank, column in enumerate(best, start=1):
         entry = items[column]

@@ -111,6 +111,16 @@ class DeviceSettings:
     # Test users run under emulation (150-450x slower than native); full-set metrics stay on
     # the host.
     users: int = 50
+    # How an ARM instruction count is taken: (the count of a process making count_calls[1]
+    # batch-1 calls - one making count_calls[0]) / the difference, so start-up cancels; taken
+    # count_repeats times (once more when they disagree by > 1%) and the median reported.
+    count_calls: tuple[int, ...] = (5, 105)
+    count_repeats: int = 2
+
+    def __post_init__(self):
+        calls = self.count_calls
+        if len(calls) != 2 or not 0 <= calls[0] < calls[1]:
+            raise EdgerecError(f"device.count_calls must be two call counts, fewer first, got {list(calls)}")
 
 
 @dataclass(frozen=True)
@@ -170,6 +180,8 @@ RANGES = {
     "min_coverage_retained": (0.0, 10.0),
     "max_instructions_per_call": (1.0, None),
     "users": (1, 1_000_000),
+    "count_calls": (0, 100_000),
+    "count_repeats": (1, 9),
     "version": (1, None),
 }
 _VERSION = re.compile(r"^\d+(\.\d+){0,3}$")

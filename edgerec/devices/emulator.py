@@ -49,15 +49,21 @@ class EmulatedDevice:
 
     cpu: str
     folder: Path
+    # how instruction counts are taken (a profile's [device] count_calls / count_repeats)
+    calls: tuple[int, int] = (5, 105)
+    repeats: int = 2
 
     @classmethod
-    def open(cls, cpu: str, log=print) -> EmulatedDevice:
-        """Check the CPU model (before any set-up when qemu is here), then set up if needed."""
+    def open(cls, cpu: str, log=print, settings=None) -> EmulatedDevice:
+        """Check the CPU model (before any set-up when qemu is here), then set up if needed.
+        `settings`: a profile's `DeviceSettings`, for how counts are taken."""
         if shutil.which("qemu-aarch64-static"):
             check_cpu(cpu)
         folder = setup(log)
         check_cpu(cpu)
-        return cls(cpu=cpu, folder=folder)
+        if settings is None:
+            return cls(cpu=cpu, folder=folder)
+        return cls(cpu=cpu, folder=folder, calls=tuple(settings.count_calls), repeats=settings.count_repeats)
 
     @property
     def name(self) -> str:
@@ -146,20 +152,23 @@ class EmulatedDevice:
         runtime: str,
         model: Path,
         input_ids,
-        few: int = 5,
-        many: int = 105,
+        few: int | None = None,
+        many: int | None = None,
         step: bool = False,
-        repeats: int = 2,
+        repeats: int | None = None,
         tolerance: float = 0.01,
     ) -> dict:
         """ARM instructions per batch-1 call: (count with `many` calls - count with `few`) /
-        (many - few), one thread, fixed hash seed, so start-up cancels. Rows are real inputs, reused
-        in turn when there are fewer than `many`. For a step model a "call" is one update.
+        (many - few) (default: the device's `calls`), one thread, fixed hash seed, so start-up
+        cancels. Rows are real inputs, reused in turn when there are fewer than `many`.
+        For a step model a "call" is one update.
 
         Measured `repeats` times, once more when those disagree by more than `tolerance`, and the
         median reported (all of them in `counts`): repeats usually agree within 0.2%, but on a
         loaded host a count now and then lands far off (0.5x-3.4x its repeats, seen with
         benchmarks/arm.py running beside a test suite), so one count is not trusted alone."""
+        few, many = few if few is not None else self.calls[0], many if many is not None else self.calls[1]
+        repeats = repeats if repeats is not None else self.repeats
         counts, values = [], []
         while len(values) < repeats or (
             len(values) == repeats and repeats > 1 and max(values) - min(values) > tolerance * min(values)

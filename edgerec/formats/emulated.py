@@ -29,7 +29,7 @@ def validate_emulated(bundle: Path, meta: dict, target, histories, targets, num_
     out = {"users": n, "cpus": {}}
     step = meta.get("step_model")
     for cpu in target.device.emulate:
-        device = EmulatedDevice.open(cpu, log)
+        device = EmulatedDevice.open(cpu, log, target.device)
         cannot = device.can_count()
         result = {}
         for runtime in target.runtimes:

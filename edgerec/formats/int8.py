@@ -219,7 +219,7 @@ def arm_counter(target, emulate: bool, histories, max_len: int, log):
     if switched_off(emulate):
         return None, f"not counted ({OFF})"
     try:
-        device = EmulatedDevice.open(target.device.emulate[0], log)
+        device = EmulatedDevice.open(target.device.emulate[0], log, target.device)
     except EmulatorUnavailable as exc:
         return None, f"not counted: {exc}"
     cannot = device.can_count()

@@ -36,6 +36,7 @@ def bundles(tmp_path_factory, data_dir):
     )
     for target in ("x86_64-vnni", "rpi4"):
         export(root / "model", data_dir, root / target, ExportConfig(target=target))
+    export(root / "model", data_dir, root / "rules", ExportConfig(target="rpi4", top_k=10, rules=True))
     return root
 
 
@@ -132,3 +133,23 @@ def test_raspberry_pi_app_on_tflite_runtime_2_14(bundles):
     )
     assert probe.stdout.strip() == "2.14.0"
     assert _app_items(run.stdout) == [r["item"] for r in Recommender(bundle).recommend(history)]
+
+
+@pytest.mark.parametrize("bundle_name", ["x86_64-vnni", "rules"])
+def test_the_app_keeps_to_an_allow_list_with_or_without_the_rules_file(bundles, bundle_name):
+    """The rules file on tflite-runtime 2.14 (a Raspberry Pi's runtime) and the full scores with
+    the rule applied after give edgerec's own list: the ranking with the other items removed."""
+    from edgerec.devices.envs import python_for
+
+    items = [entry["id"] for entry in json.loads((bundles / "x86_64-vnni" / "items.json").read_text())]
+    history, allowed = _history(bundles / "x86_64-vnni"), items[::3]
+    python = python_for("tflite-runtime") if bundle_name == "rules" else sys.executable
+    run = subprocess.run(
+        [str(python), "-c", NO_EDGEREC, str(APP), str(bundles / bundle_name), "--history", ",".join(history)]
+        + ["--allow", ",".join(allowed), "--k", "6"],
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 0, run.stderr[-600:]
+    expected = Recommender(bundles / "x86_64-vnni").recommend(history, k=6, allowed=allowed)
+    assert _app_items(run.stdout) == [r["item"] for r in expected]
