@@ -196,21 +196,27 @@ def _replay_rows(path, ids, threads, warmup):
     return finals, seconds
 
 
+def _timed_calls(call, rows, count, warmup):
+    """`call(rows(i))` for every row i < count after `warmup` untimed ones: (outputs, seconds)."""
+    for row in range(min(warmup, count)):
+        call(rows(row))
+    outputs, seconds = [], []
+    for row in range(count):
+        started = time.perf_counter()
+        outputs.append(call(rows(row)))
+        seconds.append(time.perf_counter() - started)
+    return outputs, seconds
+
+
 def _run_feeds(args):
     """--inputs *.npz: one batch-1 call per row of the named arrays (see the module docstring)."""
     with np.load(args.inputs, allow_pickle=False) as f:
         feeds = {k: f[k] for k in f.files}
-    rows = len(next(iter(feeds.values())))
     started = time.perf_counter()
     call, _ = open_named(args.model, args.threads)
     load_seconds = time.perf_counter() - started
-    for row in range(min(args.warmup, rows)):
-        call({k: v[row : row + 1] for k, v in feeds.items()})
-    outputs, seconds = [], []
-    for row in range(rows):
-        started = time.perf_counter()
-        outputs.append(call({k: v[row : row + 1] for k, v in feeds.items()}))
-        seconds.append(time.perf_counter() - started)
+    count = len(next(iter(feeds.values())))
+    outputs, seconds = _timed_calls(call, lambda r: {k: v[r : r + 1] for k, v in feeds.items()}, count, args.warmup)
     named = {f"output_{i}": np.concatenate([out[i] for out in outputs]) for i in range(len(outputs[0]))}
     np.savez(
         args.output,
@@ -262,13 +268,7 @@ def main():
     started = time.perf_counter()
     run = opener(args.model)(args.model, args.threads)
     load_seconds = time.perf_counter() - started
-    for row in range(min(args.warmup, len(ids))):
-        run(ids[row : row + 1])
-    scores, seconds = [], []
-    for row in range(len(ids)):
-        started = time.perf_counter()
-        scores.append(run(ids[row : row + 1]))
-        seconds.append(time.perf_counter() - started)
+    scores, seconds = _timed_calls(run, lambda r: ids[r : r + 1], len(ids), args.warmup)
     rss = _peak_rss()
     np.savez(
         args.output,
