@@ -94,8 +94,8 @@ class Recommender:
         window = history[-self.meta["max_len"] :]  # what the model reads
         variants = [history] + ([window[:j] + window[j + 1 :] for j in range(len(window))] if explain else [])
         scores = self.scorer.scores(variants)
-        if boost:
-            scores[0, self.indices(list(boost))] += np.asarray(list(boost.values()), np.float32)
+        if boost:  # every variant alike, so that an explanation's score drops stay the model's
+            scores[:, self.indices(list(boost))] += np.asarray(list(boost.values()), np.float32)
         top = metrics.top_k(scores[:1], k, self.meta["num_items"], [masked])[0]
         out = []
         for index in top[top > 0]:  # 0 = no candidate left

@@ -292,6 +292,14 @@ def test_recommend_with_an_allow_list_is_the_full_ranking_with_the_rest_removed(
     assert [row["item"] for row in json.loads(result.stdout)["items"]] == expected
     boosted = Recommender(bundle).recommend(history, k=1, boost={full[-1]["item"]: 1e6})
     assert boosted[0]["item"] == full[-1]["item"]  # the worst item, boosted to the top
+    plain = Recommender(bundle).recommend(history, k=len(items), explain=True)
+    explained = Recommender(bundle).recommend(history, k=len(items), explain=True, boost={full[-1]["item"]: 2.0})
+    before, after = (next(r for r in rows if r["item"] == full[-1]["item"]) for rows in (plain, explained))
+    assert after["score"] == pytest.approx(before["score"] + 2.0, abs=1e-5)
+    # the boost is not a history item's contribution: the score drops are the model's
+    assert [b["contribution"] for b in after["because"]] == pytest.approx(
+        [b["contribution"] for b in before["because"]], abs=1e-5
+    )
     none = run(["recommend", "-b", str(bundle), "--history", history[0], "--allow", history[0], "--json"])
     answer = json.loads(none.stdout)
     assert none.returncode == 0 and (answer["returned"], answer["candidates"]) == (0, 0)
